@@ -1,0 +1,7 @@
+"""``python -m kerasave``: the command line."""
+
+import sys
+
+from kerasave.cli import main
+
+sys.exit(main())

@@ -1,0 +1,199 @@
+"""Architecture-only configs: JSON and YAML, Keras 3 and Keras 2.
+
+``to_json`` is Keras' own ``model.to_json()``. ``to_yaml`` writes the same data as
+plain YAML that ``yaml.safe_load`` reads. Reading accepts configs written by
+Keras 2 (module-less class names, ``batch_input_shape``, YAML ``!!python/tuple``)
+and refuses, without running anything, every other ``!!python/...`` tag and, in
+safe mode, Lambda layers (their code would run when the model is built).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+import keras
+import yaml
+from keras.src.legacy.saving import saving_utils as legacy_saving_utils
+
+from kerasave._errors import CorruptArtifactError, NotSerializableError, UnsafeArtifactError
+from kerasave.formats._base import require_config
+
+__all__ = [
+    "to_json",
+    "model_from_json",
+    "to_yaml",
+    "model_from_yaml",
+    "config_from_text",
+    "model_from_config",
+]
+
+_PY_TAG = "tag:yaml.org,2002:python/"
+
+
+class _SafeKerasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` plus Keras 2's harmless ``!!python/tuple``."""
+
+
+def _tuple(loader: yaml.SafeLoader, node: yaml.Node) -> list[Any]:
+    return list(loader.construct_sequence(node, deep=True))  # type: ignore[arg-type]
+
+
+def _refuse(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> Any:
+    raise UnsafeArtifactError(
+        f"refusing the YAML tag !!python/{suffix} (line {node.start_mark.line + 1}): loading "
+        "it would run Python code; only !!python/tuple is accepted"
+    )
+
+
+_SafeKerasLoader.add_constructor(_PY_TAG + "tuple", _tuple)
+_SafeKerasLoader.add_multi_constructor(_PY_TAG, _refuse)
+_SafeKerasLoader.add_multi_constructor("!python/", _refuse)
+
+
+def to_json(model: keras.Model) -> str:
+    """The model's architecture as JSON (Keras' ``model.to_json()``).
+
+    Raises:
+        NotSerializableError: a subclassed model without ``get_config``.
+    """
+    require_config(model)
+    return model.to_json()
+
+
+def to_yaml(model: keras.Model) -> str:
+    """The model's architecture as YAML that ``yaml.safe_load`` reads (no python tags).
+
+    Raises:
+        NotSerializableError: a subclassed model without ``get_config``.
+    """
+    return yaml.safe_dump(require_config(model), sort_keys=False)
+
+
+def config_from_text(text: str | bytes, *, kind: str, source: str | None = None) -> dict[str, Any]:
+    """Parse JSON or YAML config text into a dict, refusing python tags."""
+    try:
+        if kind == "json":
+            config = json.loads(text)
+        else:
+            config = yaml.load(text, Loader=_SafeKerasLoader)  # noqa: S506 - our safe loader
+    except UnsafeArtifactError as exc:
+        raise UnsafeArtifactError(str(exc), path=source) from None
+    except yaml.constructor.ConstructorError as exc:
+        # An application tag SafeLoader does not know: refuse rather than guess.
+        raise UnsafeArtifactError(
+            f"refusing an unknown YAML tag: {str(exc.problem)}", path=source
+        ) from exc
+    except (ValueError, yaml.YAMLError) as exc:
+        raise CorruptArtifactError(f"not valid {kind.upper()}: {exc}", path=source) from exc
+    if not isinstance(config, dict) or "class_name" not in config or "config" not in config:
+        raise CorruptArtifactError(
+            f"expected a Keras model config (a mapping with 'class_name' and 'config'), "
+            f"received {type(config).__name__}",
+            path=source,
+        )
+    return config
+
+
+def _walk(obj: Any) -> Iterator[Mapping[str, Any]]:
+    if isinstance(obj, Mapping):
+        yield obj
+        for v in obj.values():
+            yield from _walk(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _walk(v)
+
+
+def is_keras2(config: Mapping[str, Any]) -> bool:
+    """A config written by Keras 2 (tf.keras): no module paths, or a 2.x version."""
+    version = str(config.get("keras_version", ""))
+    return version.startswith("2.") or "module" not in config
+
+
+def _refuse_code(config: Mapping[str, Any], source: str | None) -> None:
+    for node in _walk(config):
+        if node.get("class_name") == "Lambda" or node.get("function_type") == "lambda":
+            name = (node.get("config") or {}).get("name", "?") if isinstance(
+                node.get("config"), Mapping) else "?"
+            raise UnsafeArtifactError(
+                f"the config holds a Lambda layer ({name!r}) whose code would run when the "
+                "model is built; pass safe_mode=False only if you trust the file",
+                path=source,
+            )
+
+
+def model_from_config(
+    config: dict[str, Any],
+    *,
+    custom_objects: Mapping[str, Any] | None = None,
+    safe_mode: bool = True,
+    source: str | None = None,
+) -> keras.Model:
+    """A freshly initialized, uncompiled model from a Keras 3 or Keras 2 config dict."""
+    if safe_mode:
+        _refuse_code(config, source)
+    config = dict(config)
+    config.pop("compile_config", None)
+    try:
+        if is_keras2(config):
+            model = legacy_saving_utils.model_from_config(
+                json.loads(json.dumps(config)), custom_objects=dict(custom_objects or {})
+            )
+        else:
+            model = keras.saving.deserialize_keras_object(
+                config, custom_objects=dict(custom_objects or {}), safe_mode=safe_mode
+            )
+    except UnsafeArtifactError:
+        raise
+    except (TypeError, ValueError, KeyError, AttributeError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "Lambda" in first or "safe_mode" in first:
+            raise UnsafeArtifactError(first, path=source) from exc
+        if "locate" in first or "Unknown" in first or "not found" in first:
+            raise NotSerializableError(
+                f"the config names a class this process does not know: {first}; register it "
+                "with keras.saving.register_keras_serializable() or pass custom_objects",
+                path=source,
+            ) from exc
+        raise CorruptArtifactError(f"not a loadable Keras config: {first}", path=source) from exc
+    if not isinstance(model, keras.Model):
+        raise CorruptArtifactError(
+            f"the config describes a {type(model).__name__}, not a model", path=source
+        )
+    return model
+
+
+def model_from_json(
+    text: str | bytes,
+    *,
+    custom_objects: Mapping[str, Any] | None = None,
+    safe_mode: bool = True,
+) -> keras.Model:
+    """A freshly initialized, uncompiled model from JSON (Keras 3 or Keras 2).
+
+    Example:
+        >>> from kerasave import reference_model
+        >>> model = reference_model()
+        >>> fresh = model_from_json(to_json(model))
+        >>> [w.shape for w in fresh.weights] == [w.shape for w in model.weights]
+        True
+    """
+    config = config_from_text(text, kind="json")
+    return model_from_config(config, custom_objects=custom_objects, safe_mode=safe_mode)
+
+
+def model_from_yaml(
+    text: str | bytes,
+    *,
+    custom_objects: Mapping[str, Any] | None = None,
+    safe_mode: bool = True,
+) -> keras.Model:
+    """A freshly initialized, uncompiled model from YAML (kerasave's, or Keras 2's).
+
+    Raises:
+        UnsafeArtifactError: a ``!!python/...`` tag other than ``tuple``; nothing runs.
+    """
+    config = config_from_text(text, kind="yaml")
+    return model_from_config(config, custom_objects=custom_objects, safe_mode=safe_mode)

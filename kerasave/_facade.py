@@ -1,0 +1,187 @@
+"""The public save/load/verify/inspect calls.
+
+The facade owns what cuts across formats: paths, picking the handler, writing to
+a temporary sibling and renaming it into place, verification after every save,
+timing, and turning foreign exceptions into kerasave's.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from kerasave import _atomic, _registry
+from kerasave._errors import KerasaveError, NotSerializableError, RoundTripError
+from kerasave._report import Check, Inspection, Report
+from kerasave.formats._base import Handler
+
+__all__ = [
+    "save_weights",
+    "load_weights",
+    "save_config",
+    "load_config",
+    "save_model",
+    "load_model",
+    "verify",
+    "inspect",
+]
+
+PathLike = str | os.PathLike[str]
+
+
+def _size(handler: Handler, path: Path) -> int:
+    total = 0
+    for member in handler.members(path):
+        if member.is_dir():
+            total += sum(p.stat().st_size for p in member.rglob("*") if p.is_file())
+        else:
+            total += member.stat().st_size
+    return total
+
+
+def _save(kind: str, model: keras.Model, path: PathLike, format: str | None,
+          verify: bool) -> Report:
+    start = time.perf_counter()
+    target = Path(os.fspath(path))
+    handler = _registry.for_save(kind, target, format)
+    handler.preflight(model, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _atomic.temp_path(target, handler.temp_suffix)
+    try:
+        try:
+            handler.write(model, tmp)
+        except (KerasaveError, OSError):
+            raise
+        except (TypeError, ValueError, NotImplementedError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise NotSerializableError(
+                f"Keras could not write the {handler.name} format: {first}", path=target
+            ) from exc
+        if verify:
+            checks = tuple(handler.check(model, tmp))
+        else:
+            checks = (Check("verify", True, "skipped (verify=False)"),)
+        report = Report(str(target), handler.name, all(c.ok for c in checks), checks)
+        if not report.ok:
+            raise RoundTripError(replace(report, seconds=time.perf_counter() - start))
+        _atomic.commit(handler, tmp, target)
+    finally:
+        _atomic.discard(handler, tmp)
+    return replace(report, bytes=_size(handler, target), seconds=time.perf_counter() - start)
+
+
+def save_weights(model: keras.Model, path: PathLike, *, format: str | None = None,
+                 verify: bool = True) -> Report:
+    """Save the model's variables (and optimizer state) and prove it with a round trip.
+
+    Args:
+        model: A built Keras model.
+        path: A checkpoint prefix (``./weights/my_model`` → ``my_model.index``,
+            ``my_model.data-*``), or an HDF5 file (``.h5``, ``.hdf5``, ``.weights.h5``).
+        format: ``"checkpoint"`` or ``"h5"``; by default chosen from the suffix.
+        verify: Read the artifact back and compare every variable bit for bit.
+
+    Returns:
+        The ``Report`` of the checks that passed.
+
+    Raises:
+        RoundTripError: the written artifact does not give the model back; nothing
+            is left at ``path`` (a previous artifact there is untouched).
+
+    Example:
+        >>> report = save_weights(model, tmp / "weights" / "my_model")
+        >>> report.ok
+        True
+    """
+    return _save("weights", model, path, format, verify)
+
+
+def save_config(model: keras.Model, path: PathLike, *, format: str | None = None,
+                verify: bool = True) -> Report:
+    """Save the architecture only (``.json``, ``.yaml``, ``.yml``), verified."""
+    return _save("config", model, path, format, verify)
+
+
+def save_model(model: keras.Model, path: PathLike, *, format: str | None = None,
+               verify: bool = True) -> Report:
+    """Save the whole model: ``.keras``, legacy ``.h5``/``.hdf5``, or a SavedModel directory.
+
+    ``.keras`` and ``.h5`` hold config, variables, optimizer state and compile
+    settings; ``savedmodel`` (any path without one of those suffixes) is an
+    inference export for serving.
+    """
+    return _save("model", model, path, format, verify)
+
+
+def load_weights(model: keras.Model, path: PathLike, *, format: str | None = None) -> Report:
+    """Restore saved variables into ``model``, all or nothing.
+
+    Works on a model that is not built yet (kerasave records the build shapes).
+    On any mismatch it raises ``ArchitectureMismatchError`` and every variable of
+    the model and its optimizer is exactly as before.
+    """
+    start = time.perf_counter()
+    source = Path(os.fspath(path))
+    handler = _registry.detect(source, "weights", format)
+    checks = tuple(handler.load(model, source))  # type: ignore[attr-defined]
+    return Report(str(source), handler.name, True, checks, _size(handler, source),
+                  time.perf_counter() - start)
+
+
+def load_config(path: PathLike, *, custom_objects: Mapping[str, Any] | None = None,
+                safe_mode: bool = True) -> keras.Model:
+    """A freshly initialized, uncompiled model from a ``.json``/``.yaml`` config file."""
+    source = Path(os.fspath(path))
+    handler = _registry.detect(source, "config")
+    return handler.load(source, custom_objects=custom_objects,  # type: ignore[attr-defined]
+                        safe_mode=safe_mode)
+
+
+def load_model(path: PathLike, *, compile: bool = True, safe_mode: bool = True,
+               custom_objects: Mapping[str, Any] | None = None) -> Any:
+    """Load a whole model; for a SavedModel directory, the restored serving object.
+
+    A ``.keras`` or ``.h5`` model comes back compiled with its optimizer state,
+    so training continues exactly where it stopped.
+    """
+    source = Path(os.fspath(path))
+    handler = _registry.detect(source, "model")
+    return handler.load(source, compile=compile,  # type: ignore[attr-defined]
+                        safe_mode=safe_mode, custom_objects=custom_objects)
+
+
+def verify(model: keras.Model, path: PathLike, *, format: str | None = None) -> Report:
+    """Compare an existing artifact with a model in memory, without saving.
+
+    Returns a ``Report`` whose ``ok`` says whether every check passed; it does
+    not raise for a failed check.
+    """
+    start = time.perf_counter()
+    source = Path(os.fspath(path))
+    handler = _registry.detect(source, None, format)
+    checks = tuple(handler.check(model, source))
+    return Report(str(source), handler.name, all(c.ok for c in checks), checks,
+                  _size(handler, source), time.perf_counter() - start)
+
+
+def inspect(path: PathLike) -> Inspection:
+    """What the artifact at ``path`` holds, read without building a model."""
+    source = Path(os.fspath(path))
+    handler = _registry.detect(source)
+    contents = handler.contents(source)
+    members = handler.members(source)
+    return Inspection(
+        path=str(source),
+        format=handler.name,
+        files=tuple(str(m) for m in members),
+        bytes=_size(handler, source),
+        variables=contents.variables,
+        has_optimizer=contents.has_optimizer,
+        versions=contents.versions,
+    )

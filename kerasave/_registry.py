@@ -1,0 +1,97 @@
+"""The format registry: names and suffixes to handlers, one screen long."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from kerasave._errors import ArtifactNotFoundError, CorruptArtifactError, UnknownFormatError
+from kerasave.formats._base import Handler
+from kerasave.formats.checkpoint import CheckpointHandler
+from kerasave.formats.config import JsonHandler, YamlHandler
+from kerasave.formats.h5weights import H5WeightsHandler
+from kerasave.formats.savedmodel import SavedModelHandler
+from kerasave.formats.whole import H5ModelHandler, KerasHandler
+
+__all__ = ["FORMATS", "for_save", "detect"]
+
+# Order matters for detection: a whole-model .h5 also sniffs as weights.
+_HANDLERS: tuple[Handler, ...] = (
+    KerasHandler(),
+    H5ModelHandler(),
+    SavedModelHandler(),
+    CheckpointHandler(),
+    H5WeightsHandler(),
+    JsonHandler(),
+    YamlHandler(),
+)
+# What a path whose suffix names no format means, per kind.
+_DEFAULT = {"weights": "checkpoint", "model": "savedmodel"}
+_CALLS = {"weights": "save_weights", "config": "save_config", "model": "save_model"}
+
+FORMATS: dict[str, tuple[str, ...]] = {}
+for _h in _HANDLERS:
+    FORMATS.setdefault(_h.kind, ())
+    FORMATS[_h.kind] += (_h.name,)
+
+
+def _of_kind(kind: str | None) -> list[Handler]:
+    return [h for h in _HANDLERS if kind is None or h.kind == kind]
+
+
+def _suffix_match(handlers: list[Handler], path: Path) -> Handler | None:
+    name = path.name.lower()
+    pairs = sorted(((s, h) for h in handlers for s in h.suffixes), key=lambda p: -len(p[0]))
+    return next((h for s, h in pairs if name.endswith(s)), None)
+
+
+def by_name(kind: str | None, name: str, path: Path) -> Handler:
+    for h in _of_kind(kind):
+        if h.name == name:
+            return h
+    allowed = ", ".join(FORMATS.get(kind, ())) if kind else ", ".join(sorted(
+        {h.name for h in _HANDLERS}))
+    raise UnknownFormatError(f"unknown format {name!r}; expected one of: {allowed}", path=path)
+
+
+def for_save(kind: str, path: Path, format: str | None) -> Handler:
+    """The handler that writes ``path``: the named format, else by suffix, else the default."""
+    if format is not None:
+        return by_name(kind, format, path)
+    found = _suffix_match(_of_kind(kind), path)
+    if found is not None:
+        return found
+    other = _suffix_match(_of_kind(None), path)
+    if other is not None:
+        raise UnknownFormatError(
+            f"{path.name!r} names the {other.name!r} format, which {_CALLS[other.kind]} "
+            f"writes; {_CALLS[kind]} writes: {', '.join(FORMATS[kind])}",
+            path=path,
+        )
+    if kind in _DEFAULT:
+        return by_name(kind, _DEFAULT[kind], path)
+    suffixes = ", ".join(s for h in _of_kind(kind) for s in h.suffixes)
+    raise UnknownFormatError(
+        f"no {kind} format fits {path.name!r}; expected a suffix among {suffixes}", path=path
+    )
+
+
+def detect(path: Path, kind: str | None = None, format: str | None = None) -> Handler:
+    """The handler of the artifact that exists at ``path``, found by its content."""
+    handlers = _of_kind(kind)
+    if format is not None:
+        by_name(kind, format, path)  # raises UnknownFormatError for a bad name
+        handlers = [h for h in handlers if h.name == format]
+    for h in handlers:
+        if h.sniff(path):
+            return h
+    if not any(h.exists(path) for h in _of_kind(None)) and not path.exists():
+        raise ArtifactNotFoundError(f"no artifact at {path}", path=path)
+    expected = format or (" or ".join(FORMATS[kind]) if kind else "any kerasave format")
+    if path.is_file() and path.stat().st_size == 0:
+        raise CorruptArtifactError(f"the file is empty; expected {expected}", path=path)
+    suffix = _suffix_match(handlers, path)
+    if suffix is not None:
+        raise CorruptArtifactError(
+            f"the file does not hold what its suffix says; expected {suffix.name}", path=path
+        )
+    raise UnknownFormatError(f"cannot tell the format; expected {expected}", path=path)

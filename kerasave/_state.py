@@ -1,0 +1,60 @@
+"""Model state helpers: every variable, snapshots for all-or-nothing, fresh twins."""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections.abc import Iterator
+from typing import Any
+
+import keras
+import numpy as np
+
+from kerasave._verify import optimizer_of, to_numpy
+
+__all__ = ["all_variables", "Snapshot", "fresh_twin", "keras_warnings"]
+
+
+def all_variables(model: keras.Model) -> list[Any]:
+    """The model's variables, then its optimizer's (when it has one)."""
+    variables = list(model.variables)
+    optimizer = optimizer_of(model)
+    if optimizer is not None:
+        variables += list(optimizer.variables)
+    return variables
+
+
+class Snapshot:
+    """Copies of every variable's value, to put back when a load fails half way."""
+
+    def __init__(self, model: keras.Model) -> None:
+        self._values = [(v, to_numpy(v)) for v in all_variables(model)]
+
+    def restore(self) -> None:
+        for variable, value in self._values:
+            variable.assign(value)
+
+    def changed(self) -> list[tuple[Any, np.ndarray]]:
+        return [(v, old) for v, old in self._values if to_numpy(v).tobytes() != old.tobytes()]
+
+
+def fresh_twin(model: keras.Model) -> keras.Model | None:
+    """A new, built model of the same architecture, or None when it has no usable config."""
+    try:
+        config = model.get_config()
+        twin = type(model).from_config(config)
+        if not twin.built:
+            twin.build_from_config(model.get_build_config())
+    except Exception:
+        return None
+    if [tuple(v.shape) for v in twin.variables] != [tuple(v.shape) for v in model.variables]:
+        return None
+    return twin
+
+
+@contextlib.contextmanager
+def keras_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    """Record the warnings Keras emits while loading, instead of printing them."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield caught

@@ -1,0 +1,188 @@
+"""Comparisons shared by every format: variables, configs, predictions.
+
+Every comparison is bit for bit: same dtype, same shape, same bytes. Two NaNs
+with the same bit pattern are equal; ``0.0`` and ``-0.0`` are not.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+import keras
+import numpy as np
+
+from kerasave._report import Check
+
+__all__ = [
+    "to_numpy",
+    "array_difference",
+    "compare_arrays",
+    "compare_configs",
+    "normalize_config",
+    "probe_inputs",
+    "compare_outputs",
+    "model_config",
+    "optimizer_of",
+]
+
+PROBE_BATCH = 4
+
+
+def to_numpy(value: Any) -> np.ndarray:
+    """A NumPy copy of a Keras/TF variable or tensor."""
+    return np.array(keras.ops.convert_to_numpy(value), copy=True)
+
+
+def array_difference(expected: np.ndarray, actual: np.ndarray) -> str | None:
+    """None when the arrays are identical bit for bit, else what differs."""
+    if expected.dtype != actual.dtype:
+        return f"dtype {actual.dtype}, expected {expected.dtype}"
+    if expected.shape != actual.shape:
+        return f"shape {actual.shape}, expected {expected.shape}"
+    if expected.tobytes() == actual.tobytes():
+        return None
+    if np.issubdtype(expected.dtype, np.number):
+        with np.errstate(all="ignore"):
+            diff = np.abs(expected.astype(np.float64) - actual.astype(np.float64))
+        n = int(np.count_nonzero(expected != actual))
+        return f"{n} of {expected.size} values differ, max abs difference {np.nanmax(diff):.3g}"
+    return "values differ"
+
+
+def compare_arrays(
+    name: str, pairs: Sequence[tuple[str, np.ndarray, np.ndarray]], *, what: str = "variables"
+) -> Check:
+    """One check over many (label, expected, actual) arrays."""
+    bad = []
+    for label, expected, actual in pairs:
+        why = array_difference(expected, actual)
+        if why is not None:
+            bad.append(f"{label}: {why}")
+    if bad:
+        more = f" (+{len(bad) - 3} more)" if len(bad) > 3 else ""
+        return Check(name, False, "; ".join(bad[:3]) + more)
+    total = sum(int(e.nbytes) for _, e, _ in pairs)
+    return Check(name, True, f"{len(pairs)} {what} bit-exact ({total:,} bytes)")
+
+
+def normalize_config(config: Any) -> Any:
+    """A config as plain JSON data (tuples become lists, numpy scalars numbers)."""
+
+    def default(obj: Any) -> Any:
+        if isinstance(obj, np.generic):
+            return obj.item()
+        if isinstance(obj, np.ndarray):
+            return obj.tolist()
+        return repr(obj)
+
+    return json.loads(json.dumps(config, default=default, sort_keys=True))
+
+
+def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            if key not in a:
+                return f"{where}/{key}: unexpected"
+            if key not in b:
+                return f"{where}/{key}: missing"
+            found = _first_difference(a[key], b[key], f"{where}/{key}")
+            if found:
+                return found
+        return None
+    if isinstance(a, list) and isinstance(b, list):
+        if len(a) != len(b):
+            return f"{where}: {len(b)} items, expected {len(a)}"
+        for i, (x, y) in enumerate(zip(a, b)):
+            found = _first_difference(x, y, f"{where}[{i}]")
+            if found:
+                return found
+        return None
+    if a != b:
+        return f"{where or '/'}: {b!r}, expected {a!r}"
+    return None
+
+
+def compare_configs(name: str, expected: Any, actual: Any) -> Check:
+    """Configs equal once normalized to JSON data."""
+    where = _first_difference(normalize_config(expected), normalize_config(actual))
+    if where:
+        return Check(name, False, where)
+    return Check(name, True, "equal")
+
+
+def model_config(model: keras.Model) -> dict[str, Any]:
+    """The model's serialized config, as ``to_json`` writes it."""
+    return normalize_config(json.loads(model.to_json()))
+
+
+def optimizer_of(model: keras.Model) -> keras.optimizers.Optimizer | None:
+    """The model's optimizer, or None when it was never compiled."""
+    opt = getattr(model, "optimizer", None)
+    return opt if isinstance(opt, keras.optimizers.Optimizer) else None
+
+
+class _Spec:
+    """A leaf for keras.tree: one input's shape and dtype."""
+
+    def __init__(self, shape: Sequence[int | None], dtype: str) -> None:
+        self.shape = tuple(shape)
+        self.dtype = dtype
+
+
+def _is_shape(s: Any) -> bool:
+    return isinstance(s, (list, tuple)) and all(d is None or isinstance(d, int) for d in s)
+
+
+def _input_specs(model: keras.Model) -> Any:
+    inputs = getattr(model, "_inputs_struct", None)
+    if inputs is not None:
+        return keras.tree.map_structure(lambda t: _Spec(t.shape, str(t.dtype)), inputs)
+    shape = (model.get_build_config() or {}).get("input_shape")
+    if shape is None:
+        return None
+    if _is_shape(shape):
+        return _Spec(shape, "float32")
+    return keras.tree.map_shape_structure(lambda s: _Spec(s, "float32"), shape)
+
+
+def probe_inputs(model: keras.Model, *, seed: int = 1234) -> Any:
+    """A small deterministic batch that fits the model's inputs, or None."""
+    specs = _input_specs(model)
+    if specs is None:
+        return None
+    rng = np.random.default_rng(seed)
+
+    def make(spec: _Spec) -> np.ndarray:
+        concrete = tuple(PROBE_BATCH if d is None else d for d in spec.shape)
+        if "int" in spec.dtype:
+            return rng.integers(0, 2, size=concrete).astype(spec.dtype)
+        return rng.random(concrete, dtype=np.float32).astype(spec.dtype)
+
+    return keras.tree.map_structure(make, specs)
+
+
+def compare_outputs(
+    name: str, expected: Any, actual_fn: Callable[[], Any]) -> Check:
+    """Outputs of a restored model against the original's, bit for bit."""
+    try:
+        actual = actual_fn()
+    except Exception as exc:  # a restored model that cannot run is a failed check
+        return Check(name, False, f"could not run the restored model: {exc}")
+    exp = [to_numpy(x) for x in keras.tree.flatten(expected)]
+    act = [to_numpy(x) for x in keras.tree.flatten(actual)]
+    if len(exp) != len(act):
+        return Check(name, False, f"{len(act)} outputs, expected {len(exp)}")
+    pairs = [(f"output {i}", e, a) for i, (e, a) in enumerate(zip(exp, act))]
+    return compare_arrays(name, pairs, what="outputs")
+
+
+def pair_variables(
+    expected: Iterable[Any], actual: Iterable[Any]
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Pairs of variables in order, labelled by the expected one's path."""
+    return [
+        (getattr(e, "path", getattr(e, "name", "?")), to_numpy(e), to_numpy(a))
+        for e, a in zip(expected, actual)
+    ]

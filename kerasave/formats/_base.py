@@ -1,0 +1,143 @@
+"""What every format handler provides.
+
+A handler knows one format and nothing else: how to write it, read it, what it
+holds and how to compare it with a model. Paths, temporary siblings, renaming
+into place and error mapping belong to the facade (``kerasave._facade``).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import keras
+from keras.src.models.functional import Functional
+
+from kerasave._errors import ArchitectureMismatchError, NotSerializableError
+from kerasave._report import Check, Variable
+
+__all__ = [
+    "Handler",
+    "Contents",
+    "require_config",
+    "versions_now",
+    "require_built",
+    "build_if_needed",
+]
+
+
+@dataclass(frozen=True)
+class Contents:
+    """What ``Handler.contents`` reads from an artifact."""
+
+    variables: tuple[Variable, ...] = ()
+    has_optimizer: bool = False
+    versions: dict[str, str] = field(default_factory=dict)
+
+
+class Handler:
+    """Base class of the format handlers."""
+
+    name: ClassVar[str]
+    kind: ClassVar[str]  # "weights", "config" or "model"
+    suffixes: ClassVar[tuple[str, ...]] = ()
+    # A temporary artifact's name must end in this for the writer to accept it.
+    temp_suffix: ClassVar[str] = ""
+
+    def members(self, path: Path) -> list[Path]:
+        """The files (or directory) that make up the artifact at ``path``, if any."""
+        return [path] if path.exists() else []
+
+    def exists(self, path: Path) -> bool:
+        return path.is_file()
+
+    def sniff(self, path: Path) -> bool:
+        """Whether the existing artifact at ``path`` is of this format (by content)."""
+        return False
+
+    def preflight(self, model: keras.Model, path: Path) -> None:
+        """Refuse, before anything is written, a model this format cannot hold."""
+        require_built(model, path)
+
+    def write(self, model: keras.Model, path: Path) -> None:
+        raise NotImplementedError
+
+    def check(self, model: keras.Model, path: Path) -> list[Check]:
+        raise NotImplementedError
+
+    def contents(self, path: Path) -> Contents:
+        raise NotImplementedError
+
+
+def require_built(model: keras.Model, path: Path) -> None:
+    if not isinstance(model, keras.Model):
+        raise NotSerializableError(
+            f"expected a keras.Model, received {type(model).__name__}", path=path
+        )
+    if not model.built:
+        raise NotSerializableError(
+            "the model is not built, so it has no variables to save; call it on data or "
+            "build() it first",
+            path=path,
+        )
+
+
+def require_config(model: keras.Model, path: Path | None = None) -> dict[str, Any]:
+    """The model's config, or NotSerializableError when it has none that rebuilds it."""
+    functional = isinstance(model, Functional)
+    own_get_config = type(model).get_config is not keras.Model.get_config
+    if not functional and not own_get_config:
+        raise NotSerializableError(
+            f"{type(model).__name__} is a subclassed model without get_config(), so its "
+            "architecture cannot be saved as a config; save its weights instead "
+            "(save_weights), or implement get_config() and register the class with "
+            "keras.saving.register_keras_serializable()",
+            path=path,
+        )
+    try:
+        return json.loads(model.to_json())
+    except (NotImplementedError, TypeError, ValueError) as exc:
+        raise NotSerializableError(
+            f"{type(model).__name__}.get_config() failed, so its architecture cannot be "
+            f"saved: {exc}",
+            path=path,
+        ) from exc
+
+
+def versions_now() -> dict[str, str]:
+    """The versions of the libraries that write an artifact now."""
+    import tensorflow as tf
+
+    from kerasave._version import __version__
+
+    return {"kerasave": __version__, "keras": keras.__version__, "tensorflow": tf.__version__}
+
+
+def _tuplify(value: Any) -> Any:
+    """JSON lists back to the tuples Keras build configs hold."""
+    if isinstance(value, list):
+        return tuple(_tuplify(v) for v in value)
+    if isinstance(value, dict):
+        return {k: _tuplify(v) for k, v in value.items()}
+    return value
+
+
+def build_if_needed(model: keras.Model, build: dict[str, Any] | None, path: Path) -> list[Check]:
+    """Build an unbuilt model from the build shapes an artifact recorded."""
+    if model.built:
+        return []
+    if not build:
+        raise ArchitectureMismatchError(
+            "the model is not built and the artifact records no build shapes (it was not "
+            "written by kerasave); build the model first, e.g. by calling it on one batch",
+            path=path,
+        )
+    try:
+        model.build_from_config(_tuplify(build))
+    except Exception as exc:
+        raise ArchitectureMismatchError(
+            f"could not build the model from the saved shapes {build}: {exc}", path=path
+        ) from exc
+    return [Check("build", True, f"built the model from saved shapes {build}")]

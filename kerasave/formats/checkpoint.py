@@ -1,0 +1,291 @@
+"""TensorFlow object-based checkpoints (``prefix.index`` + ``prefix.data-*``).
+
+The files are the ones ``tf.train.Checkpoint(model=..., optimizer=...)`` writes,
+so plain TensorFlow reads them. Beside them kerasave keeps ``prefix.kerasave.json``
+with the model's build shapes: restoring into a fresh, unbuilt model builds it
+(and its optimizer) first, which TensorFlow's deferred restore gets wrong on Keras 3.
+
+Restoring does not use TensorFlow's restore machinery. It walks the checkpoint's
+object graph beside the live objects, pairs every saved tensor with its variable,
+checks all of them, and only then assigns: all or nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+from tensorflow.core.protobuf import trackable_object_graph_pb2
+
+from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError
+from kerasave._report import Check, Variable
+from kerasave._verify import compare_arrays, optimizer_of, to_numpy
+from kerasave.formats._base import Contents, Handler, build_if_needed, versions_now
+
+__all__ = ["CheckpointHandler", "Pairing", "pair_checkpoint", "read_manifest"]
+
+_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
+_VALUE = "VARIABLE_VALUE"
+_DATA = re.compile(r"\.data-\d{5}-of-\d{5}$")
+
+
+def manifest_path(prefix: Path) -> Path:
+    return prefix.with_name(prefix.name + ".kerasave.json")
+
+
+def read_manifest(prefix: Path) -> dict[str, Any]:
+    path = manifest_path(prefix)
+    if not path.exists():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise CorruptArtifactError(f"unreadable kerasave manifest: {exc}", path=path) from exc
+
+
+@dataclass
+class Pairing:
+    """Saved tensors paired with live variables by walking the object graph."""
+
+    pairs: list[tuple[str, Any, str]]  # (checkpoint key, variable, group)
+    missing_in_model: list[str]  # saved, but the model has nothing there
+    not_in_checkpoint: list[str]  # model/optimizer variables nothing was saved for
+    optimizer_saved: bool
+    extra_roots: list[str]
+
+
+def _reader(prefix: Path) -> Any:
+    try:
+        return tf.train.load_checkpoint(str(prefix))
+    except Exception as exc:  # TF raises several types (NotFound, DataLoss, ...)
+        raise CorruptArtifactError(
+            f"not a readable TensorFlow checkpoint: {str(exc).splitlines()[0]}", path=prefix
+        ) from exc
+
+
+def _graph(reader: Any, prefix: Path) -> Any:
+    try:
+        graph = trackable_object_graph_pb2.TrackableObjectGraph()
+        graph.ParseFromString(reader.get_tensor(_GRAPH_KEY))
+        return graph
+    except Exception as exc:
+        raise CorruptArtifactError(
+            "the checkpoint has no readable object graph (is it a TF1 name-based "
+            f"checkpoint?): {exc}",
+            path=prefix,
+        ) from exc
+
+
+def _children(obj: Any) -> dict[str, Any]:
+    if isinstance(obj, dict):
+        return obj
+    try:
+        return dict(obj._trackable_children(save_type="checkpoint"))
+    except Exception:
+        return {}
+
+
+def pair_checkpoint(model: keras.Model, prefix: Path, reader: Any = None) -> Pairing:
+    """Pair every tensor in the checkpoint with the live variable it belongs to."""
+    reader = reader or _reader(prefix)
+    graph = _graph(reader, prefix)
+    optimizer = optimizer_of(model)
+    roots: dict[str, Any] = {"model": model}
+    if optimizer is not None:
+        roots["optimizer"] = optimizer
+    root_names = {c.local_name for c in graph.nodes[0].children}
+    extra_roots = sorted(root_names - {"model", "optimizer", "save_counter"})
+
+    pairs: list[tuple[str, Any, str]] = []
+    missing: list[str] = []
+    seen: set[int] = set()
+    saw_optimizer: list[bool] = []
+    model_vars = {id(v) for v in model.variables}
+
+    def walk(node_id: int, obj: Any, path: str) -> None:
+        if node_id in seen:
+            return
+        seen.add(node_id)
+        node = graph.nodes[node_id]
+        for attr in node.attributes:
+            if attr.name != _VALUE:
+                continue
+            if not hasattr(obj, "assign"):
+                missing.append(f"{path} ({attr.full_name or attr.checkpoint_key})")
+                continue
+            group = "model" if id(obj) in model_vars else "optimizer"
+            pairs.append((attr.checkpoint_key, obj, group))
+        for child in node.children:
+            live = _children(obj).get(child.local_name)
+            if child.local_name == "optimizer" and path in ("", "/model"):
+                saw_optimizer.append(True)
+                if optimizer is None:
+                    continue  # saved optimizer state; this model has no optimizer
+            if live is None:
+                if path == "" and child.local_name not in roots:
+                    continue  # save_counter or a trackable the caller did not pass
+                missing.append(f"{path}/{child.local_name}".lstrip("/"))
+                continue
+            walk(child.node_id, live, f"{path}/{child.local_name}")
+
+    walk(0, roots, "")
+    paired = {id(v) for _, v, _ in pairs}
+    optimizer_saved = bool(saw_optimizer)
+    expected = list(model.variables)
+    if optimizer is not None and optimizer_saved:
+        expected += list(optimizer.variables)
+    not_saved = [getattr(v, "path", v.name) for v in expected if id(v) not in paired]
+    return Pairing(pairs, missing, not_saved, optimizer_saved, extra_roots)
+
+
+def _mismatch_message(pairing: Pairing) -> str | None:
+    parts = []
+    if pairing.missing_in_model:
+        names = ", ".join(pairing.missing_in_model[:5])
+        more = f" (+{len(pairing.missing_in_model) - 5} more)" if len(pairing.missing_in_model) > 5 else ""
+        parts.append(f"saved objects the model does not have: {names}{more}")
+    if pairing.not_in_checkpoint:
+        names = ", ".join(pairing.not_in_checkpoint[:5])
+        more = f" (+{len(pairing.not_in_checkpoint) - 5} more)" if len(pairing.not_in_checkpoint) > 5 else ""
+        parts.append(f"variables of the model the checkpoint does not hold: {names}{more}")
+    return "; ".join(parts) or None
+
+
+class CheckpointHandler(Handler):
+    name = "checkpoint"
+    kind = "weights"
+
+    def members(self, path: Path) -> list[Path]:
+        if not path.parent.is_dir():
+            return []
+        data = sorted(
+            p for p in path.parent.iterdir()
+            if p.name.startswith(path.name + ".data-") and _DATA.search(p.name)
+        )
+        # The index goes last: it is what makes the data files a checkpoint.
+        found = data + [p for p in (manifest_path(path), path.with_name(path.name + ".index"))
+                        if p.exists()]
+        return found
+
+    def exists(self, path: Path) -> bool:
+        return path.with_name(path.name + ".index").is_file()
+
+    def sniff(self, path: Path) -> bool:
+        return self.exists(path)
+
+    def write(self, model: keras.Model, path: Path) -> None:
+        optimizer = optimizer_of(model)
+        objects: dict[str, Any] = {"model": model}
+        if optimizer is not None:
+            objects["optimizer"] = optimizer
+        tf.train.Checkpoint(**objects).write(str(path))
+        manifest = {
+            "kerasave_manifest": 1,
+            "format": self.name,
+            "versions": versions_now(),
+            "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+            "build_config": model.get_build_config(),
+            "optimizer": None if optimizer is None else {
+                "class": type(optimizer).__name__,
+                "built": bool(optimizer.built),
+                "variables": len(optimizer.variables),
+            },
+        }
+        manifest_path(path).write_text(json.dumps(manifest, indent=1, default=str) + "\n")
+
+    # -- loading -------------------------------------------------------------------
+
+    def prepare(self, model: keras.Model, path: Path) -> list[Check]:
+        """Build an unbuilt model (and its optimizer) from the saved shapes."""
+        manifest = read_manifest(path)
+        notes = build_if_needed(model, manifest.get("build_config"), path)
+        optimizer = optimizer_of(model)
+        saved_opt = manifest.get("optimizer") or {}
+        if optimizer is not None and not optimizer.built and saved_opt.get("built"):
+            optimizer.build(model.trainable_variables)
+            notes.append(Check("build optimizer", True, "built the optimizer to receive its state"))
+        return notes
+
+    def load(self, model: keras.Model, path: Path) -> list[Check]:
+        reader = _reader(path)
+        checks = self.prepare(model, path)
+        pairing = pair_checkpoint(model, path, reader)
+        problem = _mismatch_message(pairing)
+        if problem:
+            raise ArchitectureMismatchError(problem, path=path)
+        shapes = reader.get_variable_to_shape_map()
+        dtypes = reader.get_variable_to_dtype_map()
+        bad = []
+        for key, var, _ in pairing.pairs:
+            want = (tuple(var.shape), np.dtype(var.dtype))
+            got = (tuple(shapes[key]), np.dtype(dtypes[key].as_numpy_dtype))
+            if want != got:
+                bad.append(f"{getattr(var, 'path', key)}: saved {got[0]} {got[1]}, "
+                           f"model has {want[0]} {want[1]}")
+        if bad:
+            raise ArchitectureMismatchError("; ".join(bad[:5]), path=path)
+        try:  # stage every value before touching a single variable
+            staged = [(var, reader.get_tensor(key)) for key, var, _ in pairing.pairs]
+        except Exception as exc:
+            raise CorruptArtifactError(f"could not read a saved tensor: {exc}", path=path) from exc
+        for var, value in staged:
+            var.assign(value)
+        n_model = sum(g == "model" for _, _, g in pairing.pairs)
+        n_opt = len(pairing.pairs) - n_model
+        checks.append(Check("model variables", True, f"{n_model} restored"))
+        if pairing.optimizer_saved and optimizer_of(model) is not None:
+            checks.append(Check("optimizer variables", True, f"{n_opt} restored"))
+        elif pairing.optimizer_saved:
+            checks.append(Check("optimizer variables", True,
+                                "saved, but the model has no optimizer: not restored"))
+        else:
+            checks.append(Check("optimizer variables", True, "none saved"))
+        if pairing.extra_roots:
+            checks.append(Check("other objects", True,
+                                "left for the caller: " + ", ".join(pairing.extra_roots)))
+        return checks
+
+    # -- verification and inspection -----------------------------------------------
+
+    def check(self, model: keras.Model, path: Path) -> list[Check]:
+        reader = _reader(path)
+        pairing = pair_checkpoint(model, path, reader)
+        problem = _mismatch_message(pairing)
+        checks = [Check("structure", problem is None, problem or
+                        f"{len(pairing.pairs)} saved tensors match the model's variables")]
+        for group in ("model", "optimizer"):
+            pairs = [(getattr(v, "path", k), reader.get_tensor(k), to_numpy(v))
+                     for k, v, g in pairing.pairs if g == group]
+            if group == "optimizer" and not pairing.optimizer_saved:
+                detail = "the model has no optimizer" if optimizer_of(model) is None else \
+                    "not saved"
+                checks.append(Check("optimizer variables", True, detail))
+                continue
+            checks.append(compare_arrays(f"{group} variables",
+                                         [(n, np.asarray(s), m) for n, s, m in pairs]))
+        return checks
+
+    def contents(self, path: Path) -> Contents:
+        reader = _reader(path)
+        graph = _graph(reader, path)
+        names = {}
+        for node in graph.nodes:
+            for attr in node.attributes:
+                if attr.name == _VALUE:
+                    names[attr.checkpoint_key] = attr.full_name or attr.checkpoint_key
+        shapes = reader.get_variable_to_shape_map()
+        dtypes = reader.get_variable_to_dtype_map()
+        variables = tuple(
+            Variable(names.get(k, k), tuple(int(d) for d in shapes[k]), dtypes[k].name)
+            for k in sorted(shapes, key=lambda k: names.get(k, k)) if k != _GRAPH_KEY
+        )
+        has_opt = any(k.startswith(("optimizer/", "model/optimizer/")) for k in shapes)
+        versions = read_manifest(path).get("versions", {})
+        return Contents(variables, has_opt, dict(versions))
+

@@ -1,0 +1,89 @@
+"""Architecture-only configs on disk: ``.json`` and ``.yaml``/``.yml``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from kerasave._config import config_from_text, model_from_config, to_json, to_yaml
+from kerasave._errors import CorruptArtifactError
+from kerasave._report import Check
+from kerasave._verify import compare_configs, model_config
+from kerasave.formats._base import Contents, Handler, require_config
+
+__all__ = ["JsonHandler", "YamlHandler"]
+
+
+def _architecture(config: dict[str, Any]) -> dict[str, Any]:
+    """What a config-only format promises to keep: everything but compile settings."""
+    return {k: v for k, v in config.items() if k != "compile_config"}
+
+
+class _ConfigHandler(Handler):
+    kind = "config"
+
+    def preflight(self, model: keras.Model, path: Path) -> None:
+        require_config(model, path)
+
+    def text(self, model: keras.Model) -> str:
+        raise NotImplementedError
+
+    def write(self, model: keras.Model, path: Path) -> None:
+        path.write_text(self.text(model), encoding="utf-8")
+
+    def read(self, path: Path) -> dict[str, Any]:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise CorruptArtifactError(f"unreadable config file: {exc}", path=path) from exc
+        return config_from_text(text, kind=self.name, source=str(path))
+
+    def load(self, path: Path, *, custom_objects: Any = None, safe_mode: bool = True) -> keras.Model:
+        return model_from_config(self.read(path), custom_objects=custom_objects,
+                                 safe_mode=safe_mode, source=str(path))
+
+    def check(self, model: keras.Model, path: Path) -> list[Check]:
+        try:
+            fresh = self.load(path)
+        except Exception as exc:  # any failure to rebuild is a failed check
+            return [Check("rebuild", False, f"{type(exc).__name__}: {exc}")]
+        checks = [Check("rebuild", True, f"a fresh {type(fresh).__name__} from the file")]
+        checks.append(compare_configs("config", _architecture(model_config(model)),
+                                      _architecture(model_config(fresh))))
+        want = [(tuple(v.shape), str(v.dtype)) for v in model.weights]
+        got = [(tuple(v.shape), str(v.dtype)) for v in fresh.weights]
+        if want == got:
+            checks.append(Check("variable shapes", True,
+                                f"{len(want)} variables with the same shapes and dtypes"))
+        else:
+            checks.append(Check("variable shapes", False, f"rebuilt {got}, expected {want}"))
+        return checks
+
+    def contents(self, path: Path) -> Contents:
+        config = self.read(path)
+        version = config.get("keras_version")
+        return Contents((), False, {"keras": str(version)} if version else {})
+
+    def sniff(self, path: Path) -> bool:
+        return path.is_file() and path.suffix.lower() in self.suffixes
+
+
+class JsonHandler(_ConfigHandler):
+    name = "json"
+    suffixes = (".json",)
+    temp_suffix = ".json"
+
+    def text(self, model: keras.Model) -> str:
+        return json.dumps(json.loads(to_json(model)), indent=2) + "\n"
+
+
+class YamlHandler(_ConfigHandler):
+    name = "yaml"
+    suffixes = (".yaml", ".yml")
+    temp_suffix = ".yaml"
+
+    def text(self, model: keras.Model) -> str:
+        return to_yaml(model)

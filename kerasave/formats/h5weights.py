@@ -1,0 +1,210 @@
+"""Keras HDF5 weights: ``.weights.h5``, ``.h5`` and ``.hdf5``.
+
+Written by Keras' own ``save_weights``, so plain Keras reads the files (rename
+them to ``.weights.h5`` for ``model.load_weights``). kerasave adds two root
+attributes Keras ignores: the model's build shapes, so an unbuilt model can be
+loaded into, and the versions that wrote the file. Files in the Keras 2 layout
+(``layer_names``) load too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import h5py
+import keras
+import numpy as np
+from keras.src.legacy.saving import legacy_h5_format
+from keras.src.saving import saving_lib
+
+from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError
+from kerasave._report import Check, Variable
+from kerasave._state import Snapshot, all_variables, fresh_twin, keras_warnings
+from kerasave._verify import compare_arrays, optimizer_of, pair_variables, to_numpy
+from kerasave.formats._base import Contents, Handler, build_if_needed, versions_now
+
+__all__ = ["H5WeightsHandler", "open_h5", "is_hdf5"]
+
+_MAGIC = b"\x89HDF\r\n\x1a\n"
+BUILD_ATTR = "kerasave_build_config"
+VERSIONS_ATTR = "kerasave_versions"
+
+
+def is_hdf5(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            return f.read(8) == _MAGIC
+    except OSError:
+        return False
+
+
+def open_h5(path: Path, mode: str = "r") -> h5py.File:
+    if not is_hdf5(path):
+        raise CorruptArtifactError("not an HDF5 file (bad signature)", path=path)
+    try:
+        return h5py.File(path, mode)
+    except (OSError, ValueError) as exc:
+        raise CorruptArtifactError(f"unreadable HDF5 file: {exc}", path=path) from exc
+
+
+def _datasets(group: h5py.Group) -> dict[str, h5py.Dataset]:
+    found: dict[str, h5py.Dataset] = {}
+
+    def visit(name: str, obj: Any) -> None:
+        if isinstance(obj, h5py.Dataset):
+            found[name] = obj
+
+    group.visititems(visit)
+    return found
+
+
+def _is_legacy(f: h5py.File) -> bool:
+    return "layer_names" in f.attrs or "model_weights" in f
+
+
+def _legacy_group(f: h5py.File) -> h5py.Group:
+    return f["model_weights"] if "layer_names" not in f.attrs and "model_weights" in f else f
+
+
+def _shape_counts(arrays: Any) -> Counter[tuple[tuple[int, ...], str]]:
+    return Counter((tuple(int(d) for d in a.shape), str(np.dtype(a.dtype))) for a in arrays)
+
+
+class H5WeightsHandler(Handler):
+    name = "h5"
+    kind = "weights"
+    suffixes = (".weights.h5", ".h5", ".hdf5")
+    temp_suffix = ".weights.h5"
+
+    def sniff(self, path: Path) -> bool:
+        # A legacy whole-model file holds weights too: load_weights reads it.
+        return path.is_file() and is_hdf5(path)
+
+    def write(self, model: keras.Model, path: Path) -> None:
+        model.save_weights(str(path))
+        with h5py.File(path, "r+") as f:
+            f.attrs[BUILD_ATTR] = json.dumps(model.get_build_config(), default=list)
+            f.attrs[VERSIONS_ATTR] = json.dumps(versions_now())
+
+    # -- loading -------------------------------------------------------------------
+
+    def _prepare(self, model: keras.Model, f: h5py.File, path: Path) -> list[Check]:
+        raw = f.attrs.get(BUILD_ATTR)
+        notes = build_if_needed(model, json.loads(raw) if raw is not None else None, path)
+        optimizer = optimizer_of(model)
+        saved_opt = len(_datasets(f["optimizer"])) if "optimizer" in f else 0
+        if optimizer is not None and not optimizer.built and saved_opt > len(optimizer.variables):
+            optimizer.build(model.trainable_variables)
+            notes.append(Check("build optimizer", True, "built the optimizer to receive its state"))
+        return notes
+
+    def _structure_problem(self, model: keras.Model, f: h5py.File) -> str | None:
+        """Whether the file holds exactly the model's variables (and optimizer's)."""
+        if _is_legacy(f):
+            saved = _datasets(_legacy_group(f))
+            expected = list(model.weights)
+            where = "layers"
+        else:
+            saved = {k: d for k, d in _datasets(f).items() if not k.startswith("optimizer/")}
+            expected = list(model.variables)
+            where = "model"
+        if _shape_counts(saved.values()) != _shape_counts(expected):
+            return (f"the file holds {len(saved)} {where} arrays, the model has "
+                    f"{len(expected)} variables, or their shapes/dtypes differ")
+        optimizer = optimizer_of(model)
+        if not _is_legacy(f) and optimizer is not None and "optimizer" in f:
+            saved_opt = _datasets(f["optimizer"])
+            if _shape_counts(saved_opt.values()) != _shape_counts(optimizer.variables):
+                return (f"the file holds {len(saved_opt)} optimizer arrays, the model's "
+                        f"{type(optimizer).__name__} has {len(optimizer.variables)} variables, "
+                        "or their shapes/dtypes differ")
+        return None
+
+    def _assign(self, model: keras.Model, f: h5py.File, path: Path) -> None:
+        if _is_legacy(f):
+            legacy_h5_format.load_weights_from_hdf5_group(_legacy_group(f), model)
+        else:
+            saving_lib.load_weights_only(model, str(path))
+
+    def load(self, model: keras.Model, path: Path) -> list[Check]:
+        with open_h5(path) as f:
+            checks = self._prepare(model, f, path)
+            problem = self._structure_problem(model, f)
+            if problem:
+                raise ArchitectureMismatchError(problem, path=path)
+            legacy = _is_legacy(f)
+            has_opt = "optimizer" in f and not legacy
+        snapshot = Snapshot(model)
+        try:
+            with keras_warnings() as caught:
+                with open_h5(path) as f:
+                    self._assign(model, f, path)
+            skipped = [str(w.message) for w in caught if "Skipping" in str(w.message)]
+            if skipped:
+                raise ArchitectureMismatchError(skipped[0], path=path)
+        except ArchitectureMismatchError:
+            snapshot.restore()
+            raise
+        except (OSError, KeyError) as exc:
+            snapshot.restore()
+            raise CorruptArtifactError(f"could not read the weights: {exc}", path=path) from exc
+        except ValueError as exc:
+            snapshot.restore()
+            raise ArchitectureMismatchError(str(exc).splitlines()[0], path=path) from exc
+        checks.append(Check("model variables", True, f"{len(model.variables)} restored"
+                            + (" (Keras 2 layout)" if legacy else "")))
+        optimizer = optimizer_of(model)
+        if has_opt and optimizer is not None:
+            checks.append(Check("optimizer variables", True,
+                                f"{len(optimizer.variables)} restored"))
+        return checks
+
+    # -- verification and inspection -----------------------------------------------
+
+    def check(self, model: keras.Model, path: Path) -> list[Check]:
+        twin = fresh_twin(model)
+        if twin is not None:
+            try:
+                with keras_warnings():
+                    self.load(twin, path)
+            except (ArchitectureMismatchError, CorruptArtifactError) as exc:
+                return [Check("load", False, str(exc))]
+            return [Check("load", True, "into a fresh model of the same architecture"),
+                    compare_arrays("model variables", pair_variables(model.variables,
+                                                                     twin.variables))]
+        # No config to build a twin from (subclassed model): load into the model itself
+        # and put every value back afterwards.
+        before = [(getattr(v, "path", v.name), to_numpy(v)) for v in all_variables(model)]
+        snapshot = Snapshot(model)
+        try:
+            with keras_warnings():
+                self.load(model, path)
+            loaded = [to_numpy(v) for v in model.variables]
+        except (ArchitectureMismatchError, CorruptArtifactError) as exc:
+            return [Check("load", False, str(exc))]
+        finally:
+            snapshot.restore()
+        pairs = [(n, b, a) for (n, b), a in zip(before, loaded)]
+        return [Check("load", True, "into the model itself (no config for a fresh copy); "
+                      "values put back"),
+                compare_arrays("model variables", pairs)]
+
+    def contents(self, path: Path) -> Contents:
+        with open_h5(path) as f:
+            variables = tuple(
+                Variable(name, tuple(int(d) for d in d_.shape), str(d_.dtype))
+                for name, d_ in _datasets(f).items()
+            )
+            has_opt = "optimizer" in f or "optimizer_weights" in f
+            versions = {}
+            if VERSIONS_ATTR in f.attrs:
+                versions = json.loads(f.attrs[VERSIONS_ATTR])
+            elif "keras_version" in f.attrs:
+                versions = {"keras": str(f.attrs["keras_version"])}
+            elif "model_weights" in f and "keras_version" in f["model_weights"].attrs:
+                versions = {"keras": str(f["model_weights"].attrs["keras_version"])}
+        return Contents(variables, has_opt, versions)
+

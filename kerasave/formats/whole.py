@@ -1,0 +1,305 @@
+"""Whole models: ``.keras`` (Keras 3's zip) and legacy HDF5 ``.h5``/``.hdf5``.
+
+Both hold config, variables, optimizer state and compile settings. Loading
+returns a compiled model whose optimizer state equals the saved one, so training
+continues exactly. The legacy HDF5 reader is kerasave's own on the compile side:
+Keras 3 cannot compile files whose loss is a string such as ``"mse"``, and it
+silently drops the optimizer state of the files it does compile.
+"""
+
+from __future__ import annotations
+
+import json
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import h5py
+import keras
+import numpy as np
+from keras.src.legacy.saving import legacy_h5_format
+from keras.src.legacy.saving import saving_utils as legacy_saving_utils
+
+from kerasave._config import _refuse_code, model_from_config
+from kerasave._errors import (
+    CorruptArtifactError,
+    KerasaveError,
+    NotSerializableError,
+    UnsafeArtifactError,
+)
+from kerasave._report import Check, Variable
+from kerasave._state import keras_warnings
+from kerasave._verify import (
+    compare_arrays,
+    compare_configs,
+    compare_outputs,
+    model_config,
+    optimizer_of,
+    pair_variables,
+    probe_inputs,
+)
+from kerasave.formats._base import Contents, Handler, require_config, versions_now
+from kerasave.formats.h5weights import VERSIONS_ATTR, is_hdf5, open_h5
+
+__all__ = ["KerasHandler", "H5ModelHandler", "compare_whole_models"]
+
+
+def compare_whole_models(model: keras.Model, loaded: keras.Model) -> list[Check]:
+    """Config, variables, optimizer, compile settings and predictions."""
+    checks = [compare_configs("config", model_config(model), model_config(loaded))]
+    checks.append(compare_arrays("model variables",
+                                 pair_variables(model.variables, loaded.variables)))
+    if len(model.variables) != len(loaded.variables):
+        checks.append(Check("variable count", False,
+                            f"{len(loaded.variables)} loaded, expected {len(model.variables)}"))
+    opt, opt2 = optimizer_of(model), optimizer_of(loaded)
+    if opt is None:
+        checks.append(Check("optimizer", opt2 is None,
+                            "not compiled" if opt2 is None else "loaded model has an optimizer"))
+    elif opt2 is None:
+        checks.append(Check("optimizer", False, "the loaded model has no optimizer"))
+    else:
+        checks.append(compare_configs("optimizer config", opt.get_config(), opt2.get_config()))
+        if len(opt.variables) != len(opt2.variables):
+            checks.append(Check("optimizer variables", False,
+                                f"{len(opt2.variables)} loaded, expected {len(opt.variables)}"))
+        else:
+            checks.append(compare_arrays("optimizer variables",
+                                         pair_variables(opt.variables, opt2.variables)))
+        checks.append(compare_configs("compile settings", model.get_compile_config(),
+                                      loaded.get_compile_config()))
+    probe = probe_inputs(model)
+    if probe is None:
+        checks.append(Check("predictions", True, "skipped: no input shapes known"))
+    else:
+        expected = model(probe, training=False)
+        checks.append(compare_outputs("predictions", expected,
+                                      lambda: loaded(probe, training=False)))
+    return checks
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _map_load_error(exc: Exception, path: Path) -> KerasaveError:
+    if isinstance(exc, KerasaveError):
+        return exc
+    first = _first_line(exc)
+    if "Lambda" in first or "safe_mode" in first:
+        return UnsafeArtifactError(first, path=path)
+    if "locate" in first or "Unknown" in first:
+        return NotSerializableError(
+            f"the artifact names a class this process does not know: {first}; register it "
+            "with keras.saving.register_keras_serializable() or pass custom_objects",
+            path=path,
+        )
+    return CorruptArtifactError(f"could not load the model: {first}", path=path)
+
+
+class KerasHandler(Handler):
+    name = "keras"
+    kind = "model"
+    suffixes = (".keras",)
+    temp_suffix = ".keras"
+
+    def preflight(self, model: keras.Model, path: Path) -> None:
+        super().preflight(model, path)
+        require_config(model, path)
+
+    def sniff(self, path: Path) -> bool:
+        return path.is_file() and zipfile.is_zipfile(path)
+
+    def write(self, model: keras.Model, path: Path) -> None:
+        model.save(str(path))
+
+    def _config(self, path: Path) -> dict[str, Any]:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                return json.loads(zf.read("config.json"))
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+            raise CorruptArtifactError(f"not a readable .keras archive: {exc}", path=path) from exc
+
+    def load(self, path: Path, *, compile: bool = True, safe_mode: bool = True,
+             custom_objects: Any = None) -> keras.Model:
+        if safe_mode:
+            _refuse_code(self._config(path), str(path))
+        try:
+            with keras_warnings():
+                return keras.saving.load_model(str(path), custom_objects=custom_objects,
+                                               compile=compile, safe_mode=safe_mode)
+        except Exception as exc:
+            raise _map_load_error(exc, path) from exc
+
+    def check(self, model: keras.Model, path: Path) -> list[Check]:
+        try:
+            loaded = self.load(path)
+        except KerasaveError as exc:
+            return [Check("load", False, str(exc))]
+        return [Check("load", True, "a fresh model from the file"),
+                *compare_whole_models(model, loaded)]
+
+    def contents(self, path: Path) -> Contents:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                meta = json.loads(zf.read("metadata.json"))
+                weights = zf.read("model.weights.h5")
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+            raise CorruptArtifactError(f"not a readable .keras archive: {exc}", path=path) from exc
+        import io
+
+        variables: list[Variable] = []
+        with h5py.File(io.BytesIO(weights), "r") as f:
+            def visit(name: str, obj: Any) -> None:
+                if isinstance(obj, h5py.Dataset):
+                    variables.append(Variable(name, tuple(int(d) for d in obj.shape),
+                                              str(obj.dtype)))
+            f.visititems(visit)
+            has_opt = "optimizer" in f
+        versions = {"keras": str(meta.get("keras_version", "?"))}
+        return Contents(tuple(variables), has_opt, versions)
+
+
+def _compile_value(cfg: Any, kind: str) -> Any:
+    """A loss/metric config from a legacy file, as something compile() accepts."""
+    if cfg is None or isinstance(cfg, str):
+        return cfg
+    if isinstance(cfg, list):
+        return [_compile_value(c, kind) for c in cfg]
+    if isinstance(cfg, dict) and "class_name" in cfg:
+        inner = cfg.get("config") or {}
+        if cfg["class_name"] == "MeanMetricWrapper" and isinstance(inner.get("fn"), str):
+            return inner.get("name") or inner["fn"]
+        module = keras.losses if kind == "loss" else keras.metrics
+        try:
+            return module.deserialize(cfg)
+        except Exception:
+            name = inner.get("name") or inner.get("fn")
+            if isinstance(name, str):
+                return name
+            raise
+    if isinstance(cfg, dict):
+        return {k: _compile_value(v, kind) for k, v in cfg.items()}
+    return cfg
+
+
+class H5ModelHandler(Handler):
+    name = "h5"
+    kind = "model"
+    suffixes = (".h5", ".hdf5")
+    temp_suffix = ".h5"
+
+    def preflight(self, model: keras.Model, path: Path) -> None:
+        super().preflight(model, path)
+        require_config(model, path)
+
+    def sniff(self, path: Path) -> bool:
+        if not (path.is_file() and is_hdf5(path)):
+            return False
+        with open_h5(path) as f:
+            return "model_config" in f.attrs
+
+    def write(self, model: keras.Model, path: Path) -> None:
+        # Keras' legacy writer pops "optimizer" from the caller's compile config;
+        # keep the caller's model as it was.
+        compile_config = getattr(getattr(model, "_compile_config", None), "config", None)
+        kept = dict(compile_config) if isinstance(compile_config, dict) else None
+        try:
+            legacy_h5_format.save_model_to_hdf5(model, str(path))
+        finally:
+            if kept is not None and compile_config is not None:
+                compile_config.clear()
+                compile_config.update(kept)
+        with h5py.File(path, "r+") as f:
+            f.attrs[VERSIONS_ATTR] = json.dumps(versions_now())
+
+    def load(self, path: Path, *, compile: bool = True, safe_mode: bool = True,
+             custom_objects: Any = None) -> keras.Model:
+        with open_h5(path) as f:
+            raw = f.attrs.get("model_config")
+            if raw is None:
+                raise CorruptArtifactError(
+                    "an HDF5 file without a model config: it holds weights only; use "
+                    "load_weights", path=path)
+            training = f.attrs.get("training_config")
+        config = json.loads(raw)
+        model = model_from_config(config, custom_objects=custom_objects, safe_mode=safe_mode,
+                                  source=str(path))
+        try:
+            with open_h5(path) as f:
+                legacy_h5_format.load_weights_from_hdf5_group(f["model_weights"], model)
+        except KerasaveError:
+            raise
+        except Exception as exc:
+            raise CorruptArtifactError(f"could not read the weights: {_first_line(exc)}",
+                                       path=path) from exc
+        if compile and training is not None:
+            self._compile(model, json.loads(training), path, custom_objects)
+        return model
+
+    def _compile(self, model: keras.Model, training: dict[str, Any], path: Path,
+                 custom_objects: Any) -> None:
+        bare = dict(training, loss=None, metrics=None, weighted_metrics=None)
+        try:
+            with keras_warnings():
+                args = legacy_saving_utils.compile_args_from_training_config(
+                    bare, custom_objects)
+            args["loss"] = _compile_value(training.get("loss"), "loss")
+            args["metrics"] = _compile_value(training.get("metrics"), "metric")
+            args["weighted_metrics"] = _compile_value(training.get("weighted_metrics"), "metric")
+            model.compile(**args)
+        except Exception as exc:
+            raise CorruptArtifactError(
+                f"could not compile the model from its training config: {_first_line(exc)}",
+                path=path) from exc
+        optimizer = model.optimizer
+        with open_h5(path) as f:
+            if "optimizer_weights" not in f:
+                return
+            names = [n.decode() if isinstance(n, bytes) else str(n)
+                     for n in f["optimizer_weights"].attrs["weight_names"]]
+            values = [np.asarray(f["optimizer_weights"][n]) for n in names]
+        if len(values) <= 2 and not optimizer.built:
+            return  # saved before the optimizer was built: nothing but the step counter
+        optimizer.build(model.trainable_variables)
+        fits = len(values) == len(optimizer.variables) and all(
+            tuple(v.shape) == tuple(a.shape) for v, a in zip(optimizer.variables, values))
+        if not fits:
+            import warnings
+
+            warnings.warn(
+                f"{path}: the optimizer state in this file ({len(values)} arrays, "
+                f"{names[:2]}...) does not fit {type(optimizer).__name__} in Keras "
+                f"{keras.__version__} ({len(optimizer.variables)} variables); the model loads "
+                "with a fresh optimizer, so resumed training will not match",
+                UserWarning,
+                stacklevel=3,
+            )
+            return
+        for variable, value in zip(optimizer.variables, values):
+            variable.assign(value)
+
+    def check(self, model: keras.Model, path: Path) -> list[Check]:
+        try:
+            loaded = self.load(path)
+        except KerasaveError as exc:
+            return [Check("load", False, str(exc))]
+        return [Check("load", True, "a fresh model from the file"),
+                *compare_whole_models(model, loaded)]
+
+    def contents(self, path: Path) -> Contents:
+        with open_h5(path) as f:
+            variables: list[Variable] = []
+
+            def visit(name: str, obj: Any) -> None:
+                if isinstance(obj, h5py.Dataset):
+                    variables.append(Variable(name, tuple(int(d) for d in obj.shape),
+                                              str(obj.dtype)))
+            f.visititems(visit)
+            has_opt = "optimizer_weights" in f
+            if VERSIONS_ATTR in f.attrs:
+                versions = json.loads(f.attrs[VERSIONS_ATTR])
+            else:
+                versions = {"keras": str(f.attrs.get("keras_version", "?"))}
+        return Contents(tuple(variables), has_opt, versions)

@@ -10,6 +10,8 @@ loaded into, and the versions that wrote the file. Files in the Keras 2 layout
 from __future__ import annotations
 
 import json
+import os
+import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,7 +20,6 @@ import h5py
 import keras
 import numpy as np
 from keras.src.legacy.saving import legacy_h5_format
-from keras.src.saving import saving_lib
 
 from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError
 from kerasave._report import Check, Variable
@@ -126,8 +127,14 @@ class H5WeightsHandler(Handler):
     def _assign(self, model: keras.Model, f: h5py.File, path: Path) -> None:
         if _is_legacy(f):
             legacy_h5_format.load_weights_from_hdf5_group(_legacy_group(f), model)
+        elif path.name.endswith(".weights.h5"):
+            model.load_weights(str(path))
         else:
-            saving_lib.load_weights_only(model, str(path))
+            # Keras reads its own layout only from a name ending in .weights.h5.
+            with tempfile.TemporaryDirectory(prefix="kerasave-") as tmp:
+                link = Path(tmp) / "linked.weights.h5"
+                os.symlink(path.resolve(), link)
+                model.load_weights(str(link))
 
     def load(self, model: keras.Model, path: Path) -> list[Check]:
         with open_h5(path) as f:

@@ -1,0 +1,56 @@
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+from pathlib import Path  # noqa: E402
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import kerasave as ks  # noqa: E402
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def values(variables):
+    """Copies of variable values, for bit-exact comparisons later."""
+    return [np.array(keras.ops.convert_to_numpy(v), copy=True) for v in variables]
+
+
+def assert_bit_exact(expected, actual):
+    assert len(expected) == len(actual)
+    for e, a in zip(expected, actual):
+        a = np.asarray(keras.ops.convert_to_numpy(a)) if not isinstance(a, np.ndarray) else a
+        assert e.dtype == a.dtype and e.shape == a.shape
+        assert e.tobytes() == a.tobytes()
+
+
+def all_vars(model):
+    optimizer = getattr(model, "optimizer", None)
+    return list(model.variables) + list(optimizer.variables if optimizer else [])
+
+
+def perturb(model, seed=99):
+    """Change every variable (model and optimizer) so a restore has work to do."""
+    rng = np.random.default_rng(seed)
+    for v in all_vars(model):
+        value = keras.ops.convert_to_numpy(v)
+        if np.issubdtype(value.dtype, np.floating):
+            v.assign(rng.standard_normal(value.shape).astype(value.dtype))
+        else:
+            v.assign(value + 7)
+
+
+@pytest.fixture
+def trained():
+    """The reference model after a few training steps (optimizer state non-trivial)."""
+    model = ks.reference_model(seed=0)
+    data, labels = ks.reference_data(128, seed=0)
+    model.fit(data, labels, epochs=1, batch_size=32, verbose=0)
+    return model
+
+
+@pytest.fixture
+def batch():
+    return ks.reference_data(32, seed=5)

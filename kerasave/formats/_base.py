@@ -140,4 +140,12 @@ def build_if_needed(model: keras.Model, build: dict[str, Any] | None, path: Path
         raise ArchitectureMismatchError(
             f"could not build the model from the saved shapes {build}: {exc}", path=path
         ) from exc
+    if not model.built:
+        if not model.variables:
+            raise ArchitectureMismatchError(
+                f"the model did not build from the saved shapes {build}", path=path
+            )
+        # Keras ran call() symbolically and created every variable, but leaves a
+        # subclassed model flagged unbuilt, which its own weight loader refuses.
+        model.built = True
     return [Check("build", True, f"built the model from saved shapes {build}")]

@@ -108,6 +108,17 @@ def pair_checkpoint(model: keras.Model, prefix: Path, reader: Any = None) -> Pai
     saw_optimizer: list[bool] = []
     model_vars = {id(v) for v in model.variables}
 
+    holds: dict[int, bool] = {}
+
+    def holds_values(node_id: int, trail: frozenset[int] = frozenset()) -> bool:
+        """Whether anything under this node is a saved variable value."""
+        if node_id not in holds:
+            node = graph.nodes[node_id]
+            holds[node_id] = any(a.name == _VALUE for a in node.attributes) or any(
+                holds_values(c.node_id, trail | {node_id})
+                for c in node.children if c.node_id not in trail | {node_id})
+        return holds[node_id]
+
     def walk(node_id: int, obj: Any, path: str) -> None:
         if node_id in seen:
             return
@@ -130,7 +141,8 @@ def pair_checkpoint(model: keras.Model, prefix: Path, reader: Any = None) -> Pai
             if live is None:
                 if path == "" and child.local_name not in roots:
                     continue  # save_counter or a trackable the caller did not pass
-                missing.append(f"{path}/{child.local_name}".lstrip("/"))
+                if holds_values(child.node_id):  # bookkeeping without values is no loss
+                    missing.append(f"{path}/{child.local_name}".lstrip("/"))
                 continue
             walk(child.node_id, live, f"{path}/{child.local_name}")
 

@@ -10,6 +10,8 @@ silently drops the optimizer state of the files it does compile.
 from __future__ import annotations
 
 import json
+import re
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -37,6 +39,7 @@ from kerasave._verify import (
     optimizer_of,
     pair_variables,
     probe_inputs,
+    to_numpy,
 )
 from kerasave.formats._base import Contents, Handler, require_config, versions_now
 from kerasave.formats.h5weights import VERSIONS_ATTR, is_hdf5, open_h5
@@ -60,7 +63,9 @@ def compare_whole_models(model: keras.Model, loaded: keras.Model) -> list[Check]
         checks.append(Check("optimizer", False, "the loaded model has no optimizer"))
     else:
         checks.append(compare_configs("optimizer config", opt.get_config(), opt2.get_config()))
-        if len(opt.variables) != len(opt2.variables):
+        if not opt.built and opt2.built:
+            checks.append(_unbuilt_optimizer_check(opt, opt2))
+        elif len(opt.variables) != len(opt2.variables):
             checks.append(Check("optimizer variables", False,
                                 f"{len(opt2.variables)} loaded, expected {len(opt.variables)}"))
         else:
@@ -76,6 +81,25 @@ def compare_whole_models(model: keras.Model, loaded: keras.Model) -> list[Check]
         checks.append(compare_outputs("predictions", expected,
                                       lambda: loaded(probe, training=False)))
     return checks
+
+
+def _unbuilt_optimizer_check(opt: Any, loaded: Any) -> Check:
+    """An optimizer saved before it was built has no slots; Keras builds fresh ones."""
+    by_path = {v.path: v for v in loaded.variables}
+    pairs = [(v.path, v, by_path.get(v.path)) for v in opt.variables]
+    if any(other is None for _, _, other in pairs):
+        return Check("optimizer variables", False,
+                     "the loaded optimizer lacks " + ", ".join(p for p, _, o in pairs if o is None))
+    check = compare_arrays("optimizer variables",
+                           [(p, to_numpy(v), to_numpy(o)) for p, v, o in pairs])
+    kept = {id(o) for _, _, o in pairs}
+    fresh = [v for v in loaded.variables if id(v) not in kept]
+    if not check.ok or any(np.any(to_numpy(v)) for v in fresh):
+        return check if not check.ok else Check("optimizer variables", False,
+                                                "new optimizer slots are not zero")
+    return Check("optimizer variables", True,
+                 f"not built when saved: {len(pairs)} variables bit-exact, "
+                 f"{len(fresh)} fresh zero slots")
 
 
 def _first_line(exc: BaseException) -> str:
@@ -126,11 +150,20 @@ class KerasHandler(Handler):
         if safe_mode:
             _refuse_code(self._config(path), str(path))
         try:
-            with keras_warnings():
-                return keras.saving.load_model(str(path), custom_objects=custom_objects,
-                                               compile=compile, safe_mode=safe_mode)
+            with keras_warnings() as caught:
+                model = keras.saving.load_model(str(path), custom_objects=custom_objects,
+                                                compile=compile, safe_mode=safe_mode)
         except Exception as exc:
             raise _map_load_error(exc, path) from exc
+        for w in caught:
+            text = str(w.message)
+            # An optimizer saved before it was built holds only its step counter and
+            # learning rate: Keras builds fresh slots, which is the same state.
+            if "Skipping variable loading for optimizer" in text and re.search(
+                    r"saved optimizer has [0-2] variables", text):
+                continue
+            warnings.warn(f"{path}: {text}", UserWarning, stacklevel=2)
+        return model
 
     def check(self, model: keras.Model, path: Path) -> list[Check]:
         try:
@@ -266,8 +299,6 @@ class H5ModelHandler(Handler):
         fits = len(values) == len(optimizer.variables) and all(
             tuple(v.shape) == tuple(a.shape) for v, a in zip(optimizer.variables, values))
         if not fits:
-            import warnings
-
             warnings.warn(
                 f"{path}: the optimizer state in this file ({len(values)} arrays, "
                 f"{names[:2]}...) does not fit {type(optimizer).__name__} in Keras "

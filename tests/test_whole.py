@@ -1,0 +1,101 @@
+"""Whole models: .keras, legacy .h5 (incl. Keras 2 files and loss="mse"), SavedModel."""
+
+import keras
+import numpy as np
+import pytest
+
+import kerasave as ks
+
+from .conftest import FIXTURES, all_vars, assert_bit_exact, values
+
+KERAS2 = FIXTURES / "keras2"
+
+
+def _mse_model():
+    model = keras.Sequential([keras.Input((32,)), keras.layers.Dense(8, activation="relu"),
+                              keras.layers.Dense(10)])
+    model.compile(optimizer=keras.optimizers.Adam(0.001), loss="mse", metrics=["mae"])
+    data, labels = ks.reference_data(64)
+    model.fit(data, labels, epochs=1, batch_size=16, verbose=0)
+    return model
+
+
+def test_native_keras_fails_on_mse_h5(tmp_path):
+    """The breakage (DESIGN.md)."""
+    model = _mse_model()
+    model.save(tmp_path / "native.h5")
+    with pytest.raises(ValueError):
+        keras.saving.load_model(tmp_path / "native.h5")
+
+
+@pytest.mark.parametrize("rel", ["m.h5", "m.hdf5", "m.keras"])
+def test_mse_model_loads_and_resumes_exactly(tmp_path, rel):
+    model = _mse_model()
+    assert ks.save_model(model, tmp_path / rel).ok
+    loaded = ks.load_model(tmp_path / rel)
+    assert loaded.get_compile_config()["loss"] == "mse"
+    assert_bit_exact(values(all_vars(model)), all_vars(loaded))
+    data, labels = ks.reference_data(16, seed=9)
+    assert model.train_on_batch(data, labels) == loaded.train_on_batch(data, labels)
+    assert_bit_exact(values(all_vars(model)), all_vars(loaded))
+
+
+def test_native_h5_drops_optimizer_state_kerasave_keeps_it(trained, tmp_path):
+    trained.save(tmp_path / "native.h5")
+    native = keras.saving.load_model(tmp_path / "native.h5")
+    native_state = values(native.optimizer.variables)
+    ours = ks.load_model(tmp_path / "native.h5")  # the same file, written by plain Keras
+    assert_bit_exact(values(trained.optimizer.variables), ours.optimizer.variables)
+    assert len(native_state) != len(ours.optimizer.variables) or any(
+        a.tobytes() != b.tobytes()
+        for a, b in zip(native_state, values(trained.optimizer.variables)))
+
+
+def test_load_model_compile_false(trained, tmp_path):
+    for rel in ["m.keras", "m.h5"]:
+        ks.save_model(trained, tmp_path / rel)
+        loaded = ks.load_model(tmp_path / rel, compile=False)
+        assert not loaded.compiled
+        assert_bit_exact(values(trained.variables), loaded.variables)
+
+
+def test_model_saved_before_training_loads_without_warnings(tmp_path):
+    model = keras.Sequential([keras.Input((32,)), keras.layers.Dense(10)])
+    model.compile(optimizer="adam", loss="mse")
+    assert not model.optimizer.built
+    for rel in ["m.keras", "m.h5", "w/ckpt", "w.h5"]:
+        save = ks.save_weights if rel.startswith("w") else ks.save_model
+        assert save(model, tmp_path / rel).ok, rel
+
+
+def test_keras2_h5_whole_model_loads():
+    reference = np.load(KERAS2 / "reference_weights.npz")
+    with pytest.warns(UserWarning, match="optimizer state"):
+        model = ks.load_model(KERAS2 / "reference_model.h5")
+    weights = [reference[f"w{i}"] for i in range(len(model.weights))]
+    assert_bit_exact(weights, model.weights)
+    out = np.asarray(model(reference["probe_x"], training=False))
+    assert np.allclose(out, reference["probe_y"], rtol=0, atol=1e-6)
+
+
+def test_keras2_mse_h5_whole_model_loads():
+    reference = np.load(KERAS2 / "mse_weights.npz")
+    with pytest.warns(UserWarning, match="optimizer state"):
+        model = ks.load_model(KERAS2 / "mse_model.h5")
+    assert model.get_compile_config()["loss"] == "mse"
+    assert_bit_exact([reference[f"w{i}"] for i in range(len(model.weights))], model.weights)
+
+
+def test_keras2_h5_weights_load():
+    reference = np.load(KERAS2 / "reference_weights.npz")
+    model = ks.reference_model(seed=1)
+    report = ks.load_weights(model, KERAS2 / "reference_weights.h5")
+    assert report.ok
+    assert_bit_exact([reference[f"w{i}"] for i in range(4)], model.weights)
+
+
+def test_savedmodel_holds_no_optimizer(trained, tmp_path):
+    ks.save_model(trained, tmp_path / "export")
+    info = ks.inspect(tmp_path / "export")
+    assert info.format == "savedmodel" and not info.has_optimizer
+    assert info.versions.get("tensorflow")

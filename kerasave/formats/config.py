@@ -7,12 +7,13 @@ from pathlib import Path
 from typing import Any
 
 import keras
+import yaml
 
 from kerasave._config import config_from_text, model_from_config, to_json, to_yaml
 from kerasave._errors import CorruptArtifactError
 from kerasave._report import Check
 from kerasave._verify import compare_configs, model_config
-from kerasave.formats._base import Contents, Handler, require_config
+from kerasave.formats._base import Contents, Handler, require_config, versions_now
 
 __all__ = ["JsonHandler", "YamlHandler"]
 
@@ -20,6 +21,12 @@ __all__ = ["JsonHandler", "YamlHandler"]
 def _architecture(config: dict[str, Any]) -> dict[str, Any]:
     """What a config-only format promises to keep: everything but compile settings."""
     return {k: v for k, v in config.items() if k != "compile_config"}
+
+
+def _stamped(config: dict[str, Any]) -> dict[str, Any]:
+    """The config with the versions that wrote it, as Keras 2 files carried them."""
+    versions = versions_now()
+    return {**config, "keras_version": versions["keras"], "backend": keras.backend.backend()}
 
 
 class _ConfigHandler(Handler):
@@ -63,8 +70,7 @@ class _ConfigHandler(Handler):
         return checks
 
     def contents(self, path: Path) -> Contents:
-        config = self.read(path)
-        version = config.get("keras_version")
+        version = self.read(path).get("keras_version")
         return Contents((), False, {"keras": str(version)} if version else {})
 
     def sniff(self, path: Path) -> bool:
@@ -77,7 +83,7 @@ class JsonHandler(_ConfigHandler):
     temp_suffix = ".json"
 
     def text(self, model: keras.Model) -> str:
-        return json.dumps(json.loads(to_json(model)), indent=2) + "\n"
+        return json.dumps(_stamped(json.loads(to_json(model))), indent=2) + "\n"
 
 
 class YamlHandler(_ConfigHandler):
@@ -86,4 +92,4 @@ class YamlHandler(_ConfigHandler):
     temp_suffix = ".yaml"
 
     def text(self, model: keras.Model) -> str:
-        return to_yaml(model)
+        return yaml.safe_dump(_stamped(yaml.safe_load(to_yaml(model))), sort_keys=False)

@@ -112,6 +112,57 @@ def is_keras2(config: Mapping[str, Any]) -> bool:
     return version.startswith("2.") or "module" not in config
 
 
+def _upgrade_layer(layer: dict[str, Any]) -> Any:
+    """Keras 2 layer config to what Keras 3 accepts; returns a dropped input shape."""
+    inner = layer.get("config")
+    if not isinstance(inner, dict):
+        return None
+    shape = inner.pop("batch_input_shape", None)
+    axis = inner.get("axis")
+    if layer.get("class_name") == "BatchNormalization" and isinstance(axis, list) \
+            and len(axis) == 1:
+        inner["axis"] = int(axis[0])  # Keras 2 wrote [1]; Keras 3 takes an int
+    if layer.get("class_name") == "InputLayer":
+        if shape is not None:
+            inner.setdefault("batch_shape", shape)
+        if not inner.get("ragged"):
+            inner.pop("ragged", None)
+        return None
+    return shape
+
+
+def upgrade_keras2(node: Any) -> Any:
+    """Rewrite a Keras 2 config in place: ``batch_input_shape`` becomes an input layer."""
+    if isinstance(node, list):
+        for item in node:
+            upgrade_keras2(item)
+        return node
+    if not isinstance(node, dict):
+        return node
+    if "class_name" in node and isinstance(node.get("config"), (dict, list)):
+        inner = node["config"]
+        layers = inner.get("layers") if isinstance(inner, dict) else inner
+        if node["class_name"] == "Sequential" and isinstance(layers, list):
+            upgraded = []
+            for i, layer in enumerate(layers):
+                shape = _upgrade_layer(layer) if isinstance(layer, dict) else None
+                if shape is not None and i == 0:
+                    upgraded.append({"class_name": "InputLayer", "config": {
+                        "batch_shape": shape,
+                        "dtype": layer["config"].get("dtype", "float32"),
+                        "name": f"{layer['config'].get('name', 'layer')}_input"}})
+                upgraded.append(layer)
+            if isinstance(inner, dict):
+                inner["layers"] = upgraded
+            else:
+                node["config"] = {"name": node.get("name", "sequential"), "layers": upgraded}
+        else:
+            _upgrade_layer(node)
+    for value in node.values():
+        upgrade_keras2(value)
+    return node
+
+
 def _refuse_code(config: Mapping[str, Any], source: str | None) -> None:
     for node in _walk(config):
         if node.get("class_name") == "Lambda" or node.get("function_type") == "lambda":
@@ -139,7 +190,8 @@ def model_from_config(
     try:
         if is_keras2(config):
             model = legacy_saving_utils.model_from_config(
-                json.loads(json.dumps(config)), custom_objects=dict(custom_objects or {})
+                upgrade_keras2(json.loads(json.dumps(config))),
+                custom_objects=dict(custom_objects or {}),
             )
         else:
             model = keras.saving.deserialize_keras_object(

@@ -60,7 +60,8 @@ class Report:
         n_ok = sum(c.ok for c in self.checks)
         lines = [
             f"{self.format} {status}: {self.path}",
-            f"  {self.bytes:,} bytes, {self.seconds:.3f} s, {n_ok}/{len(self.checks)} checks passed",
+            f"  {self.bytes:,} bytes, {self.seconds:.3f} s, "
+            f"{n_ok}/{len(self.checks)} checks passed",
         ]
         lines += [f"  {c}" for c in self.checks]
         return "\n".join(lines)

@@ -156,16 +156,19 @@ def pair_checkpoint(model: keras.Model, prefix: Path, reader: Any = None) -> Pai
     return Pairing(pairs, missing, not_saved, optimizer_saved, extra_roots)
 
 
+def _listing(names: list[str], limit: int = 5) -> str:
+    more = f" (+{len(names) - limit} more)" if len(names) > limit else ""
+    return ", ".join(names[:limit]) + more
+
+
 def _mismatch_message(pairing: Pairing) -> str | None:
     parts = []
     if pairing.missing_in_model:
-        names = ", ".join(pairing.missing_in_model[:5])
-        more = f" (+{len(pairing.missing_in_model) - 5} more)" if len(pairing.missing_in_model) > 5 else ""
-        parts.append(f"saved objects the model does not have: {names}{more}")
+        parts.append("saved objects the model does not have: "
+                     + _listing(pairing.missing_in_model))
     if pairing.not_in_checkpoint:
-        names = ", ".join(pairing.not_in_checkpoint[:5])
-        more = f" (+{len(pairing.not_in_checkpoint) - 5} more)" if len(pairing.not_in_checkpoint) > 5 else ""
-        parts.append(f"variables of the model the checkpoint does not hold: {names}{more}")
+        parts.append("variables of the model the checkpoint does not hold: "
+                     + _listing(pairing.not_in_checkpoint))
     return "; ".join(parts) or None
 
 

@@ -48,7 +48,8 @@ class _ConfigHandler(Handler):
             raise CorruptArtifactError(f"unreadable config file: {exc}", path=path) from exc
         return config_from_text(text, kind=self.name, source=str(path))
 
-    def load(self, path: Path, *, custom_objects: Any = None, safe_mode: bool = True) -> keras.Model:
+    def load(self, path: Path, *, custom_objects: Any = None,
+             safe_mode: bool = True) -> keras.Model:
         return model_from_config(self.read(path), custom_objects=custom_objects,
                                  safe_mode=safe_mode, source=str(path))
 

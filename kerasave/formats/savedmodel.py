@@ -63,7 +63,8 @@ class SavedModelHandler(Handler):
         if probe is None:
             return checks + [Check("serving outputs", False, "no input shapes to probe with")]
         expected = model(probe, training=False)
-        args = probe if isinstance(probe, (list, tuple)) and len(model.inputs or ()) > 1 else [probe]
+        several = isinstance(probe, (list, tuple)) and len(getattr(model, "inputs", None) or ()) > 1
+        args = probe if several else [probe]
         checks.append(compare_outputs("serving outputs", expected, lambda: served.serve(*args)))
         return checks
 

@@ -86,6 +86,15 @@ def detect(path: Path, kind: str | None = None, format: str | None = None) -> Ha
             return h
     if not any(h.exists(path) for h in _of_kind(None)) and not path.exists():
         raise ArtifactNotFoundError(f"no artifact at {path}", path=path)
+    if kind is not None:
+        other = next((h for h in _of_kind(None) if h.kind != kind and h.sniff(path)), None)
+        if other is not None:
+            loads = {"weights": "load_weights", "config": "load_config", "model": "load_model"}
+            raise UnknownFormatError(
+                f"this is a {other.name} {other.kind} artifact, not {kind}; read it with "
+                f"{loads[other.kind]}",
+                path=path,
+            )
     expected = format or (" or ".join(FORMATS[kind]) if kind else "any kerasave format")
     if path.is_file() and path.stat().st_size == 0:
         raise CorruptArtifactError(f"the file is empty; expected {expected}", path=path)

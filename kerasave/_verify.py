@@ -25,6 +25,8 @@ __all__ = [
     "compare_outputs",
     "model_config",
     "optimizer_of",
+    "pair_variables",
+    "compare_whole_models",
 ]
 
 PROBE_BATCH = 4
@@ -186,3 +188,58 @@ def pair_variables(
         (getattr(e, "path", getattr(e, "name", "?")), to_numpy(e), to_numpy(a))
         for e, a in zip(expected, actual)
     ]
+
+
+def compare_whole_models(model: keras.Model, loaded: keras.Model) -> list[Check]:
+    """Config, variables, optimizer, compile settings and predictions."""
+    checks = [compare_configs("config", model_config(model), model_config(loaded))]
+    checks.append(compare_arrays("model variables",
+                                 pair_variables(model.variables, loaded.variables)))
+    if len(model.variables) != len(loaded.variables):
+        checks.append(Check("variable count", False,
+                            f"{len(loaded.variables)} loaded, expected {len(model.variables)}"))
+    opt, opt2 = optimizer_of(model), optimizer_of(loaded)
+    if opt is None:
+        checks.append(Check("optimizer", opt2 is None,
+                            "not compiled" if opt2 is None else "loaded model has an optimizer"))
+    elif opt2 is None:
+        checks.append(Check("optimizer", False, "the loaded model has no optimizer"))
+    else:
+        checks.append(compare_configs("optimizer config", opt.get_config(), opt2.get_config()))
+        if not opt.built and opt2.built:
+            checks.append(_unbuilt_optimizer_check(opt, opt2))
+        elif len(opt.variables) != len(opt2.variables):
+            checks.append(Check("optimizer variables", False,
+                                f"{len(opt2.variables)} loaded, expected {len(opt.variables)}"))
+        else:
+            checks.append(compare_arrays("optimizer variables",
+                                         pair_variables(opt.variables, opt2.variables)))
+        checks.append(compare_configs("compile settings", model.get_compile_config(),
+                                      loaded.get_compile_config()))
+    probe = probe_inputs(model)
+    if probe is None:
+        checks.append(Check("predictions", True, "skipped: no input shapes known"))
+    else:
+        expected = model(probe, training=False)
+        checks.append(compare_outputs("predictions", expected,
+                                      lambda: loaded(probe, training=False)))
+    return checks
+
+
+def _unbuilt_optimizer_check(opt: Any, loaded: Any) -> Check:
+    """An optimizer saved before it was built has no slots; Keras builds fresh ones."""
+    by_path = {v.path: v for v in loaded.variables}
+    pairs = [(v.path, v, by_path.get(v.path)) for v in opt.variables]
+    if any(other is None for _, _, other in pairs):
+        return Check("optimizer variables", False,
+                     "the loaded optimizer lacks " + ", ".join(p for p, _, o in pairs if o is None))
+    check = compare_arrays("optimizer variables",
+                           [(p, to_numpy(v), to_numpy(o)) for p, v, o in pairs])
+    kept = {id(o) for _, _, o in pairs}
+    fresh = [v for v in loaded.variables if id(v) not in kept]
+    if not check.ok or any(np.any(to_numpy(v)) for v in fresh):
+        return check if not check.ok else Check("optimizer variables", False,
+                                                "new optimizer slots are not zero")
+    return Check("optimizer variables", True,
+                 f"not built when saved: {len(pairs)} variables bit-exact, "
+                 f"{len(fresh)} fresh zero slots")

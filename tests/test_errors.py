@@ -148,3 +148,14 @@ def test_failed_write_leaves_nothing(trained, tmp_path, monkeypatch):
     with pytest.raises(OSError):
         ks.save_model(trained, tmp_path / "m.keras")
     assert os.listdir(tmp_path) == []
+
+
+def test_loading_with_the_wrong_call_names_the_right_one(trained, tmp_path):
+    ks.save_weights(trained, tmp_path / "w.weights.h5")
+    ks.save_config(trained, tmp_path / "c.json")
+    with pytest.raises(ks.UnknownFormatError, match="load_weights"):
+        ks.load_model(tmp_path / "w.weights.h5")
+    with pytest.raises(ks.UnknownFormatError, match="load_config"):
+        ks.load_model(tmp_path / "c.json")
+    with pytest.raises(ks.UnknownFormatError, match="load_config"):
+        ks.load_weights(trained, tmp_path / "c.json")

@@ -27,7 +27,7 @@ from kerasave._state import Snapshot, all_variables, fresh_twin, keras_warnings
 from kerasave._verify import compare_arrays, optimizer_of, pair_variables, to_numpy
 from kerasave.formats._base import Contents, Handler, build_if_needed, versions_now
 
-__all__ = ["H5WeightsHandler", "open_h5", "is_hdf5"]
+__all__ = ["H5WeightsHandler", "open_h5", "is_hdf5", "h5_variables"]
 
 _MAGIC = b"\x89HDF\r\n\x1a\n"
 BUILD_ATTR = "kerasave_build_config"
@@ -60,6 +60,12 @@ def _datasets(group: h5py.Group) -> dict[str, h5py.Dataset]:
 
     group.visititems(visit)
     return found
+
+
+def h5_variables(group: h5py.Group) -> tuple[Variable, ...]:
+    """Every array in an HDF5 group, as inspect() lists them."""
+    return tuple(Variable(name, tuple(int(d) for d in d_.shape), str(d_.dtype))
+                 for name, d_ in _datasets(group).items())
 
 
 def _is_legacy(f: h5py.File) -> bool:
@@ -201,10 +207,7 @@ class H5WeightsHandler(Handler):
 
     def contents(self, path: Path) -> Contents:
         with open_h5(path) as f:
-            variables = tuple(
-                Variable(name, tuple(int(d) for d in d_.shape), str(d_.dtype))
-                for name, d_ in _datasets(f).items()
-            )
+            variables = h5_variables(f)
             has_opt = "optimizer" in f or "optimizer_weights" in f
             versions = {}
             if VERSIONS_ATTR in f.attrs:

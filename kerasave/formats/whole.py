@@ -9,6 +9,7 @@ silently drops the optimizer state of the files it does compile.
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import warnings
@@ -29,77 +30,13 @@ from kerasave._errors import (
     NotSerializableError,
     UnsafeArtifactError,
 )
-from kerasave._report import Check, Variable
+from kerasave._report import Check
 from kerasave._state import keras_warnings
-from kerasave._verify import (
-    compare_arrays,
-    compare_configs,
-    compare_outputs,
-    model_config,
-    optimizer_of,
-    pair_variables,
-    probe_inputs,
-    to_numpy,
-)
+from kerasave._verify import compare_whole_models
 from kerasave.formats._base import Contents, Handler, require_config, versions_now
-from kerasave.formats.h5weights import VERSIONS_ATTR, is_hdf5, open_h5
+from kerasave.formats.h5weights import VERSIONS_ATTR, h5_variables, is_hdf5, open_h5
 
-__all__ = ["KerasHandler", "H5ModelHandler", "compare_whole_models"]
-
-
-def compare_whole_models(model: keras.Model, loaded: keras.Model) -> list[Check]:
-    """Config, variables, optimizer, compile settings and predictions."""
-    checks = [compare_configs("config", model_config(model), model_config(loaded))]
-    checks.append(compare_arrays("model variables",
-                                 pair_variables(model.variables, loaded.variables)))
-    if len(model.variables) != len(loaded.variables):
-        checks.append(Check("variable count", False,
-                            f"{len(loaded.variables)} loaded, expected {len(model.variables)}"))
-    opt, opt2 = optimizer_of(model), optimizer_of(loaded)
-    if opt is None:
-        checks.append(Check("optimizer", opt2 is None,
-                            "not compiled" if opt2 is None else "loaded model has an optimizer"))
-    elif opt2 is None:
-        checks.append(Check("optimizer", False, "the loaded model has no optimizer"))
-    else:
-        checks.append(compare_configs("optimizer config", opt.get_config(), opt2.get_config()))
-        if not opt.built and opt2.built:
-            checks.append(_unbuilt_optimizer_check(opt, opt2))
-        elif len(opt.variables) != len(opt2.variables):
-            checks.append(Check("optimizer variables", False,
-                                f"{len(opt2.variables)} loaded, expected {len(opt.variables)}"))
-        else:
-            checks.append(compare_arrays("optimizer variables",
-                                         pair_variables(opt.variables, opt2.variables)))
-        checks.append(compare_configs("compile settings", model.get_compile_config(),
-                                      loaded.get_compile_config()))
-    probe = probe_inputs(model)
-    if probe is None:
-        checks.append(Check("predictions", True, "skipped: no input shapes known"))
-    else:
-        expected = model(probe, training=False)
-        checks.append(compare_outputs("predictions", expected,
-                                      lambda: loaded(probe, training=False)))
-    return checks
-
-
-def _unbuilt_optimizer_check(opt: Any, loaded: Any) -> Check:
-    """An optimizer saved before it was built has no slots; Keras builds fresh ones."""
-    by_path = {v.path: v for v in loaded.variables}
-    pairs = [(v.path, v, by_path.get(v.path)) for v in opt.variables]
-    if any(other is None for _, _, other in pairs):
-        return Check("optimizer variables", False,
-                     "the loaded optimizer lacks " + ", ".join(p for p, _, o in pairs if o is None))
-    check = compare_arrays("optimizer variables",
-                           [(p, to_numpy(v), to_numpy(o)) for p, v, o in pairs])
-    kept = {id(o) for _, _, o in pairs}
-    fresh = [v for v in loaded.variables if id(v) not in kept]
-    if not check.ok or any(np.any(to_numpy(v)) for v in fresh):
-        return check if not check.ok else Check("optimizer variables", False,
-                                                "new optimizer slots are not zero")
-    return Check("optimizer variables", True,
-                 f"not built when saved: {len(pairs)} variables bit-exact, "
-                 f"{len(fresh)} fresh zero slots")
+__all__ = ["KerasHandler", "H5ModelHandler"]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -180,18 +117,11 @@ class KerasHandler(Handler):
                 weights = zf.read("model.weights.h5")
         except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
             raise CorruptArtifactError(f"not a readable .keras archive: {exc}", path=path) from exc
-        import io
-
-        variables: list[Variable] = []
         with h5py.File(io.BytesIO(weights), "r") as f:
-            def visit(name: str, obj: Any) -> None:
-                if isinstance(obj, h5py.Dataset):
-                    variables.append(Variable(name, tuple(int(d) for d in obj.shape),
-                                              str(obj.dtype)))
-            f.visititems(visit)
+            variables = h5_variables(f)
             has_opt = "optimizer" in f
         versions = {"keras": str(meta.get("keras_version", "?"))}
-        return Contents(tuple(variables), has_opt, versions)
+        return Contents(variables, has_opt, versions)
 
 
 def _compile_value(cfg: Any, kind: str) -> Any:
@@ -321,16 +251,10 @@ class H5ModelHandler(Handler):
 
     def contents(self, path: Path) -> Contents:
         with open_h5(path) as f:
-            variables: list[Variable] = []
-
-            def visit(name: str, obj: Any) -> None:
-                if isinstance(obj, h5py.Dataset):
-                    variables.append(Variable(name, tuple(int(d) for d in obj.shape),
-                                              str(obj.dtype)))
-            f.visititems(visit)
+            variables = h5_variables(f)
             has_opt = "optimizer_weights" in f
             if VERSIONS_ATTR in f.attrs:
                 versions = json.loads(f.attrs[VERSIONS_ATTR])
             else:
                 versions = {"keras": str(f.attrs.get("keras_version", "?"))}
-        return Contents(tuple(variables), has_opt, versions)
+        return Contents(variables, has_opt, versions)

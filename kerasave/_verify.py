@@ -180,6 +180,12 @@ def compare_outputs(
     return compare_arrays(name, pairs, what="outputs")
 
 
+def seed_states(model: keras.Model) -> list[Any]:
+    """Variables that are not weights: the states of Keras' random seed generators."""
+    weights = {id(v) for v in model.weights}
+    return [v for v in model.variables if id(v) not in weights]
+
+
 def pair_variables(
     expected: Iterable[Any], actual: Iterable[Any]
 ) -> list[tuple[str, np.ndarray, np.ndarray]]:
@@ -194,10 +200,17 @@ def compare_whole_models(model: keras.Model, loaded: keras.Model) -> list[Check]
     """Config, variables, optimizer, compile settings and predictions."""
     checks = [compare_configs("config", model_config(model), model_config(loaded))]
     checks.append(compare_arrays("model variables",
-                                 pair_variables(model.variables, loaded.variables)))
-    if len(model.variables) != len(loaded.variables):
+                                 pair_variables(model.weights, loaded.weights)))
+    if len(model.weights) != len(loaded.weights):
         checks.append(Check("variable count", False,
-                            f"{len(loaded.variables)} loaded, expected {len(model.variables)}"))
+                            f"{len(loaded.weights)} loaded, expected {len(model.weights)}"))
+    seeds = seed_states(model)
+    if seeds:
+        same = compare_arrays("rng seed states", pair_variables(seeds, seed_states(loaded)))
+        detail = same.detail if same.ok else (
+            f"{len(seeds)} random-generator states are not held by this format: dropout and "
+            "other randomness after loading differ from the original's")
+        checks.append(Check("rng seed states", True, detail))
     opt, opt2 = optimizer_of(model), optimizer_of(loaded)
     if opt is None:
         checks.append(Check("optimizer", opt2 is None,

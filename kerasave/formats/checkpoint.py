@@ -85,10 +85,44 @@ def _graph(reader: Any, prefix: Path) -> Any:
 def _children(obj: Any) -> dict[str, Any]:
     if isinstance(obj, dict):
         return obj
+    if isinstance(obj, list):
+        return {str(i): v for i, v in enumerate(obj)}
     try:
         return dict(obj._trackable_children(save_type="checkpoint"))
     except Exception:
         return {}
+
+
+UNTRACKED = "kerasave_untracked"
+
+
+def untracked_variables(model: keras.Model) -> list[Any]:
+    """Model variables TensorFlow's object graph does not reach (e.g. RNG seed states).
+
+    Keras 3 seed generators are not TF trackables, so a plain checkpoint of the
+    model drops their state; kerasave saves them beside it, in model order.
+    """
+    seen: set[int] = set()
+    stack: list[Any] = [model]
+    while stack:
+        obj = stack.pop()
+        if id(obj) in seen:
+            continue
+        seen.add(id(obj))
+        stack.extend(_children(obj).values())
+    return [v for v in model.variables if id(v) not in seen]
+
+
+def checkpoint_roots(model: keras.Model) -> dict[str, Any]:
+    """The objects a kerasave checkpoint is written from and read into."""
+    roots: dict[str, Any] = {"model": model}
+    optimizer = optimizer_of(model)
+    if optimizer is not None:
+        roots["optimizer"] = optimizer
+    extra = untracked_variables(model)
+    if extra:
+        roots[UNTRACKED] = extra
+    return roots
 
 
 def pair_checkpoint(model: keras.Model, prefix: Path, reader: Any = None) -> Pairing:
@@ -96,11 +130,9 @@ def pair_checkpoint(model: keras.Model, prefix: Path, reader: Any = None) -> Pai
     reader = reader or _reader(prefix)
     graph = _graph(reader, prefix)
     optimizer = optimizer_of(model)
-    roots: dict[str, Any] = {"model": model}
-    if optimizer is not None:
-        roots["optimizer"] = optimizer
+    roots = checkpoint_roots(model)
     root_names = {c.local_name for c in graph.nodes[0].children}
-    extra_roots = sorted(root_names - {"model", "optimizer", "save_counter"})
+    extra_roots = sorted(root_names - {"model", "optimizer", "save_counter", UNTRACKED})
 
     pairs: list[tuple[str, Any, str]] = []
     missing: list[str] = []
@@ -196,10 +228,7 @@ class CheckpointHandler(Handler):
 
     def write(self, model: keras.Model, path: Path) -> None:
         optimizer = optimizer_of(model)
-        objects: dict[str, Any] = {"model": model}
-        if optimizer is not None:
-            objects["optimizer"] = optimizer
-        tf.train.Checkpoint(**objects).write(str(path))
+        tf.train.Checkpoint(**checkpoint_roots(model)).write(str(path))
         manifest = {
             "kerasave_manifest": 1,
             "format": self.name,

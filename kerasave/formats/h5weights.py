@@ -23,7 +23,7 @@ from keras.src.legacy.saving import legacy_h5_format
 
 from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError
 from kerasave._report import Check, Variable
-from kerasave._state import Snapshot, all_variables, fresh_twin, keras_warnings
+from kerasave._state import Snapshot, fresh_twin, keras_warnings
 from kerasave._verify import compare_arrays, optimizer_of, pair_variables, to_numpy
 from kerasave.formats._base import Contents, Handler, build_if_needed, versions_now
 
@@ -116,7 +116,7 @@ class H5WeightsHandler(Handler):
             where = "layers"
         else:
             saved = {k: d for k, d in _datasets(f).items() if not k.startswith("optimizer/")}
-            expected = list(model.variables)
+            expected = list(model.weights)  # Keras' layout holds no RNG seed states
             where = "model"
         if _shape_counts(saved.values()) != _shape_counts(expected):
             return (f"the file holds {len(saved)} {where} arrays, the model has "
@@ -167,7 +167,7 @@ class H5WeightsHandler(Handler):
         except ValueError as exc:
             snapshot.restore()
             raise ArchitectureMismatchError(str(exc).splitlines()[0], path=path) from exc
-        checks.append(Check("model variables", True, f"{len(model.variables)} restored"
+        checks.append(Check("model variables", True, f"{len(model.weights)} restored"
                             + (" (Keras 2 layout)" if legacy else "")))
         optimizer = optimizer_of(model)
         if has_opt and optimizer is not None:
@@ -186,16 +186,16 @@ class H5WeightsHandler(Handler):
             except (ArchitectureMismatchError, CorruptArtifactError) as exc:
                 return [Check("load", False, str(exc))]
             return [Check("load", True, "into a fresh model of the same architecture"),
-                    compare_arrays("model variables", pair_variables(model.variables,
-                                                                     twin.variables))]
+                    compare_arrays("model variables", pair_variables(model.weights,
+                                                                     twin.weights))]
         # No config to build a twin from (subclassed model): load into the model itself
         # and put every value back afterwards.
-        before = [(getattr(v, "path", v.name), to_numpy(v)) for v in all_variables(model)]
+        before = [(getattr(v, "path", v.name), to_numpy(v)) for v in model.weights]
         snapshot = Snapshot(model)
         try:
             with keras_warnings():
                 self.load(model, path)
-            loaded = [to_numpy(v) for v in model.variables]
+            loaded = [to_numpy(v) for v in model.weights]
         except (ArchitectureMismatchError, CorruptArtifactError) as exc:
             return [Check("load", False, str(exc))]
         finally:

@@ -63,9 +63,8 @@ class SavedModelHandler(Handler):
         if probe is None:
             return checks + [Check("serving outputs", False, "no input shapes to probe with")]
         expected = model(probe, training=False)
-        several = isinstance(probe, (list, tuple)) and len(getattr(model, "inputs", None) or ()) > 1
-        args = probe if several else [probe]
-        checks.append(compare_outputs("serving outputs", expected, lambda: served.serve(*args)))
+        # Keras exports one positional argument holding the whole input structure.
+        checks.append(compare_outputs("serving outputs", expected, lambda: served.serve(probe)))
         return checks
 
     def contents(self, path: Path) -> Contents:

@@ -28,3 +28,16 @@ def test_demo_verifies_every_format(tmp_path):
 def test_version():
     result = _run("--version")
     assert result.returncode == 0 and ks.__version__ in result.stdout
+
+
+def test_demo_fails_loudly_when_a_round_trip_fails(tmp_path, monkeypatch, capsys):
+    from kerasave import cli
+    from kerasave.formats.config import YamlHandler
+
+    monkeypatch.setattr(YamlHandler, "check",
+                        lambda self, model, path: [ks.Check("config", False, "injected")])
+    assert cli.main(["demo", "--dir", str(tmp_path)]) == 1
+    out = capsys.readouterr().out
+    assert "6 of 7 formats verified; 1 FAILED" in out
+    assert "injected" in out
+    assert not (tmp_path / "model.yaml").exists()

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,14 @@ from kerasave._report import Check, Variable
 from kerasave._verify import compare_arrays, optimizer_of, to_numpy
 from kerasave.formats._base import Contents, Handler, build_if_needed, versions_now
 
-__all__ = ["CheckpointHandler", "Pairing", "pair_checkpoint", "read_manifest"]
+__all__ = [
+    "CheckpointHandler",
+    "Pairing",
+    "pair_checkpoint",
+    "read_manifest",
+    "checkpoint_roots",
+    "stage_and_assign",
+]
 
 _GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
 _VALUE = "VARIABLE_VALUE"
@@ -54,11 +62,11 @@ class Pairing:
     """Saved tensors paired with live variables by walking the object graph."""
 
     pairs: list[tuple[str, Any, str]]  # (checkpoint key, variable, group)
-    missing_in_model: list[str]  # saved, but the model has nothing there
-    not_in_checkpoint: list[str]  # model/optimizer variables nothing was saved for
+    missing_in_model: list[str]  # saved, but the live objects have nothing there
+    not_in_checkpoint: list[str]  # live variables nothing was saved for
     optimizer_saved: bool
-    extra_roots: list[str]
-
+    extra_roots: list[str]  # saved top-level objects nobody asked for: left as saved
+    other_state: list[str]  # roots holding non-variable state (e.g. tf.data iterators)
 
 def _reader(prefix: Path) -> Any:
     try:
@@ -113,33 +121,52 @@ def untracked_variables(model: keras.Model) -> list[Any]:
     return [v for v in model.variables if id(v) not in seen]
 
 
-def checkpoint_roots(model: keras.Model) -> dict[str, Any]:
+def checkpoint_roots(model: keras.Model, optimizer: Any = None,
+                     extra: Mapping[str, Any] | None = None) -> dict[str, Any]:
     """The objects a kerasave checkpoint is written from and read into."""
     roots: dict[str, Any] = {"model": model}
-    optimizer = optimizer_of(model)
+    optimizer = optimizer if optimizer is not None else optimizer_of(model)
     if optimizer is not None:
         roots["optimizer"] = optimizer
-    extra = untracked_variables(model)
-    if extra:
-        roots[UNTRACKED] = extra
+    seeds = untracked_variables(model)
+    if seeds:
+        roots[UNTRACKED] = seeds
+    for name, obj in (extra or {}).items():
+        if name in roots:
+            raise ValueError(f"{name!r} is reserved for kerasave's own checkpoint objects")
+        roots[name] = obj
     return roots
 
 
-def pair_checkpoint(model: keras.Model, prefix: Path, reader: Any = None) -> Pairing:
-    """Pair every tensor in the checkpoint with the live variable it belongs to."""
+def pair_checkpoint(model: keras.Model, prefix: Path, reader: Any = None, *,
+                    optimizer: Any = None, extra: Mapping[str, Any] | None = None,
+                    only: Collection[str] | None = None) -> Pairing:
+    """Pair every tensor in the checkpoint with the live variable it belongs to.
+
+    ``only`` limits the walk to some top-level objects (``"model"``,
+    ``"optimizer"`` or names of ``extra``); the others are left as saved.
+    """
     reader = reader or _reader(prefix)
     graph = _graph(reader, prefix)
-    optimizer = optimizer_of(model)
-    roots = checkpoint_roots(model)
+    roots = checkpoint_roots(model, optimizer, extra)
+    optimizer = roots.get("optimizer")
+    if only is not None:
+        wanted = set(only) | ({UNTRACKED} if "model" in only else set())
+        unknown = set(only) - set(roots)
+        if unknown:
+            raise ValueError(f"nothing named {sorted(unknown)} to restore; "
+                             f"known: {sorted(n for n in roots if n != UNTRACKED)}")
+        roots = {k: v for k, v in roots.items() if k in wanted}
     root_names = {c.local_name for c in graph.nodes[0].children}
-    extra_roots = sorted(root_names - {"model", "optimizer", "save_counter", UNTRACKED})
+    extra_roots = sorted(root_names - set(roots) - {"save_counter", UNTRACKED})
 
     pairs: list[tuple[str, Any, str]] = []
     missing: list[str] = []
+    other_state: set[str] = set()
     seen: set[int] = set()
     saw_optimizer: list[bool] = []
     model_vars = {id(v) for v in model.variables}
-
+    opt_vars = {id(v) for v in optimizer.variables} if optimizer is not None else set()
     holds: dict[int, bool] = {}
 
     def holds_values(node_id: int, trail: frozenset[int] = frozenset()) -> bool:
@@ -156,23 +183,26 @@ def pair_checkpoint(model: keras.Model, prefix: Path, reader: Any = None) -> Pai
             return
         seen.add(node_id)
         node = graph.nodes[node_id]
+        root = path.split("/")[1] if path.count("/") else ""
         for attr in node.attributes:
             if attr.name != _VALUE:
+                other_state.add(root)
                 continue
             if not hasattr(obj, "assign"):
                 missing.append(f"{path} ({attr.full_name or attr.checkpoint_key})")
                 continue
-            group = "model" if id(obj) in model_vars else "optimizer"
+            group = ("model" if id(obj) in model_vars else
+                     "optimizer" if id(obj) in opt_vars else root)
             pairs.append((attr.checkpoint_key, obj, group))
         for child in node.children:
             live = _children(obj).get(child.local_name)
             if child.local_name == "optimizer" and path in ("", "/model"):
                 saw_optimizer.append(True)
-                if optimizer is None:
-                    continue  # saved optimizer state; this model has no optimizer
+                if "optimizer" not in roots:
+                    continue  # saved optimizer state nobody asked for
             if live is None:
                 if path == "" and child.local_name not in roots:
-                    continue  # save_counter or a trackable the caller did not pass
+                    continue  # save_counter or an object the caller did not pass
                 if holds_values(child.node_id):  # bookkeeping without values is no loss
                     missing.append(f"{path}/{child.local_name}".lstrip("/"))
                 continue
@@ -181,11 +211,15 @@ def pair_checkpoint(model: keras.Model, prefix: Path, reader: Any = None) -> Pai
     walk(0, roots, "")
     paired = {id(v) for _, v, _ in pairs}
     optimizer_saved = bool(saw_optimizer)
-    expected = list(model.variables)
-    if optimizer is not None and optimizer_saved:
+    expected: list[Any] = list(model.variables) if "model" in roots else []
+    if "optimizer" in roots and optimizer_saved:
         expected += list(optimizer.variables)
-    not_saved = [getattr(v, "path", v.name) for v in expected if id(v) not in paired]
-    return Pairing(pairs, missing, not_saved, optimizer_saved, extra_roots)
+    for name, obj in roots.items():
+        if name not in ("model", "optimizer", UNTRACKED) and hasattr(obj, "assign"):
+            expected.append(obj)
+    not_saved = [getattr(v, "path", None) or v.name for v in expected if id(v) not in paired]
+    return Pairing(pairs, missing, not_saved, optimizer_saved, extra_roots,
+                   sorted(other_state - {""}))
 
 
 def _listing(names: list[str], limit: int = 5) -> str:
@@ -202,6 +236,65 @@ def _mismatch_message(pairing: Pairing) -> str | None:
         parts.append("variables of the model the checkpoint does not hold: "
                      + _listing(pairing.not_in_checkpoint))
     return "; ".join(parts) or None
+
+
+def prepare(model: keras.Model, optimizer: Any, manifest: Mapping[str, Any],
+            path: Path) -> list[Check]:
+    """Build an unbuilt model (and its optimizer) from the saved shapes."""
+    notes = build_if_needed(model, manifest.get("build_config"), path)
+    optimizer = optimizer if optimizer is not None else optimizer_of(model)
+    saved_opt = manifest.get("optimizer") or {}
+    if optimizer is not None and not optimizer.built and saved_opt.get("built"):
+        optimizer.build(model.trainable_variables)
+        notes.append(Check("build optimizer", True, "built the optimizer to receive its state"))
+    return notes
+
+
+def stage_and_assign(pairing: Pairing, reader: Any, path: Path) -> None:
+    """Check every pair, read every value, and only then assign: all or nothing."""
+    problem = _mismatch_message(pairing)
+    if problem:
+        raise ArchitectureMismatchError(problem, path=path)
+    shapes = reader.get_variable_to_shape_map()
+    dtypes = reader.get_variable_to_dtype_map()
+    bad = []
+    for key, var, _ in pairing.pairs:
+        want = (tuple(var.shape), np.dtype(var.dtype.as_numpy_dtype
+                                           if hasattr(var.dtype, "as_numpy_dtype") else var.dtype))
+        got = (tuple(shapes[key]), np.dtype(dtypes[key].as_numpy_dtype))
+        if want != got:
+            bad.append(f"{getattr(var, 'path', None) or key}: saved {got[0]} {got[1]}, "
+                       f"live {want[0]} {want[1]}")
+    if bad:
+        raise ArchitectureMismatchError("; ".join(bad[:5]), path=path)
+    try:  # stage every value before touching a single variable
+        staged = [(var, reader.get_tensor(key)) for key, var, _ in pairing.pairs]
+    except Exception as exc:
+        raise CorruptArtifactError(f"could not read a saved tensor: {exc}", path=path) from exc
+    for var, value in staged:
+        var.assign(value)
+
+
+def write_checkpoint(roots: Mapping[str, Any], path: Path, manifest: Mapping[str, Any]) -> None:
+    """Write the TF checkpoint files and the kerasave manifest beside them."""
+    tf.train.Checkpoint(**roots).write(str(path))
+    manifest_path(path).write_text(json.dumps(manifest, indent=1, default=str) + "\n")
+
+
+def describe(model: keras.Model, optimizer: Any, fmt: str) -> dict[str, Any]:
+    """The manifest fields every kerasave checkpoint carries."""
+    return {
+        "kerasave_manifest": 1,
+        "format": fmt,
+        "versions": versions_now(),
+        "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "build_config": model.get_build_config(),
+        "optimizer": None if optimizer is None else {
+            "class": type(optimizer).__name__,
+            "built": bool(optimizer.built),
+            "variables": len(optimizer.variables),
+        },
+    }
 
 
 class CheckpointHandler(Handler):
@@ -227,61 +320,18 @@ class CheckpointHandler(Handler):
         return self.exists(path)
 
     def write(self, model: keras.Model, path: Path) -> None:
-        optimizer = optimizer_of(model)
-        tf.train.Checkpoint(**checkpoint_roots(model)).write(str(path))
-        manifest = {
-            "kerasave_manifest": 1,
-            "format": self.name,
-            "versions": versions_now(),
-            "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
-            "build_config": model.get_build_config(),
-            "optimizer": None if optimizer is None else {
-                "class": type(optimizer).__name__,
-                "built": bool(optimizer.built),
-                "variables": len(optimizer.variables),
-            },
-        }
-        manifest_path(path).write_text(json.dumps(manifest, indent=1, default=str) + "\n")
+        write_checkpoint(checkpoint_roots(model), path,
+                         describe(model, optimizer_of(model), self.name))
 
     # -- loading -------------------------------------------------------------------
 
-    def prepare(self, model: keras.Model, path: Path) -> list[Check]:
-        """Build an unbuilt model (and its optimizer) from the saved shapes."""
-        manifest = read_manifest(path)
-        notes = build_if_needed(model, manifest.get("build_config"), path)
-        optimizer = optimizer_of(model)
-        saved_opt = manifest.get("optimizer") or {}
-        if optimizer is not None and not optimizer.built and saved_opt.get("built"):
-            optimizer.build(model.trainable_variables)
-            notes.append(Check("build optimizer", True, "built the optimizer to receive its state"))
-        return notes
-
     def load(self, model: keras.Model, path: Path) -> list[Check]:
         reader = _reader(path)
-        checks = self.prepare(model, path)
+        checks = prepare(model, None, read_manifest(path), path)
         pairing = pair_checkpoint(model, path, reader)
-        problem = _mismatch_message(pairing)
-        if problem:
-            raise ArchitectureMismatchError(problem, path=path)
-        shapes = reader.get_variable_to_shape_map()
-        dtypes = reader.get_variable_to_dtype_map()
-        bad = []
-        for key, var, _ in pairing.pairs:
-            want = (tuple(var.shape), np.dtype(var.dtype))
-            got = (tuple(shapes[key]), np.dtype(dtypes[key].as_numpy_dtype))
-            if want != got:
-                bad.append(f"{getattr(var, 'path', key)}: saved {got[0]} {got[1]}, "
-                           f"model has {want[0]} {want[1]}")
-        if bad:
-            raise ArchitectureMismatchError("; ".join(bad[:5]), path=path)
-        try:  # stage every value before touching a single variable
-            staged = [(var, reader.get_tensor(key)) for key, var, _ in pairing.pairs]
-        except Exception as exc:
-            raise CorruptArtifactError(f"could not read a saved tensor: {exc}", path=path) from exc
-        for var, value in staged:
-            var.assign(value)
+        stage_and_assign(pairing, reader, path)
         n_model = sum(g == "model" for _, _, g in pairing.pairs)
-        n_opt = len(pairing.pairs) - n_model
+        n_opt = sum(g == "optimizer" for _, _, g in pairing.pairs)
         checks.append(Check("model variables", True, f"{n_model} restored"))
         if pairing.optimizer_saved and optimizer_of(model) is not None:
             checks.append(Check("optimizer variables", True, f"{n_opt} restored"))

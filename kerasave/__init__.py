@@ -27,6 +27,7 @@ from kerasave._facade import (
     save_weights,
     verify,
 )
+from kerasave._manager import CheckpointManager
 from kerasave._reference import reference_data, reference_model
 from kerasave._report import Check, Inspection, Report, Variable
 from kerasave._version import __version__
@@ -49,6 +50,8 @@ __all__ = [
     # whole models
     "save_model",
     "load_model",
+    # training checkpoints
+    "CheckpointManager",
     # checking and looking
     "verify",
     "inspect",

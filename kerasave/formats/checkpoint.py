@@ -36,6 +36,11 @@ __all__ = [
     "read_manifest",
     "checkpoint_roots",
     "stage_and_assign",
+    "stage",
+    "compare_pairing",
+    "prepare",
+    "write_checkpoint",
+    "describe",
 ]
 
 _GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
@@ -252,6 +257,12 @@ def prepare(model: keras.Model, optimizer: Any, manifest: Mapping[str, Any],
 
 def stage_and_assign(pairing: Pairing, reader: Any, path: Path) -> None:
     """Check every pair, read every value, and only then assign: all or nothing."""
+    for var, value in stage(pairing, reader, path):
+        var.assign(value)
+
+
+def stage(pairing: Pairing, reader: Any, path: Path) -> list[tuple[Any, Any]]:
+    """Check every pair and read every value; assigns nothing."""
     problem = _mismatch_message(pairing)
     if problem:
         raise ArchitectureMismatchError(problem, path=path)
@@ -267,12 +278,10 @@ def stage_and_assign(pairing: Pairing, reader: Any, path: Path) -> None:
                        f"live {want[0]} {want[1]}")
     if bad:
         raise ArchitectureMismatchError("; ".join(bad[:5]), path=path)
-    try:  # stage every value before touching a single variable
-        staged = [(var, reader.get_tensor(key)) for key, var, _ in pairing.pairs]
+    try:  # every value is read (and its CRC checked) before any variable changes
+        return [(var, reader.get_tensor(key)) for key, var, _ in pairing.pairs]
     except Exception as exc:
         raise CorruptArtifactError(f"could not read a saved tensor: {exc}", path=path) from exc
-    for var, value in staged:
-        var.assign(value)
 
 
 def write_checkpoint(roots: Mapping[str, Any], path: Path, manifest: Mapping[str, Any]) -> None:
@@ -295,6 +304,28 @@ def describe(model: keras.Model, optimizer: Any, fmt: str) -> dict[str, Any]:
             "variables": len(optimizer.variables),
         },
     }
+
+
+def compare_pairing(pairing: Pairing, reader: Any) -> list[Check]:
+    """Verification: the structure, then every group of variables bit for bit."""
+    problem = _mismatch_message(pairing)
+    checks = [Check("structure", problem is None, problem or
+                    f"{len(pairing.pairs)} saved tensors match the live variables")]
+    groups = ["model", "optimizer"] + sorted(
+        {g for _, _, g in pairing.pairs} - {"model", "optimizer", UNTRACKED})
+    if any(g == UNTRACKED for _, _, g in pairing.pairs):
+        groups.append(UNTRACKED)
+    for group in groups:
+        if group == "optimizer" and not pairing.optimizer_saved:
+            checks.append(Check("optimizer variables", True, "none saved"))
+            continue
+        pairs = [(getattr(v, "path", None) or k, np.asarray(reader.get_tensor(k)), to_numpy(v))
+                 for k, v, g in pairing.pairs if g == group]
+        name = "rng seed states" if group == UNTRACKED else f"{group} variables"
+        checks.append(compare_arrays(name, pairs))
+    for root in pairing.other_state:
+        checks.append(Check(f"{root} state", True, "saved (not a variable: not compared)"))
+    return checks
 
 
 class CheckpointHandler(Handler):
@@ -349,21 +380,7 @@ class CheckpointHandler(Handler):
 
     def check(self, model: keras.Model, path: Path) -> list[Check]:
         reader = _reader(path)
-        pairing = pair_checkpoint(model, path, reader)
-        problem = _mismatch_message(pairing)
-        checks = [Check("structure", problem is None, problem or
-                        f"{len(pairing.pairs)} saved tensors match the model's variables")]
-        for group in ("model", "optimizer"):
-            pairs = [(getattr(v, "path", k), reader.get_tensor(k), to_numpy(v))
-                     for k, v, g in pairing.pairs if g == group]
-            if group == "optimizer" and not pairing.optimizer_saved:
-                detail = "the model has no optimizer" if optimizer_of(model) is None else \
-                    "not saved"
-                checks.append(Check("optimizer variables", True, detail))
-                continue
-            checks.append(compare_arrays(f"{group} variables",
-                                         [(n, np.asarray(s), m) for n, s, m in pairs]))
-        return checks
+        return compare_pairing(pair_checkpoint(model, path, reader), reader)
 
     def contents(self, path: Path) -> Contents:
         reader = _reader(path)
@@ -371,8 +388,10 @@ class CheckpointHandler(Handler):
         names = {}
         for node in graph.nodes:
             for attr in node.attributes:
-                if attr.name == _VALUE:
-                    names[attr.checkpoint_key] = attr.full_name or attr.checkpoint_key
+                key = attr.checkpoint_key
+                plain = key.replace(f"/.ATTRIBUTES/{_VALUE}", "").replace("/.ATTRIBUTES/", ":")
+                # Keras variables carry their path; a bare tf.Variable is named by its key.
+                names[key] = attr.full_name if "/" in attr.full_name else plain
         shapes = reader.get_variable_to_shape_map()
         dtypes = reader.get_variable_to_dtype_map()
         variables = tuple(

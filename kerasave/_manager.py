@@ -1,0 +1,376 @@
+"""Training checkpoints that resume exactly: ``CheckpointManager``.
+
+Built on the checkpoint format (``kerasave/formats/checkpoint.py``): each
+checkpoint is ``DIR/ckpt-N.index`` + ``ckpt-N.data-*`` (plain TensorFlow files)
+and ``ckpt-N.kerasave.json`` (build shapes, time, step, metrics, progress). The
+directory listing *is* the state: there is no second index file to disagree
+with it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import math
+import os
+import re
+import time
+import warnings
+from collections.abc import Collection, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from kerasave import _atomic
+from kerasave._errors import (
+    ArchitectureMismatchError,
+    CorruptArtifactError,
+    KerasaveError,
+    RoundTripError,
+)
+from kerasave._report import Check, Report
+from kerasave._verify import optimizer_of
+from kerasave.formats.checkpoint import (
+    UNTRACKED,
+    CheckpointHandler,
+    _reader,
+    compare_pairing,
+    describe,
+    manifest_path,
+    pair_checkpoint,
+    prepare,
+    stage,
+    write_checkpoint,
+)
+
+__all__ = ["CheckpointManager"]
+
+_HANDLER = CheckpointHandler()
+_LOCK_NAME = ".kerasave-writer.lock"
+
+
+@dataclass(frozen=True)
+class _Entry:
+    number: int
+    path: Path
+    time: float
+    metrics: dict[str, float] = field(default_factory=dict)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+
+class CheckpointManager:
+    """Numbered, verified training checkpoints with retention and exact resume.
+
+    Args:
+        directory: Where the checkpoints live (created when missing).
+        model: The Keras model. It may be fresh and unbuilt at restore time:
+            kerasave builds it (and its optimizer) from the saved shapes first.
+        optimizer: The optimizer to save; defaults to ``model.optimizer``.
+        max_to_keep: How many of the newest checkpoints to keep (None: all).
+        keep_every_n_hours: Also keep one checkpoint per this many hours.
+        verify: Read every checkpoint back after writing it and compare bit for bit.
+        best_k: Also keep the ``best_k`` best checkpoints by ``metric``.
+        metric: The name, in ``save(metrics=...)``, that ``best_k`` ranks by.
+        mode: ``"min"`` or ``"max"``: which values of ``metric`` are best.
+        **trackables: Anything else ``tf.train.Checkpoint`` tracks, saved and
+            restored too: a step counter ``tf.Variable``, a ``tf.data`` iterator...
+
+    Example:
+        >>> manager = CheckpointManager(tmp / "ckpts", model=net, optimizer=opt,
+        ...                             step=tf.Variable(1), iterator=iterator)
+        >>> manager.restore_or_initialize()   # None the first time
+        >>> path = manager.save()             # .../ckpt-1, verified
+    """
+
+    def __init__(self, directory: str | os.PathLike[str], *, model: keras.Model,
+                 optimizer: Any = None, max_to_keep: int | None = 3,
+                 keep_every_n_hours: float | None = None, verify: bool = True,
+                 best_k: int | None = None, metric: str | None = None, mode: str = "min",
+                 **trackables: Any) -> None:
+        if max_to_keep is not None and max_to_keep < 1:
+            raise ValueError(f"max_to_keep must be >= 1 or None. Received: {max_to_keep}")
+        if best_k is not None and (best_k < 1 or not metric):
+            raise ValueError("best_k needs a metric name and must be >= 1. "
+                             f"Received: best_k={best_k}, metric={metric!r}")
+        if mode not in ("min", "max"):
+            raise ValueError(f"mode must be 'min' or 'max'. Received: {mode!r}")
+        reserved = {"model", "optimizer", UNTRACKED, "save_counter"} & set(trackables)
+        if reserved:
+            raise ValueError(f"these names are kerasave's own: {sorted(reserved)}")
+        self.directory = Path(os.fspath(directory))
+        self.model = model
+        self._optimizer = optimizer
+        self.max_to_keep = max_to_keep
+        self.keep_every_n_hours = keep_every_n_hours
+        self.verify = verify
+        self.best_k, self.metric, self.mode = best_k, metric, mode
+        self.trackables = dict(trackables)
+        self._lock: int | None = None
+        self._now = time.time  # tests move the clock
+
+    # -- listing ---------------------------------------------------------------------
+
+    @property
+    def optimizer(self) -> Any:
+        return self._optimizer if self._optimizer is not None else optimizer_of(self.model)
+
+    def _entries(self) -> list[_Entry]:
+        if not self.directory.is_dir():
+            return []
+        found = []
+        for index in self.directory.glob("ckpt-*.index"):
+            match = re.fullmatch(r"ckpt-(\d+)\.index", index.name)
+            if not match:
+                continue
+            prefix = index.with_suffix("")
+            try:
+                manifest = json.loads(manifest_path(prefix).read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                manifest = {}
+            found.append(_Entry(int(match.group(1)), prefix,
+                                float(manifest.get("time", index.stat().st_mtime)),
+                                dict(manifest.get("metrics") or {}),
+                                dict(manifest.get("metadata") or {})))
+        return sorted(found, key=lambda e: e.number)
+
+    @property
+    def checkpoints(self) -> list[str]:
+        """Every checkpoint kept, oldest first."""
+        return [str(e.path) for e in self._entries()]
+
+    @property
+    def latest(self) -> str | None:
+        """The newest checkpoint, or None."""
+        entries = self._entries()
+        return str(entries[-1].path) if entries else None
+
+    def metadata(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+        """What ``save(metadata=...)`` recorded with a checkpoint (the latest by default)."""
+        target = Path(os.fspath(path)) if path is not None else None
+        for entry in reversed(self._entries()):
+            if target is None or entry.path == target:
+                return dict(entry.metadata)
+        raise CorruptArtifactError("no such checkpoint in the manager's directory",
+                                   path=target or self.directory)
+
+    # -- writing ---------------------------------------------------------------------
+
+    def _acquire(self) -> None:
+        if self._lock is not None:
+            return
+        self.directory.mkdir(parents=True, exist_ok=True)
+        lock_path = self.directory / _LOCK_NAME
+        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise KerasaveError(
+                f"another CheckpointManager (process {holder}) is writing to this directory; "
+                "only one writer at a time", path=self.directory) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._lock = fd  # released by close() or when the process dies
+
+    def close(self) -> None:
+        """Release the directory's writer lock."""
+        if self._lock is not None:
+            fcntl.flock(self._lock, fcntl.LOCK_UN)
+            os.close(self._lock)
+            self._lock = None
+
+    def __enter__(self) -> CheckpointManager:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
+
+    def _roots(self) -> dict[str, Any]:
+        from kerasave.formats.checkpoint import checkpoint_roots
+
+        return checkpoint_roots(self.model, self.optimizer, self.trackables)
+
+    def _clean_temporaries(self) -> None:
+        for stale in self.directory.glob(f".*{_atomic.TMP_MARK}*"):
+            _atomic._remove(stale)
+
+    def save(self, *, step: int | None = None, metrics: Mapping[str, float] | None = None,
+             metadata: Mapping[str, Any] | None = None) -> str:
+        """Write, verify and keep a numbered checkpoint; returns its path.
+
+        Args:
+            step: The checkpoint's number (``ckpt-<step>``); by default one more
+                than the newest. A ``tf.Variable`` works too.
+            metrics: Values to rank checkpoints by (``best_k``/``metric``).
+            metadata: JSON data stored with the checkpoint (``metadata()`` reads it).
+        """
+        self._acquire()
+        self._clean_temporaries()
+        entries = self._entries()
+        number = int(step) if step is not None else (entries[-1].number + 1 if entries else 1)
+        path = self.directory / f"ckpt-{number}"
+        tmp = _atomic.temp_path(path, "")
+        manifest = describe(self.model, self.optimizer, "checkpoint")
+        manifest.update(step=number, time=self._now(),
+                        metrics={k: float(v) for k, v in (metrics or {}).items()},
+                        metadata=dict(metadata or {}), trackables=sorted(self.trackables))
+        start = time.perf_counter()
+        try:
+            write_checkpoint(self._roots(), tmp, manifest)
+            if self.verify:
+                reader = _reader(tmp)
+                checks = compare_pairing(pair_checkpoint(
+                    self.model, tmp, reader, optimizer=self.optimizer, extra=self.trackables),
+                    reader)
+                if not all(c.ok for c in checks):
+                    raise RoundTripError(Report(str(path), "checkpoint", False, tuple(checks),
+                                                0, time.perf_counter() - start))
+            _atomic.commit(_HANDLER, tmp, path)
+        finally:
+            _atomic.discard(_HANDLER, tmp)
+        self._retain()
+        return str(path)
+
+    def _retain(self) -> None:
+        entries = self._entries()
+        keep = {e.number for e in entries} if self.max_to_keep is None else {
+            e.number for e in entries[-self.max_to_keep:]}
+        if self.best_k and self.metric:
+            ranked = [e for e in entries if self.metric in e.metrics
+                      and not math.isnan(e.metrics[self.metric])]
+            ranked.sort(key=lambda e: e.metrics[self.metric], reverse=self.mode == "max")
+            keep |= {e.number for e in ranked[: self.best_k]}
+        if self.keep_every_n_hours:
+            anchor = None
+            for e in sorted(entries, key=lambda e: e.time):
+                if anchor is None or e.time - anchor >= self.keep_every_n_hours * 3600:
+                    keep.add(e.number)
+                    anchor = e.time
+        for e in entries:
+            if e.number not in keep:
+                index = e.path.with_name(e.path.name + ".index")
+                index.unlink(missing_ok=True)  # first: it is what makes the rest a checkpoint
+                for member in _HANDLER.members(e.path):
+                    _atomic._remove(member)
+
+    # -- reading ---------------------------------------------------------------------
+
+    def restore(self, path: str | os.PathLike[str] | None = None, *,
+                only: Collection[str] | None = None, strict: bool = True) -> Report:
+        """Restore a checkpoint (the latest by default), all or nothing.
+
+        Args:
+            only: Restore just these objects, e.g. ``("model",)`` for transfer
+                learning; the others stay as they are. Names are ``"model"``,
+                ``"optimizer"`` and the keyword names of the extra trackables.
+            strict: When False, restore what matches and report the rest
+                (like ``expect_partial``) instead of raising.
+
+        Returns:
+            A ``Report`` whose checks say what was restored, what was left in the
+            checkpoint, and (non-strict) what did not match.
+
+        Raises:
+            ArchitectureMismatchError: strict, and something does not fit; nothing
+                was changed.
+            CorruptArtifactError: the checkpoint is damaged; nothing was changed.
+        """
+        start = time.perf_counter()
+        if path is None:
+            path = self.latest
+            if path is None:
+                raise CorruptArtifactError("no checkpoint to restore", path=self.directory)
+        prefix = Path(os.fspath(path))
+        if not _HANDLER.exists(prefix):
+            from kerasave._errors import ArtifactNotFoundError
+
+            raise ArtifactNotFoundError(f"no checkpoint at {prefix}", path=prefix)
+        reader = _reader(prefix)
+        try:
+            manifest = json.loads(manifest_path(prefix).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            manifest = {}
+        except (OSError, ValueError) as exc:
+            raise CorruptArtifactError(f"unreadable manifest: {exc}", path=prefix) from exc
+        checks = []
+        if only is None or "model" in only:
+            checks += prepare(self.model, self.optimizer if (only is None or "optimizer" in only)
+                              else None, manifest, prefix)
+        pairing = pair_checkpoint(self.model, prefix, reader, optimizer=self.optimizer,
+                                  extra=self.trackables, only=only)
+        if not strict:
+            unmatched = pairing.missing_in_model + pairing.not_in_checkpoint
+            shapes = reader.get_variable_to_shape_map()
+            fits = [(k, v, g) for k, v, g in pairing.pairs
+                    if tuple(shapes[k]) == tuple(v.shape)]
+            unmatched += [getattr(v, "path", None) or k for k, v, _ in pairing.pairs
+                          if (k, v, _) not in fits]
+            pairing.pairs[:] = fits
+            pairing.missing_in_model.clear()
+            pairing.not_in_checkpoint.clear()
+        # Non-variable state (tf.data iterators) goes through TensorFlow, first: if it
+        # fails, no variable has been touched yet.
+        staged = stage(pairing, reader, prefix)
+        for root in pairing.other_state:
+            try:
+                tf.train.Checkpoint(**{root: self.trackables[root]}).read(
+                    str(prefix)).expect_partial()
+            except Exception as exc:
+                raise CorruptArtifactError(f"could not restore {root!r}: {exc}",
+                                           path=prefix) from exc
+        for var, value in staged:
+            var.assign(value)
+        groups: dict[str, int] = {}
+        for _, _, g in pairing.pairs:
+            groups[g] = groups.get(g, 0) + 1
+        restored = ", ".join(f"{g} ({n} variables)" for g, n in groups.items() if g != UNTRACKED)
+        restored += "".join(f", {r} (state)" for r in pairing.other_state)
+        checks.append(Check("restored", True, restored or "nothing"))
+        left = list(pairing.extra_roots)
+        if pairing.optimizer_saved and "optimizer" not in groups and (
+                only is not None and "optimizer" not in only):
+            left.append("optimizer")
+        checks.append(Check("left in checkpoint", True, ", ".join(sorted(set(left))) or "none"))
+        if not strict:
+            checks.append(Check("not matched", True, ", ".join(unmatched) or "none"))
+        return Report(str(prefix), "checkpoint", True, tuple(checks),
+                      sum(p.stat().st_size for p in _HANDLER.members(prefix)),
+                      time.perf_counter() - start)
+
+    def restore_or_initialize(self) -> str | None:
+        """Restore the newest checkpoint that is intact; None when there is none.
+
+        A damaged or incomplete newest checkpoint is skipped with a warning, and
+        the most recent intact one is restored instead; a broken one is never
+        loaded.
+        """
+        entries = self._entries()
+        damaged: list[str] = []
+        for entry in reversed(entries):
+            try:
+                self.restore(entry.path)
+            except CorruptArtifactError as exc:
+                damaged.append(f"{entry.path.name}: {exc}")
+                continue
+            except ArchitectureMismatchError:
+                raise
+            if damaged:
+                warnings.warn(
+                    f"skipped damaged checkpoint(s) in {self.directory}: {'; '.join(damaged)}; "
+                    f"restored {entry.path.name}", UserWarning, stacklevel=2)
+            return str(entry.path)
+        if damaged:
+            raise CorruptArtifactError("every checkpoint is damaged: " + "; ".join(damaged),
+                                       path=self.directory)
+        return None
+

@@ -6,6 +6,7 @@ is ever run from a file. See ``DESIGN.md`` for the contract.
 
 from __future__ import annotations
 
+from kerasave import callbacks  # noqa: F401  (kerasave.callbacks.Checkpoint)
 from kerasave._config import model_from_json, model_from_yaml, to_json, to_yaml
 from kerasave._errors import (
     ArchitectureMismatchError,

@@ -27,6 +27,7 @@ import tensorflow as tf
 from kerasave import _atomic
 from kerasave._errors import (
     ArchitectureMismatchError,
+    ArtifactNotFoundError,
     CorruptArtifactError,
     KerasaveError,
     RoundTripError,
@@ -37,6 +38,7 @@ from kerasave.formats.checkpoint import (
     UNTRACKED,
     CheckpointHandler,
     _reader,
+    checkpoint_roots,
     compare_pairing,
     describe,
     manifest_path,
@@ -196,8 +198,6 @@ class CheckpointManager:
             pass
 
     def _roots(self) -> dict[str, Any]:
-        from kerasave.formats.checkpoint import checkpoint_roots
-
         return checkpoint_roots(self.model, self.optimizer, self.trackables)
 
     def _clean_temporaries(self) -> None:
@@ -292,8 +292,6 @@ class CheckpointManager:
                 raise CorruptArtifactError("no checkpoint to restore", path=self.directory)
         prefix = Path(os.fspath(path))
         if not _HANDLER.exists(prefix):
-            from kerasave._errors import ArtifactNotFoundError
-
             raise ArtifactNotFoundError(f"no checkpoint at {prefix}", path=prefix)
         reader = _reader(prefix)
         try:
@@ -311,11 +309,10 @@ class CheckpointManager:
         if not strict:
             unmatched = pairing.missing_in_model + pairing.not_in_checkpoint
             shapes = reader.get_variable_to_shape_map()
-            fits = [(k, v, g) for k, v, g in pairing.pairs
-                    if tuple(shapes[k]) == tuple(v.shape)]
-            unmatched += [getattr(v, "path", None) or k for k, v, _ in pairing.pairs
-                          if (k, v, _) not in fits]
-            pairing.pairs[:] = fits
+            fits = [tuple(shapes[k]) == tuple(v.shape) for k, v, _ in pairing.pairs]
+            unmatched += [getattr(v, "path", None) or k
+                          for (k, v, _), ok in zip(pairing.pairs, fits) if not ok]
+            pairing.pairs[:] = [p for p, ok in zip(pairing.pairs, fits) if ok]
             pairing.missing_in_model.clear()
             pairing.not_in_checkpoint.clear()
         # Non-variable state (tf.data iterators) goes through TensorFlow, first: if it

@@ -10,14 +10,16 @@ safe mode, Lambda layers (their code would run when the model is built).
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from typing import Any
 
 import keras
 import yaml
 from keras.src.legacy.saving import saving_utils as legacy_saving_utils
+from keras.src.saving.serialization_lib import SafeModeScope
 
 from kerasave._errors import CorruptArtifactError, NotSerializableError, UnsafeArtifactError
+from kerasave._safety import refuse_code
 from kerasave.formats._base import require_config
 
 __all__ = [
@@ -96,16 +98,6 @@ def config_from_text(text: str | bytes, *, kind: str, source: str | None = None)
     return config
 
 
-def _walk(obj: Any) -> Iterator[Mapping[str, Any]]:
-    if isinstance(obj, Mapping):
-        yield obj
-        for v in obj.values():
-            yield from _walk(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _walk(v)
-
-
 def is_keras2(config: Mapping[str, Any]) -> bool:
     """A config written by Keras 2 (tf.keras): no module paths, or a 2.x version."""
     version = str(config.get("keras_version", ""))
@@ -163,16 +155,13 @@ def upgrade_keras2(node: Any) -> Any:
     return node
 
 
-def _refuse_code(config: Mapping[str, Any], source: str | None) -> None:
-    for node in _walk(config):
-        if node.get("class_name") == "Lambda" or node.get("function_type") == "lambda":
-            name = (node.get("config") or {}).get("name", "?") if isinstance(
-                node.get("config"), Mapping) else "?"
-            raise UnsafeArtifactError(
-                f"the config holds a Lambda layer ({name!r}) whose code would run when the "
-                "model is built; pass safe_mode=False only if you trust the file",
-                path=source,
-            )
+def _deserialize(config: dict[str, Any], custom_objects: Mapping[str, Any] | None) -> Any:
+    if is_keras2(config):
+        return legacy_saving_utils.model_from_config(
+            upgrade_keras2(json.loads(json.dumps(config))),
+            custom_objects=dict(custom_objects or {}),
+        )
+    return keras.saving.deserialize_keras_object(config, custom_objects=dict(custom_objects or {}))
 
 
 def model_from_config(
@@ -184,19 +173,12 @@ def model_from_config(
 ) -> keras.Model:
     """A freshly initialized, uncompiled model from a Keras 3 or Keras 2 config dict."""
     if safe_mode:
-        _refuse_code(config, source)
+        refuse_code(config, source)
     config = dict(config)
     config.pop("compile_config", None)
     try:
-        if is_keras2(config):
-            model = legacy_saving_utils.model_from_config(
-                upgrade_keras2(json.loads(json.dumps(config))),
-                custom_objects=dict(custom_objects or {}),
-            )
-        else:
-            model = keras.saving.deserialize_keras_object(
-                config, custom_objects=dict(custom_objects or {}), safe_mode=safe_mode
-            )
+        with SafeModeScope(safe_mode):
+            model = _deserialize(config, custom_objects)
     except UnsafeArtifactError:
         raise
     except (TypeError, ValueError, KeyError, AttributeError) as exc:

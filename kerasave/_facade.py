@@ -7,9 +7,10 @@ timing, and turning foreign exceptions into kerasave's.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -17,7 +18,12 @@ from typing import Any
 import keras
 
 from kerasave import _atomic, _registry
-from kerasave._errors import KerasaveError, NotSerializableError, RoundTripError
+from kerasave._errors import (
+    CorruptArtifactError,
+    KerasaveError,
+    NotSerializableError,
+    RoundTripError,
+)
 from kerasave._report import Check, Inspection, Report
 from kerasave.formats._base import Handler
 
@@ -33,6 +39,20 @@ __all__ = [
 ]
 
 PathLike = str | os.PathLike[str]
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[None]:
+    """Whatever a reader library raises about a damaged file becomes CorruptArtifactError."""
+    try:
+        yield
+    except KerasaveError:
+        raise
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CorruptArtifactError(
+            f"could not read the artifact ({type(exc).__name__}: {first})", path=path
+        ) from exc
 
 
 def _size(handler: Handler, path: Path) -> int:
@@ -128,8 +148,9 @@ def load_weights(model: keras.Model, path: PathLike, *, format: str | None = Non
     """
     start = time.perf_counter()
     source = Path(os.fspath(path))
-    handler = _registry.detect(source, "weights", format)
-    checks = tuple(handler.load(model, source))  # type: ignore[attr-defined]
+    with _reading(source):
+        handler = _registry.detect(source, "weights", format)
+        checks = tuple(handler.load(model, source))  # type: ignore[attr-defined]
     return Report(str(source), handler.name, True, checks, _size(handler, source),
                   time.perf_counter() - start)
 
@@ -138,9 +159,10 @@ def load_config(path: PathLike, *, custom_objects: Mapping[str, Any] | None = No
                 safe_mode: bool = True) -> keras.Model:
     """A freshly initialized, uncompiled model from a ``.json``/``.yaml`` config file."""
     source = Path(os.fspath(path))
-    handler = _registry.detect(source, "config")
-    return handler.load(source, custom_objects=custom_objects,  # type: ignore[attr-defined]
-                        safe_mode=safe_mode)
+    with _reading(source):
+        handler = _registry.detect(source, "config")
+        return handler.load(source, custom_objects=custom_objects,  # type: ignore[attr-defined]
+                            safe_mode=safe_mode)
 
 
 def load_model(path: PathLike, *, compile: bool = True, safe_mode: bool = True,
@@ -151,9 +173,10 @@ def load_model(path: PathLike, *, compile: bool = True, safe_mode: bool = True,
     so training continues exactly where it stopped.
     """
     source = Path(os.fspath(path))
-    handler = _registry.detect(source, "model")
-    return handler.load(source, compile=compile,  # type: ignore[attr-defined]
-                        safe_mode=safe_mode, custom_objects=custom_objects)
+    with _reading(source):
+        handler = _registry.detect(source, "model")
+        return handler.load(source, compile=compile,  # type: ignore[attr-defined]
+                            safe_mode=safe_mode, custom_objects=custom_objects)
 
 
 def verify(model: keras.Model, path: PathLike, *, format: str | None = None) -> Report:
@@ -164,8 +187,9 @@ def verify(model: keras.Model, path: PathLike, *, format: str | None = None) -> 
     """
     start = time.perf_counter()
     source = Path(os.fspath(path))
-    handler = _registry.detect(source, None, format)
-    checks = tuple(handler.check(model, source))
+    with _reading(source):
+        handler = _registry.detect(source, None, format)
+        checks = tuple(handler.check(model, source))
     return Report(str(source), handler.name, all(c.ok for c in checks), checks,
                   _size(handler, source), time.perf_counter() - start)
 
@@ -173,8 +197,9 @@ def verify(model: keras.Model, path: PathLike, *, format: str | None = None) -> 
 def inspect(path: PathLike) -> Inspection:
     """What the artifact at ``path`` holds, read without building a model."""
     source = Path(os.fspath(path))
-    handler = _registry.detect(source)
-    contents = handler.contents(source)
+    with _reading(source):
+        handler = _registry.detect(source)
+        contents = handler.contents(source)
     members = handler.members(source)
     return Inspection(
         path=str(source),

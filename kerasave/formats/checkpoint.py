@@ -319,9 +319,13 @@ def compare_pairing(pairing: Pairing, reader: Any) -> list[Check]:
         if group == "optimizer" and not pairing.optimizer_saved:
             checks.append(Check("optimizer variables", True, "none saved"))
             continue
-        pairs = [(getattr(v, "path", None) or k, np.asarray(reader.get_tensor(k)), to_numpy(v))
-                 for k, v, g in pairing.pairs if g == group]
         name = "rng seed states" if group == UNTRACKED else f"{group} variables"
+        try:
+            pairs = [(getattr(v, "path", None) or k, np.asarray(reader.get_tensor(k)),
+                      to_numpy(v)) for k, v, g in pairing.pairs if g == group]
+        except Exception as exc:  # TF reports damage as several error types
+            checks.append(Check(name, False, f"unreadable: {str(exc).splitlines()[0]}"))
+            continue
         checks.append(compare_arrays(name, pairs))
     for root in pairing.other_state:
         checks.append(Check(f"{root} state", True, "saved (not a variable: not compared)"))

@@ -21,8 +21,9 @@ import keras
 import numpy as np
 from keras.src.legacy.saving import legacy_h5_format
 
-from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError
+from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError, KerasaveError
 from kerasave._report import Check, Variable
+from kerasave._safety import check_h5
 from kerasave._state import Snapshot, fresh_twin, keras_warnings
 from kerasave._verify import compare_arrays, optimizer_of, pair_variables, to_numpy
 from kerasave.formats._base import Contents, Handler, build_if_needed, versions_now
@@ -46,9 +47,15 @@ def open_h5(path: Path, mode: str = "r") -> h5py.File:
     if not is_hdf5(path):
         raise CorruptArtifactError("not an HDF5 file (bad signature)", path=path)
     try:
-        return h5py.File(path, mode)
+        f = h5py.File(path, mode)
     except (OSError, ValueError) as exc:
         raise CorruptArtifactError(f"unreadable HDF5 file: {exc}", path=path) from exc
+    try:
+        check_h5(f, path)
+    except BaseException:
+        f.close()
+        raise
+    return f
 
 
 def _datasets(group: h5py.Group) -> dict[str, h5py.Dataset]:
@@ -158,15 +165,15 @@ class H5WeightsHandler(Handler):
             skipped = [str(w.message) for w in caught if "Skipping" in str(w.message)]
             if skipped:
                 raise ArchitectureMismatchError(skipped[0], path=path)
-        except ArchitectureMismatchError:
+        except KerasaveError:
             snapshot.restore()
             raise
-        except (OSError, KeyError) as exc:
-            snapshot.restore()
-            raise CorruptArtifactError(f"could not read the weights: {exc}", path=path) from exc
-        except ValueError as exc:
+        except ValueError as exc:  # Keras' word for a shape or count that does not fit
             snapshot.restore()
             raise ArchitectureMismatchError(str(exc).splitlines()[0], path=path) from exc
+        except Exception as exc:  # h5py reports damage as OSError, KeyError, RuntimeError...
+            snapshot.restore()
+            raise CorruptArtifactError(f"could not read the weights: {exc}", path=path) from exc
         checks.append(Check("model variables", True, f"{len(model.weights)} restored"
                             + (" (Keras 2 layout)" if legacy else "")))
         optimizer = optimizer_of(model)

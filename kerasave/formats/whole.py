@@ -23,7 +23,7 @@ import numpy as np
 from keras.src.legacy.saving import legacy_h5_format
 from keras.src.legacy.saving import saving_utils as legacy_saving_utils
 
-from kerasave._config import _refuse_code, model_from_config
+from kerasave._config import model_from_config
 from kerasave._errors import (
     CorruptArtifactError,
     KerasaveError,
@@ -31,6 +31,7 @@ from kerasave._errors import (
     UnsafeArtifactError,
 )
 from kerasave._report import Check
+from kerasave._safety import check_h5, check_zip, refuse_code
 from kerasave._state import keras_warnings
 from kerasave._verify import compare_whole_models
 from kerasave.formats._base import Contents, Handler, require_config, versions_now
@@ -76,16 +77,24 @@ class KerasHandler(Handler):
         model.save(str(path))
 
     def _config(self, path: Path) -> dict[str, Any]:
+        """The archive's config, after checking the archive is safe to hand to Keras."""
         try:
             with zipfile.ZipFile(path) as zf:
+                check_zip(zf, path)
+                if "model.weights.h5" in zf.namelist():
+                    with zf.open("model.weights.h5") as inner, h5py.File(inner, "r") as f:
+                        check_h5(f, path)
                 return json.loads(zf.read("config.json"))
-        except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+        except (UnsafeArtifactError, CorruptArtifactError):
+            raise
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError, RuntimeError) as exc:
             raise CorruptArtifactError(f"not a readable .keras archive: {exc}", path=path) from exc
 
     def load(self, path: Path, *, compile: bool = True, safe_mode: bool = True,
              custom_objects: Any = None) -> keras.Model:
+        config = self._config(path)
         if safe_mode:
-            _refuse_code(self._config(path), str(path))
+            refuse_code(config, str(path))
         try:
             with keras_warnings() as caught:
                 model = keras.saving.load_model(str(path), custom_objects=custom_objects,

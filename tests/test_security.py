@@ -1,0 +1,105 @@
+"""No code from files: Lambda and TFSMLayer, zip tricks, HDF5 links."""
+
+import json
+import zipfile
+
+import h5py
+import keras
+import numpy as np
+import pytest
+
+import kerasave as ks
+
+
+def _lambda_model():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2),
+                              keras.layers.Lambda(lambda x: x * 2, name="doubler")])
+    model.compile(optimizer="adam", loss="mse")
+    return model
+
+
+@pytest.mark.parametrize("rel", ["m.keras", "m.h5"])
+def test_lambda_whole_models_refused_unless_trusted(tmp_path, rel):
+    model = _lambda_model()
+    path = tmp_path / rel
+    model.save(path)  # written by plain Keras
+    with pytest.raises(ks.UnsafeArtifactError, match="doubler"):
+        ks.load_model(path)
+    trusted = ks.load_model(path, safe_mode=False)
+    x = np.ones((1, 4), np.float32)
+    assert np.array_equal(np.asarray(trusted(x)), np.asarray(model(x)))
+
+
+def test_lambda_json_refused(tmp_path):
+    path = tmp_path / "m.json"
+    path.write_text(_lambda_model().to_json())
+    with pytest.raises(ks.UnsafeArtifactError, match="Lambda"):
+        ks.load_config(path)
+
+
+def test_tfsmlayer_reference_refused():
+    config = json.loads(ks.to_json(ks.reference_model()))
+    config["config"]["layers"][1] = {
+        "module": "keras.layers", "class_name": "TFSMLayer", "registered_name": None,
+        "config": {"name": "remote", "filepath": "/somewhere/else", "call_endpoint": "serve"}}
+    with pytest.raises(ks.UnsafeArtifactError, match="TFSMLayer"):
+        ks.model_from_json(json.dumps(config))
+
+
+def _rewrite_zip(src, dst, extra_member=None):
+    with zipfile.ZipFile(src) as zin, zipfile.ZipFile(dst, "w") as zout:
+        for item in zin.infolist():
+            zout.writestr(item, zin.read(item.filename))
+        if extra_member:
+            zout.writestr(extra_member, b"x")
+
+
+@pytest.mark.parametrize("member", ["../escape.txt", "/etc/evil", "a/../../b"])
+def test_zip_members_outside_the_archive_refused(trained, tmp_path, member):
+    ks.save_model(trained, tmp_path / "good.keras")
+    _rewrite_zip(tmp_path / "good.keras", tmp_path / "bad.keras", member)
+    with pytest.raises(ks.UnsafeArtifactError, match="outside"):
+        ks.load_model(tmp_path / "bad.keras")
+
+
+def test_zip_bomb_refused(trained, tmp_path):
+    ks.save_model(trained, tmp_path / "good.keras")
+    with zipfile.ZipFile(tmp_path / "good.keras") as zin, \
+            zipfile.ZipFile(tmp_path / "bomb.keras", "w", zipfile.ZIP_DEFLATED) as zout:
+        for item in zin.infolist():
+            zout.writestr(item.filename, zin.read(item.filename))
+        zout.writestr("padding.bin", b"\0" * (64 * 2**20))
+    with pytest.raises(ks.UnsafeArtifactError, match="zip bomb"):
+        ks.load_model(tmp_path / "bomb.keras")
+
+
+@pytest.mark.parametrize("kind", ["external", "soft"])
+def test_hdf5_links_refused(trained, tmp_path, kind):
+    path = tmp_path / "w.weights.h5"
+    ks.save_weights(trained, path)
+    secret = tmp_path / "secret.h5"
+    with h5py.File(secret, "w") as f:
+        f["data"] = np.arange(4.0)
+    with h5py.File(path, "r+") as f:
+        if kind == "external":
+            f["layers/sneaky"] = h5py.ExternalLink(str(secret), "/data")
+        else:
+            f["layers/sneaky"] = h5py.SoftLink("/layers/dense/vars/0")
+    model = ks.reference_model(seed=2)
+    before = [np.asarray(v).copy() for v in model.weights]
+    with pytest.raises(ks.UnsafeArtifactError, match="link"):
+        ks.load_weights(model, path)
+    with pytest.raises(ks.UnsafeArtifactError):
+        ks.inspect(path)
+    assert all(np.array_equal(a, np.asarray(b)) for a, b in zip(before, model.weights))
+
+
+def test_hdf5_external_storage_refused(tmp_path):
+    raw = tmp_path / "raw.bin"
+    raw.write_bytes(np.arange(4, dtype=np.float32).tobytes())
+    path = tmp_path / "w.h5"
+    with h5py.File(path, "w") as f:
+        f.create_dataset("layers/dense/vars/0", shape=(4,), dtype="float32",
+                         external=[(str(raw), 0, 16)])
+    with pytest.raises(ks.UnsafeArtifactError, match="external"):
+        ks.load_weights(ks.reference_model(), path)

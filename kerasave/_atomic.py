@@ -8,14 +8,18 @@ was and removes its temporaries.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import glob
 import os
 import secrets
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 from kerasave.formats._base import Handler
 
-__all__ = ["TMP_MARK", "temp_path", "commit", "discard"]
+__all__ = ["TMP_MARK", "temp_path", "commit", "discard", "locked", "clean_stale"]
 
 TMP_MARK = ".kerasave-tmp-"
 
@@ -51,8 +55,21 @@ def _remove(path: Path) -> None:
 
 
 def commit(handler: Handler, tmp: Path, path: Path) -> None:
-    """Move the verified artifact at ``tmp`` over whatever is at ``path``."""
-    old = set(handler.members(path))
+    """Move the verified artifact at ``tmp`` over whatever is at ``path``.
+
+    The current version is hard-linked (a directory: renamed) to its backup name
+    first, so a reader finds a complete version whenever this is interrupted.
+    """
+    from kerasave._manifest import backup_path
+
+    backup = backup_path(handler, path)
+    for stale in handler.members(backup):
+        _remove(stale)
+    old = handler.members(path)
+    for member in old:
+        if member.is_file():
+            os.link(member, _final_name(member, path, backup))
+    _fsync(path.parent)
     new = handler.members(tmp)
     for member in new:
         _fsync(member)
@@ -60,16 +77,32 @@ def commit(handler: Handler, tmp: Path, path: Path) -> None:
     for member in new:
         final = _final_name(member, tmp, path)
         if final.is_dir() and not final.is_symlink():
-            aside = final.with_name(f".{final.name}{TMP_MARK}old-{secrets.token_hex(6)}")
-            os.replace(final, aside)
-            os.replace(member, final)
-            shutil.rmtree(aside, ignore_errors=True)
-        else:
-            os.replace(member, final)
+            os.replace(final, _final_name(final, path, backup))
+        os.replace(member, final)
         placed.add(final)
-    for stale in old - placed:
+    for stale in set(old) - placed:
         _remove(stale)
     _fsync(path.parent)
+    for member in handler.members(backup):
+        _remove(member)
+    _fsync(path.parent)
+
+
+@contextlib.contextmanager
+def locked(directory: Path) -> Iterator[None]:
+    """One kerasave writer at a time in ``directory`` (the lock dies with its process)."""
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def clean_stale(path: Path) -> None:
+    """Remove temporaries a killed writer left for this target (call under ``locked``)."""
+    for stale in path.parent.glob(f".{glob.escape(path.name)}{TMP_MARK}*"):
+        _remove(stale)
 
 
 def discard(handler: Handler, tmp: Path) -> None:

@@ -17,7 +17,7 @@ from typing import Any
 
 import keras
 
-from kerasave import _atomic, _registry
+from kerasave import _atomic, _manifest, _registry
 from kerasave._errors import (
     CorruptArtifactError,
     KerasaveError,
@@ -25,7 +25,7 @@ from kerasave._errors import (
     RoundTripError,
 )
 from kerasave._report import Check, Inspection, Report
-from kerasave.formats._base import Handler
+from kerasave.formats._base import Handler, versions_now
 
 __all__ = [
     "save_weights",
@@ -72,27 +72,31 @@ def _save(kind: str, model: keras.Model, path: PathLike, format: str | None,
     handler = _registry.for_save(kind, target, format)
     handler.preflight(model, target)
     target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _atomic.temp_path(target, handler.temp_suffix)
-    try:
+    with _atomic.locked(target.parent):
+        _atomic.clean_stale(target)
+        tmp = _atomic.temp_path(target, handler.temp_suffix)
         try:
-            handler.write(model, tmp)
-        except (KerasaveError, OSError):
-            raise
-        except (TypeError, ValueError, NotImplementedError) as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise NotSerializableError(
-                f"Keras could not write the {handler.name} format: {first}", path=target
-            ) from exc
-        if verify:
-            checks = tuple(handler.check(model, tmp))
-        else:
-            checks = (Check("verify", True, "skipped (verify=False)"),)
-        report = Report(str(target), handler.name, all(c.ok for c in checks), checks)
-        if not report.ok:
-            raise RoundTripError(replace(report, seconds=time.perf_counter() - start))
-        _atomic.commit(handler, tmp, target)
-    finally:
-        _atomic.discard(handler, tmp)
+            try:
+                handler.write(model, tmp)
+            except (KerasaveError, OSError):
+                raise
+            except (TypeError, ValueError, NotImplementedError) as exc:
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else \
+                    type(exc).__name__
+                raise NotSerializableError(
+                    f"Keras could not write the {handler.name} format: {first}", path=target
+                ) from exc
+            if verify:
+                checks = tuple(handler.check(model, tmp))
+            else:
+                checks = (Check("verify", True, "skipped (verify=False)"),)
+            report = Report(str(target), handler.name, all(c.ok for c in checks), checks)
+            if not report.ok:
+                raise RoundTripError(replace(report, seconds=time.perf_counter() - start))
+            _manifest.seal(handler, tmp, {"versions": versions_now()})
+            _atomic.commit(handler, tmp, target)
+        finally:
+            _atomic.discard(handler, tmp)
     return replace(report, bytes=_size(handler, target), seconds=time.perf_counter() - start)
 
 
@@ -150,8 +154,10 @@ def load_weights(model: keras.Model, path: PathLike, *, format: str | None = Non
     source = Path(os.fspath(path))
     with _reading(source):
         handler = _registry.detect(source, "weights", format)
-        checks = tuple(handler.load(model, source))  # type: ignore[attr-defined]
-    return Report(str(source), handler.name, True, checks, _size(handler, source),
+        actual, integrity = _manifest.resolve(handler, source)
+        checks = (Check("integrity", True, integrity),
+                  *handler.load(model, actual))  # type: ignore[attr-defined]
+    return Report(str(source), handler.name, True, checks, _size(handler, actual),
                   time.perf_counter() - start)
 
 
@@ -161,7 +167,8 @@ def load_config(path: PathLike, *, custom_objects: Mapping[str, Any] | None = No
     source = Path(os.fspath(path))
     with _reading(source):
         handler = _registry.detect(source, "config")
-        return handler.load(source, custom_objects=custom_objects,  # type: ignore[attr-defined]
+        actual, _ = _manifest.resolve(handler, source)
+        return handler.load(actual, custom_objects=custom_objects,  # type: ignore[attr-defined]
                             safe_mode=safe_mode)
 
 
@@ -175,7 +182,8 @@ def load_model(path: PathLike, *, compile: bool = True, safe_mode: bool = True,
     source = Path(os.fspath(path))
     with _reading(source):
         handler = _registry.detect(source, "model")
-        return handler.load(source, compile=compile,  # type: ignore[attr-defined]
+        actual, _ = _manifest.resolve(handler, source)
+        return handler.load(actual, compile=compile,  # type: ignore[attr-defined]
                             safe_mode=safe_mode, custom_objects=custom_objects)
 
 
@@ -189,9 +197,10 @@ def verify(model: keras.Model, path: PathLike, *, format: str | None = None) -> 
     source = Path(os.fspath(path))
     with _reading(source):
         handler = _registry.detect(source, None, format)
-        checks = tuple(handler.check(model, source))
+        actual, integrity = _manifest.resolve(handler, source)
+        checks = (Check("integrity", True, integrity), *handler.check(model, actual))
     return Report(str(source), handler.name, all(c.ok for c in checks), checks,
-                  _size(handler, source), time.perf_counter() - start)
+                  _size(handler, actual), time.perf_counter() - start)
 
 
 def inspect(path: PathLike) -> Inspection:
@@ -199,13 +208,14 @@ def inspect(path: PathLike) -> Inspection:
     source = Path(os.fspath(path))
     with _reading(source):
         handler = _registry.detect(source)
-        contents = handler.contents(source)
-    members = handler.members(source)
+        actual, _ = _manifest.resolve(handler, source)
+        contents = handler.contents(actual)
+    members = handler.members(actual)
     return Inspection(
         path=str(source),
         format=handler.name,
         files=tuple(str(m) for m in members),
-        bytes=_size(handler, source),
+        bytes=_size(handler, actual),
         variables=contents.variables,
         has_optimizer=contents.has_optimizer,
         versions=contents.versions,

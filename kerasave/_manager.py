@@ -24,7 +24,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from kerasave import _atomic
+from kerasave import _atomic, _manifest
 from kerasave._errors import (
     ArchitectureMismatchError,
     ArtifactNotFoundError,
@@ -235,6 +235,7 @@ class CheckpointManager:
                 if not all(c.ok for c in checks):
                     raise RoundTripError(Report(str(path), "checkpoint", False, tuple(checks),
                                                 0, time.perf_counter() - start))
+            _manifest.seal(_HANDLER, tmp, {})
             _atomic.commit(_HANDLER, tmp, path)
         finally:
             _atomic.discard(_HANDLER, tmp)
@@ -293,6 +294,7 @@ class CheckpointManager:
         prefix = Path(os.fspath(path))
         if not _HANDLER.exists(prefix):
             raise ArtifactNotFoundError(f"no checkpoint at {prefix}", path=prefix)
+        prefix, _ = _manifest.resolve(_HANDLER, prefix)
         reader = _reader(prefix)
         try:
             manifest = json.loads(manifest_path(prefix).read_text(encoding="utf-8"))

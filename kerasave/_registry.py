@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from kerasave._errors import ArtifactNotFoundError, CorruptArtifactError, UnknownFormatError
+from kerasave._manifest import backup_path
 from kerasave.formats._base import Handler
 from kerasave.formats.checkpoint import CheckpointHandler
 from kerasave.formats.config import JsonHandler, YamlHandler
@@ -82,7 +83,8 @@ def detect(path: Path, kind: str | None = None, format: str | None = None) -> Ha
         by_name(kind, format, path)  # raises UnknownFormatError for a bad name
         handlers = [h for h in handlers if h.name == format]
     for h in handlers:
-        if h.sniff(path):
+        # A save killed mid-commit may have left only the previous version, aside.
+        if h.sniff(path) or (not path.exists() and h.sniff(backup_path(h, path))):
             return h
     if not any(h.exists(path) for h in _of_kind(None)) and not path.exists():
         raise ArtifactNotFoundError(f"no artifact at {path}", path=path)

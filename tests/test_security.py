@@ -80,6 +80,8 @@ def test_hdf5_links_refused(trained, tmp_path, kind):
     secret = tmp_path / "secret.h5"
     with h5py.File(secret, "w") as f:
         f["data"] = np.arange(4.0)
+    # A hostile file comes without kerasave's manifest (which would catch any edit).
+    path.with_name(path.name + ".kerasave.json").unlink()
     with h5py.File(path, "r+") as f:
         if kind == "external":
             f["layers/sneaky"] = h5py.ExternalLink(str(secret), "/data")

@@ -47,8 +47,13 @@ class Handler:
     temp_suffix: ClassVar[str] = ""
 
     def members(self, path: Path) -> list[Path]:
-        """The files (or directory) that make up the artifact at ``path``, if any."""
-        return [path] if path.exists() else []
+        """The files (or directory) that make up the artifact at ``path``, if any.
+
+        The integrity manifest beside a file comes first: renamed into place before
+        the file it describes (see ``kerasave._manifest``).
+        """
+        sidecar = path.with_name(path.name + ".kerasave.json")
+        return [p for p in (sidecar, path) if p.exists()]
 
     def exists(self, path: Path) -> bool:
         return path.is_file()

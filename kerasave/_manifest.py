@@ -1,0 +1,159 @@
+"""Integrity manifests: what an artifact is, and a CRC32C of every file in it.
+
+Every artifact kerasave writes gets a manifest, ``<artifact>.kerasave.json``
+beside it (inside the directory for a SavedModel), recording the format, the
+versions that wrote it and the size and CRC32C of each file. Loading, verifying
+and inspecting check it first and raise ``CorruptArtifactError`` on a mismatch.
+Artifacts written by plain Keras have no manifest and load with the checks their
+format offers.
+
+A save that is killed while it renames files into place leaves the previous
+version's files under a ``.kerasave-prev`` name (hard links made before the
+first rename); the reader then takes whichever complete version the manifests
+vouch for, so a path always loads as the old or the new artifact.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import google_crc32c
+
+from kerasave._errors import CorruptArtifactError
+from kerasave.formats._base import Handler
+
+__all__ = ["CHECKSUM", "manifest_path", "seal", "resolve", "backup_path", "read"]
+
+CHECKSUM = "crc32c"
+PREV_MARK = ".kerasave-prev"
+_CHUNK = 16 * 2**20
+
+
+def manifest_path(handler: Handler, path: Path) -> Path:
+    if handler.name == "savedmodel":
+        return path / "kerasave.json"
+    return path.with_name(path.name + ".kerasave.json")
+
+
+def backup_path(handler: Handler, path: Path) -> Path:
+    """Where the previous version waits while a save renames the new one into place."""
+    return path.with_name(f".{path.name}{PREV_MARK}{handler.temp_suffix}")
+
+
+def crc32c(path: Path) -> str:
+    checksum = google_crc32c.Checksum()
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK):
+            checksum.update(chunk)
+    return checksum.hexdigest().decode()
+
+
+def _files(handler: Handler, path: Path) -> dict[str, Path]:
+    """The artifact's data files by the names the manifest uses (not the manifest)."""
+    own = manifest_path(handler, path)
+    found: dict[str, Path] = {}
+    for member in handler.members(path):
+        if member == own:
+            continue
+        if member.is_dir():
+            for child in sorted(member.rglob("*")):
+                if child.is_file() and child != own:
+                    found[str(child.relative_to(member))] = child
+        else:
+            # Named relative to the artifact's own name, so temporaries and backups
+            # carry the same table as the final artifact.
+            found[member.name[len(path.name):] or "."] = member
+    return found
+
+
+def read(handler: Handler, path: Path) -> dict[str, Any] | None:
+    target = manifest_path(handler, path)
+    try:
+        text = target.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise CorruptArtifactError(f"unreadable manifest: {exc}", path=target) from exc
+    try:
+        data = json.loads(text)
+    except ValueError as exc:
+        raise CorruptArtifactError(f"the manifest is not valid JSON: {exc}", path=target) from exc
+    if not isinstance(data, dict):
+        raise CorruptArtifactError("the manifest is not a JSON object", path=target)
+    return data
+
+
+def seal(handler: Handler, path: Path, fields: dict[str, Any]) -> None:
+    """Write (or complete) the manifest of the artifact at ``path``."""
+    manifest = read(handler, path) or {}
+    manifest.update(fields)
+    manifest["kerasave_manifest"] = 1
+    manifest["format"] = handler.name
+    manifest["checksum"] = CHECKSUM
+    manifest["files"] = {name: {"bytes": f.stat().st_size, CHECKSUM: crc32c(f)}
+                         for name, f in _files(handler, path).items()}
+    target = manifest_path(handler, path)
+    target.write_text(json.dumps(manifest, indent=1, default=str) + "\n", encoding="utf-8")
+    with open(target, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _mismatch(handler: Handler, path: Path, manifest: dict[str, Any]) -> str | None:
+    if manifest.get("format") not in (None, handler.name):
+        return f"the manifest says format {manifest.get('format')!r}, expected {handler.name!r}"
+    table = manifest.get("files")
+    if not isinstance(table, dict):
+        return None  # an older manifest without checksums: nothing to compare
+    files = _files(handler, path)
+    if set(files) != set(table):
+        missing = sorted(set(table) - set(files))
+        extra = sorted(set(files) - set(table))
+        return f"files differ from the manifest (missing {missing}, unexpected {extra})"
+    for name, f in files.items():
+        want = table[name]
+        size = f.stat().st_size
+        if size != want.get("bytes"):
+            return f"{f.name} has {size:,} bytes, the manifest says {want.get('bytes'):,}"
+        got = crc32c(f)
+        if got != want.get(CHECKSUM):
+            return f"{f.name} has CRC32C {got}, the manifest says {want.get(CHECKSUM)}"
+    return None
+
+
+def resolve(handler: Handler, path: Path) -> tuple[Path, str]:
+    """The version of the artifact to read, and what was checked.
+
+    Returns ``path`` itself when its manifest matches (or it has none: plain
+    Keras), or the previous version left by an interrupted save.
+
+    Raises:
+        CorruptArtifactError: no complete version matches its manifest.
+    """
+    backup = backup_path(handler, path)
+    candidates: Iterable[tuple[Path, Path]] = ((path, path), (path, backup), (backup, backup))
+    first_problem = None
+    for files_at, manifest_at in candidates:
+        if not handler.exists(files_at):
+            continue
+        manifest = read(handler, manifest_at)
+        if manifest is None:
+            if manifest_at == path and not handler.exists(backup):
+                return path, "no manifest (not written by kerasave): format checks only"
+            continue
+        problem = _mismatch(handler, files_at, manifest)
+        if problem is None:
+            if files_at == path:
+                return path, f"{len(manifest.get('files', {}))} file(s) match their CRC32C"
+            return backup, "the newest save was interrupted: read the previous version"
+        first_problem = first_problem or problem
+    if handler.exists(backup) and read(handler, backup) is None and handler.exists(path):
+        # The previous version was a plain Keras artifact and the new manifest went in
+        # before the new file did: what is at the path is that previous version.
+        return path, "the newest save was interrupted: the previous (unverified) version"
+    raise CorruptArtifactError(
+        f"the artifact does not match its manifest: {first_problem or 'no complete version'}",
+        path=path)

@@ -1,0 +1,92 @@
+"""Manifests: every artifact's files carry CRC32Cs; damage is caught before a model
+sees it; an interrupted save leaves a loadable version."""
+
+import json
+import os
+
+import pytest
+
+import kerasave as ks
+from kerasave import _atomic
+
+from .conftest import all_vars, assert_bit_exact, values
+
+CASES = [("save_weights", "w/ckpt", "w/ckpt.kerasave.json", "w/ckpt.data-00000-of-00001"),
+         ("save_weights", "w.weights.h5", "w.weights.h5.kerasave.json", "w.weights.h5"),
+         ("save_config", "c.json", "c.json.kerasave.json", "c.json"),
+         ("save_config", "c.yaml", "c.yaml.kerasave.json", "c.yaml"),
+         ("save_model", "m.keras", "m.keras.kerasave.json", "m.keras"),
+         ("save_model", "m.h5", "m.h5.kerasave.json", "m.h5"),
+         ("save_model", "sm", "sm/kerasave.json", "sm/saved_model.pb")]
+IDS = [c[1] for c in CASES]
+
+
+@pytest.mark.parametrize("call,rel,manifest,target", CASES, ids=IDS)
+def test_manifest_records_every_file(trained, tmp_path, call, rel, manifest, target):
+    getattr(ks, call)(trained, tmp_path / rel)
+    data = json.loads((tmp_path / manifest).read_text())
+    assert data["checksum"] == "crc32c" and data["versions"]["keras"]
+    assert data["files"] and all(len(f["crc32c"]) == 8 for f in data["files"].values())
+    files = ks.inspect(tmp_path / rel).files
+    assert str(tmp_path / manifest) in files or str(tmp_path / rel) in files
+
+
+@pytest.mark.parametrize("call,rel,manifest,target", CASES, ids=IDS)
+def test_one_changed_byte_is_caught_everywhere(trained, tmp_path, call, rel, manifest, target):
+    getattr(ks, call)(trained, tmp_path / rel)
+    raw = bytearray((tmp_path / target).read_bytes())
+    raw[len(raw) // 2] = (raw[len(raw) // 2] + 1) % 256
+    (tmp_path / target).write_bytes(bytes(raw))
+    model = ks.reference_model(seed=3)
+    before = values(all_vars(model))
+    readers = [lambda: ks.inspect(tmp_path / rel), lambda: ks.verify(trained, tmp_path / rel)]
+    readers.append({"save_weights": lambda: ks.load_weights(model, tmp_path / rel),
+                    "save_config": lambda: ks.load_config(tmp_path / rel),
+                    "save_model": lambda: ks.load_model(tmp_path / rel)}[call])
+    for read in readers:
+        with pytest.raises(ks.CorruptArtifactError, match="manifest"):
+            read()
+    assert_bit_exact(before, all_vars(model))
+
+
+def test_plain_keras_artifacts_have_no_manifest_and_still_load(trained, tmp_path):
+    trained.save(tmp_path / "plain.keras")
+    assert ks.load_model(tmp_path / "plain.keras")
+    report = ks.verify(trained, tmp_path / "plain.keras")
+    assert report.ok and "no manifest" in report.checks[0].detail
+
+
+@pytest.mark.parametrize("call,rel", [(c[0], c[1]) for c in CASES if c[0] != "save_config"],
+                         ids=[c[1] for c in CASES if c[0] != "save_config"])
+@pytest.mark.parametrize("stop_after", [0, 1, 2])
+def test_interrupted_commit_leaves_old_or_new(trained, tmp_path, monkeypatch, call, rel,
+                                              stop_after):
+    """A save killed between its renames: the path still loads, as one version."""
+    old_model = ks.reference_model(seed=7)
+    getattr(ks, call)(old_model, tmp_path / rel)
+    calls = {"n": 0}
+    real_replace = os.replace
+
+    def dying_replace(src, dst):
+        if calls["n"] == stop_after:
+            raise KeyboardInterrupt("killed mid-commit")
+        calls["n"] += 1
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(_atomic.os, "replace", dying_replace)
+    try:
+        getattr(ks, call)(trained, tmp_path / rel)
+        interrupted = False
+    except KeyboardInterrupt:
+        interrupted = True
+    monkeypatch.setattr(_atomic.os, "replace", real_replace)
+    report_old = ks.verify(old_model, tmp_path / rel)
+    report_new = ks.verify(trained, tmp_path / rel)
+    assert report_old.ok != report_new.ok, (str(report_old), str(report_new))
+    assert report_new.ok or interrupted
+    # The next save cleans up and lands normally.
+    assert getattr(ks, call)(trained, tmp_path / rel).ok
+    assert ks.verify(trained, tmp_path / rel).ok
+    leftovers = [p.name for p in tmp_path.rglob("*") if "kerasave-" in p.name
+                 and not p.name.endswith(".kerasave.json")]
+    assert leftovers == []

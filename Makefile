@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kerasave-installed
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: demo test lint venv clean
+.PHONY: demo test lint venv clean reliability bench docs
 
 venv: $(STAMP)
 
@@ -20,11 +20,20 @@ demo: $(STAMP)
 	$(BIN)/kerasave demo
 
 test: $(STAMP)
-	$(BIN)/python -m ruff check kerasave tests
+	$(BIN)/python -m ruff check kerasave tests bench
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
+reliability: $(STAMP)
+	$(BIN)/python bench/reliability.py
+
+bench: $(STAMP)
+	$(BIN)/python bench/perf.py
+
+docs: $(STAMP)
+	$(BIN)/python -m mkdocs build --strict --site-dir site
+
 lint: $(STAMP)
-	$(BIN)/python -m ruff check kerasave tests
+	$(BIN)/python -m ruff check kerasave tests bench
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) site build dist *.egg-info .pytest_cache .ruff_cache

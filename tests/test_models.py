@@ -280,28 +280,37 @@ def test_weights_round_trip(zoo, tmp_path, name, fmt):
         put_back(variables, saved)
 
 
-@pytest.mark.parametrize("fmt", list(WEIGHT_FORMATS))
-def test_subclassed_weights_into_fresh_unbuilt_model_resume_exactly(zoo, tmp_path, fmt):
-    model, x, y = zoo("subclassed")
+FRESH = [n for n in FACTORIES if n not in SLOW]  # a MobileNet train trace costs ~20 s
+
+
+@pytest.mark.parametrize("name,fmt", [_model_param(n, f) for n in FRESH for f in WEIGHT_FORMATS])
+def test_weights_into_fresh_model_resume_exactly(zoo, tmp_path, name, fmt):
+    """A new model (other weights, optimizer never built; a subclassed one not even
+    built) takes the saved state, and its next step equals the original's bit for bit."""
+    model, x, y = zoo(name)
     variables = all_state(model)
     saved = snapshot(variables)
     path = tmp_path / WEIGHT_FORMATS[fmt]
     _check_report(ks.save_weights(model, path), path, fmt)
 
-    fresh, _, _ = subclassed(seed=7)  # other initial weights, never called
-    assert not fresh.built and not fresh.optimizer.built
+    fresh, _, _ = FACTORIES[name](seed=7)
+    assert not fresh.optimizer.built
+    if name == "subclassed":
+        assert not fresh.built
+    else:
+        assert any(not np.array_equal(a, b) for a, b in
+                   zip(snapshot(model.weights), snapshot(fresh.weights)))
     report = ks.load_weights(fresh, path)
     assert report.ok, str(report)
     assert fresh.built and fresh.optimizer.built
+    labels = [_label(v, i) for i, v in enumerate(weights_and_optimizer(model))]
     assert_exact(snapshot(weights_and_optimizer(model)), weights_and_optimizer(fresh),
-                 "fresh model after load", [_label(v, i) for i, v in
-                                            enumerate(weights_and_optimizer(model))])
+                 "fresh model after load", labels)
     try:
         loss = model.train_on_batch(x, y)
         fresh_loss = fresh.train_on_batch(x, y)
         assert_exact(snapshot(weights_and_optimizer(model)), weights_and_optimizer(fresh),
-                     "variables after one more step",
-                     [_label(v, i) for i, v in enumerate(weights_and_optimizer(model))])
+                     "variables after one more step", labels)
         assert np.asarray(loss).tobytes() == np.asarray(fresh_loss).tobytes()
     finally:
         put_back(variables, saved)
@@ -325,7 +334,7 @@ def test_config_round_trip(zoo, tmp_path, name, fmt):
 
     fresh = ks.load_config(path)
     assert type(fresh) is type(model)
-    assert fresh.optimizer is None or not fresh.compiled
+    assert getattr(fresh, "optimizer", None) is None  # uncompiled
     assert architecture(fresh) == architecture(model)
     assert [(tuple(w.shape), str(w.dtype)) for w in fresh.weights] == \
         [(tuple(w.shape), str(w.dtype)) for w in model.weights]
@@ -384,11 +393,13 @@ def test_savedmodel_serves_the_predictions(zoo, tmp_path, name):
 
     _check_report(ks.save_model(model, path), path, "savedmodel")
     assert_exact(before, variables, "exporting changed the model")
-    expected = predictions(model, x)
     served = ks.load_model(path)
     assert not isinstance(served, keras.Model)
-    # Reports the max difference if the serving graph is not bit-exact.
-    assert_exact(expected, outputs(served.serve(x)), "serving outputs")
+    # The model's predictions (predict runs the model as a graph, like serving does;
+    # an eager call may differ by an ulp where oneDNN fuses ops in graphs).
+    # assert_exact reports the max difference if serving is not bit-exact.
+    assert_exact(outputs(model.predict_on_batch(x)), outputs(served.serve(x)),
+                 "serving outputs")
 
 
 # --------------------------------------------------- subclassed: no config to save

@@ -1,0 +1,370 @@
+"""Round-trip assertions for your own models, for CI (``kerasave.testing``).
+
+::
+
+    from kerasave.testing import assert_round_trip
+
+    def test_my_model_survives_saving(tmp_path):
+        reports = assert_round_trip(build_my_model(), tmp_path)
+
+With pytest, the ``round_trip`` fixture (kerasave's pytest plugin, active once
+kerasave is installed) does the same with pytest's ``tmp_path``::
+
+    def test_my_model_survives_saving(round_trip):
+        round_trip(build_my_model())
+
+Every format is saved with kerasave's public API (each save verifies itself and
+raises ``RoundTripError`` with the failed checks), then read back into fresh
+objects and compared bit for bit:
+
+============  ===============================================================
+format        read back with                and compared
+============  ===============================================================
+checkpoint    ``load_weights`` into a twin  every variable, optimizer state
+h5 weights    ``load_weights`` into a twin  every weight, optimizer state if saved
+json, yaml    ``load_config``               variable shapes; predictions once the
+                                            original's weights are copied in
+keras         ``load_model``                weights, optimizer state, compile
+h5 model                                    settings, predictions
+savedmodel    ``load_model``                serving outputs against predictions
+============  ===============================================================
+
+A twin is a fresh model of the same architecture, made from the model's config
+(or, for a subclassed model without one, by calling its class with no
+arguments), compiled like the original, and left unbuilt when it can be so that
+``load_weights`` builds it. When no twin can be made, the artifact is loaded
+into the model itself after every variable has been changed, and every value is
+put back afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from kerasave._errors import RoundTripError
+from kerasave._facade import (
+    inspect,
+    load_config,
+    load_model,
+    load_weights,
+    save_config,
+    save_model,
+    save_weights,
+)
+from kerasave._report import Check, Report
+from kerasave._verify import (
+    compare_arrays,
+    compare_configs,
+    compare_outputs,
+    optimizer_of,
+    pair_variables,
+    probe_inputs,
+    to_numpy,
+)
+
+__all__ = ["FORMATS", "RoundTripFailure", "assert_round_trip"]
+
+#: Every format ``assert_round_trip`` checks, in the order it checks them.
+FORMATS: tuple[str, ...] = (
+    "checkpoint", "h5 weights", "json", "yaml", "keras", "h5 model", "savedmodel",
+)
+# Names accepted in ``formats=`` beside the canonical ones ("h5" means both HDF5 formats).
+_ALIASES: dict[str, tuple[str, ...]] = {
+    "h5": ("h5 weights", "h5 model"),
+    "weights": ("checkpoint", "h5 weights"),
+    "config": ("json", "yaml"),
+}
+
+
+@dataclass(frozen=True)
+class _Plan:
+    save: Callable[..., Report]
+    file: str
+    reload: Callable[[keras.Model, Path], list[Check]]
+
+
+class RoundTripFailure(AssertionError):
+    """``assert_round_trip`` failed; ``failures`` lists (format, check, detail)."""
+
+    def __init__(self, message: str, failures: tuple[tuple[str, str, str], ...],
+                 reports: dict[str, Report]) -> None:
+        super().__init__(message)
+        self.failures = failures
+        self.reports = reports
+
+
+def _selected(formats: Iterable[str] | str | None) -> tuple[str, ...]:
+    if formats is None:
+        return FORMATS
+    names = [formats] if isinstance(formats, str) else list(formats)
+    if not names:
+        raise ValueError(f"formats names no format; expected some of: {', '.join(FORMATS)}")
+    wanted: set[str] = set()
+    for name in names:
+        key = str(name).strip().lower().replace("_", " ").replace("-", " ")
+        if key in FORMATS:
+            wanted.add(key)
+        elif key in _ALIASES:
+            wanted.update(_ALIASES[key])
+        else:
+            raise ValueError(
+                f"unknown format {name!r}; expected some of: {', '.join(FORMATS)} "
+                f"(or {', '.join(_ALIASES)})")
+    return tuple(f for f in FORMATS if f in wanted)
+
+
+# -- fresh objects ---------------------------------------------------------------------
+
+def _shapes(variables: Iterable[Any]) -> list[tuple[tuple[int, ...], str]]:
+    return [(tuple(v.shape), str(v.dtype)) for v in variables]
+
+
+def _compiled_like(twin: keras.Model, model: keras.Model) -> keras.Model:
+    """The twin compiled like the model, its optimizer left unbuilt for the load to build.
+
+    (``compile_from_config`` would build the optimizer of a built twin even when the
+    model's own optimizer was never built.)
+    """
+    config = model.get_compile_config() if optimizer_of(model) is not None else None
+    if config:
+        twin.compile(**keras.saving.deserialize_keras_object(config))
+    return twin
+
+
+def _twin(model: keras.Model) -> tuple[keras.Model | None, str]:
+    """A fresh model of the same architecture to load into, and how it was made."""
+    try:  # from the config; built here, since a config may build it differently
+        twin = type(model).from_config(model.get_config())
+        if not twin.built:
+            twin.build_from_config(model.get_build_config())
+        if _shapes(twin.variables) == _shapes(model.variables):
+            return _compiled_like(twin, model), "a twin made from the model's config"
+    except Exception:  # no usable config: try the next way
+        pass
+    try:  # a subclassed model whose constructor needs nothing: left unbuilt
+        twin = type(model)()
+        if not twin.built and not twin.variables:
+            return (_compiled_like(twin, model),
+                    f"a fresh, unbuilt {type(model).__name__}() that load_weights built")
+    except Exception:
+        pass
+    return None, ""
+
+
+def _all_variables(model: keras.Model) -> list[Any]:
+    optimizer = optimizer_of(model)
+    return list(model.variables) + (list(optimizer.variables) if optimizer else [])
+
+
+def _scramble(variables: Iterable[Any]) -> None:
+    """Change every value, so that a load that does nothing cannot pass."""
+    for v in variables:
+        value = to_numpy(v)
+        if value.dtype == bool:
+            v.assign(~value)
+        elif np.issubdtype(value.dtype, np.number):
+            v.assign((value + 1).astype(value.dtype))
+
+
+# -- reading each format back ----------------------------------------------------------
+
+def _weights_back(which: str) -> Callable[[keras.Model, Path], list[Check]]:
+    def reload(model: keras.Model, path: Path) -> list[Check]:
+        saved_optimizer = which == "checkpoint" or inspect(path).has_optimizer
+        optimizer = optimizer_of(model)
+        twin, how = _twin(model)
+        if twin is not None:
+            report = load_weights(twin, path)
+            checks = [Check("load_weights", report.ok, f"into {how}")]
+            # Keras' HDF5 weights hold no RNG seed states; checkpoints do.
+            mine = model.variables if which == "checkpoint" else model.weights
+            theirs = twin.variables if which == "checkpoint" else twin.weights
+            checks.append(_same_variables("model variables", mine, theirs))
+            if optimizer is not None and saved_optimizer:
+                checks.append(_same_variables("optimizer variables", optimizer.variables,
+                                              _optimizer_variables(twin)))
+            return checks
+        # No fresh copy can be made: load into the model itself, then put it back.
+        variables = _all_variables(model)
+        before = [to_numpy(v) for v in variables]
+        try:
+            _scramble(variables)
+            report = load_weights(model, path)
+            after = [to_numpy(v) for v in variables]
+        finally:
+            for v, value in zip(variables, before):
+                v.assign(value)
+        checks = [Check("load_weights", report.ok,
+                        "into the model itself, every variable changed first (no fresh copy "
+                        "could be made); its values were put back afterwards")]
+        n_model = len(model.variables)
+        held = (range(n_model) if which == "checkpoint" else
+                [i for i, v in enumerate(model.variables)
+                 if any(v is w for w in model.weights)])
+        checks.append(compare_arrays("model variables",
+                                     [(_name(variables[i]), before[i], after[i]) for i in held]))
+        if optimizer is not None and saved_optimizer:
+            checks.append(compare_arrays(
+                "optimizer variables",
+                [(_name(v), b, a) for v, b, a in
+                 zip(variables[n_model:], before[n_model:], after[n_model:])]))
+        return checks
+
+    return reload
+
+
+def _name(variable: Any) -> str:
+    return getattr(variable, "path", None) or getattr(variable, "name", "?")
+
+
+def _optimizer_variables(model: keras.Model) -> list[Any]:
+    optimizer = optimizer_of(model)
+    return list(optimizer.variables) if optimizer is not None else []
+
+
+def _same_variables(name: str, expected: list[Any], actual: list[Any]) -> Check:
+    if len(expected) != len(actual):
+        return Check(name, False, f"{len(actual)} read back, expected {len(expected)}")
+    return compare_arrays(name, pair_variables(expected, actual))
+
+
+def _predictions(name: str, model: keras.Model, other: Callable[[Any], Any]) -> Check:
+    probe = probe_inputs(model)
+    if probe is None:
+        return Check(name, True, "skipped: the model records no input shapes to probe with")
+    return compare_outputs(name, model(probe, training=False), lambda: other(probe))
+
+
+def _config_back(model: keras.Model, path: Path) -> list[Check]:
+    fresh = load_config(path)
+    checks = [Check("load_config", True, f"a fresh {type(fresh).__name__}")]
+    want, got = _shapes(model.weights), _shapes(fresh.weights)
+    if want != got:
+        return checks + [Check("variable shapes", False, f"rebuilt {got}, expected {want}")]
+    checks.append(Check("variable shapes", True, f"{len(want)} variables, same shapes and dtypes"))
+    for mine, theirs in zip(model.weights, fresh.weights):
+        theirs.assign(to_numpy(mine))
+    # Same architecture and same weights must compute the same function: this catches a
+    # get_config() that forgets an argument which changes what a layer computes.
+    checks.append(_predictions("predictions with the original weights", model,
+                               lambda p: fresh(p, training=False)))
+    return checks
+
+
+def _model_back(model: keras.Model, path: Path) -> list[Check]:
+    loaded = load_model(path)
+    checks = [Check("load_model", True, f"a compiled {type(loaded).__name__}")]
+    checks.append(_same_variables("model variables", model.weights, loaded.weights))
+    optimizer = optimizer_of(model)
+    if optimizer is not None:
+        checks.append(_same_variables("optimizer variables", optimizer.variables,
+                                      _optimizer_variables(loaded)))
+        checks.append(compare_configs("compile settings", model.get_compile_config(),
+                                      loaded.get_compile_config()))
+    checks.append(_predictions("predictions", model, lambda p: loaded(p, training=False)))
+    return checks
+
+
+def _served_back(model: keras.Model, path: Path) -> list[Check]:
+    served = load_model(path)
+    checks = [Check("load_model", True, "the restored serving object")]
+    probe = probe_inputs(model)
+    if probe is None:
+        return checks + [Check("serving outputs", False, "no input shapes to probe with")]
+    # A SavedModel runs as a graph; oneDNN may round eager ops differently (~1 ulp),
+    # so the model runs as a graph too.
+    expected = tf.function(lambda p: model(p, training=False))(probe)
+    return checks + [compare_outputs("serving outputs", expected, lambda: served.serve(probe))]
+
+
+_PLANS: dict[str, _Plan] = {
+    "checkpoint": _Plan(save_weights, "checkpoint/model", _weights_back("checkpoint")),
+    "h5 weights": _Plan(save_weights, "model.weights.h5", _weights_back("h5")),
+    "json": _Plan(save_config, "model.json", _config_back),
+    "yaml": _Plan(save_config, "model.yaml", _config_back),
+    "keras": _Plan(save_model, "model.keras", _model_back),
+    "h5 model": _Plan(save_model, "model.h5", _model_back),
+    "savedmodel": _Plan(save_model, "savedmodel", _served_back),
+}
+
+
+# -- the assertion ---------------------------------------------------------------------
+
+def _error(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _one(model: keras.Model, name: str, where: Path,
+         failures: list[tuple[str, str, str]]) -> Report | None:
+    plan = _PLANS[name]
+    path = where / plan.file
+    try:
+        saved = plan.save(model, path)
+    except RoundTripError as exc:
+        failures += [(name, f"save check {c.name!r}", c.detail) for c in exc.report.failed]
+        return None
+    except Exception as exc:  # NotSerializableError and the like: the format cannot hold it
+        failures.append((name, "save", _error(exc)))
+        return None
+    start = time.perf_counter()
+    try:
+        checks = plan.reload(model, path)
+    except Exception as exc:  # a load that raises is a failed check, reported by name
+        checks = [Check("load", False, _error(exc))]
+    failures += [(name, f"reload check {c.name!r}", c.detail) for c in checks if not c.ok]
+    reloaded = tuple(Check(f"reload: {c.name}", c.ok, c.detail) for c in checks)
+    return Report(saved.path, saved.format, saved.ok and all(c.ok for c in checks),
+                  saved.checks + reloaded, saved.bytes,
+                  saved.seconds + time.perf_counter() - start)
+
+
+def assert_round_trip(model: keras.Model, tmp_path: str | os.PathLike[str],
+                      formats: Iterable[str] | str | None = None) -> dict[str, Report]:
+    """Save ``model`` in every format, read each back, and fail with what did not survive.
+
+    Args:
+        model: A built Keras model (compiled or not).
+        tmp_path: A directory for the artifacts (pytest's ``tmp_path``); each call
+            writes into a new subdirectory of it, kept for a look after a failure.
+        formats: Some of ``FORMATS`` (``"checkpoint"``, ``"h5 weights"``, ``"json"``,
+            ``"yaml"``, ``"keras"``, ``"h5 model"``, ``"savedmodel"``; ``_`` or ``-``
+            may stand for the space; ``"h5"`` means both HDF5 formats, ``"weights"``
+            and ``"config"`` the two of each kind). Default: all of them.
+
+    Returns:
+        One ``Report`` per format: the save's checks, then the ``reload: ...`` checks.
+
+    Raises:
+        ValueError: ``formats`` names an unknown format (nothing is saved).
+        RoundTripFailure: an ``AssertionError`` listing, for every format that
+            failed, the check by name and what differed. A subclassed model
+            without ``get_config()`` fails ``json``, ``yaml``, ``keras`` and
+            ``h5 model`` this way (kerasave cannot save its architecture).
+    """
+    selected = _selected(formats)
+    base = Path(os.fspath(tmp_path))
+    base.mkdir(parents=True, exist_ok=True)
+    where = Path(tempfile.mkdtemp(prefix="round-trip-", dir=base))
+    failures: list[tuple[str, str, str]] = []
+    reports: dict[str, Report] = {}
+    for name in selected:
+        report = _one(model, name, where, failures)
+        if report is not None:
+            reports[name] = report
+    if failures:
+        failed = sorted({f for f, _, _ in failures}, key=FORMATS.index)
+        lines = [f"{type(model).__name__} did not survive {len(failed)} of {len(selected)} "
+                 f"format(s): {', '.join(failed)} (artifacts in {where})"]
+        lines += [f"  {fmt}: {check}: {detail}" for fmt, check, detail in failures]
+        raise RoundTripFailure("\n".join(lines), tuple(failures), reports)
+    return reports

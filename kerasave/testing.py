@@ -29,12 +29,12 @@ h5 model                                    settings, predictions
 savedmodel    ``load_model``                serving outputs against predictions
 ============  ===============================================================
 
-A twin is a fresh model of the same architecture, made from the model's config
-(or, for a subclassed model without one, by calling its class with no
-arguments), compiled like the original, and left unbuilt when it can be so that
-``load_weights`` builds it. When no twin can be made, the artifact is loaded
-into the model itself after every variable has been changed, and every value is
-put back afterwards.
+A twin is a fresh model of the same architecture, compiled like the original
+with its optimizer not built yet: made from the model's config, or, for a
+subclassed model without one, by calling its class with no arguments (that twin
+is not built either, so ``load_weights`` builds it). When no twin can be made,
+the artifact is loaded into the model itself after every variable has been
+changed, and every value is put back afterwards. See ``docs/testing.md``.
 """
 
 from __future__ import annotations

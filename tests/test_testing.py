@@ -1,5 +1,8 @@
 """kerasave.testing.assert_round_trip and the ``round_trip`` pytest fixture."""
 
+import re
+from pathlib import Path
+
 import keras
 import numpy as np
 import pytest
@@ -222,12 +225,39 @@ def test_subclassed_model_as_json(round_trip):
 '''
 
 
+USER_INI = """
+[pytest]
+filterwarnings =
+    error
+    ignore::DeprecationWarning:tensorflow.*
+    ignore::DeprecationWarning:keras.*
+    ignore::DeprecationWarning:h5py.*
+    ignore::DeprecationWarning:google.*
+    ignore::FutureWarning:keras.*
+"""
+
+
+def _doc_blocks():
+    text = (Path(__file__).parents[1] / "docs" / "testing.md").read_text(encoding="utf-8")
+    return re.findall(r"```python\n(.*?)```", text, re.S)
+
+
 def test_round_trip_fixture_in_a_users_test_file(pytester):
-    pytester.makepyfile(test_user_models=USER_TESTS)
+    (docs_example,) = [b for b in _doc_blocks() if "def test_" in b]
+    pytester.makepyfile(test_user_models=USER_TESTS, test_docs_example=docs_example)
+    # A user's suite as strict as ours: warnings are errors, except TensorFlow's noise.
+    pytester.makeini(USER_INI)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", timeout=600)
-    result.assert_outcomes(passed=1, failed=1)
+    result.assert_outcomes(passed=3, failed=1)
+    result.stdout.fnmatch_lines(["*test_user_models.py::test_subclassed_model_as_json*"])
     result.stdout.fnmatch_lines([
         "*Net did not survive 1 of 2 format(s): json*",
         "*json: save: NotSerializableError: Net is a subclassed model without get_config()*",
     ])
     result.stdout.no_fnmatch_line("*h5 weights: *")
+
+
+def test_docs_example_without_pytest_runs(trained, capsys):
+    (block,) = [b for b in _doc_blocks() if "TemporaryDirectory" in b]
+    exec(compile(block, "docs/testing.md", "exec"), {"model": trained})  # noqa: S102
+    assert capsys.readouterr().out.splitlines() == ["keras True", "h5 model True"]

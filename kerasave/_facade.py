@@ -182,9 +182,10 @@ def load_model(path: PathLike, *, compile: bool = True, safe_mode: bool = True,
     source = Path(os.fspath(path))
     with _reading(source):
         handler = _registry.detect(source, "model")
-        actual, _ = _manifest.resolve(handler, source)
+        actual, _, checksummed = _manifest.resolve_checked(handler, source)
         return handler.load(actual, compile=compile,  # type: ignore[attr-defined]
-                            safe_mode=safe_mode, custom_objects=custom_objects)
+                            safe_mode=safe_mode, custom_objects=custom_objects,
+                            checksummed=checksummed)
 
 
 def verify(model: keras.Model, path: PathLike, *, format: str | None = None) -> Report:

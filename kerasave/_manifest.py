@@ -26,7 +26,8 @@ import google_crc32c
 from kerasave._errors import CorruptArtifactError
 from kerasave.formats._base import Handler
 
-__all__ = ["CHECKSUM", "manifest_path", "seal", "resolve", "backup_path", "read"]
+__all__ = ["CHECKSUM", "manifest_path", "seal", "resolve", "resolve_checked", "backup_path",
+           "read"]
 
 CHECKSUM = "crc32c"
 PREV_MARK = ".kerasave-prev"
@@ -125,7 +126,14 @@ def _mismatch(handler: Handler, path: Path, manifest: dict[str, Any]) -> str | N
 
 
 def resolve(handler: Handler, path: Path) -> tuple[Path, str]:
-    """The version of the artifact to read, and what was checked.
+    """The version of the artifact to read, and what was checked (see ``resolve_checked``)."""
+    actual, message, _ = resolve_checked(handler, path)
+    return actual, message
+
+
+def resolve_checked(handler: Handler, path: Path) -> tuple[Path, str, bool]:
+    """The version of the artifact to read, what was checked, and whether every
+    byte of it matched the CRC32C its manifest records.
 
     Returns ``path`` itself when its manifest matches (or it has none: plain
     Keras), or the previous version left by an interrupted save.
@@ -142,18 +150,21 @@ def resolve(handler: Handler, path: Path) -> tuple[Path, str]:
         manifest = read(handler, manifest_at)
         if manifest is None:
             if manifest_at == path and not handler.exists(backup):
-                return path, "no manifest (not written by kerasave): format checks only"
+                return path, "no manifest (not written by kerasave): format checks only", False
             continue
         problem = _mismatch(handler, files_at, manifest)
         if problem is None:
             if files_at == path:
-                return path, f"{len(manifest.get('files', {}))} file(s) match their CRC32C"
-            return backup, "the newest save was interrupted: read the previous version"
+                return (path, f"{len(manifest.get('files', {}))} file(s) match their CRC32C",
+                        isinstance(manifest.get("files"), dict))
+            return (backup, "the newest save was interrupted: read the previous version",
+                    isinstance(manifest.get("files"), dict))
         first_problem = first_problem or problem
     if handler.exists(backup) and read(handler, backup) is None and handler.exists(path):
         # The previous version was a plain Keras artifact and the new manifest went in
         # before the new file did: what is at the path is that previous version.
-        return path, "the newest save was interrupted: the previous (unverified) version"
+        return (path, "the newest save was interrupted: the previous (unverified) version",
+                False)
     raise CorruptArtifactError(
         f"the artifact does not match its manifest: {first_problem or 'no complete version'}",
         path=path)

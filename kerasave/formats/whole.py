@@ -9,11 +9,12 @@ silently drops the optimizer state of the files it does compile.
 
 from __future__ import annotations
 
-import io
+import contextlib
 import json
 import re
 import warnings
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +35,7 @@ from kerasave._report import Check
 from kerasave._safety import check_h5, check_zip, refuse_code
 from kerasave._state import keras_warnings
 from kerasave._verify import compare_whole_models
+from kerasave.formats import _fastkeras
 from kerasave.formats._base import Contents, Handler, require_config, versions_now
 from kerasave.formats.h5weights import VERSIONS_ATTR, h5_variables, is_hdf5, open_h5
 
@@ -60,6 +62,20 @@ def _map_load_error(exc: Exception, path: Path) -> KerasaveError:
     return CorruptArtifactError(f"could not load the model: {first}", path=path)
 
 
+@contextlib.contextmanager
+def _weights_h5(path: Path, zf: zipfile.ZipFile) -> Iterator[h5py.File]:
+    """The archive's weights as an open h5py file, read in place when stored uncompressed."""
+    try:
+        start, size = _fastkeras.member_span(path, zf, "model.weights.h5")
+    except _fastkeras.Unsupported:
+        with zf.open("model.weights.h5") as inner, h5py.File(inner, "r") as f:
+            yield f
+        return
+    with open(path, "rb") as raw, h5py.File(_fastkeras.Window(raw.fileno(), start, size),
+                                             "r") as f:
+        yield f
+
+
 class KerasHandler(Handler):
     name = "keras"
     kind = "model"
@@ -82,7 +98,7 @@ class KerasHandler(Handler):
             with zipfile.ZipFile(path) as zf:
                 check_zip(zf, path)
                 if "model.weights.h5" in zf.namelist():
-                    with zf.open("model.weights.h5") as inner, h5py.File(inner, "r") as f:
+                    with _weights_h5(path, zf) as f:
                         check_h5(f, path)
                 return json.loads(zf.read("config.json"))
         except (UnsafeArtifactError, CorruptArtifactError):
@@ -91,14 +107,19 @@ class KerasHandler(Handler):
             raise CorruptArtifactError(f"not a readable .keras archive: {exc}", path=path) from exc
 
     def load(self, path: Path, *, compile: bool = True, safe_mode: bool = True,
-             custom_objects: Any = None) -> keras.Model:
+             custom_objects: Any = None, checksummed: bool = False) -> keras.Model:
         config = self._config(path)
         if safe_mode:
             refuse_code(config, str(path))
         try:
             with keras_warnings() as caught:
-                model = keras.saving.load_model(str(path), custom_objects=custom_objects,
-                                                compile=compile, safe_mode=safe_mode)
+                try:
+                    model = _fastkeras.load_keras(
+                        path, config, compile=compile, safe_mode=safe_mode,
+                        custom_objects=custom_objects, checksummed=checksummed)
+                except _fastkeras.Unsupported:
+                    model = keras.saving.load_model(str(path), custom_objects=custom_objects,
+                                                    compile=compile, safe_mode=safe_mode)
         except Exception as exc:
             raise _map_load_error(exc, path) from exc
         for w in caught:
@@ -113,7 +134,8 @@ class KerasHandler(Handler):
 
     def check(self, model: keras.Model, path: Path) -> list[Check]:
         try:
-            loaded = self.load(path)
+            # Every value is compared bit for bit below, which the zip CRC adds nothing to.
+            loaded = self.load(path, checksummed=True)
         except KerasaveError as exc:
             return [Check("load", False, str(exc))]
         return [Check("load", True, "a fresh model from the file"),
@@ -123,12 +145,11 @@ class KerasHandler(Handler):
         try:
             with zipfile.ZipFile(path) as zf:
                 meta = json.loads(zf.read("metadata.json"))
-                weights = zf.read("model.weights.h5")
+                with _weights_h5(path, zf) as f:
+                    variables = h5_variables(f)
+                    has_opt = "optimizer" in f
         except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
             raise CorruptArtifactError(f"not a readable .keras archive: {exc}", path=path) from exc
-        with h5py.File(io.BytesIO(weights), "r") as f:
-            variables = h5_variables(f)
-            has_opt = "optimizer" in f
         versions = {"keras": str(meta.get("keras_version", "?"))}
         return Contents(variables, has_opt, versions)
 
@@ -187,7 +208,7 @@ class H5ModelHandler(Handler):
             f.attrs[VERSIONS_ATTR] = json.dumps(versions_now())
 
     def load(self, path: Path, *, compile: bool = True, safe_mode: bool = True,
-             custom_objects: Any = None) -> keras.Model:
+             custom_objects: Any = None, checksummed: bool = False) -> keras.Model:
         with open_h5(path) as f:
             raw = f.attrs.get("model_config")
             if raw is None:

@@ -14,6 +14,7 @@ import json
 import math
 import os
 import re
+import threading
 import time
 import warnings
 from collections.abc import Collection, Mapping
@@ -23,6 +24,7 @@ from typing import Any
 
 import keras
 import tensorflow as tf
+from tensorflow.python.trackable.base import Trackable
 
 from kerasave import _atomic, _manifest
 from kerasave._errors import (
@@ -45,12 +47,13 @@ from kerasave.formats.checkpoint import (
     pair_checkpoint,
     prepare,
     stage,
-    write_checkpoint,
 )
 
 __all__ = ["CheckpointManager"]
 
 _HANDLER = CheckpointHandler()
+_BASE_COPY = Trackable._copy_trackable_to_cpu
+_BASE_SERIALIZE = Trackable._serialize_to_tensors
 _LOCK_NAME = ".kerasave-writer.lock"
 
 
@@ -112,6 +115,9 @@ class CheckpointManager:
         self.trackables = dict(trackables)
         self._lock: int | None = None
         self._now = time.time  # tests move the clock
+        self._pending: threading.Thread | None = None
+        self._error: BaseException | None = None
+        self._copies: Any = None
 
     # -- listing ---------------------------------------------------------------------
 
@@ -179,7 +185,13 @@ class CheckpointManager:
         self._lock = fd  # released by close() or when the process dies
 
     def close(self) -> None:
-        """Release the directory's writer lock."""
+        """Finish a background save, then release the directory's writer lock."""
+        try:
+            self.wait()
+        finally:
+            self._release()
+
+    def _release(self) -> None:
         if self._lock is not None:
             fcntl.flock(self._lock, fcntl.LOCK_UN)
             os.close(self._lock)
@@ -193,7 +205,9 @@ class CheckpointManager:
 
     def __del__(self) -> None:
         try:
-            self.close()
+            if self._pending is not None:
+                self._pending.join()
+            self._release()
         except Exception:
             pass
 
@@ -205,7 +219,7 @@ class CheckpointManager:
             _atomic._remove(stale)
 
     def save(self, *, step: int | None = None, metrics: Mapping[str, float] | None = None,
-             metadata: Mapping[str, Any] | None = None) -> str:
+             metadata: Mapping[str, Any] | None = None, blocking: bool = True) -> str:
         """Write, verify and keep a numbered checkpoint; returns its path.
 
         Args:
@@ -213,7 +227,12 @@ class CheckpointManager:
                 than the newest. A ``tf.Variable`` works too.
             metrics: Values to rank checkpoints by (``best_k``/``metric``).
             metadata: JSON data stored with the checkpoint (``metadata()`` reads it).
+            blocking: When False, copy the state to host memory and return; the
+                checkpoint is written, verified and committed in a background
+                thread. The next ``save``, ``restore``, ``wait`` or ``close`` joins
+                it, and raises what it raised.
         """
+        self.wait()
         self._acquire()
         self._clean_temporaries()
         entries = self._entries()
@@ -224,14 +243,81 @@ class CheckpointManager:
         manifest.update(step=number, time=self._now(),
                         metrics={k: float(v) for k, v in (metrics or {}).items()},
                         metadata=dict(metadata or {}), trackables=sorted(self.trackables))
+        if blocking:
+            self._write(tf.train.Checkpoint(**self._roots()), None, tmp, path, manifest)
+            return str(path)
+        checkpoint, copies = self._snapshot()
+        self._pending = threading.Thread(
+            target=self._background, args=(checkpoint, copies, tmp, path, manifest),
+            name=f"kerasave-save-{path.name}")
+        self._pending.start()
+        return str(path)
+
+    def wait(self) -> None:
+        """Wait for a background save to finish; raise what it raised, if anything."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.join()
+        error, self._error = self._error, None
+        if error is not None:
+            raise error
+
+    def _snapshot(self) -> tuple[Any, Any]:
+        """A checkpoint object that writes copies of today's values, and the copies.
+
+        The copies live in host memory and are reused from save to save; this is
+        the only part of a background save that the training loop waits for.
+        """
+        from tensorflow.python.util import object_identity
+
+        checkpoint = tf.train.Checkpoint(**self._roots())
+        if self._copies is None:
+            self._copies = object_identity.ObjectIdentityDictionary()
+        copies = self._copies
+        for obj in tf.train.TrackableView(checkpoint).descendants():
+            if obj is checkpoint:  # (``write`` has no save counter: do not create one)
+                continue
+            if isinstance(obj, keras.Variable):
+                inner = obj.value
+                if obj not in copies or tuple(copies[obj].shape) != tuple(obj.shape):
+                    with tf.device("CPU:0"):
+                        copies[obj] = tf.Variable(inner, trainable=False,
+                                                  name=inner._shared_name)
+                else:
+                    copies[obj].assign(inner)
+            elif type(obj)._copy_trackable_to_cpu is not _BASE_COPY:
+                obj._copy_trackable_to_cpu(object_map=copies)
+            elif type(obj)._serialize_to_tensors is not _BASE_SERIALIZE:
+                raise KerasaveError(
+                    f"{type(obj).__name__} cannot be copied for a background save; "
+                    "use save(blocking=True)", path=self.directory)
+        saver = getattr(checkpoint, "_saver", None)
+        if saver is None or not hasattr(saver, "_object_map"):
+            raise KerasaveError("this TensorFlow cannot write a checkpoint from copies; "
+                                "use save(blocking=True)", path=self.directory)
+        saver._object_map = copies
+        return checkpoint, copies
+
+    def _background(self, checkpoint: Any, copies: Any, tmp: Path, path: Path,
+                    manifest: dict[str, Any]) -> None:
+        try:
+            self._write(checkpoint, copies, tmp, path, manifest)
+        except BaseException as exc:  # surfaces on the next call
+            self._error = exc
+
+    def _write(self, checkpoint: Any, copies: Any, tmp: Path, path: Path,
+               manifest: dict[str, Any]) -> None:
         start = time.perf_counter()
         try:
-            write_checkpoint(self._roots(), tmp, manifest)
+            checkpoint.write(str(tmp))
+            manifest_path(tmp).write_text(json.dumps(manifest, indent=1, default=str) + "\n")
             if self.verify:
                 reader = _reader(tmp)
-                checks = compare_pairing(pair_checkpoint(
-                    self.model, tmp, reader, optimizer=self.optimizer, extra=self.trackables),
-                    reader)
+                pairing = pair_checkpoint(self.model, tmp, reader, optimizer=self.optimizer,
+                                          extra=self.trackables)
+                if copies is not None:  # compare with the values as they were when saved
+                    pairing.pairs[:] = [(k, copies.get(v, v), g) for k, v, g in pairing.pairs]
+                checks = compare_pairing(pairing, reader)
                 if not all(c.ok for c in checks):
                     raise RoundTripError(Report(str(path), "checkpoint", False, tuple(checks),
                                                 0, time.perf_counter() - start))
@@ -240,7 +326,6 @@ class CheckpointManager:
         finally:
             _atomic.discard(_HANDLER, tmp)
         self._retain()
-        return str(path)
 
     def _retain(self) -> None:
         entries = self._entries()
@@ -286,6 +371,7 @@ class CheckpointManager:
                 was changed.
             CorruptArtifactError: the checkpoint is damaged; nothing was changed.
         """
+        self.wait()
         start = time.perf_counter()
         if path is None:
             path = self.latest
@@ -353,6 +439,7 @@ class CheckpointManager:
         the most recent intact one is restored instead; a broken one is never
         loaded.
         """
+        self.wait()
         entries = self._entries()
         damaged: list[str] = []
         for entry in reversed(entries):

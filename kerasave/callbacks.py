@@ -32,6 +32,10 @@ class Checkpoint(keras.callbacks.Callback):
         best_k: How many best checkpoints by ``monitor`` to keep.
         mode: ``"min"`` or ``"max"`` for ``monitor``.
         verify: Verify every checkpoint after writing it.
+        blocking: When False, each save copies the state to host memory and
+            writes, verifies and commits it in a background thread while
+            training goes on (``CheckpointManager.save(blocking=False)``); the
+            last one is joined when ``fit`` ends.
 
     A run that finished leaves a final checkpoint marked complete; running the
     same ``fit`` again restores it and trains no further. Use a new directory
@@ -45,13 +49,14 @@ class Checkpoint(keras.callbacks.Callback):
     def __init__(self, directory: str | os.PathLike[str], *, save_freq: str | int = "epoch",
                  max_to_keep: int | None = 3, keep_every_n_hours: float | None = None,
                  monitor: str | None = None, best_k: int | None = None, mode: str = "min",
-                 verify: bool = True) -> None:
+                 verify: bool = True, blocking: bool = True) -> None:
         super().__init__()
         if save_freq != "epoch" and not (isinstance(save_freq, int) and save_freq > 0):
             raise ValueError(
                 f"save_freq must be 'epoch' or a positive int. Received: {save_freq!r}")
         self.directory = directory
         self.save_freq = save_freq
+        self.blocking = blocking
         self._options = dict(max_to_keep=max_to_keep, keep_every_n_hours=keep_every_n_hours,
                              best_k=best_k, metric=monitor, mode=mode, verify=verify)
         self.manager: CheckpointManager | None = None
@@ -104,7 +109,7 @@ class Checkpoint(keras.callbacks.Callback):
         assert self.manager is not None
         numeric = {k: float(v) for k, v in (metrics or {}).items()
                    if isinstance(v, (int, float)) or hasattr(v, "__float__")}
-        self.manager.save(metrics=numeric, metadata={"progress": {
+        self.manager.save(metrics=numeric, blocking=self.blocking, metadata={"progress": {
             "epoch": self._epoch, "batch": batch, "global_step": self._global_step, **extra}})
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:

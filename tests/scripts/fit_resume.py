@@ -6,6 +6,7 @@ Trains the reference model (plus a Dropout layer, so RNG state matters) for 3
 epochs of 8 batches on deterministic data; with CKPT_DIR it saves every 3
 batches. Writes the final weights and optimizer state to OUT.npz. With
 KILL_AT_GLOBAL_BATCH it SIGKILLs itself after that batch, as a crash would.
+With KERASAVE_BLOCKING=0 in the environment, the callback saves in the background.
 """
 
 import os
@@ -46,7 +47,8 @@ def main(directory, out, kill_at=None):
     data, labels = ks.reference_data(256, seed=0)
     callbacks = []
     if directory != "-":
-        callbacks.append(Checkpoint(directory, save_freq=3, max_to_keep=2))
+        callbacks.append(Checkpoint(directory, save_freq=3, max_to_keep=2,
+                                    blocking=os.environ.get("KERASAVE_BLOCKING", "1") != "0"))
     if kill_at is not None:
         callbacks.append(Kill(kill_at))
     model.fit(data, labels, epochs=3, batch_size=32, shuffle=False, callbacks=callbacks,

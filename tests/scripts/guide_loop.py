@@ -2,6 +2,9 @@
 
 Usage: guide_loop.py CKPT_DIR OUT.npz TOTAL_STEPS [KILL_AT_STEP]
 
+With KERASAVE_BLOCKING=0 in the environment, saves run in the background
+(``save(blocking=False)``).
+
 Trains the guide's toy model to TOTAL_STEPS, saving when the step counter hits a
 multiple of 5 (the guide's loop), and writes the
 final state and the loss of every step it ran to OUT.npz. With KILL_AT_STEP it
@@ -66,7 +69,8 @@ def main(directory, out, total, kill_at=None):
             os.kill(os.getpid(), signal.SIGKILL)
         step.assign_add(1)
         if int(step) % 5 == 0:
-            manager.save()
+            manager.save(blocking=os.environ.get("KERASAVE_BLOCKING", "1") != "0")
+    manager.close()
     np.savez(out, steps=np.array(sorted(losses)), losses=np.array([losses[k] for k in
                                                                    sorted(losses)]),
              iterations=opt.iterations.numpy(), step=step.numpy(),

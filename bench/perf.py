@@ -1,0 +1,352 @@
+"""kerasave's performance against native Keras/TensorFlow and raw numpy, in one run.
+
+    make bench                       # every size: 8 MB, 128 MB, 1 GB and the reference model
+    .venv/bin/python bench/perf.py --sizes 8,128 --repeat 3
+
+Models are stacks of Dense layers compiled with Adam and with the optimizer
+built, so a model's bytes are its variables plus two Adam slots per weight (the
+sizes below count all of them: what a whole-model save writes). Each
+(size, format, implementation) runs in its own subprocess, which reports the
+best of ``--repeat`` timings of a save and of a load, and the peak resident
+memory of each operation above the process' memory just before it (Linux
+``/proc/self/clear_refs`` + ``VmHWM``).
+
+Implementations: ``verified`` (kerasave, the default ``verify=True``),
+``unverified`` (kerasave, ``verify=False``), ``native`` (the Keras/TF call for
+the same format), and ``numpy`` (``np.save`` of the same arrays into one file,
+flushed and fsynced like kerasave's saves, and ``np.load``: the practical limit).
+Loads of weight formats go into an existing built model; loads of whole models
+build the model too. The headline ratios come last.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+ROOT = Path(__file__).resolve().parents[1]
+
+FORMATS = {  # name: (kerasave save call, file name, kind)
+    "checkpoint": ("save_weights", "w/ckpt", "weights"),
+    "h5 weights": ("save_weights", "w.weights.h5", "weights"),
+    "keras": ("save_model", "m.keras", "model"),
+    "h5 model": ("save_model", "m.h5", "model"),
+    "savedmodel": ("save_model", "serving", "model"),
+}
+IMPLS = ("verified", "unverified", "native")
+# width, depth: all variables (weights + Adam's two slots) come to about the size.
+SHAPES = {8: (480, 3), 128: (1900, 3), 1024: (4096, 5)}
+
+
+# --------------------------------------------------------------------------- child
+
+
+def _memory(field: str) -> int:
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+    return 0
+
+
+def _measure(fn: Any, repeat: int) -> tuple[float, int]:
+    """Best time of ``repeat`` calls, and the peak memory of the first above its start."""
+    best, peak = float("inf"), 0
+    for i in range(repeat):
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")  # reset VmHWM to the current RSS
+        except OSError:
+            pass
+        base = _memory("VmRSS")
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+        if i == 0:
+            peak = max(0, _memory("VmHWM") - base)
+    return best, peak
+
+
+def build(size: int, seed: int = 0) -> Any:
+    import keras
+    import numpy as np
+
+    import kerasave as ks
+
+    if size == 0:
+        model = ks.reference_model(seed=seed)
+        data, labels = ks.reference_data(64, seed=seed)
+        model.train_on_batch(data, labels)
+        return model
+    width, depth = SHAPES[size]
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((width,))
+    x = inputs
+    for _ in range(depth):
+        x = keras.layers.Dense(width, activation="relu")(x)
+    model = keras.Model(inputs, x)
+    model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.MeanSquaredError())
+    batch = np.random.default_rng(seed).random((8, width), dtype=np.float32)
+    model.train_on_batch(batch, batch)  # optimizer built, slots non-zero
+    return model
+
+
+def state_bytes(model: Any) -> int:
+    return sum(int(v.numpy().nbytes) for v in model.variables) + sum(
+        int(v.numpy().nbytes) for v in model.optimizer.variables)
+
+
+def child(spec: dict[str, Any]) -> dict[str, Any]:
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    import kerasave as ks
+
+    size, fmt, impl, repeat = spec["size"], spec["format"], spec["impl"], spec["repeat"]
+    model = build(size)
+    out: dict[str, Any] = dict(spec, state_bytes=state_bytes(model))
+    work = Path(tempfile.mkdtemp(prefix="kerasave-bench-", dir=spec.get("dir")))
+    try:
+        if impl == "numpy":
+            arrays = [v.numpy() for v in model.variables + model.optimizer.variables]
+            path = work / "arrays.npy"
+
+            def save() -> None:
+                with open(path, "wb") as f:
+                    for a in arrays:
+                        np.save(f, a)
+                    f.flush()
+                    os.fsync(f.fileno())
+
+            def load() -> None:
+                with open(path, "rb") as f:
+                    loaded = [np.load(f) for _ in arrays]
+                assert len(loaded) == len(arrays)
+
+            out["save"], out["save_peak"] = _measure(save, repeat)
+            out["load"], out["load_peak"] = _measure(load, repeat)
+            out["bytes"] = path.stat().st_size
+            return out
+        if impl == "async":
+            return dict(out, **_async(model, work, repeat))
+
+        call, rel, kind = FORMATS[fmt]
+        path = work / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        twin = build(size, seed=1) if kind == "weights" else None
+        if impl == "native":
+            ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
+            saves = {
+                "checkpoint": lambda: ckpt.write(str(path)),
+                "h5 weights": lambda: model.save_weights(str(path)),
+                "keras": lambda: model.save(str(path)),
+                "h5 model": lambda: model.save(str(path)),
+                "savedmodel": lambda: model.export(str(path), verbose=False),
+            }
+            twin_ckpt = (tf.train.Checkpoint(model=twin, optimizer=twin.optimizer)
+                         if twin is not None else None)
+            loads = {
+                "checkpoint": lambda: twin_ckpt.read(str(path)).assert_consumed(),
+                "h5 weights": lambda: twin.load_weights(str(path)),
+                "keras": lambda: keras.saving.load_model(str(path)),
+                "h5 model": lambda: keras.saving.load_model(str(path)),
+                "savedmodel": lambda: tf.saved_model.load(str(path)),
+            }
+            with ks._state.keras_warnings():
+                out["save"], out["save_peak"] = _measure(saves[fmt], repeat)
+                try:
+                    out["load"], out["load_peak"] = _measure(loads[fmt], repeat)
+                except Exception as exc:  # e.g. legacy .h5 that Keras cannot compile
+                    out["load_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+        else:
+            verify = impl == "verified"
+            save_fn = getattr(ks, call)
+            out["save"], out["save_peak"] = _measure(
+                lambda: save_fn(model, path, verify=verify), repeat)
+            if kind == "weights":
+                load = lambda: ks.load_weights(twin, path)  # noqa: E731
+            else:
+                load = lambda: ks.load_model(path)  # noqa: E731
+            out["load"], out["load_peak"] = _measure(load, repeat)
+            if verify:
+                from kerasave import _manifest, _registry
+
+                handler = _registry.detect(path)
+                files = [p for p in _manifest._files(handler, path).values()]
+                out["checksum"], _ = _measure(
+                    lambda: [_manifest.crc32c(p) for p in files], repeat)
+        out["bytes"] = sum(p.stat().st_size for p in work.rglob("*") if p.is_file())
+        return out
+    finally:
+        import shutil
+
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _async(model: Any, work: Path, repeat: int) -> dict[str, Any]:
+    """Training-step stall of a blocking and of a background CheckpointManager save."""
+    import kerasave as ks
+
+    manager = ks.CheckpointManager(work / "ckpts", model=model, max_to_keep=2)
+    blocking, _ = _measure(lambda: manager.save(), repeat)
+    stalls = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        manager.save(blocking=False)
+        stalls.append(time.perf_counter() - start)
+        manager.wait()
+    manager.close()
+    return {"blocking": blocking, "stall": min(stalls)}
+
+
+# --------------------------------------------------------------------------- parent
+
+
+def run_child(spec: dict[str, Any]) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
+                          capture_output=True, text=True, cwd=ROOT)
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    tail = (proc.stderr.strip().splitlines() or ["?"])[-1]
+    return dict(spec, error=tail)
+
+
+def gbps(nbytes: int, seconds: float | None) -> str:
+    return f"{nbytes / seconds / 1e9:5.2f}" if seconds else "    -"
+
+
+def mem(result: dict[str, Any], key: str, nbytes: int) -> str:
+    return f"{result[key] / nbytes:5.2f}" if nbytes and key in result else "    -"
+
+
+def fmt_time(value: float | None) -> str:
+    return f"{value:7.3f}" if value is not None else "      -"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", default="0,8,128,1024",
+                        help="model sizes in MB (0 is the tutorial's reference model)")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--formats", default=",".join(FORMATS))
+    parser.add_argument("--dir", help="where the artifacts go (default: the system temp dir)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child:
+        print("RESULT " + json.dumps(child(json.loads(args.child))), flush=True)
+        return 0
+
+    sizes = [int(s) for s in args.sizes.split(",")]
+    formats = [f.strip() for f in args.formats.split(",")]
+    results: list[dict[str, Any]] = []
+    for size in sizes:
+        repeat = max(1, args.repeat - 1) if size >= 1024 else args.repeat
+        base = {"size": size, "repeat": repeat, "dir": args.dir}
+        results.append(run_child(dict(base, format="numpy", impl="numpy")))
+        for fmt in formats:
+            for impl in IMPLS:
+                results.append(run_child(dict(base, format=fmt, impl=impl)))
+                r = results[-1]
+                print(f"  measured {size} MB {fmt} {impl}: "
+                      + (r.get("error") or f"save {r['save']:.3f}s load "
+                         f"{r.get('load', float('nan')):.3f}s"), file=sys.stderr, flush=True)
+        results.append(run_child(dict(base, format="checkpoint", impl="async")))
+    report(results, sizes, formats)
+    return 0
+
+
+def report(results: list[dict[str, Any]], sizes: list[int], formats: list[str]) -> None:
+    def get(size: int, fmt: str, impl: str) -> dict[str, Any]:
+        for r in results:
+            if r["size"] == size and r["format"] == fmt and r["impl"] == impl:
+                return r
+        return {}
+
+    print("\n## Save and load, best of repeats (seconds, GB/s of the model's bytes, "
+          "peak memory / model bytes)\n")
+    head = (f"{'size':>6} {'format':<11} {'impl':<10} {'save s':>7} {'GB/s':>5} {'mem':>5}"
+            f" {'load s':>7} {'GB/s':>5} {'mem':>5}  vs native: save  load")
+    print(head)
+    print("-" * len(head))
+    for size in sizes:
+        numpy = get(size, "numpy", "numpy")
+        nbytes = numpy.get("state_bytes", 0)
+        label = "ref" if size == 0 else f"{size}MB"
+        rows = [("numpy", "numpy")] + [(f, i) for f in formats for i in IMPLS]
+        for fmt, impl in rows:
+            r = get(size, fmt, impl)
+            if not r or "error" in r:
+                print(f"{label:>6} {fmt:<11} {impl:<10} error: {r.get('error', 'not run')}")
+                continue
+            native = get(size, fmt, "native")
+            ratio = ""
+            if impl in ("verified", "unverified") and native.get("save"):
+                ratio = f"{r['save'] / native['save']:5.2f}x"
+                ratio += (f" {native['load'] / r['load']:5.2f}x faster"
+                          if native.get("load") else "   (native load fails)")
+            print(f"{label:>6} {fmt:<11} {impl:<10} {fmt_time(r.get('save'))} "
+                  f"{gbps(nbytes, r.get('save'))} {mem(r, 'save_peak', nbytes)} "
+                  f"{fmt_time(r.get('load'))} "
+                  f"{gbps(nbytes, r.get('load'))} {mem(r, 'load_peak', nbytes)}  {ratio}"
+                  + (f"  [{r['load_error']}]" if "load_error" in r else ""))
+        print()
+
+    print("## Cost grows with size: seconds per GB of model bytes (keras, verified)\n")
+    print("  " + "  ".join(
+        f"{s} MB: save {get(s, 'keras', 'verified').get('save', 0) / max(1, get(s, 'numpy', 'numpy').get('state_bytes', 1)) * 1e9:.2f} "  # noqa: E501
+        f"load {get(s, 'keras', 'verified').get('load', 0) / max(1, get(s, 'numpy', 'numpy').get('state_bytes', 1)) * 1e9:.2f}"  # noqa: E501
+        for s in sizes if s))
+
+    print("\n## Headline (targets in brackets)\n")
+    worst_save = max(((get(s, f, "verified").get("save", 0) / get(s, f, "native")["save"], s, f)
+                      for s in sizes for f in formats
+                      if get(s, f, "native").get("save") and get(s, f, "verified").get("save")),
+                     default=None)
+    if worst_save:
+        print(f"- verified save / native unverified save, worst: {worst_save[0]:.2f}x "
+              f"({worst_save[2]}, {worst_save[1]} MB) [<= 1.5x]")
+    big = max(sizes)
+    k_native, k_ours = get(big, "keras", "native"), get(big, "keras", "verified")
+    if k_native.get("load") and k_ours.get("load"):
+        print(f"- .keras load vs keras.saving.load_model at {big} MB: "
+              f"{k_native['load'] / k_ours['load']:.1f}x faster [>= 5x]")
+    numpy = get(big, "numpy", "numpy")
+    whole = [f for f in ("keras", "h5 model") if f in formats]
+    if numpy.get("save") and whole:
+        best_save = min(get(big, f, "verified").get("save", float("inf")) for f in whole)
+        best_load = min(get(big, f, "verified").get("load", float("inf")) for f in whole)
+        print(f"- fastest whole-model format vs numpy at {big} MB: save "
+              f"{numpy['save'] / best_save:.2f}x, load {numpy['load'] / best_load:.2f}x "
+              "of numpy's throughput [>= 0.5x]")
+    peaks = [(get(big, f, i).get(k, 0) / get(big, f, i)["state_bytes"], f, i, k[:4])
+             for f in formats for i in ("verified", "unverified")
+             for k in ("save_peak", "load_peak") if get(big, f, i).get("state_bytes")]
+    if peaks:
+        worst = max(peaks)
+        print(f"- peak memory above baseline at {big} MB, worst: {worst[0]:.2f}x the model's "
+              f"bytes ({worst[1]} {worst[2]} {worst[3]}) [<= 1.2x]")
+    shares = [(get(big, f, "verified")["checksum"] / get(big, f, "verified")["save"], f)
+              for f in formats if get(big, f, "verified").get("checksum")]
+    if shares:
+        worst_share = max(shares)
+        print(f"- checksums' share of a verified save at {big} MB, worst: "
+              f"{100 * worst_share[0]:.1f}% ({worst_share[1]}) [<= 10%]")
+    stall = get(big, "checkpoint", "async")
+    if stall.get("blocking"):
+        print(f"- async checkpoint stall / blocking save at {big} MB: "
+              f"{100 * stall['stall'] / stall['blocking']:.1f}% "
+              f"({stall['stall']:.3f}s vs {stall['blocking']:.3f}s) [<= 20%]")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -90,7 +90,11 @@ class KerasHandler(Handler):
         return path.is_file() and zipfile.is_zipfile(path)
 
     def write(self, model: keras.Model, path: Path) -> None:
-        model.save(str(path))
+        try:
+            _fastkeras.save_keras(model, path)
+        except _fastkeras.Unsupported:
+            path.unlink(missing_ok=True)
+            model.save(str(path))
 
     def _config(self, path: Path) -> dict[str, Any]:
         """The archive's config, after checking the archive is safe to hand to Keras."""

@@ -1,0 +1,102 @@
+"""kerasave's own .keras reader and writer: the same files Keras reads and writes."""
+
+import zipfile
+
+import keras
+import numpy as np
+import pytest
+
+import kerasave as ks
+from kerasave.formats import _fastkeras
+
+from .conftest import all_vars, assert_bit_exact, values
+
+
+def _no_native(monkeypatch):
+    """Fail the test if kerasave falls back to Keras' own reader or writer."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("fell back to Keras")
+
+    monkeypatch.setattr(keras.saving, "load_model", refuse)
+    monkeypatch.setattr(keras.Model, "save", refuse)
+
+
+def test_plain_keras_reads_what_kerasave_writes(trained, tmp_path, monkeypatch):
+    path = tmp_path / "m.keras"
+    with monkeypatch.context() as m:
+        _no_native(m)
+        ks.save_model(trained, path)
+    with zipfile.ZipFile(path) as zf:
+        assert zf.testzip() is None  # every member's CRC-32 is right
+        assert zf.namelist() == ["metadata.json", "config.json", "model.weights.h5"]
+        assert all(i.compress_type == zipfile.ZIP_STORED for i in zf.infolist())
+    loaded = keras.saving.load_model(path)
+    assert_bit_exact(values(all_vars(trained)), all_vars(loaded))
+
+
+def test_kerasave_reads_what_plain_keras_writes(trained, batch, tmp_path, monkeypatch):
+    path = tmp_path / "m.keras"
+    trained.save(path)
+    native = keras.saving.load_model(path)
+    with monkeypatch.context() as m:
+        _no_native(m)
+        ours = ks.load_model(path)
+    assert_bit_exact(values(all_vars(native)), all_vars(ours))
+    assert ours.optimizer.built and int(ours.optimizer.iterations) > 0
+    data, labels = batch
+    native.train_on_batch(data, labels)
+    ours.train_on_batch(data, labels)  # the next step is the same step
+    assert_bit_exact(values(all_vars(native)), all_vars(ours))
+
+
+def test_a_plain_keras_file_with_a_flipped_weight_byte_is_refused(trained, tmp_path):
+    path = tmp_path / "m.keras"
+    trained.save(path)  # no kerasave manifest: the zip's CRC-32 is the check
+    with zipfile.ZipFile(path) as zf:
+        start, size = _fastkeras.member_span(path, zf, "model.weights.h5")
+    raw = bytearray(path.read_bytes())
+    raw[start + size - 100] ^= 0xFF
+    path.write_bytes(bytes(raw))
+    with pytest.raises(ks.CorruptArtifactError, match="CRC"):
+        ks.load_model(path)
+
+
+def test_a_deflated_archive_loads_through_keras(trained, tmp_path):
+    plain, deflated = tmp_path / "plain.keras", tmp_path / "deflated.keras"
+    trained.save(plain)
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(deflated, "w",
+                                                         zipfile.ZIP_DEFLATED) as dst:
+        for name in src.namelist():
+            dst.writestr(name, src.read(name))
+    loaded = ks.load_model(deflated)
+    assert_bit_exact(values(all_vars(trained)), all_vars(loaded))
+
+
+def test_models_with_assets_are_written_by_keras(trained, tmp_path, monkeypatch):
+    monkeypatch.setattr(_fastkeras, "_has_assets", lambda model: True)
+    saved = []
+    original = keras.Model.save
+    monkeypatch.setattr(keras.Model, "save",
+                        lambda self, *a, **k: saved.append(1) or original(self, *a, **k))
+    report = ks.save_model(trained, tmp_path / "m.keras")
+    assert report.ok and saved == [1]
+
+
+def test_loading_never_runs_the_initializers(tmp_path):
+    calls = []
+
+    @keras.saving.register_keras_serializable(package="kerasave_tests")
+    class Counting(keras.initializers.Initializer):
+        def __call__(self, shape, dtype=None):
+            calls.append(shape)
+            return keras.ops.ones(shape, dtype=dtype)
+
+    model = keras.Sequential([keras.Input((3,)),
+                              keras.layers.Dense(2, kernel_initializer=Counting())])
+    model.compile(optimizer="adam", loss="mse")
+    path = tmp_path / "m.keras"
+    ks.save_model(model, path)
+    calls.clear()
+    loaded = ks.load_model(path)
+    assert calls == []
+    assert np.array_equal(loaded.layers[0].kernel.numpy(), np.ones((3, 2), "float32"))

@@ -319,6 +319,10 @@ def compare_pairing(pairing: Pairing, reader: Any) -> list[Check]:
         if group == "optimizer" and not pairing.optimizer_saved:
             checks.append(Check("optimizer variables", True, "none saved"))
             continue
+        if group == "optimizer" and not any(g == "optimizer" for _, _, g in pairing.pairs):
+            checks.append(Check("optimizer variables", True,
+                                "saved, but the model has no optimizer: not compared"))
+            continue
         name = "rng seed states" if group == UNTRACKED else f"{group} variables"
         try:
             pairs = [(getattr(v, "path", None) or k, np.asarray(reader.get_tensor(k)),

@@ -39,8 +39,14 @@ class SavedModelHandler(Handler):
     def write(self, model: keras.Model, path: Path) -> None:
         if path.exists():
             shutil.rmtree(path)
-        with keras_warnings():
-            model.export(str(path), format="tf_saved_model", verbose=False)
+        logger = tf.get_logger()
+        level = logger.level
+        logger.setLevel("ERROR")  # not "INFO: Assets written to: <the temporary name>"
+        try:
+            with keras_warnings():
+                model.export(str(path), format="tf_saved_model", verbose=False)
+        finally:
+            logger.setLevel(level)
 
     def load(self, path: Path, **_: Any) -> Any:
         if not self.exists(path):

@@ -1,0 +1,119 @@
+"""The documentation site builds without warnings, and its pages tell the truth.
+
+``mkdocs build --strict`` must succeed with no WARNING line. The Python code on
+the home page, the format pages and the errors page runs as written, page by
+page, in a fresh directory; a ```text block right after a Python block is what
+that block prints, and must match it (numbers aside: sizes, timings, versions
+and process ids vary from machine to machine).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parents[1]
+DOCS = ROOT / "docs"
+
+# Pages whose Python blocks run (docs/checkpoints.md runs in tests/test_docs.py).
+RUN_PAGES = [
+    "index.md",
+    "formats.md",
+    "formats/checkpoint.md",
+    "formats/h5-weights.md",
+    "formats/config.md",
+    "formats/keras.md",
+    "formats/h5-model.md",
+    "formats/savedmodel.md",
+    "errors.md",
+]
+
+_FENCE = re.compile(r"^```(\w*)\n(.*?)^```[ \t]*$", re.S | re.M)
+
+
+def test_site_builds_strict_without_warnings(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir",
+         str(tmp_path / "site")],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    output = result.stdout + result.stderr
+    warning_lines = [line for line in output.splitlines() if "WARNING" in line]
+    assert result.returncode == 0, output
+    assert warning_lines == [], output
+    assert (tmp_path / "site" / "index.html").is_file()
+    for page in RUN_PAGES:
+        built = page[: -len(".md")] + "/index.html" if page != "index.md" else "index.html"
+        assert (tmp_path / "site" / built).is_file(), built
+
+
+def blocks(page: str) -> list[tuple[str, str, str | None]]:
+    """The page's Python blocks, each with the ```text block that follows it, if any."""
+    text = (DOCS / page).read_text(encoding="utf-8")
+    fences = list(_FENCE.finditer(text))
+    found = []
+    for i, fence in enumerate(fences):
+        if fence.group(1) != "python":
+            continue
+        output = None
+        if i + 1 < len(fences):
+            nxt = fences[i + 1]
+            between = text[fence.end():nxt.start()]
+            if nxt.group(1) == "text" and between.strip() == "":
+                output = nxt.group(2)
+        found.append((f"{page}, block {len(found) + 1}", fence.group(2), output))
+    return found
+
+
+def normalize(text: str) -> str:
+    """Output with every run of digits as N and no trailing spaces."""
+    lines = [re.sub(r"\d+", "N", line).rstrip() for line in text.strip().splitlines()]
+    return "\n".join(lines)
+
+
+def run_page(page: str) -> list[tuple[str, str | None, str]]:
+    """Run a page's Python blocks in order in the current directory.
+
+    Returns (label, expected output or None, printed output) per block.
+    """
+    import keras
+
+    keras.backend.clear_session()  # layer names as in a fresh process
+    namespace: dict = {"__name__": "__docs__"}
+    results = []
+    for label, code, expected in blocks(page):
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            # Under pytest an unexpected warning is an error: a page that means to
+            # show one catches it itself.
+            exec(compile(code, label, "exec"), namespace)  # noqa: S102
+        results.append((label, expected, out.getvalue()))
+    return results
+
+
+@pytest.mark.parametrize("page", RUN_PAGES)
+def test_page_code_runs_and_prints_what_the_page_shows(page, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    results = run_page(page)
+    if page != "formats.md":
+        assert results, f"{page} has no Python block to run"
+    for label, expected, printed in results:
+        if expected is not None:
+            assert normalize(printed) == normalize(expected), (
+                f"{label} printed:\n{printed}\nthe page shows:\n{expected}")
+
+
+if __name__ == "__main__":
+    # Print what each block of a page prints, to paste into the page:
+    #   cd "$(mktemp -d)" && python /path/to/tests/test_site.py formats/keras.md
+    for name in sys.argv[1:]:
+        for label, expected, printed in run_page(name):
+            status = "" if expected is None else (
+                "  (matches)" if normalize(printed) == normalize(expected) else "  (DIFFERS)")
+            print(f"--- {label}{status}\n{printed}", end="")

@@ -34,7 +34,19 @@ PROBE_BATCH = 4
 
 def to_numpy(value: Any) -> np.ndarray:
     """A NumPy copy of a Keras/TF variable or tensor."""
-    return np.array(keras.ops.convert_to_numpy(value), copy=True)
+    if isinstance(value, np.ndarray):
+        return value.copy()
+    return np.asarray(keras.ops.convert_to_numpy(value))  # (already a copy)
+
+
+def _same_bytes(expected: np.ndarray, actual: np.ndarray) -> bool:
+    """Bit-for-bit equality (NaNs and signed zeros included), a few MB at a time."""
+    x = np.ascontiguousarray(expected).reshape(-1).view(np.uint8)
+    y = np.ascontiguousarray(actual).reshape(-1).view(np.uint8)
+    if x.size != y.size:
+        return False
+    step = 1 << 22
+    return all(np.array_equal(x[i: i + step], y[i: i + step]) for i in range(0, x.size, step))
 
 
 def array_difference(expected: np.ndarray, actual: np.ndarray) -> str | None:
@@ -43,7 +55,7 @@ def array_difference(expected: np.ndarray, actual: np.ndarray) -> str | None:
         return f"dtype {actual.dtype}, expected {expected.dtype}"
     if expected.shape != actual.shape:
         return f"shape {actual.shape}, expected {expected.shape}"
-    if expected.tobytes() == actual.tobytes():
+    if _same_bytes(expected, actual):
         return None
     if np.issubdtype(expected.dtype, np.number):
         with np.errstate(all="ignore"):

@@ -10,6 +10,7 @@ safe mode, Lambda layers (their code would run when the model is built).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -185,9 +186,11 @@ def model_from_config(
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         if "Lambda" in first or "safe_mode" in first:
             raise UnsafeArtifactError(first, path=source) from exc
-        if "locate" in first or "Unknown" in first or "not found" in first:
+        unknown = unknown_class(exc)
+        if unknown or "locate" in first or "Unknown" in first or "not found" in first:
             raise NotSerializableError(
-                f"the config names a class this process does not know: {first}; register it "
+                f"the config names a class this process does not know: {unknown or first}; "
+                "register it "
                 "with keras.saving.register_keras_serializable() or pass custom_objects",
                 path=source,
             ) from exc
@@ -231,3 +234,16 @@ def model_from_yaml(
     """
     config = config_from_text(text, kind="yaml")
     return model_from_config(config, custom_objects=custom_objects, safe_mode=safe_mode)
+
+
+def unknown_class(exc: BaseException) -> str | None:
+    """Keras' "Could not locate class 'X'" anywhere in an exception's chain, if there."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        found = re.search(r"Could not locate (?:class|function) '[^']+'", str(current))
+        if found:
+            return found.group(0)
+        current = current.__cause__ or current.__context__
+    return None

@@ -159,3 +159,22 @@ def test_loading_with_the_wrong_call_names_the_right_one(trained, tmp_path):
         ks.load_model(tmp_path / "c.json")
     with pytest.raises(ks.UnknownFormatError, match="load_config"):
         ks.load_weights(trained, tmp_path / "c.json")
+
+
+def test_an_unknown_class_names_the_class(tmp_path):
+    @keras.saving.register_keras_serializable(package="kerasave_unknown")
+    class Doubler(keras.layers.Layer):
+        def call(self, x):
+            return x * 2.0
+
+    model = keras.Sequential([keras.Input((3,)), Doubler()])
+    model.compile(optimizer="adam", loss="mse")
+    ks.save_model(model, tmp_path / "m.keras")
+    ks.save_config(model, tmp_path / "m.json")
+    registered = keras.saving.get_custom_objects()
+    name = next(k for k, v in registered.items() if v is Doubler)
+    del registered[name]
+    with pytest.raises(ks.NotSerializableError, match="Could not locate class 'Doubler'"):
+        ks.load_model(tmp_path / "m.keras")
+    with pytest.raises(ks.NotSerializableError, match="Could not locate class 'Doubler'"):
+        ks.load_config(tmp_path / "m.json")

@@ -24,7 +24,7 @@ import numpy as np
 from keras.src.legacy.saving import legacy_h5_format
 from keras.src.legacy.saving import saving_utils as legacy_saving_utils
 
-from kerasave._config import model_from_config
+from kerasave._config import model_from_config, unknown_class
 from kerasave._errors import (
     CorruptArtifactError,
     KerasaveError,
@@ -53,9 +53,11 @@ def _map_load_error(exc: Exception, path: Path) -> KerasaveError:
     first = _first_line(exc)
     if "Lambda" in first or "safe_mode" in first:
         return UnsafeArtifactError(first, path=path)
-    if "locate" in first or "Unknown" in first:
+    unknown = unknown_class(exc)
+    if unknown or "locate" in first or "Unknown" in first:
         return NotSerializableError(
-            f"the artifact names a class this process does not know: {first}; register it "
+            f"the artifact names a class this process does not know: {unknown or first}; "
+            "register it "
             "with keras.saving.register_keras_serializable() or pass custom_objects",
             path=path,
         )

@@ -100,3 +100,22 @@ def test_loading_never_runs_the_initializers(tmp_path):
     loaded = ks.load_model(path)
     assert calls == []
     assert np.array_equal(loaded.layers[0].kernel.numpy(), np.ones((3, 2), "float32"))
+
+
+@pytest.mark.parametrize("units", [1, 300, 3000])
+def test_configs_of_any_size_fill_the_userblock_exactly(tmp_path, units):
+    # Many layers make a config.json of tens of KB: the HDF5 userblock grows to the
+    # next power of two and config.json's trailing whitespace fills the rest.
+    layers = [keras.Input((2,))] + [keras.layers.Dense(2, name=f"d{i}")
+                                    for i in range(units // 10 + 1)]
+    model = keras.Sequential(layers)
+    model.compile(optimizer="adam", loss="mse")
+    model.optimizer.build(model.trainable_variables)
+    path = tmp_path / "m.keras"
+    ks.save_model(model, path)
+    with zipfile.ZipFile(path) as zf:
+        assert zf.testzip() is None
+        start, _ = _fastkeras.member_span(path, zf, "model.weights.h5")
+        assert start >= 512 and start & (start - 1) == 0  # a power of two
+    loaded = keras.saving.load_model(path)
+    assert_bit_exact(values(all_vars(model)), all_vars(loaded))

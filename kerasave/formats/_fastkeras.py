@@ -300,7 +300,6 @@ def load_keras(path: Path, config: dict[str, Any], *, compile: bool, safe_mode: 
 
 _CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
 _END = struct.Struct("<4sHHHHIIH")
-_PAD_ID = 0x6B73  # an extra field readers skip: it pads the header to the HDF5 userblock
 _ZIP32_LIMIT = 0xFFFFFFFF
 
 
@@ -328,7 +327,8 @@ def save_keras(model: keras.Model, path: Path) -> None:
     ``config.json``, ``model.weights.h5`` stored uncompressed, written by Keras'
     own traversal), but the HDF5 file is written in place: h5py creates it with
     a *userblock* (space HDF5 leaves to the user at the start of a file) holding
-    the zip's first two members and the weights member's header, so the weights
+    the zip's first two members and the weights member's header (config.json
+    ends in whitespace up to the userblock's power-of-two size), so the weights
     go to disk once, straight from the variables, and the zip's central
     directory follows them.
 
@@ -345,18 +345,23 @@ def save_keras(model: keras.Model, path: Path) -> None:
         raise Unsupported("the model has assets")
     config_json, metadata_json = saving_lib._serialize_model_as_json(model)
     when = _dos_time()
-    members = [(b"metadata.json", metadata_json.encode()), (b"config.json", config_json.encode())]
+    weights_name = _WEIGHTS.encode()
+    metadata, config = metadata_json.encode(), config_json.encode()
+    used = (2 * _LOCAL_HEADER.size + len(b"metadata.json") + len(metadata)
+            + len(b"config.json") + len(config) + _LOCAL_HEADER.size + len(weights_name))
+    userblock = 512
+    while userblock < used:
+        userblock *= 2
+    # The weights' bytes must start exactly at the userblock's end: JSON allows
+    # trailing whitespace, so config.json takes up the slack.
+    config += b"\n" + b" " * (userblock - used - 1) if userblock > used else b""
+    members = [(b"metadata.json", metadata), (b"config.json", config)]
     prefix = bytearray()
     offsets = []
     for name, data in members:
         offsets.append(len(prefix))
         prefix += _local_header(name, zlib.crc32(data), len(data), b"", when) + data
-    weights_name = _WEIGHTS.encode()
     weights_offset = len(prefix)
-    header_bytes = _LOCAL_HEADER.size + len(weights_name) + 4  # + the padding field's head
-    userblock = 512
-    while userblock < weights_offset + header_bytes:
-        userblock *= 2
 
     class Store(saving_lib.H5IOStore):  # type: ignore[misc, name-defined]
         def _get_h5_file(self, path_or_io: Any, mode: str | None = None) -> h5py.File:
@@ -398,9 +403,7 @@ def save_keras(model: keras.Model, path: Path) -> None:
                 raise OSError(f"short read of {path}")
             crc = _crc32(view[:got], crc)
             done += got
-        pad = userblock - weights_offset - header_bytes
-        extra = struct.pack("<HH", _PAD_ID, pad) + bytes(pad)
-        prefix += _local_header(weights_name, crc, size, extra, when)
+        prefix += _local_header(weights_name, crc, size, b"", when)
         assert len(prefix) == userblock
         f.seek(0)
         f.write(prefix)

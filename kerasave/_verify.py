@@ -39,6 +39,32 @@ def to_numpy(value: Any) -> np.ndarray:
     return np.asarray(keras.ops.convert_to_numpy(value))  # (already a copy)
 
 
+def view(value: Any) -> np.ndarray:
+    """A read-only NumPy view of a CPU variable's or tensor's memory (no copy).
+
+    Verification compares whole models: views keep it from holding a copy of
+    every array. Anything else (other devices, other types) is copied.
+    """
+    try:
+        import tensorflow as tf
+
+        inner = value.value if isinstance(value, keras.Variable) else value
+        if isinstance(inner, tf.Variable):
+            tensor = inner.read_value()
+        elif isinstance(inner, tf.Tensor) and not isinstance(inner, np.ndarray):
+            tensor = inner
+        else:
+            return to_numpy(value)
+        if "CPU" not in (tensor.device or "CPU"):
+            return to_numpy(value)
+        array = np.from_dlpack(tensor)
+        if array.dtype != tensor.dtype.as_numpy_dtype:
+            return to_numpy(value)
+        return array
+    except Exception:
+        return to_numpy(value)
+
+
 def _same_bytes(expected: np.ndarray, actual: np.ndarray) -> bool:
     """Bit-for-bit equality (NaNs and signed zeros included), a few MB at a time."""
     x = np.ascontiguousarray(expected).reshape(-1).view(np.uint8)
@@ -203,7 +229,7 @@ def pair_variables(
 ) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """Pairs of variables in order, labelled by the expected one's path."""
     return [
-        (getattr(e, "path", getattr(e, "name", "?")), to_numpy(e), to_numpy(a))
+        (getattr(e, "path", getattr(e, "name", "?")), view(e), view(a))
         for e, a in zip(expected, actual)
     ]
 
@@ -259,7 +285,7 @@ def _unbuilt_optimizer_check(opt: Any, loaded: Any) -> Check:
         return Check("optimizer variables", False,
                      "the loaded optimizer lacks " + ", ".join(p for p, _, o in pairs if o is None))
     check = compare_arrays("optimizer variables",
-                           [(p, to_numpy(v), to_numpy(o)) for p, v, o in pairs])
+                           [(p, view(v), view(o)) for p, v, o in pairs])
     kept = {id(o) for _, _, o in pairs}
     fresh = [v for v in loaded.variables if id(v) not in kept]
     if not check.ok or any(np.any(to_numpy(v)) for v in fresh):

@@ -26,7 +26,7 @@ from tensorflow.core.protobuf import trackable_object_graph_pb2
 
 from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError
 from kerasave._report import Check, Variable
-from kerasave._verify import compare_arrays, optimizer_of, to_numpy
+from kerasave._verify import compare_arrays, optimizer_of, view
 from kerasave.formats._base import Contents, Handler, build_if_needed, versions_now
 
 __all__ = [
@@ -326,7 +326,7 @@ def compare_pairing(pairing: Pairing, reader: Any) -> list[Check]:
         name = "rng seed states" if group == UNTRACKED else f"{group} variables"
         try:
             pairs = [(getattr(v, "path", None) or k, np.asarray(reader.get_tensor(k)),
-                      to_numpy(v)) for k, v, g in pairing.pairs if g == group]
+                      view(v)) for k, v, g in pairing.pairs if g == group]
         except Exception as exc:  # TF reports damage as several error types
             checks.append(Check(name, False, f"unreadable: {str(exc).splitlines()[0]}"))
             continue

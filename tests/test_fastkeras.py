@@ -119,3 +119,21 @@ def test_configs_of_any_size_fill_the_userblock_exactly(tmp_path, units):
         assert start >= 512 and start & (start - 1) == 0  # a power of two
     loaded = keras.saving.load_model(path)
     assert_bit_exact(values(all_vars(model)), all_vars(loaded))
+
+
+def test_h5_weights_are_keras_own_both_ways(trained, tmp_path, monkeypatch):
+    ours, theirs = tmp_path / "ours.weights.h5", tmp_path / "theirs.weights.h5"
+    with monkeypatch.context() as m:
+        m.setattr(keras.Model, "save_weights",
+                  lambda *a, **k: (_ for _ in ()).throw(AssertionError("fell back")))
+        ks.save_weights(trained, ours)
+    trained.save_weights(theirs)
+    twin = ks.reference_model(seed=3)
+    twin.load_weights(ours)  # plain Keras reads kerasave's file
+    assert_bit_exact(values(all_vars(trained)), all_vars(twin))
+    fresh = ks.reference_model(seed=4)
+    with monkeypatch.context() as m:
+        m.setattr(keras.Model, "load_weights",
+                  lambda *a, **k: (_ for _ in ()).throw(AssertionError("fell back")))
+        ks.load_weights(fresh, theirs)  # kerasave reads plain Keras' file, its own way
+    assert_bit_exact(values(all_vars(trained)), all_vars(fresh))

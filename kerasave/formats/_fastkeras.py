@@ -47,7 +47,8 @@ try:  # ISA-L's CRC-32 runs at ~10 GB/s, zlib's at ~1 GB/s; both give the zip's 
 except ImportError:  # pragma: no cover
     from zlib import crc32 as _crc32
 
-__all__ = ["Unsupported", "Window", "load_keras", "member_span", "save_keras"]
+__all__ = ["Unsupported", "Window", "load_keras", "member_span", "read_weights", "save_keras",
+           "write_weights"]
 
 _WEIGHTS = "model.weights.h5"
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
@@ -231,6 +232,14 @@ def _deferred(created: list[Any]) -> Iterator[None]:
 _PATCH_LOCK = threading.Lock()
 
 
+def _raise_failure(saving_lib: Any, errors: dict[int, Any]) -> None:
+    """What went wrong while Keras' traversal read the values: ours first, as raised."""
+    for _, error in errors.values():
+        if isinstance(error, CorruptArtifactError):
+            raise error
+    saving_lib._raise_loading_failure(errors)
+
+
 def _zip_crc(fd: int, start: int, size: int, expected: int, path: Path) -> None:
     crc, done, chunk = 0, 0, bytearray(16 * 2**20)
     view = memoryview(chunk)
@@ -285,7 +294,7 @@ def load_keras(path: Path, config: dict[str, Any], *, compile: bool, safe_mode: 
         finally:
             store.close()
         if failed:
-            saving_lib._raise_loading_failure(errors)
+            _raise_failure(saving_lib, errors)
         for variable in created:  # what the file held no value for starts as Keras starts it
             if not variable._value.is_initialized():
                 variable._value.assign(variable._initializer(variable._shape,
@@ -297,6 +306,73 @@ def load_keras(path: Path, config: dict[str, Any], *, compile: bool, safe_mode: 
 
 
 # --------------------------------------------------------------------------- writing
+
+
+def write_weights(model: keras.Model, path: Path, *, userblock: int = 0) -> None:
+    """Keras' weights file (``model.save_weights`` layout), written without copies.
+
+    Keras' own traversal decides what goes where; values reach h5py as
+    read-only views of the variables' memory instead of two copies each.
+    """
+    from keras.src.saving import saving_lib
+
+    if not hasattr(saving_lib, "_save_state"):
+        raise Unsupported("this Keras' saving_lib differs")
+
+    class Store(saving_lib.H5IOStore):  # type: ignore[misc, name-defined]
+        def _get_h5_file(self, path_or_io: Any, mode: str | None = None) -> h5py.File:
+            if userblock:
+                return h5py.File(path_or_io, "w", userblock_size=userblock)
+            return h5py.File(path_or_io, "w")
+
+        def __setitem__(self, key: str, value: Any) -> None:
+            array = None
+            if isinstance(value, keras.Variable) and value.dtype != "bfloat16":
+                array = np.from_dlpack(value.value.read_value())  # a read-only view
+            elif isinstance(value, np.ndarray) and value.dtype.kind in "fiucb":
+                array = value
+            if array is None or not hasattr(self, "_create_h5_group"):
+                super().__setitem__(key, value)
+                return
+            if not self._h5_entry_initialized:
+                self._create_h5_group(self._h5_entry_path)
+            self._h5_entry_group[key] = array
+
+    store = Store(path, mode="w")
+    try:
+        saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="",
+                               visited_saveables=set())
+    finally:
+        store.close()
+
+
+def read_weights(model: keras.Model, path: Path) -> None:
+    """``model.load_weights`` of a Keras weights file, each array read once, adopted.
+
+    Values are assigned as Keras' traversal reaches them: callers that need all
+    or nothing keep a snapshot to roll back to.
+    """
+    from keras.src.saving import saving_lib
+
+    if not all(hasattr(saving_lib, name) for name in ("_load_state", "_raise_loading_failure")):
+        raise Unsupported("this Keras' saving_lib differs")
+    store_class = _store_class()
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        store = store_class(Window(fd, 0, size), fd, 0, size, path)
+        failed: set[int] = set()
+        errors: dict[int, Any] = {}
+        try:
+            saving_lib._load_state(model, weights_store=store, assets_store=None,
+                                   inner_path="", visited_saveables=set(),
+                                   failed_saveables=failed, error_msgs=errors)
+        finally:
+            store.close()
+        if failed:
+            _raise_failure(saving_lib, errors)
+    finally:
+        os.close(fd)
 
 _CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
 _END = struct.Struct("<4sHHHHIIH")
@@ -363,31 +439,7 @@ def save_keras(model: keras.Model, path: Path) -> None:
         prefix += _local_header(name, zlib.crc32(data), len(data), b"", when) + data
     weights_offset = len(prefix)
 
-    class Store(saving_lib.H5IOStore):  # type: ignore[misc, name-defined]
-        def _get_h5_file(self, path_or_io: Any, mode: str | None = None) -> h5py.File:
-            return h5py.File(path_or_io, "w", userblock_size=userblock)
-
-        def __setitem__(self, key: str, value: Any) -> None:
-            # Keras copies each value twice on its way to h5py; a CPU tensor's
-            # numpy view is enough (h5py only reads it).
-            array = None
-            if isinstance(value, keras.Variable) and value.dtype != "bfloat16":
-                array = np.from_dlpack(value.value.read_value())  # a read-only view
-            elif isinstance(value, np.ndarray) and value.dtype.kind in "fiucb":
-                array = value
-            if array is None or not hasattr(self, "_create_h5_group"):
-                super().__setitem__(key, value)
-                return
-            if not self._h5_entry_initialized:
-                self._create_h5_group(self._h5_entry_path)
-            self._h5_entry_group[key] = array
-
-    store = Store(path, mode="w")
-    try:
-        saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="",
-                               visited_saveables=set())
-    finally:
-        store.close()
+    write_weights(model, path, userblock=userblock)
     with open(path, "r+b") as f:
         end = os.fstat(f.fileno()).st_size
         size = end - userblock

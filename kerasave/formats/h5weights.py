@@ -26,6 +26,7 @@ from kerasave._report import Check, Variable
 from kerasave._safety import check_h5
 from kerasave._state import Snapshot, fresh_twin, keras_warnings
 from kerasave._verify import compare_arrays, optimizer_of, pair_variables, to_numpy
+from kerasave.formats import _fastkeras
 from kerasave.formats._base import Contents, Handler, build_if_needed, versions_now
 
 __all__ = ["H5WeightsHandler", "open_h5", "is_hdf5", "h5_variables"]
@@ -98,7 +99,10 @@ class H5WeightsHandler(Handler):
         return path.is_file() and is_hdf5(path)
 
     def write(self, model: keras.Model, path: Path) -> None:
-        model.save_weights(str(path))
+        try:
+            _fastkeras.write_weights(model, path)
+        except _fastkeras.Unsupported:
+            model.save_weights(str(path))
         with h5py.File(path, "r+") as f:
             f.attrs[BUILD_ATTR] = json.dumps(model.get_build_config(), default=list)
             f.attrs[VERSIONS_ATTR] = json.dumps(versions_now())
@@ -140,7 +144,13 @@ class H5WeightsHandler(Handler):
     def _assign(self, model: keras.Model, f: h5py.File, path: Path) -> None:
         if _is_legacy(f):
             legacy_h5_format.load_weights_from_hdf5_group(_legacy_group(f), model)
-        elif path.name.endswith(".weights.h5"):
+            return
+        try:
+            _fastkeras.read_weights(model, path)
+            return
+        except _fastkeras.Unsupported:
+            pass
+        if path.name.endswith(".weights.h5"):
             model.load_weights(str(path))
         else:
             # Keras reads its own layout only from a name ending in .weights.h5.

@@ -12,7 +12,7 @@ import numpy as np
 
 from kerasave._verify import optimizer_of, to_numpy
 
-__all__ = ["all_variables", "Snapshot", "fresh_twin", "keras_warnings"]
+__all__ = ["all_variables", "Snapshot", "empty_twin", "fresh_twin", "keras_warnings"]
 
 
 def all_variables(model: keras.Model) -> list[Any]:
@@ -40,16 +40,34 @@ class Snapshot:
 
 def fresh_twin(model: keras.Model) -> keras.Model | None:
     """A new, built model of the same architecture, or None when it has no usable config."""
+    twin, _ = _twin(model, empty=False)
+    return twin
+
+
+def empty_twin(model: keras.Model) -> tuple[keras.Model | None, list[Any]]:
+    """``fresh_twin`` whose variables have no memory and ran no initializer yet.
+
+    For loading into right away: afterwards, pass the returned list to
+    ``kerasave.formats._fastkeras.initialize_rest``.
+    """
+    return _twin(model, empty=True)
+
+
+def _twin(model: keras.Model, *, empty: bool) -> tuple[keras.Model | None, list[Any]]:
+    from kerasave.formats import _fastkeras
+
     try:
         config = model.get_config()
-        twin = type(model).from_config(config)
-        if not twin.built:
-            twin.build_from_config(model.get_build_config())
+        scope = _fastkeras.uninitialized() if empty else contextlib.nullcontext([])
+        with scope as created:
+            twin = type(model).from_config(config)
+            if not twin.built:
+                twin.build_from_config(model.get_build_config())
     except Exception:
-        return None
+        return None, []
     if [tuple(v.shape) for v in twin.variables] != [tuple(v.shape) for v in model.variables]:
-        return None
-    return twin
+        return None, []
+    return twin, created
 
 
 @contextlib.contextmanager

@@ -47,8 +47,8 @@ try:  # ISA-L's CRC-32 runs at ~10 GB/s, zlib's at ~1 GB/s; both give the zip's 
 except ImportError:  # pragma: no cover
     from zlib import crc32 as _crc32
 
-__all__ = ["Unsupported", "Window", "load_keras", "member_span", "read_weights", "save_keras",
-           "write_weights"]
+__all__ = ["Unsupported", "Window", "initialize_rest", "load_keras", "member_span",
+           "read_weights", "save_keras", "uninitialized", "write_weights"]
 
 _WEIGHTS = "model.weights.h5"
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
@@ -232,6 +232,26 @@ def _deferred(created: list[Any]) -> Iterator[None]:
 _PATCH_LOCK = threading.Lock()
 
 
+def initialize_rest(created: list[Any]) -> None:
+    """What nothing was loaded into starts as Keras would start it: its initializer."""
+    for variable in created:
+        if not variable._value.is_initialized():
+            variable._value.assign(variable._initializer(variable._shape,
+                                                         dtype=variable._dtype))
+        variable._initializer = None
+
+
+@contextlib.contextmanager
+def uninitialized() -> Iterator[list[Any]]:
+    """Models built inside get variables with no memory until assigned (see ``_deferred``).
+
+    Call ``initialize_rest`` on the list once the values are loaded.
+    """
+    created: list[Any] = []
+    with _deferred(created):
+        yield created
+
+
 def _raise_failure(saving_lib: Any, errors: dict[int, Any]) -> None:
     """What went wrong while Keras' traversal read the values: ours first, as raised."""
     for _, error in errors.values():
@@ -295,11 +315,7 @@ def load_keras(path: Path, config: dict[str, Any], *, compile: bool, safe_mode: 
             store.close()
         if failed:
             _raise_failure(saving_lib, errors)
-        for variable in created:  # what the file held no value for starts as Keras starts it
-            if not variable._value.is_initialized():
-                variable._value.assign(variable._initializer(variable._shape,
-                                                             dtype=variable._dtype))
-            variable._initializer = None
+        initialize_rest(created)
         return model
     finally:
         os.close(fd)

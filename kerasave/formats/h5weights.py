@@ -24,7 +24,7 @@ from keras.src.legacy.saving import legacy_h5_format
 from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError, KerasaveError
 from kerasave._report import Check, Variable
 from kerasave._safety import check_h5
-from kerasave._state import Snapshot, fresh_twin, keras_warnings
+from kerasave._state import Snapshot, empty_twin, keras_warnings
 from kerasave._verify import compare_arrays, optimizer_of, pair_variables, to_numpy
 from kerasave.formats import _fastkeras
 from kerasave.formats._base import Contents, Handler, build_if_needed, versions_now
@@ -159,7 +159,7 @@ class H5WeightsHandler(Handler):
                 os.symlink(path.resolve(), link)
                 model.load_weights(str(link))
 
-    def load(self, model: keras.Model, path: Path) -> list[Check]:
+    def load(self, model: keras.Model, path: Path, *, rollback: bool = True) -> list[Check]:
         with open_h5(path) as f:
             checks = self._prepare(model, f, path)
             problem = self._structure_problem(model, f)
@@ -167,7 +167,7 @@ class H5WeightsHandler(Handler):
                 raise ArchitectureMismatchError(problem, path=path)
             legacy = _is_legacy(f)
             has_opt = "optimizer" in f and not legacy
-        snapshot = Snapshot(model)
+        snapshot = Snapshot(model) if rollback else None
         try:
             with keras_warnings() as caught:
                 with open_h5(path) as f:
@@ -176,13 +176,16 @@ class H5WeightsHandler(Handler):
             if skipped:
                 raise ArchitectureMismatchError(skipped[0], path=path)
         except KerasaveError:
-            snapshot.restore()
+            if snapshot is not None:
+                snapshot.restore()
             raise
         except ValueError as exc:  # Keras' word for a shape or count that does not fit
-            snapshot.restore()
+            if snapshot is not None:
+                snapshot.restore()
             raise ArchitectureMismatchError(str(exc).splitlines()[0], path=path) from exc
         except Exception as exc:  # h5py reports damage as OSError, KeyError, RuntimeError...
-            snapshot.restore()
+            if snapshot is not None:
+                snapshot.restore()
             raise CorruptArtifactError(f"could not read the weights: {exc}", path=path) from exc
         checks.append(Check("model variables", True, f"{len(model.weights)} restored"
                             + (" (Keras 2 layout)" if legacy else "")))
@@ -195,11 +198,12 @@ class H5WeightsHandler(Handler):
     # -- verification and inspection -----------------------------------------------
 
     def check(self, model: keras.Model, path: Path) -> list[Check]:
-        twin = fresh_twin(model)
+        twin, empty = empty_twin(model)  # no initializers run: the file fills it
         if twin is not None:
             try:
                 with keras_warnings():
-                    self.load(twin, path)
+                    self.load(twin, path, rollback=False)
+                _fastkeras.initialize_rest(empty)
             except (ArchitectureMismatchError, CorruptArtifactError) as exc:
                 return [Check("load", False, str(exc))]
             return [Check("load", True, "into a fresh model of the same architecture"),

@@ -362,11 +362,38 @@ def write_weights(model: keras.Model, path: Path, *, userblock: int = 0) -> None
         store.close()
 
 
-def read_weights(model: keras.Model, path: Path) -> None:
+def _warm_skipsets(saving_lib: Any) -> None:
+    """Keras' traversal builds reference objects (an optimizer, with variables) each
+    time it meets a kind of object: not allowed in a stateless scope.
+
+    Keras 3.15 means to cache them, but stores the cache under
+    ``saving_attr_skipset_<kind>`` and looks for ``saving_attr_skiplist_<kind>``;
+    kerasave fills the name it looks for, once.
+    """
+    from keras.src.backend.common import global_state
+
+    for kind in ("Operation", "Layer", "Functional", "Sequential", "Metric", "Optimizer",
+                 "Loss", "Cross", "Feature"):
+        if global_state.get_global_attribute(f"saving_attr_skiplist_{kind}") is not None:
+            continue
+        try:
+            skipset = saving_lib.get_attr_skipset(kind)
+        except Exception:
+            continue
+        global_state.set_global_attribute(f"saving_attr_skiplist_{kind}", skipset)
+
+
+def read_weights(model: keras.Model, path: Path, *, staged: bool = False) -> Any:
     """``model.load_weights`` of a Keras weights file, each array read once, adopted.
 
-    Values are assigned as Keras' traversal reaches them: callers that need all
-    or nothing keep a snapshot to roll back to.
+    Without ``staged``, values are assigned as Keras' traversal reaches them
+    (callers that need all or nothing keep a snapshot to roll back to) and None
+    is returned. With ``staged``, the traversal runs in a ``keras.StatelessScope``
+    that records every assignment: nothing changes, and the returned function
+    applies them all. No copy of the model's old values is needed.
+
+    Raises:
+        Unsupported: the caller should use Keras' reader (nothing was changed).
     """
     from keras.src.saving import saving_lib
 
@@ -379,14 +406,35 @@ def read_weights(model: keras.Model, path: Path) -> None:
         store = store_class(Window(fd, 0, size), fd, 0, size, path)
         failed: set[int] = set()
         errors: dict[int, Any] = {}
+        if staged:
+            _warm_skipsets(saving_lib)
+        scope = keras.StatelessScope(initialize_variables=False) if staged else \
+            contextlib.nullcontext()
         try:
-            saving_lib._load_state(model, weights_store=store, assets_store=None,
-                                   inner_path="", visited_saveables=set(),
-                                   failed_saveables=failed, error_msgs=errors)
+            with scope:
+                saving_lib._load_state(model, weights_store=store, assets_store=None,
+                                       inner_path="", visited_saveables=set(),
+                                       failed_saveables=failed, error_msgs=errors)
         finally:
             store.close()
         if failed:
             _raise_failure(saving_lib, errors)
+        if not staged:
+            return None
+        values = dict(scope.state_mapping)
+        optimizer = getattr(model, "optimizer", None)
+        candidates = list(model.variables) + list(getattr(model, "metrics_variables", []))
+        if optimizer is not None and hasattr(optimizer, "variables"):
+            candidates += list(optimizer.variables)
+        targets = {id(v): v for v in candidates if id(v) in values}
+        if len(targets) != len(values):
+            raise Unsupported("assigned something that is not a model or optimizer variable")
+
+        def apply() -> None:
+            for key, variable in targets.items():
+                variable.assign(values.pop(key))
+
+        return apply
     finally:
         os.close(fd)
 

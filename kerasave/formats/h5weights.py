@@ -141,15 +141,20 @@ class H5WeightsHandler(Handler):
                         "or their shapes/dtypes differ")
         return None
 
+    def _stage(self, model: keras.Model, path: Path, legacy: bool) -> Any:
+        """Every value of a Keras-layout file read and checked, and a function that
+        assigns them; None when only Keras' reader can read the file."""
+        if legacy:
+            return None
+        try:
+            return _fastkeras.read_weights(model, path, staged=True)
+        except _fastkeras.Unsupported:
+            return None
+
     def _assign(self, model: keras.Model, f: h5py.File, path: Path) -> None:
         if _is_legacy(f):
             legacy_h5_format.load_weights_from_hdf5_group(_legacy_group(f), model)
             return
-        try:
-            _fastkeras.read_weights(model, path)
-            return
-        except _fastkeras.Unsupported:
-            pass
         if path.name.endswith(".weights.h5"):
             model.load_weights(str(path))
         else:
@@ -167,14 +172,19 @@ class H5WeightsHandler(Handler):
                 raise ArchitectureMismatchError(problem, path=path)
             legacy = _is_legacy(f)
             has_opt = "optimizer" in f and not legacy
-        snapshot = Snapshot(model) if rollback else None
+        snapshot = None
         try:
             with keras_warnings() as caught:
-                with open_h5(path) as f:
-                    self._assign(model, f, path)
+                apply = self._stage(model, path, legacy)
+                if apply is None:  # Keras' own reader assigns as it goes: keep a way back
+                    snapshot = Snapshot(model) if rollback else None
+                    with open_h5(path) as f:
+                        self._assign(model, f, path)
             skipped = [str(w.message) for w in caught if "Skipping" in str(w.message)]
             if skipped:
                 raise ArchitectureMismatchError(skipped[0], path=path)
+            if apply is not None:
+                apply()  # everything was read and checked: now assign it all
         except KerasaveError:
             if snapshot is not None:
                 snapshot.restore()

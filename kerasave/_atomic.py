@@ -14,7 +14,8 @@ import glob
 import os
 import secrets
 import shutil
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from kerasave.formats._base import Handler
@@ -45,6 +46,33 @@ def _fsync(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def flush_early(handler: Handler, tmp: Path) -> Callable[..., None]:
+    """Start fsyncing a freshly written temporary in a thread; returns the join.
+
+    Verification reads the artifact back meanwhile (from the page cache), so the
+    disk flush and the comparison overlap; ``commit`` fsyncs again, cheaply.
+    The join re-raises what the flush raised (unless ``quiet``).
+    """
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            for member in handler.members(tmp):
+                _fsync(member)
+        except BaseException as exc:  # e.g. ENOSPC surfacing at fsync
+            errors.append(exc)
+
+    thread = threading.Thread(target=run, name="kerasave-fsync", daemon=True)
+    thread.start()
+
+    def join(quiet: bool = False) -> None:
+        thread.join()
+        if errors and not quiet:
+            raise errors[0]
+
+    return join
 
 
 def _remove(path: Path) -> None:

@@ -311,21 +311,31 @@ class CheckpointManager:
         try:
             checkpoint.write(str(tmp))
             manifest_path(tmp).write_text(json.dumps(manifest, indent=1, default=str) + "\n")
-            if self.verify:
-                reader = _reader(tmp)
-                pairing = pair_checkpoint(self.model, tmp, reader, optimizer=self.optimizer,
-                                          extra=self.trackables)
-                if copies is not None:  # compare with the values as they were when saved
-                    pairing.pairs[:] = [(k, copies.get(v, v), g) for k, v, g in pairing.pairs]
-                checks = compare_pairing(pairing, reader)
-                if not all(c.ok for c in checks):
-                    raise RoundTripError(Report(str(path), "checkpoint", False, tuple(checks),
-                                                0, time.perf_counter() - start))
+            flushed = _atomic.flush_early(_HANDLER, tmp)
+            try:
+                self._check(tmp, path, copies, start)
+            except BaseException:
+                flushed(quiet=True)
+                raise
+            flushed()
             _manifest.seal(_HANDLER, tmp, {})
             _atomic.commit(_HANDLER, tmp, path)
         finally:
             _atomic.discard(_HANDLER, tmp)
         self._retain()
+
+    def _check(self, tmp: Path, path: Path, copies: Any, start: float) -> None:
+        if not self.verify:
+            return
+        reader = _reader(tmp)
+        pairing = pair_checkpoint(self.model, tmp, reader, optimizer=self.optimizer,
+                                  extra=self.trackables)
+        if copies is not None:  # compare with the values as they were when saved
+            pairing.pairs[:] = [(k, copies.get(v, v), g) for k, v, g in pairing.pairs]
+        checks = compare_pairing(pairing, reader)
+        if not all(c.ok for c in checks):
+            raise RoundTripError(Report(str(path), "checkpoint", False, tuple(checks),
+                                        0, time.perf_counter() - start))
 
     def _retain(self) -> None:
         entries = self._entries()

@@ -100,8 +100,10 @@ def build(size: int, seed: int = 0) -> Any:
 
 
 def state_bytes(model: Any) -> int:
-    return sum(int(v.numpy().nbytes) for v in model.variables) + sum(
-        int(v.numpy().nbytes) for v in model.optimizer.variables)
+    import numpy as np
+
+    return sum(int(np.prod(v.shape)) * np.dtype(v.dtype).itemsize
+               for v in list(model.variables) + list(model.optimizer.variables))
 
 
 def child(spec: dict[str, Any]) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import os
 import secrets
 import shutil
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from kerasave.formats._base import Handler
@@ -48,12 +48,14 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-def flush_early(handler: Handler, tmp: Path) -> Callable[..., None]:
-    """Start fsyncing a freshly written temporary in a thread; returns the join.
+@contextlib.contextmanager
+def flushing(handler: Handler, tmp: Path) -> Iterator[None]:
+    """fsync a freshly written temporary in a thread while the block runs.
 
     Verification reads the artifact back meanwhile (from the page cache), so the
     disk flush and the comparison overlap; ``commit`` fsyncs again, cheaply.
-    The join re-raises what the flush raised (unless ``quiet``).
+    Leaving the block waits for the flush and raises what it raised, unless the
+    block itself raised: that error is the one to report.
     """
     errors: list[BaseException] = []
 
@@ -66,13 +68,12 @@ def flush_early(handler: Handler, tmp: Path) -> Callable[..., None]:
 
     thread = threading.Thread(target=run, name="kerasave-fsync", daemon=True)
     thread.start()
-
-    def join(quiet: bool = False) -> None:
+    try:
+        yield
+    finally:
         thread.join()
-        if errors and not quiet:
-            raise errors[0]
-
-    return join
+    if errors:
+        raise errors[0]
 
 
 def _remove(path: Path) -> None:

@@ -86,16 +86,11 @@ def _save(kind: str, model: keras.Model, path: PathLike, format: str | None,
                 raise NotSerializableError(
                     f"Keras could not write the {handler.name} format: {first}", path=target
                 ) from exc
-            flushed = _atomic.flush_early(handler, tmp)
-            try:
+            with _atomic.flushing(handler, tmp):
                 if verify:
                     checks = tuple(handler.check(model, tmp))
                 else:
                     checks = (Check("verify", True, "skipped (verify=False)"),)
-            except BaseException:
-                flushed(quiet=True)  # the check's error is the one to report
-                raise
-            flushed()
             report = Report(str(target), handler.name, all(c.ok for c in checks), checks)
             if not report.ok:
                 raise RoundTripError(replace(report, seconds=time.perf_counter() - start))

@@ -311,13 +311,8 @@ class CheckpointManager:
         try:
             checkpoint.write(str(tmp))
             manifest_path(tmp).write_text(json.dumps(manifest, indent=1, default=str) + "\n")
-            flushed = _atomic.flush_early(_HANDLER, tmp)
-            try:
+            with _atomic.flushing(_HANDLER, tmp):
                 self._check(tmp, path, copies, start)
-            except BaseException:
-                flushed(quiet=True)
-                raise
-            flushed()
             _manifest.seal(_HANDLER, tmp, {})
             _atomic.commit(_HANDLER, tmp, path)
         finally:

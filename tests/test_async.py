@@ -1,8 +1,5 @@
 """Background checkpoint saves: ``CheckpointManager.save(blocking=False)``."""
 
-import os
-import subprocess
-import sys
 import threading
 from pathlib import Path
 
@@ -14,8 +11,8 @@ import tensorflow as tf
 import kerasave as ks
 
 from .conftest import all_vars, assert_bit_exact, values
-
-SCRIPTS = Path(__file__).parent / "scripts"
+from .test_manager import _run as run_script
+from .test_manager import _same_npz
 
 
 def _net():
@@ -128,18 +125,7 @@ def test_verification_in_the_background_fails_loudly(tmp_path, monkeypatch):
 
 
 def _run(script, *args, expect_kill=False):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", KERASAVE_BLOCKING="0")
-    result = subprocess.run([sys.executable, str(SCRIPTS / script), *map(str, args)],
-                            capture_output=True, text=True, env=env, timeout=300)
-    assert result.returncode == (-9 if expect_kill else 0), result.stderr[-2000:]
-    return result
-
-
-def _same_npz(a, b, keys=None):
-    a, b = np.load(a), np.load(b)
-    for k in keys or a.files:
-        assert a[k].dtype == b[k].dtype and a[k].shape == b[k].shape, k
-        assert a[k].tobytes() == b[k].tobytes(), k
+    return run_script(script, *args, expect_kill=expect_kill, KERASAVE_BLOCKING="0")
 
 
 def test_guide_loop_with_background_saves_killed_and_resumed_equals_uninterrupted(tmp_path):

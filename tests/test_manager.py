@@ -18,8 +18,8 @@ from .conftest import all_vars, assert_bit_exact, perturb, values
 SCRIPTS = Path(__file__).parent / "scripts"
 
 
-def _run(script, *args, expect_kill=False):
-    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+def _run(script, *args, expect_kill=False, **env_vars):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **env_vars)
     result = subprocess.run([sys.executable, str(SCRIPTS / script), *map(str, args)],
                             capture_output=True, text=True, env=env, timeout=300)
     if expect_kill:

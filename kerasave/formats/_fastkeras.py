@@ -24,6 +24,7 @@ differ) goes back to ``keras.saving.load_model``: same result, slower.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import json
 import os
@@ -32,7 +33,7 @@ import threading
 import time
 import zipfile
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -137,8 +138,7 @@ def _aligned(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 
 def _read_exact(fd: int, array: np.ndarray, offset: int, path: Path) -> None:
-    view = memoryview(array.reshape(-1)).cast("B") if array.ndim else \
-        memoryview(array.reshape(1)).cast("B")
+    view = memoryview(array.reshape(-1)).cast("B")
     done = 0
     while done < len(view):
         got = os.preadv(fd, [view[done:]], offset + done)
@@ -147,6 +147,7 @@ def _read_exact(fd: int, array: np.ndarray, offset: int, path: Path) -> None:
         done += got
 
 
+@functools.cache
 def _store_class() -> type:
     """An ``H5IOStore`` whose datasets are read with one ``preadv`` each."""
     from keras.src.saving import saving_lib
@@ -156,13 +157,12 @@ def _store_class() -> type:
         raise Unsupported("this Keras' H5IOStore differs")
 
     class FastStore(base):  # type: ignore[misc, valid-type]
-        def __init__(self, window: Window, fd: int, start: int, size: int, path: Path):
-            self._window, self._fd, self._begin, self._end = window, fd, start, start + size
-            self._path = path
+        def __init__(self, fd: int, start: int, size: int, path: Path):
+            self._fd, self._begin, self._end, self._path = fd, start, start + size, path
             super().__init__(io.BytesIO(), mode="r")
 
         def _get_h5_file(self, path_or_io: Any, mode: str | None = None) -> h5py.File:
-            return h5py.File(self._window, "r")
+            return h5py.File(Window(self._fd, self._begin, self._end - self._begin), "r")
 
         def __getitem__(self, key: str) -> Any:
             group = getattr(self, "_h5_entry_group", None)
@@ -195,17 +195,20 @@ def _store_class() -> type:
 
 
 @contextlib.contextmanager
-def _deferred(created: list[Any]) -> Iterator[None]:
-    """Variables this thread creates from an initializer stay empty; listed in ``created``.
+def uninitialized() -> Iterator[list[Any]]:
+    """Variables this thread creates from an initializer inside get no memory and
+    run no initializer until assigned; they are collected in the yielded list.
 
     Variables given a concrete value (an optimizer's step counter) are created as
-    usual. Other threads are not affected.
+    usual. Other threads are not affected. Call ``initialize_rest`` on the list
+    once the values are loaded.
     """
     from keras.src.backend.tensorflow.core import Variable
     from tensorflow.python.ops.resource_variable_ops import UninitializedVariable
 
     original = Variable._initialize_with_initializer
     owner = threading.get_ident()
+    created: list[Any] = []
 
     def defer(variable: Any, initializer: Any) -> None:
         if threading.get_ident() != owner:
@@ -224,7 +227,7 @@ def _deferred(created: list[Any]) -> Iterator[None]:
     with _PATCH_LOCK:
         Variable._initialize_with_initializer = defer
         try:
-            yield
+            yield created
         finally:
             Variable._initialize_with_initializer = original
 
@@ -241,17 +244,6 @@ def initialize_rest(created: list[Any]) -> None:
         variable._initializer = None
 
 
-@contextlib.contextmanager
-def uninitialized() -> Iterator[list[Any]]:
-    """Models built inside get variables with no memory until assigned (see ``_deferred``).
-
-    Call ``initialize_rest`` on the list once the values are loaded.
-    """
-    created: list[Any] = []
-    with _deferred(created):
-        yield created
-
-
 def _raise_failure(saving_lib: Any, errors: dict[int, Any]) -> None:
     """What went wrong while Keras' traversal read the values: ours first, as raised."""
     for _, error in errors.values():
@@ -260,7 +252,8 @@ def _raise_failure(saving_lib: Any, errors: dict[int, Any]) -> None:
     saving_lib._raise_loading_failure(errors)
 
 
-def _zip_crc(fd: int, start: int, size: int, expected: int, path: Path) -> None:
+def _crc32_span(fd: int, start: int, size: int, path: Path) -> int:
+    """The zip CRC-32 of ``size`` bytes of ``fd`` from ``start``."""
     crc, done, chunk = 0, 0, bytearray(16 * 2**20)
     view = memoryview(chunk)
     while done < size:
@@ -269,8 +262,24 @@ def _zip_crc(fd: int, start: int, size: int, expected: int, path: Path) -> None:
             raise CorruptArtifactError(f"{_WEIGHTS} is truncated", path=path)
         crc = _crc32(view[:got], crc)
         done += got
-    if crc != expected:
-        raise CorruptArtifactError(f"{_WEIGHTS} fails its zip CRC-32", path=path)
+    return crc
+
+
+def _read_state(model: keras.Model, path: Path, fd: int, start: int, size: int) -> None:
+    """Keras' own load traversal over the weights at ``start``, read by ``_store_class``."""
+    from keras.src.saving import saving_lib
+
+    store = _store_class()(fd, start, size, path)
+    failed: set[int] = set()
+    errors: dict[int, Any] = {}
+    try:
+        saving_lib._load_state(model, weights_store=store, assets_store=None, inner_path="",
+                               visited_saveables=set(), failed_saveables=failed,
+                               error_msgs=errors)
+    finally:
+        store.close()
+    if failed:
+        _raise_failure(saving_lib, errors)
 
 
 def load_keras(path: Path, config: dict[str, Any], *, compile: bool, safe_mode: bool,
@@ -295,26 +304,15 @@ def load_keras(path: Path, config: dict[str, Any], *, compile: bool, safe_mode: 
             raise Unsupported("npz/sharded weights or assets")
         start, size = member_span(path, zf, _WEIGHTS)
         crc = zf.getinfo(_WEIGHTS).CRC
-    store_class = _store_class()
+    _store_class()  # raises Unsupported before anything is read
     fd = os.open(path, os.O_RDONLY)
     try:
-        if not checksummed:
-            _zip_crc(fd, start, size, crc, path)
-        created: list[Any] = []
-        with _deferred(created):
+        if not checksummed and _crc32_span(fd, start, size, path) != crc:
+            raise CorruptArtifactError(f"{_WEIGHTS} fails its zip CRC-32", path=path)
+        with uninitialized() as created:
             model = saving_lib._model_from_config(json.dumps(config), custom_objects,
                                                   compile, safe_mode)
-        store = store_class(Window(fd, start, size), fd, start, size, path)
-        failed: set[int] = set()
-        errors: dict[int, Any] = {}
-        try:
-            saving_lib._load_state(model, weights_store=store, assets_store=None,
-                                   inner_path="", visited_saveables=set(),
-                                   failed_saveables=failed, error_msgs=errors)
-        finally:
-            store.close()
-        if failed:
-            _raise_failure(saving_lib, errors)
+        _read_state(model, path, fd, start, size)
         initialize_rest(created)
         return model
     finally:
@@ -383,14 +381,13 @@ def _warm_skipsets(saving_lib: Any) -> None:
         global_state.set_global_attribute(f"saving_attr_skiplist_{kind}", skipset)
 
 
-def read_weights(model: keras.Model, path: Path, *, staged: bool = False) -> Any:
-    """``model.load_weights`` of a Keras weights file, each array read once, adopted.
+def read_weights(model: keras.Model, path: Path) -> Callable[[], None]:
+    """``model.load_weights`` of a Keras weights file, staged: returns the assignment.
 
-    Without ``staged``, values are assigned as Keras' traversal reaches them
-    (callers that need all or nothing keep a snapshot to roll back to) and None
-    is returned. With ``staged``, the traversal runs in a ``keras.StatelessScope``
-    that records every assignment: nothing changes, and the returned function
-    applies them all. No copy of the model's old values is needed.
+    Keras' traversal runs in a ``keras.StatelessScope``, which records every
+    ``variable.assign`` instead of applying it: everything is read (one
+    ``preadv`` per array) and checked while the model stays as it was, and the
+    returned function applies it all. No copy of the old values is needed.
 
     Raises:
         Unsupported: the caller should use Keras' reader (nothing was changed).
@@ -399,44 +396,28 @@ def read_weights(model: keras.Model, path: Path, *, staged: bool = False) -> Any
 
     if not all(hasattr(saving_lib, name) for name in ("_load_state", "_raise_loading_failure")):
         raise Unsupported("this Keras' saving_lib differs")
-    store_class = _store_class()
-    size = path.stat().st_size
+    _store_class()
+    _warm_skipsets(saving_lib)
     fd = os.open(path, os.O_RDONLY)
     try:
-        store = store_class(Window(fd, 0, size), fd, 0, size, path)
-        failed: set[int] = set()
-        errors: dict[int, Any] = {}
-        if staged:
-            _warm_skipsets(saving_lib)
-        scope = keras.StatelessScope(initialize_variables=False) if staged else \
-            contextlib.nullcontext()
-        try:
-            with scope:
-                saving_lib._load_state(model, weights_store=store, assets_store=None,
-                                       inner_path="", visited_saveables=set(),
-                                       failed_saveables=failed, error_msgs=errors)
-        finally:
-            store.close()
-        if failed:
-            _raise_failure(saving_lib, errors)
-        if not staged:
-            return None
-        values = dict(scope.state_mapping)
-        optimizer = getattr(model, "optimizer", None)
-        candidates = list(model.variables) + list(getattr(model, "metrics_variables", []))
-        if optimizer is not None and hasattr(optimizer, "variables"):
-            candidates += list(optimizer.variables)
-        targets = {id(v): v for v in candidates if id(v) in values}
-        if len(targets) != len(values):
-            raise Unsupported("assigned something that is not a model or optimizer variable")
-
-        def apply() -> None:
-            for key, variable in targets.items():
-                variable.assign(values.pop(key))
-
-        return apply
+        with keras.StatelessScope(initialize_variables=False) as scope:
+            _read_state(model, path, fd, 0, os.fstat(fd).st_size)
     finally:
         os.close(fd)
+    values = dict(scope.state_mapping)
+    optimizer = getattr(model, "optimizer", None)
+    candidates = list(model.variables) + list(getattr(model, "metrics_variables", []))
+    if optimizer is not None and hasattr(optimizer, "variables"):
+        candidates += list(optimizer.variables)
+    targets = {id(v): v for v in candidates if id(v) in values}
+    if len(targets) != len(values):
+        raise Unsupported("assigned something that is not a model or optimizer variable")
+
+    def apply() -> None:
+        for key, variable in targets.items():
+            variable.assign(values.pop(key))
+
+    return apply
 
 _CENTRAL = struct.Struct("<4sHHHHHHIIIHHHHHII")
 _END = struct.Struct("<4sHHHHIIH")
@@ -449,9 +430,9 @@ def _dos_time() -> tuple[int, int]:
             (max(t.tm_year, 1980) - 1980) << 9 | t.tm_mon << 5 | t.tm_mday)
 
 
-def _local_header(name: bytes, crc: int, size: int, extra: bytes, when: tuple[int, int]) -> bytes:
+def _local_header(name: bytes, crc: int, size: int, when: tuple[int, int]) -> bytes:
     return _LOCAL_HEADER.pack(b"PK\x03\x04", 20, 0, zipfile.ZIP_STORED, when[0], when[1],
-                              crc, size, size, len(name), len(extra)) + name + extra
+                              crc, size, size, len(name), 0) + name
 
 
 def _has_assets(model: keras.Model) -> bool:
@@ -495,36 +476,25 @@ def save_keras(model: keras.Model, path: Path) -> None:
     # The weights' bytes must start exactly at the userblock's end: JSON allows
     # trailing whitespace, so config.json takes up the slack.
     config += b"\n" + b" " * (userblock - used - 1) if userblock > used else b""
-    members = [(b"metadata.json", metadata), (b"config.json", config)]
     prefix = bytearray()
-    offsets = []
-    for name, data in members:
-        offsets.append(len(prefix))
-        prefix += _local_header(name, zlib.crc32(data), len(data), b"", when) + data
+    entries = []  # (name, crc, size, offset of the local header): the central directory
+    for name, data in ((b"metadata.json", metadata), (b"config.json", config)):
+        crc = zlib.crc32(data)
+        entries.append((name, crc, len(data), len(prefix)))
+        prefix += _local_header(name, crc, len(data), when) + data
     weights_offset = len(prefix)
 
     write_weights(model, path, userblock=userblock)
     with open(path, "r+b") as f:
         end = os.fstat(f.fileno()).st_size
-        size = end - userblock
-        if size >= _ZIP32_LIMIT or end >= _ZIP32_LIMIT:
+        if end >= _ZIP32_LIMIT:  # sizes and offsets must fit a plain zip's 32 bits
             raise Unsupported("weights past 4 GiB need zip64")
-        crc, done = 0, 0
-        chunk = bytearray(16 * 2**20)
-        view = memoryview(chunk)
-        while done < size:
-            got = os.preadv(f.fileno(), [view[: min(len(chunk), size - done)]],
-                            userblock + done)
-            if got <= 0:
-                raise OSError(f"short read of {path}")
-            crc = _crc32(view[:got], crc)
-            done += got
-        prefix += _local_header(weights_name, crc, size, b"", when)
+        size = end - userblock
+        crc = _crc32_span(f.fileno(), userblock, size, path)
+        prefix += _local_header(weights_name, crc, size, when)
         assert len(prefix) == userblock
         f.seek(0)
         f.write(prefix)
-        entries = [(name, zlib.crc32(data), len(data), offset)
-                   for (name, data), offset in zip(members, offsets)]
         entries.append((weights_name, crc, size, weights_offset))
         central = bytearray()
         for name, entry_crc, entry_size, offset in entries:

@@ -147,7 +147,7 @@ class H5WeightsHandler(Handler):
         if legacy:
             return None
         try:
-            return _fastkeras.read_weights(model, path, staged=True)
+            return _fastkeras.read_weights(model, path)
         except _fastkeras.Unsupported:
             return None
 

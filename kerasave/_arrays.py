@@ -25,7 +25,6 @@ kind of naming.
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import re
 import warnings
@@ -52,7 +51,9 @@ from kerasave._safety import check_h5, check_zip
 from kerasave._state import fresh_twin
 from kerasave._verify import optimizer_of, probe_inputs, to_numpy
 from kerasave.formats import checkpoint as _checkpoint
+from kerasave.formats.h5weights import _datasets as _h5_datasets
 from kerasave.formats.h5weights import open_h5
+from kerasave.formats.whole import _weights_h5
 
 __all__ = [
     "Arrays",
@@ -455,10 +456,7 @@ def _text(value: Any) -> str:
 
 
 def _datasets(group: h5py.Group) -> list[tuple[str, h5py.Dataset]]:
-    found: list[tuple[str, h5py.Dataset]] = []
-    group.visititems(lambda name, obj: found.append((name, obj))
-                     if isinstance(obj, h5py.Dataset) else None)
-    return found
+    return list(_h5_datasets(group).items())
 
 
 def load_savedmodel_variables(model: keras.Model, path: PathLike) -> None:
@@ -654,11 +652,10 @@ def stored_arrays(path: PathLike) -> Iterator[tuple[str, np.ndarray]]:
         if handler.name == "keras":
             with zipfile.ZipFile(actual) as zf:
                 check_zip(zf, source)
-                data = zf.read("model.weights.h5")
-            with h5py.File(io.BytesIO(data), "r") as f:
-                check_h5(f, source)
-                for name, dataset in _datasets(f):
-                    yield name, np.asarray(dataset)
+                with _weights_h5(actual, zf) as f:  # read in place, not copied out
+                    check_h5(f, source)
+                    for name, dataset in _datasets(f):
+                        yield name, np.asarray(dataset)
             return
         with open_h5(actual) as f:
             for name, dataset in _datasets(f):

@@ -17,10 +17,12 @@ import shutil
 import threading
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from kerasave.formats._base import Handler
 
-__all__ = ["TMP_MARK", "temp_path", "commit", "discard", "locked", "clean_stale"]
+__all__ = ["TMP_MARK", "temp_path", "commit", "discard", "locked", "clean_stale", "flushing",
+           "Flushed"]
 
 TMP_MARK = ".kerasave-tmp-"
 
@@ -48,30 +50,120 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def flushing(handler: Handler, tmp: Path) -> Iterator[None]:
-    """fsync a freshly written temporary in a thread while the block runs.
-
-    Verification reads the artifact back meanwhile (from the page cache), so the
-    disk flush and the comparison overlap; ``commit`` fsyncs again, cheaply.
-    Leaving the block waits for the flush and raises what it raised, unless the
-    block itself raised: that error is the one to report.
-    """
-    errors: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            for member in handler.members(tmp):
-                _fsync(member)
-        except BaseException as exc:  # e.g. ENOSPC surfacing at fsync
-            errors.append(exc)
-
-    thread = threading.Thread(target=run, name="kerasave-fsync", daemon=True)
-    thread.start()
+def _sync_file_range() -> Any:
+    """Linux's ``sync_file_range`` (start writing a range back, don't wait), or None."""
     try:
-        yield
-    finally:
-        thread.join()
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        call = libc.sync_file_range
+        call.argtypes = [ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint]
+        return call
+    except (OSError, AttributeError):
+        return None
+
+
+_SYNC_FILE_RANGE = _sync_file_range()
+_SYNC_FILE_RANGE_WRITE = 2
+_SYNC_EVERY = 8 * 2**20  # bytes written before their writeback is started
+
+
+class Flushed:
+    """The disk work of one temporary, done in threads beside the save.
+
+    ``written()`` says the temporary is complete: its checksums (for the
+    manifest) and its fsync start, while the caller verifies it. ``files`` is
+    the manifest's table of its files once ``flushing`` has returned.
+    """
+
+    files: dict[str, dict[str, Any]] | None = None
+
+    def __init__(self, handler: Handler, tmp: Path) -> None:
+        self._handler, self._tmp = handler, tmp
+        self._stop = threading.Event()
+        self._errors: list[BaseException] = []
+        self._threads = [self._start(self._writeback)]
+
+    def _start(self, work: Any) -> threading.Thread:
+        def run() -> None:
+            try:
+                work()
+            except BaseException as exc:  # e.g. ENOSPC surfacing at fsync
+                self._errors.append(exc)
+
+        thread = threading.Thread(target=run, name=f"kerasave{work.__name__}", daemon=True)
+        thread.start()
+        return thread
+
+    def _files(self) -> Iterator[Path]:
+        """Every file under the temporary's name, with what a writer puts beside it
+        (TensorFlow writes a checkpoint in ``<prefix>_temp/`` and then renames it)."""
+        for entry in self._tmp.parent.glob(glob.escape(self._tmp.name) + "*"):
+            if entry.is_dir():
+                yield from (p for p in entry.rglob("*") if p.is_file())
+            elif entry.is_file():
+                yield entry
+
+    def _writeback(self) -> None:
+        """While the temporary is written, start the disk writing back what was appended
+        (``sync_file_range``, which does not wait), so the fsync finds little to do."""
+        if _SYNC_FILE_RANGE is None:
+            return
+        started: dict[Path, int] = {}
+        while not self._stop.wait(0.02):
+            try:
+                for path in self._files():
+                    size = path.stat().st_size
+                    if size - started.get(path, 0) < _SYNC_EVERY:
+                        continue
+                    fd = os.open(path, os.O_RDONLY)
+                    try:
+                        _SYNC_FILE_RANGE(fd, started.get(path, 0), size - started.get(path, 0),
+                                         _SYNC_FILE_RANGE_WRITE)
+                    finally:
+                        os.close(fd)
+                    started[path] = size
+            except OSError:
+                pass  # a file renamed or removed meanwhile: the fsync decides
+
+    def _flush(self) -> None:
+        self._threads[0].join()  # one writeback request at a time
+        for member in self._handler.members(self._tmp):
+            _fsync(member)
+
+    def _checksum(self) -> None:
+        from kerasave._manifest import checksums
+
+        self.files = checksums(self._handler, self._tmp)
+
+    def written(self) -> None:
+        """The temporary is complete: checksum it and flush it to disk, in threads."""
+        self._stop.set()
+        self._threads += [self._start(self._flush), self._start(self._checksum)]
+
+    def _wait(self) -> list[BaseException]:
+        self._stop.set()
+        for thread in self._threads:
+            thread.join()
+        return self._errors
+
+
+@contextlib.contextmanager
+def flushing(handler: Handler, tmp: Path) -> Iterator[Flushed]:
+    """Overlap a save's disk work with its writing and its verification.
+
+    Inside the block the caller writes the temporary, calls ``written()``, then
+    verifies it (reading it back from the page cache on the other core). Leaving
+    waits for the threads and raises what they raised, unless the block itself
+    raised: that error is the one to report. ``commit`` fsyncs again, cheaply.
+    """
+    flushed = Flushed(handler, tmp)
+    try:
+        yield flushed
+    except BaseException:
+        flushed._wait()
+        raise
+    errors = flushed._wait()
     if errors:
         raise errors[0]
 

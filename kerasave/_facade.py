@@ -76,17 +76,18 @@ def _save(kind: str, model: keras.Model, path: PathLike, format: str | None,
         _atomic.clean_stale(target)
         tmp = _atomic.temp_path(target, handler.temp_suffix)
         try:
-            try:
-                handler.write(model, tmp)
-            except (KerasaveError, OSError):
-                raise
-            except (TypeError, ValueError, NotImplementedError) as exc:
-                first = str(exc).strip().splitlines()[0] if str(exc).strip() else \
-                    type(exc).__name__
-                raise NotSerializableError(
-                    f"Keras could not write the {handler.name} format: {first}", path=target
-                ) from exc
-            with _atomic.flushing(handler, tmp):
+            with _atomic.flushing(handler, tmp) as flushed:
+                try:
+                    handler.write(model, tmp)
+                except (KerasaveError, OSError):
+                    raise
+                except (TypeError, ValueError, NotImplementedError) as exc:
+                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else \
+                        type(exc).__name__
+                    raise NotSerializableError(
+                        f"Keras could not write the {handler.name} format: {first}",
+                        path=target) from exc
+                flushed.written()
                 if verify:
                     checks = tuple(handler.check(model, tmp))
                 else:
@@ -94,7 +95,7 @@ def _save(kind: str, model: keras.Model, path: PathLike, format: str | None,
             report = Report(str(target), handler.name, all(c.ok for c in checks), checks)
             if not report.ok:
                 raise RoundTripError(replace(report, seconds=time.perf_counter() - start))
-            _manifest.seal(handler, tmp, {"versions": versions_now()})
+            _manifest.seal(handler, tmp, {"versions": versions_now()}, flushed.files)
             _atomic.commit(handler, tmp, target)
         finally:
             _atomic.discard(handler, tmp)

@@ -26,8 +26,8 @@ import google_crc32c
 from kerasave._errors import CorruptArtifactError
 from kerasave.formats._base import Handler
 
-__all__ = ["CHECKSUM", "manifest_path", "seal", "resolve", "resolve_checked", "backup_path",
-           "read"]
+__all__ = ["CHECKSUM", "manifest_path", "checksums", "seal", "resolve", "resolve_checked",
+           "backup_path", "read"]
 
 CHECKSUM = "crc32c"
 PREV_MARK = ".kerasave-prev"
@@ -88,15 +88,24 @@ def read(handler: Handler, path: Path) -> dict[str, Any] | None:
     return data
 
 
-def seal(handler: Handler, path: Path, fields: dict[str, Any]) -> None:
-    """Write (or complete) the manifest of the artifact at ``path``."""
+def checksums(handler: Handler, path: Path) -> dict[str, dict[str, Any]]:
+    """The manifest's table of the artifact's data files: sizes and checksums."""
+    return {name: {"bytes": f.stat().st_size, CHECKSUM: crc32c(f)}
+            for name, f in _files(handler, path).items()}
+
+
+def seal(handler: Handler, path: Path, fields: dict[str, Any],
+         files: dict[str, dict[str, Any]] | None = None) -> None:
+    """Write (or complete) the manifest of the artifact at ``path``.
+
+    ``files`` is the table ``checksums`` gave for these very files, if known.
+    """
     manifest = read(handler, path) or {}
     manifest.update(fields)
     manifest["kerasave_manifest"] = 1
     manifest["format"] = handler.name
     manifest["checksum"] = CHECKSUM
-    manifest["files"] = {name: {"bytes": f.stat().st_size, CHECKSUM: crc32c(f)}
-                         for name, f in _files(handler, path).items()}
+    manifest["files"] = files if files is not None else checksums(handler, path)
     target = manifest_path(handler, path)
     target.write_text(json.dumps(manifest, indent=1, default=str) + "\n", encoding="utf-8")
     with open(target, "rb") as f:

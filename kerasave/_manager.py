@@ -47,6 +47,7 @@ from kerasave.formats.checkpoint import (
     pair_checkpoint,
     prepare,
     stage,
+    tensor_reader,
 )
 
 __all__ = ["CheckpointManager"]
@@ -309,11 +310,13 @@ class CheckpointManager:
                manifest: dict[str, Any]) -> None:
         start = time.perf_counter()
         try:
-            checkpoint.write(str(tmp))
-            manifest_path(tmp).write_text(json.dumps(manifest, indent=1, default=str) + "\n")
-            with _atomic.flushing(_HANDLER, tmp):
+            with _atomic.flushing(_HANDLER, tmp) as flushed:
+                checkpoint.write(str(tmp))
+                manifest_path(tmp).write_text(
+                    json.dumps(manifest, indent=1, default=str) + "\n")
+                flushed.written()
                 self._check(tmp, path, copies, start)
-            _manifest.seal(_HANDLER, tmp, {})
+            _manifest.seal(_HANDLER, tmp, {}, flushed.files)
             _atomic.commit(_HANDLER, tmp, path)
         finally:
             _atomic.discard(_HANDLER, tmp)
@@ -327,7 +330,7 @@ class CheckpointManager:
                                   extra=self.trackables)
         if copies is not None:  # compare with the values as they were when saved
             pairing.pairs[:] = [(k, copies.get(v, v), g) for k, v, g in pairing.pairs]
-        checks = compare_pairing(pairing, reader)
+        checks = compare_pairing(pairing, reader, tensor_reader(tmp, reader))
         if not all(c.ok for c in checks):
             raise RoundTripError(Report(str(path), "checkpoint", False, tuple(checks),
                                         0, time.perf_counter() - start))

@@ -113,8 +113,8 @@ def test_verification_in_the_background_fails_loudly(tmp_path, monkeypatch):
 
     original = _manager.compare_pairing
 
-    def lying(pairing, reader):
-        return [ks.Check("model variables", False, "injected")] + original(pairing, reader)
+    def lying(pairing, reader, read=None):
+        return [ks.Check("model variables", False, "injected")] + original(pairing, reader, read)
 
     monkeypatch.setattr(_manager, "compare_pairing", lying)
     manager.save(blocking=False)

@@ -13,8 +13,10 @@ checks all of them, and only then assigns: all or nothing.
 from __future__ import annotations
 
 import json
+import mmap
 import re
-from collections.abc import Collection, Mapping
+import struct
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +24,8 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from tensorflow.core.protobuf import trackable_object_graph_pb2
+from google.protobuf.message import DecodeError
+from tensorflow.core.protobuf import tensor_bundle_pb2, trackable_object_graph_pb2
 
 from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError
 from kerasave._report import Check, Variable
@@ -38,6 +41,8 @@ __all__ = [
     "stage_and_assign",
     "stage",
     "compare_pairing",
+    "tensor_locations",
+    "tensor_reader",
     "prepare",
     "write_checkpoint",
     "describe",
@@ -306,8 +311,125 @@ def describe(model: keras.Model, optimizer: Any, fmt: str) -> dict[str, Any]:
     }
 
 
-def compare_pairing(pairing: Pairing, reader: Any) -> list[Check]:
-    """Verification: the structure, then every group of variables bit for bit."""
+_TABLE_MAGIC = 0xDB4775248B80FB57  # TensorFlow's (LevelDB's) table footer
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, at
+
+
+def _table_block(data: bytes, at: int, size: int) -> list[tuple[bytes, bytes]]:
+    """The (key, value) entries of one uncompressed block of a LevelDB-format table."""
+    if at + size + 5 > len(data) or data[at + size] != 0:  # trailer: type 0 is stored
+        raise ValueError("compressed or truncated index block")
+    block = data[at: at + size]
+    restarts = struct.unpack_from("<I", block, size - 4)[0]
+    end = size - 4 - 4 * restarts
+    entries, key, i = [], b"", 0
+    while i < end:
+        shared, i = _varint(block, i)
+        fresh, i = _varint(block, i)
+        length, i = _varint(block, i)
+        key = key[:shared] + block[i: i + fresh]
+        i += fresh
+        entries.append((key, block[i: i + length]))
+        i += length
+    return entries
+
+
+def tensor_locations(prefix: Path) -> dict[str, tuple[np.dtype, tuple[int, ...], Path, int]]:
+    """Where each plain tensor's bytes lie: ``{key: (dtype, shape, data file, offset)}``.
+
+    Read from the checkpoint's ``.index`` (a LevelDB-format table of
+    ``BundleEntryProto``). Tensors stored another way (strings, slices) are
+    left out; any surprise in the table raises ``ValueError``.
+    """
+    data = prefix.with_name(prefix.name + ".index").read_bytes()
+    if len(data) < 48 or struct.unpack_from("<Q", data, len(data) - 8)[0] != _TABLE_MAGIC:
+        raise ValueError("not a TensorFlow table")
+    footer = data[-48:]
+    _, at = _varint(footer, 0)  # the metaindex handle: unused
+    _, at = _varint(footer, at)
+    index_at, at = _varint(footer, at)
+    index_size, _ = _varint(footer, at)
+    entries: dict[str, Any] = {}
+    shards = None
+    for _, handle in _table_block(data, index_at, index_size):
+        block_at, i = _varint(handle, 0)
+        block_size, _ = _varint(handle, i)
+        for key, value in _table_block(data, block_at, block_size):
+            if key == b"":
+                header = tensor_bundle_pb2.BundleHeaderProto.FromString(value)
+                if header.endianness != tensor_bundle_pb2.BundleHeaderProto.LITTLE:
+                    raise ValueError("big-endian checkpoint")
+                shards = header.num_shards
+                continue
+            entries[key.decode()] = tensor_bundle_pb2.BundleEntryProto.FromString(value)
+    if not shards:
+        raise ValueError("no bundle header")
+    found = {}
+    for key, entry in entries.items():
+        dtype = tf.dtypes.as_dtype(entry.dtype)
+        if entry.slices or not dtype.is_numpy_compatible:
+            continue
+        numpy_dtype = np.dtype(dtype.as_numpy_dtype)
+        if numpy_dtype.kind not in "fiucb":
+            continue
+        shape = tuple(int(d.size) for d in entry.shape.dim)
+        if int(np.prod(shape, dtype=np.int64)) * numpy_dtype.itemsize != entry.size:
+            continue
+        shard = prefix.with_name(f"{prefix.name}.data-{entry.shard_id:05d}-of-{shards:05d}")
+        found[key] = (numpy_dtype, shape, shard, int(entry.offset))
+    return found
+
+
+def tensor_reader(prefix: Path, reader: Any) -> Callable[[str], np.ndarray]:
+    """Saved tensors by key, as read-only views of the data files' pages where it can.
+
+    Verification compares them with the live variables where they lie: no copy
+    and no allocation (a save has just written them: they are in the page
+    cache). Anything else is read by TensorFlow's reader.
+    """
+    try:
+        where = tensor_locations(prefix)
+    except (OSError, ValueError, IndexError, struct.error, DecodeError):
+        where = {}
+    maps: dict[Path, Any] = {}
+
+    def read(key: str) -> np.ndarray:
+        found = where.get(key)
+        if found is None:
+            return np.asarray(reader.get_tensor(key))
+        dtype, shape, shard, offset = found
+        count = int(np.prod(shape, dtype=np.int64))
+        if count == 0:
+            return np.empty(shape, dtype)
+        if shard not in maps:
+            with open(shard, "rb") as f:
+                maps[shard] = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED,
+                                        prot=mmap.PROT_READ)
+        if offset + count * dtype.itemsize > len(maps[shard]):
+            raise ValueError(f"{key} runs past the end of {shard.name}")
+        return np.frombuffer(maps[shard], dtype, count, offset).reshape(shape)
+
+    return read
+
+
+def compare_pairing(pairing: Pairing, reader: Any,
+                    read: Callable[[str], np.ndarray] | None = None) -> list[Check]:
+    """Verification: the structure, then every group of variables bit for bit.
+
+    ``read`` gives a saved tensor by key (``tensor_reader``); by default
+    TensorFlow's reader copies it out.
+    """
+    read = read or (lambda key: np.asarray(reader.get_tensor(key)))
     problem = _mismatch_message(pairing)
     checks = [Check("structure", problem is None, problem or
                     f"{len(pairing.pairs)} saved tensors match the live variables")]
@@ -325,8 +447,8 @@ def compare_pairing(pairing: Pairing, reader: Any) -> list[Check]:
             continue
         name = "rng seed states" if group == UNTRACKED else f"{group} variables"
         try:
-            pairs = [(getattr(v, "path", None) or k, np.asarray(reader.get_tensor(k)),
-                      view(v)) for k, v, g in pairing.pairs if g == group]
+            pairs = [(getattr(v, "path", None) or k, read(k), view(v))
+                     for k, v, g in pairing.pairs if g == group]
         except Exception as exc:  # TF reports damage as several error types
             checks.append(Check(name, False, f"unreadable: {str(exc).splitlines()[0]}"))
             continue
@@ -388,7 +510,8 @@ class CheckpointHandler(Handler):
 
     def check(self, model: keras.Model, path: Path) -> list[Check]:
         reader = _reader(path)
-        return compare_pairing(pair_checkpoint(model, path, reader), reader)
+        return compare_pairing(pair_checkpoint(model, path, reader), reader,
+                               tensor_reader(path, reader))
 
     def contents(self, path: Path) -> Contents:
         reader = _reader(path)

@@ -7,7 +7,7 @@ with the same bit pattern are equal; ``0.0`` and ``-0.0`` are not.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import keras
@@ -26,6 +26,7 @@ __all__ = [
     "model_config",
     "optimizer_of",
     "pair_variables",
+    "recorded_reader",
     "compare_whole_models",
 ]
 
@@ -71,7 +72,9 @@ def _same_bytes(expected: np.ndarray, actual: np.ndarray) -> bool:
     y = np.ascontiguousarray(actual).reshape(-1).view(np.uint8)
     if x.size != y.size:
         return False
-    step = 1 << 22
+    width = next(w for w in (8, 4, 2, 1) if x.size % w == 0)  # wide words compare faster
+    x, y = x.view(f"u{width}"), y.view(f"u{width}")
+    step = (1 << 22) // width
     return all(np.array_equal(x[i: i + step], y[i: i + step]) for i in range(0, x.size, step))
 
 
@@ -225,26 +228,81 @@ def seed_states(model: keras.Model) -> list[Any]:
 
 
 def pair_variables(
-    expected: Iterable[Any], actual: Iterable[Any]
+    expected: Iterable[Any], actual: Iterable[Any],
+    value: Callable[[Any], np.ndarray] = view,
 ) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """Pairs of variables in order, labelled by the expected one's path."""
+    """Pairs of variables in order, labelled by the expected one's path.
+
+    ``value`` reads an ``actual`` variable (by default a view of its memory).
+    """
     return [
-        (getattr(e, "path", getattr(e, "name", "?")), view(e), view(a))
+        (getattr(e, "path", getattr(e, "name", "?")), view(e), value(a))
         for e, a in zip(expected, actual)
     ]
 
 
-def compare_whole_models(model: keras.Model, loaded: keras.Model) -> list[Check]:
-    """Config, variables, optimizer, compile settings and predictions."""
+Recorded = Mapping[int, tuple[Any, np.ndarray]]
+
+
+def recorded_reader(recorded: Recorded | None) -> Callable[[Any], np.ndarray]:
+    """How to read a loaded variable: its recorded file value, else its memory."""
+    if not recorded:
+        return view
+
+    def value(variable: Any) -> np.ndarray:
+        found = recorded.get(id(variable))
+        return found[1] if found is not None else view(variable)
+
+    return value
+
+
+def _predict(model: keras.Model, loaded: keras.Model, probe: Any,
+             recorded: Recorded | None, equal: set[int]) -> Callable[[], Any]:
+    """The loaded model's predictions; recorded variables read their file values.
+
+    A recorded value is given as the original's variable when the two were found
+    bit-equal (``equal`` holds their ids: no copy), else as a copy of the file's.
+    """
+    if not recorded:
+        return lambda: loaded(probe, training=False)
+    import tensorflow as tf
+
+    originals = {id(a): e for e, a in zip(model.weights, loaded.weights)}
+    originals.update((id(a), e) for e, a in zip(seed_states(model), seed_states(loaded)))
+    used = {id(v) for v in loaded.variables}
+
+    def run() -> Any:
+        mapping = [(variable, originals[key] if key in equal and key in originals
+                    else tf.constant(array))
+                   for key, (variable, array) in recorded.items() if key in used]
+        with keras.StatelessScope(state_mapping=mapping):
+            return loaded(probe, training=False)
+
+    return run
+
+
+def compare_whole_models(model: keras.Model, loaded: keras.Model,
+                         recorded: Recorded | None = None) -> list[Check]:
+    """Config, variables, optimizer, compile settings and predictions.
+
+    ``recorded`` holds the file's values of loaded variables that were recorded
+    instead of assigned (``_fastkeras.recorded``): they are compared, and used
+    for the predictions, in place of the variables' memory.
+    """
+    value = recorded_reader(recorded)
     checks = [compare_configs("config", model_config(model), model_config(loaded))]
     checks.append(compare_arrays("model variables",
-                                 pair_variables(model.weights, loaded.weights)))
+                                 pair_variables(model.weights, loaded.weights, value)))
+    equal = {id(v) for v in loaded.weights} if checks[-1].ok else set()
     if len(model.weights) != len(loaded.weights):
         checks.append(Check("variable count", False,
                             f"{len(loaded.weights)} loaded, expected {len(model.weights)}"))
     seeds = seed_states(model)
     if seeds:
-        same = compare_arrays("rng seed states", pair_variables(seeds, seed_states(loaded)))
+        same = compare_arrays("rng seed states",
+                              pair_variables(seeds, seed_states(loaded), value))
+        if same.ok:
+            equal |= {id(v) for v in seed_states(loaded)}
         detail = same.detail if same.ok else (
             f"{len(seeds)} random-generator states are not held by this format: dropout and "
             "other randomness after loading differ from the original's")
@@ -258,13 +316,13 @@ def compare_whole_models(model: keras.Model, loaded: keras.Model) -> list[Check]
     else:
         checks.append(compare_configs("optimizer config", opt.get_config(), opt2.get_config()))
         if not opt.built and opt2.built:
-            checks.append(_unbuilt_optimizer_check(opt, opt2))
+            checks.append(_unbuilt_optimizer_check(opt, opt2, value))
         elif len(opt.variables) != len(opt2.variables):
             checks.append(Check("optimizer variables", False,
                                 f"{len(opt2.variables)} loaded, expected {len(opt.variables)}"))
         else:
             checks.append(compare_arrays("optimizer variables",
-                                         pair_variables(opt.variables, opt2.variables)))
+                                         pair_variables(opt.variables, opt2.variables, value)))
         checks.append(compare_configs("compile settings", model.get_compile_config(),
                                       loaded.get_compile_config()))
     probe = probe_inputs(model)
@@ -273,11 +331,12 @@ def compare_whole_models(model: keras.Model, loaded: keras.Model) -> list[Check]
     else:
         expected = model(probe, training=False)
         checks.append(compare_outputs("predictions", expected,
-                                      lambda: loaded(probe, training=False)))
+                                      _predict(model, loaded, probe, recorded, equal)))
     return checks
 
 
-def _unbuilt_optimizer_check(opt: Any, loaded: Any) -> Check:
+def _unbuilt_optimizer_check(opt: Any, loaded: Any,
+                             value: Callable[[Any], np.ndarray] = view) -> Check:
     """An optimizer saved before it was built has no slots; Keras builds fresh ones."""
     by_path = {v.path: v for v in loaded.variables}
     pairs = [(v.path, v, by_path.get(v.path)) for v in opt.variables]
@@ -285,10 +344,10 @@ def _unbuilt_optimizer_check(opt: Any, loaded: Any) -> Check:
         return Check("optimizer variables", False,
                      "the loaded optimizer lacks " + ", ".join(p for p, _, o in pairs if o is None))
     check = compare_arrays("optimizer variables",
-                           [(p, view(v), view(o)) for p, v, o in pairs])
+                           [(p, view(v), value(o)) for p, v, o in pairs])
     kept = {id(o) for _, _, o in pairs}
     fresh = [v for v in loaded.variables if id(v) not in kept]
-    if not check.ok or any(np.any(to_numpy(v)) for v in fresh):
+    if not check.ok or any(np.any(value(v)) for v in fresh):
         return check if not check.ok else Check("optimizer variables", False,
                                                 "new optimizer slots are not zero")
     return Check("optimizer variables", True,

@@ -27,6 +27,7 @@ import contextlib
 import functools
 import io
 import json
+import mmap
 import os
 import struct
 import threading
@@ -48,8 +49,10 @@ try:  # ISA-L's CRC-32 runs at ~10 GB/s, zlib's at ~1 GB/s; both give the zip's 
 except ImportError:  # pragma: no cover
     from zlib import crc32 as _crc32
 
-__all__ = ["Unsupported", "Window", "initialize_rest", "load_keras", "member_span",
-           "read_weights", "save_keras", "uninitialized", "write_weights"]
+__all__ = ["Recorded", "Source", "Unsupported", "Window", "initialize_rest", "legacy_reads",
+           "legacy_writes", "load_keras", "map_weights", "member_span", "read_weights", "recorded",
+           "save_keras", "twin_keras", "twin_variables", "uninitialized", "variable_view",
+           "write_weights"]
 
 _WEIGHTS = "model.weights.h5"
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
@@ -147,9 +150,49 @@ def _read_exact(fd: int, array: np.ndarray, offset: int, path: Path) -> None:
         done += got
 
 
+class Source:
+    """The contiguous, uncompressed HDF5 datasets of one file, by their byte offsets.
+
+    ``array`` reads a dataset with one ``preadv`` into 64-byte-aligned memory that
+    TensorFlow adopts (loads), or, when ``mapped``, returns a read-only view of
+    the file's pages (verification: nothing is copied or allocated; the page
+    cache still holds what a save just wrote). ``begin``/``end`` bound the HDF5
+    file inside the file at ``fd`` (a zip member), and HDF5 offsets count from
+    ``begin``. Anything else (chunked, compressed, never written) returns None.
+    """
+
+    def __init__(self, fd: int, begin: int, end: int, path: Path, *, mapped: bool = False):
+        self.fd, self.begin, self.end, self.path = fd, begin, end, path
+        self._map = None
+        if mapped and end > begin:
+            self._map = mmap.mmap(fd, 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+
+    def array(self, dataset: h5py.Dataset) -> np.ndarray | None:
+        dtype = dataset.dtype
+        if (dataset.chunks is not None or dataset.compression or dataset.shape is None
+                or not dtype.isnative or dtype.kind not in "fiucb"):
+            return None
+        shape = tuple(dataset.shape)
+        count = int(np.prod(shape, dtype=np.int64))
+        if count == 0:
+            return _aligned(shape, dtype)
+        offset = dataset.id.get_offset()
+        if offset is None:  # storage never written: the fill value, via h5py
+            return None
+        start = self.begin + offset
+        if start + count * dtype.itemsize > self.end:
+            raise CorruptArtifactError(f"dataset {dataset.name} runs past the end of the "
+                                       "weights", path=self.path)
+        if self._map is not None:
+            return np.frombuffer(self._map, dtype, count, start).reshape(shape)
+        array = _aligned(shape, dtype)
+        _read_exact(self.fd, array, start, self.path)
+        return array
+
+
 @functools.cache
 def _store_class() -> type:
-    """An ``H5IOStore`` whose datasets are read with one ``preadv`` each."""
+    """An ``H5IOStore`` whose datasets come from a ``Source``."""
     from keras.src.saving import saving_lib
 
     base = saving_lib.H5IOStore
@@ -157,41 +200,62 @@ def _store_class() -> type:
         raise Unsupported("this Keras' H5IOStore differs")
 
     class FastStore(base):  # type: ignore[misc, valid-type]
-        def __init__(self, fd: int, start: int, size: int, path: Path):
-            self._fd, self._begin, self._end, self._path = fd, start, start + size, path
+        def __init__(self, source: Source):
+            self._source = source
             super().__init__(io.BytesIO(), mode="r")
 
         def _get_h5_file(self, path_or_io: Any, mode: str | None = None) -> h5py.File:
-            return h5py.File(Window(self._fd, self._begin, self._end - self._begin), "r")
+            source = self._source
+            return h5py.File(Window(source.fd, source.begin, source.end - source.begin), "r")
 
         def __getitem__(self, key: str) -> Any:
             group = getattr(self, "_h5_entry_group", None)
             dataset = group.get(key) if isinstance(group, h5py.Group) else None
             if isinstance(dataset, h5py.Dataset) and "dtype" not in dataset.attrs:
-                fast = self._direct(dataset)
+                fast = self._source.array(dataset)
                 if fast is not None:
                     return fast
             return super().__getitem__(key)
 
-        def _direct(self, dataset: h5py.Dataset) -> np.ndarray | None:
-            dtype = dataset.dtype
-            if (dataset.chunks is not None or dataset.compression or dataset.shape is None
-                    or not dtype.isnative or dtype.kind not in "fiucb"):
-                return None
-            array = _aligned(dataset.shape, dtype)
-            if array.nbytes == 0:
-                return array
-            offset = dataset.id.get_offset()
-            if offset is None:  # storage never written: the fill value, via h5py
-                return None
-            start = self._begin + offset
-            if start + array.nbytes > self._end:
-                raise CorruptArtifactError(
-                    f"dataset {dataset.name} runs past the end of {_WEIGHTS}", path=self._path)
-            _read_exact(self._fd, array, start, self._path)
-            return array
-
     return FastStore
+
+
+Recorded = dict[int, tuple[Any, np.ndarray]]  # id(variable): (variable, value)
+
+
+@contextlib.contextmanager
+def recorded(targets: Any) -> Iterator[Recorded]:
+    """``variable.assign(array)`` on one of ``targets`` (None: any variable) in this
+    thread records the array instead of converting and assigning it.
+
+    Verification uses it with mapped arrays: the twin built from the file never
+    copies its values; they are compared where they lie. Shapes are checked as
+    ``assign`` checks them. Yields ``{id(variable): (variable, array)}``.
+    """
+    from keras.src.backend.common.variables import Variable
+
+    original = Variable.assign
+    owner = threading.get_ident()
+    wanted = None if targets is None else {id(v) for v in targets}
+    got: Recorded = {}
+
+    def record(variable: Any, value: Any) -> Any:
+        if (threading.get_ident() != owner or not isinstance(value, np.ndarray)
+                or (wanted is not None and id(variable) not in wanted)):
+            return original(variable, value)
+        if tuple(value.shape) != tuple(variable.shape):
+            raise ValueError(f"The shape of the target variable and the shape of the target "
+                             f"value must match: variable.shape={variable.shape}, "
+                             f"value.shape={value.shape} ({variable.path})")
+        got[id(variable)] = (variable, value)
+        return value
+
+    with _PATCH_LOCK:
+        Variable.assign = record
+        try:
+            yield got
+        finally:
+            Variable.assign = original
 
 
 @contextlib.contextmanager
@@ -232,7 +296,7 @@ def uninitialized() -> Iterator[list[Any]]:
             Variable._initialize_with_initializer = original
 
 
-_PATCH_LOCK = threading.Lock()
+_PATCH_LOCK = threading.RLock()
 
 
 def initialize_rest(created: list[Any]) -> None:
@@ -265,11 +329,12 @@ def _crc32_span(fd: int, start: int, size: int, path: Path) -> int:
     return crc
 
 
-def _read_state(model: keras.Model, path: Path, fd: int, start: int, size: int) -> None:
-    """Keras' own load traversal over the weights at ``start``, read by ``_store_class``."""
+def _read_state(model: keras.Model, source: Source) -> None:
+    """Keras' own load traversal over the weights in ``source``, read by ``_store_class``."""
     from keras.src.saving import saving_lib
 
-    store = _store_class()(fd, start, size, path)
+    _warm_skipsets(saving_lib)
+    store = _store_class()(source)
     failed: set[int] = set()
     errors: dict[int, Any] = {}
     try:
@@ -293,6 +358,29 @@ def load_keras(path: Path, config: dict[str, Any], *, compile: bool, safe_mode: 
         Unsupported: the caller should use Keras' reader instead (nothing was changed).
         CorruptArtifactError: the archive is damaged.
     """
+    model, _ = _restore_keras(path, config, compile=compile, safe_mode=safe_mode,
+                              custom_objects=custom_objects, checksummed=checksummed,
+                              mapped=False)
+    return model
+
+
+def twin_keras(path: Path, config: dict[str, Any]) -> tuple[keras.Model, Recorded]:
+    """The model a ``.keras`` archive loads as, for verification, holding no copies.
+
+    The twin is built and compiled from the archive's config and Keras' own
+    traversal runs over it, but every value Keras would assign is recorded as a
+    read-only view of the archive's pages instead (see ``recorded``): compare
+    those, and run the twin in a ``keras.StatelessScope`` that maps its variables
+    to values bit-equal to them. Variables nothing was read for are initialized
+    as a load initializes them.
+    """
+    return _restore_keras(path, config, compile=True, safe_mode=True, custom_objects=None,
+                          checksummed=True, mapped=True)
+
+
+def _restore_keras(path: Path, config: dict[str, Any], *, compile: bool, safe_mode: bool,
+                   custom_objects: Any, checksummed: bool,
+                   mapped: bool) -> tuple[keras.Model, Recorded]:
     from keras.src.saving import saving_lib
 
     if not all(hasattr(saving_lib, name) for name in (
@@ -312,14 +400,107 @@ def load_keras(path: Path, config: dict[str, Any], *, compile: bool, safe_mode: 
         with uninitialized() as created:
             model = saving_lib._model_from_config(json.dumps(config), custom_objects,
                                                   compile, safe_mode)
-        _read_state(model, path, fd, start, size)
-        initialize_rest(created)
-        return model
+        source = Source(fd, start, start + size, path, mapped=mapped)
+        targets = twin_variables(model) if mapped else ()
+        with recorded(targets) as values:
+            _read_state(model, source)
+        initialize_rest([v for v in created if id(v) not in values])
+        return model, values
     finally:
         os.close(fd)
 
 
+@contextlib.contextmanager
+def legacy_reads(source: Source) -> Iterator[None]:
+    """Keras' legacy HDF5 weight loader, in this thread, reads datasets from ``source``.
+
+    ``load_weights_from_hdf5_group`` keeps its own rules (layer order, counts,
+    shapes); only where the bytes come from changes: one ``preadv`` into memory
+    TensorFlow adopts, or mapped pages for verification, instead of h5py's copy.
+    """
+    from keras.src.legacy.saving import legacy_h5_format
+
+    original = getattr(legacy_h5_format, "load_subset_weights_from_hdf5_group", None)
+    names = getattr(legacy_h5_format, "load_attributes_from_hdf5_group", None)
+    if original is None or names is None:  # another Keras: its own reads, slower
+        yield
+        return
+    owner = threading.get_ident()
+
+    def subset(group: h5py.Group) -> list[np.ndarray]:
+        if threading.get_ident() != owner:
+            return original(group)
+        values = []
+        for name in names(group, "weight_names"):
+            dataset = group[name]
+            if not isinstance(dataset, h5py.Dataset):
+                raise ValueError(f"{group.name}/{name} is not a dataset")
+            fast = source.array(dataset)
+            values.append(fast if fast is not None else np.asarray(dataset))
+        return values
+
+    with _PATCH_LOCK:
+        legacy_h5_format.load_subset_weights_from_hdf5_group = subset
+        try:
+            yield
+        finally:
+            legacy_h5_format.load_subset_weights_from_hdf5_group = original
+
+
+def twin_variables(model: keras.Model) -> list[Any]:
+    """Every variable of a model and of its optimizer."""
+    found = list(model.variables)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None and hasattr(optimizer, "variables"):
+        found += list(optimizer.variables)
+    return found
+
+
 # --------------------------------------------------------------------------- writing
+
+
+def variable_view(variable: Any) -> np.ndarray | None:
+    """A read-only view of a CPU variable's memory, or None (bfloat16, other devices)."""
+    if variable.dtype == "bfloat16":
+        return None
+    tensor = variable.value.read_value()
+    if "CPU" not in (tensor.device or "CPU"):
+        return None
+    return np.from_dlpack(tensor)
+
+
+@contextlib.contextmanager
+def legacy_writes() -> Iterator[None]:
+    """Keras' legacy HDF5 writer, in this thread, writes views of the variables.
+
+    It copies every value to NumPy first (all of the optimizer's at once); h5py
+    writes from a view just as well.
+    """
+    from keras.src.legacy.saving import legacy_h5_format
+
+    real = getattr(legacy_h5_format, "backend", None)
+    if real is None or not hasattr(real, "convert_to_numpy"):
+        yield
+        return
+    owner = threading.get_ident()
+
+    class Views:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def convert_to_numpy(self, x: Any) -> Any:
+            if threading.get_ident() == owner and isinstance(x, keras.Variable):
+                view = variable_view(x)
+                if view is not None:
+                    return view
+            return real.convert_to_numpy(x)
+
+    with _PATCH_LOCK:
+        legacy_h5_format.backend = Views()
+        try:
+            yield
+        finally:
+            legacy_h5_format.backend = real
 
 
 def write_weights(model: keras.Model, path: Path, *, userblock: int = 0) -> None:
@@ -341,8 +522,8 @@ def write_weights(model: keras.Model, path: Path, *, userblock: int = 0) -> None
 
         def __setitem__(self, key: str, value: Any) -> None:
             array = None
-            if isinstance(value, keras.Variable) and value.dtype != "bfloat16":
-                array = np.from_dlpack(value.value.read_value())  # a read-only view
+            if isinstance(value, keras.Variable):
+                array = variable_view(value)
             elif isinstance(value, np.ndarray) and value.dtype.kind in "fiucb":
                 array = value
             if array is None or not hasattr(self, "_create_h5_group"):
@@ -352,6 +533,7 @@ def write_weights(model: keras.Model, path: Path, *, userblock: int = 0) -> None
                 self._create_h5_group(self._h5_entry_path)
             self._h5_entry_group[key] = array
 
+    _warm_skipsets(saving_lib)
     store = Store(path, mode="w")
     try:
         saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="",
@@ -381,6 +563,27 @@ def _warm_skipsets(saving_lib: Any) -> None:
         global_state.set_global_attribute(f"saving_attr_skiplist_{kind}", skipset)
 
 
+def map_weights(model: keras.Model, path: Path) -> Recorded:
+    """What a Keras weights file would assign to ``model``'s variables, assigning
+    nothing: read-only views of the file's pages, by variable (see ``recorded``).
+
+    Raises:
+        Unsupported: the caller should load with Keras' reader instead.
+    """
+    from keras.src.saving import saving_lib
+
+    if not all(hasattr(saving_lib, name) for name in ("_load_state", "_raise_loading_failure")):
+        raise Unsupported("this Keras' saving_lib differs")
+    _store_class()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with recorded(twin_variables(model)) as values:
+            _read_state(model, Source(fd, 0, os.fstat(fd).st_size, path, mapped=True))
+    finally:
+        os.close(fd)
+    return values
+
+
 def read_weights(model: keras.Model, path: Path) -> Callable[[], None]:
     """``model.load_weights`` of a Keras weights file, staged: returns the assignment.
 
@@ -401,14 +604,11 @@ def read_weights(model: keras.Model, path: Path) -> Callable[[], None]:
     fd = os.open(path, os.O_RDONLY)
     try:
         with keras.StatelessScope(initialize_variables=False) as scope:
-            _read_state(model, path, fd, 0, os.fstat(fd).st_size)
+            _read_state(model, Source(fd, 0, os.fstat(fd).st_size, path))
     finally:
         os.close(fd)
     values = dict(scope.state_mapping)
-    optimizer = getattr(model, "optimizer", None)
-    candidates = list(model.variables) + list(getattr(model, "metrics_variables", []))
-    if optimizer is not None and hasattr(optimizer, "variables"):
-        candidates += list(optimizer.variables)
+    candidates = twin_variables(model) + list(getattr(model, "metrics_variables", []))
     targets = {id(v): v for v in candidates if id(v) in values}
     if len(targets) != len(values):
         raise Unsupported("assigned something that is not a model or optimizer variable")

@@ -25,7 +25,13 @@ from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError, Ke
 from kerasave._report import Check, Variable
 from kerasave._safety import check_h5
 from kerasave._state import Snapshot, empty_twin, keras_warnings
-from kerasave._verify import compare_arrays, optimizer_of, pair_variables, to_numpy
+from kerasave._verify import (
+    compare_arrays,
+    optimizer_of,
+    pair_variables,
+    recorded_reader,
+    to_numpy,
+)
 from kerasave.formats import _fastkeras
 from kerasave.formats._base import Contents, Handler, build_if_needed, versions_now
 
@@ -207,18 +213,46 @@ class H5WeightsHandler(Handler):
 
     # -- verification and inspection -----------------------------------------------
 
+    def _map(self, twin: keras.Model, path: Path) -> _fastkeras.Recorded | None:
+        """What loading would assign to ``twin``, as views of the file (no copies);
+        None when only Keras' reader can read the file."""
+        with open_h5(path) as f:
+            if _is_legacy(f):
+                return None
+            self._prepare(twin, f, path)
+            problem = self._structure_problem(twin, f)
+        if problem:
+            raise ArchitectureMismatchError(problem, path=path)
+        try:
+            with keras_warnings() as caught:
+                recorded = _fastkeras.map_weights(twin, path)
+        except _fastkeras.Unsupported:
+            return None
+        except KerasaveError:
+            raise
+        except ValueError as exc:
+            raise ArchitectureMismatchError(str(exc).splitlines()[0], path=path) from exc
+        except Exception as exc:
+            raise CorruptArtifactError(f"could not read the weights: {exc}", path=path) from exc
+        skipped = [str(w.message) for w in caught if "Skipping" in str(w.message)]
+        if skipped:
+            raise ArchitectureMismatchError(skipped[0], path=path)
+        return recorded
+
     def check(self, model: keras.Model, path: Path) -> list[Check]:
         twin, empty = empty_twin(model)  # no initializers run: the file fills it
         if twin is not None:
             try:
-                with keras_warnings():
-                    self.load(twin, path, rollback=False)
-                _fastkeras.initialize_rest(empty)
+                recorded = self._map(twin, path)
+                if recorded is None:
+                    with keras_warnings():
+                        self.load(twin, path, rollback=False)
+                _fastkeras.initialize_rest([v for v in empty if id(v) not in (recorded or {})])
             except (ArchitectureMismatchError, CorruptArtifactError) as exc:
                 return [Check("load", False, str(exc))]
             return [Check("load", True, "into a fresh model of the same architecture"),
-                    compare_arrays("model variables", pair_variables(model.weights,
-                                                                     twin.weights))]
+                    compare_arrays("model variables", pair_variables(
+                        model.weights, twin.weights, recorded_reader(recorded)))]
         # No config to build a twin from (subclassed model): load into the model itself
         # and put every value back afterwards.
         before = [(getattr(v, "path", v.name), to_numpy(v)) for v in model.weights]

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import re
 import warnings
 import zipfile
@@ -140,12 +141,20 @@ class KerasHandler(Handler):
 
     def check(self, model: keras.Model, path: Path) -> list[Check]:
         try:
-            # Every value is compared bit for bit below, which the zip CRC adds nothing to.
-            loaded = self.load(path, checksummed=True)
+            config = self._config(path)
+            refuse_code(config, str(path))
+            try:
+                with keras_warnings():
+                    loaded, recorded = _fastkeras.twin_keras(path, config)
+            except _fastkeras.Unsupported:
+                # Every value is compared bit for bit below: the zip CRC adds nothing.
+                loaded, recorded = self.load(path, checksummed=True), {}
+            except Exception as exc:
+                raise _map_load_error(exc, path) from exc
         except KerasaveError as exc:
             return [Check("load", False, str(exc))]
         return [Check("load", True, "a fresh model from the file"),
-                *compare_whole_models(model, loaded)]
+                *compare_whole_models(model, loaded, recorded)]
 
     def contents(self, path: Path) -> Contents:
         try:
@@ -158,6 +167,12 @@ class KerasHandler(Handler):
             raise CorruptArtifactError(f"not a readable .keras archive: {exc}", path=path) from exc
         versions = {"keras": str(meta.get("keras_version", "?"))}
         return Contents(variables, has_opt, versions)
+
+
+def _read(source: _fastkeras.Source, dataset: Any) -> np.ndarray:
+    """A dataset's values: through ``source`` when it can, else h5py's copy."""
+    fast = source.array(dataset) if isinstance(dataset, h5py.Dataset) else None
+    return fast if fast is not None else np.asarray(dataset)
 
 
 def _compile_value(cfg: Any, kind: str) -> Any:
@@ -205,7 +220,8 @@ class H5ModelHandler(Handler):
         compile_config = getattr(getattr(model, "_compile_config", None), "config", None)
         kept = dict(compile_config) if isinstance(compile_config, dict) else None
         try:
-            legacy_h5_format.save_model_to_hdf5(model, str(path))
+            with _fastkeras.legacy_writes():
+                legacy_h5_format.save_model_to_hdf5(model, str(path))
         finally:
             if kept is not None and compile_config is not None:
                 compile_config.clear()
@@ -215,6 +231,19 @@ class H5ModelHandler(Handler):
 
     def load(self, path: Path, *, compile: bool = True, safe_mode: bool = True,
              custom_objects: Any = None, checksummed: bool = False) -> keras.Model:
+        model, _ = self._restore(path, compile=compile, safe_mode=safe_mode,
+                                 custom_objects=custom_objects, mapped=False)
+        return model
+
+    def _restore(self, path: Path, *, compile: bool, safe_mode: bool, custom_objects: Any,
+                 mapped: bool) -> tuple[keras.Model, _fastkeras.Recorded]:
+        """The model in the file: built without running initializers, then filled.
+
+        Keras' legacy loader decides which dataset goes to which variable; each
+        dataset is read once into memory the variable adopts. ``mapped`` (for
+        verification) records read-only views of the file's pages instead of
+        assigning them (see ``_fastkeras.recorded``).
+        """
         with open_h5(path) as f:
             raw = f.attrs.get("model_config")
             if raw is None:
@@ -223,22 +252,33 @@ class H5ModelHandler(Handler):
                     "load_weights", path=path)
             training = f.attrs.get("training_config")
         config = json.loads(raw)
-        model = model_from_config(config, custom_objects=custom_objects, safe_mode=safe_mode,
-                                  source=str(path))
+        with _fastkeras.uninitialized() as created:
+            model = model_from_config(config, custom_objects=custom_objects,
+                                      safe_mode=safe_mode, source=str(path))
+        fd = os.open(path, os.O_RDONLY)
         try:
-            with open_h5(path) as f:
-                legacy_h5_format.load_weights_from_hdf5_group(f["model_weights"], model)
-        except KerasaveError:
-            raise
-        except Exception as exc:
-            raise CorruptArtifactError(f"could not read the weights: {_first_line(exc)}",
-                                       path=path) from exc
-        if compile and training is not None:
-            self._compile(model, json.loads(training), path, custom_objects)
-        return model
+            source = _fastkeras.Source(fd, 0, os.fstat(fd).st_size, path, mapped=mapped)
+            with _fastkeras.recorded(None if mapped else ()) as values:
+                try:
+                    with open_h5(path) as f, _fastkeras.legacy_reads(source):
+                        legacy_h5_format.load_weights_from_hdf5_group(f["model_weights"], model)
+                except KerasaveError:
+                    raise
+                except Exception as exc:
+                    raise CorruptArtifactError(
+                        f"could not read the weights: {_first_line(exc)}", path=path) from exc
+                if compile and training is not None:
+                    with _fastkeras.uninitialized() as more:
+                        self._compile(model, json.loads(training), path, custom_objects,
+                                      source)
+                    created += more
+        finally:
+            os.close(fd)
+        _fastkeras.initialize_rest([v for v in created if id(v) not in values])
+        return model, values
 
     def _compile(self, model: keras.Model, training: dict[str, Any], path: Path,
-                 custom_objects: Any) -> None:
+                 custom_objects: Any, source: _fastkeras.Source) -> None:
         bare = dict(training, loss=None, metrics=None, weighted_metrics=None)
         try:
             with keras_warnings():
@@ -258,7 +298,7 @@ class H5ModelHandler(Handler):
                 return
             names = [n.decode() if isinstance(n, bytes) else str(n)
                      for n in f["optimizer_weights"].attrs["weight_names"]]
-            values = [np.asarray(f["optimizer_weights"][n]) for n in names]
+            values = [_read(source, f["optimizer_weights"][n]) for n in names]
         if len(values) <= 2 and not optimizer.built:
             return  # saved before the optimizer was built: nothing but the step counter
         optimizer.build(model.trainable_variables)
@@ -279,11 +319,12 @@ class H5ModelHandler(Handler):
 
     def check(self, model: keras.Model, path: Path) -> list[Check]:
         try:
-            loaded = self.load(path)
+            loaded, recorded = self._restore(path, compile=True, safe_mode=True,
+                                             custom_objects=None, mapped=True)
         except KerasaveError as exc:
             return [Check("load", False, str(exc))]
         return [Check("load", True, "a fresh model from the file"),
-                *compare_whole_models(model, loaded)]
+                *compare_whole_models(model, loaded, recorded)]
 
     def contents(self, path: Path) -> Contents:
         with open_h5(path) as f:

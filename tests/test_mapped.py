@@ -1,0 +1,151 @@
+"""Verification reads the artifact where it lies (mapped pages), not through copies.
+
+Each test saves without verification, changes bytes of the file on disk (or the
+model in memory), and checks that the handler's comparison sees it: the mapped
+views must be the file's bytes, at the right offsets, for the right variables.
+"""
+
+import h5py
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kerasave as ks
+from kerasave import _atomic, _manifest, _registry
+from kerasave.formats import _fastkeras
+from kerasave.formats.checkpoint import tensor_locations, tensor_reader
+
+
+def _flip(path, offset):
+    with open(path, "r+b") as f:
+        f.seek(offset)
+        byte = f.read(1)
+        f.seek(offset)
+        f.write(bytes([byte[0] ^ 0x40]))
+
+
+def _kernel_offset(path):
+    """File offset of the first kernel of the model (not of the optimizer) in an HDF5 file."""
+    found = []
+
+    def visit(name, obj):
+        model_part = name.startswith(("layers/", "model_weights/", "_layer_checkpoint"))
+        if (isinstance(obj, h5py.Dataset) and model_part and obj.ndim == 2
+                and obj.id.get_offset() is not None):
+            found.append(obj.id.get_offset())
+
+    with h5py.File(path, "r") as f:
+        f.visititems(visit)
+    assert found, "no kernel found"
+    return found[0]
+
+
+def _checks(model, path):
+    handler = _registry.detect(path)
+    return {c.name: c for c in handler.check(model, path)}
+
+
+@pytest.mark.parametrize("name", ["m.keras", "m.h5"])
+def test_whole_model_check_sees_a_changed_byte_in_the_file(trained, tmp_path, name):
+    path = tmp_path / name
+    ks.save_model(trained, path, verify=False)
+    assert all(c.ok for c in _checks(trained, path).values())
+    if name.endswith(".keras"):
+        import zipfile
+
+        with zipfile.ZipFile(path) as zf:
+            start, _ = _fastkeras.member_span(path, zf, "model.weights.h5")
+        with open(path, "rb") as f:
+            f.seek(start)
+            raw = f.read()
+        tmp = tmp_path / "inner.h5"
+        tmp.write_bytes(raw)
+        offset = start + _kernel_offset(tmp)
+    else:
+        offset = _kernel_offset(path)
+    _flip(path, offset + 5)
+    checks = _checks(trained, path)
+    assert not checks["model variables"].ok
+    # The twin ran on the file's values, not on the live model's.
+    assert not checks["predictions"].ok
+
+
+def test_whole_model_check_sees_a_changed_model(trained, batch, tmp_path):
+    path = tmp_path / "m.keras"
+    ks.save_model(trained, path)
+    trained.layers[0].kernel.assign(trained.layers[0].kernel + 1.0)
+    report = ks.verify(trained, path)
+    failed = {c.name for c in report.checks if not c.ok}
+    assert {"model variables", "predictions"} <= failed
+
+
+def test_h5_weights_check_sees_a_changed_byte(trained, tmp_path):
+    path = tmp_path / "w.weights.h5"
+    ks.save_weights(trained, path, verify=False)
+    assert all(c.ok for c in _checks(trained, path).values())
+    _flip(path, _kernel_offset(path) + 3)
+    assert not _checks(trained, path)["model variables"].ok
+
+
+def test_checkpoint_locations_agree_with_tensorflow(trained, tmp_path):
+    prefix = tmp_path / "ckpt" / "p"
+    ks.save_weights(trained, prefix, verify=False)
+    reader = tf.train.load_checkpoint(str(prefix))
+    where = tensor_locations(prefix)
+    shapes = reader.get_variable_to_shape_map()
+    plain = {k for k in shapes if k != "_CHECKPOINTABLE_OBJECT_GRAPH"}
+    assert plain <= set(where)
+    read = tensor_reader(prefix, reader)
+    for key in plain:
+        expected = np.asarray(reader.get_tensor(key))
+        mapped = read(key)
+        assert mapped.dtype == expected.dtype and mapped.shape == expected.shape
+        assert mapped.tobytes() == expected.tobytes()
+        assert not mapped.flags.writeable  # a view of the file, not a copy
+
+
+def test_checkpoint_check_sees_a_changed_byte(trained, tmp_path):
+    prefix = tmp_path / "ckpt" / "p"
+    ks.save_weights(trained, prefix, verify=False)
+    assert all(c.ok for c in _checks(trained, prefix).values())
+    where = tensor_locations(prefix)
+    key = max(where, key=lambda k: np.prod(where[k][1]))  # a kernel or its slot
+    _, _, shard, offset = where[key]
+    _flip(shard, offset + 2)
+    checks = _checks(trained, prefix)
+    assert not all(c.ok for c in checks.values())
+
+
+def test_a_damaged_checkpoint_index_falls_back_to_tensorflow(trained, tmp_path, monkeypatch):
+    prefix = tmp_path / "ckpt" / "p"
+    ks.save_weights(trained, prefix, verify=False)
+
+    def broken(_):
+        raise ValueError("not a table")
+
+    monkeypatch.setattr("kerasave.formats.checkpoint.tensor_locations", broken)
+    assert all(c.ok for c in _checks(trained, prefix).values())
+
+
+def test_the_flush_thread_checksums_what_seal_would(trained, tmp_path):
+    path = tmp_path / "m.keras"
+    ks.save_model(trained, path)
+    handler = _registry.detect(path)
+    manifest = _manifest.read(handler, path)
+    assert manifest["files"] == _manifest.checksums(handler, path)
+
+
+def test_saves_work_without_sync_file_range(trained, tmp_path, monkeypatch):
+    monkeypatch.setattr(_atomic, "_SYNC_FILE_RANGE", None)
+    assert ks.save_weights(trained, tmp_path / "ckpt" / "p").ok
+    assert ks.save_model(trained, tmp_path / "m.keras").ok
+
+
+def test_a_failed_flush_surfaces_and_commits_nothing(trained, tmp_path, monkeypatch):
+    def full(path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(_atomic, "_fsync", full)
+    with pytest.raises(OSError, match="No space"):
+        ks.save_model(trained, tmp_path / "m.keras")
+    assert list(tmp_path.iterdir()) == []

@@ -25,6 +25,7 @@ from kerasave._errors import (
     RoundTripError,
 )
 from kerasave._report import Check, Inspection, Report
+from kerasave.formats import _fastkeras
 from kerasave.formats._base import Handler, versions_now
 
 __all__ = [
@@ -89,7 +90,8 @@ def _save(kind: str, model: keras.Model, path: PathLike, format: str | None,
                         path=target) from exc
                 flushed.written()
                 if verify:
-                    checks = tuple(handler.check(model, tmp))
+                    with _fastkeras.private_files():
+                        checks = tuple(handler.check(model, tmp))
                 else:
                     checks = (Check("verify", True, "skipped (verify=False)"),)
             report = Report(str(target), handler.name, all(c.ok for c in checks), checks)

@@ -36,6 +36,7 @@ from kerasave._errors import (
 )
 from kerasave._report import Check, Report
 from kerasave._verify import optimizer_of
+from kerasave.formats import _fastkeras
 from kerasave.formats.checkpoint import (
     UNTRACKED,
     CheckpointHandler,
@@ -330,7 +331,8 @@ class CheckpointManager:
                                   extra=self.trackables)
         if copies is not None:  # compare with the values as they were when saved
             pairing.pairs[:] = [(k, copies.get(v, v), g) for k, v, g in pairing.pairs]
-        checks = compare_pairing(pairing, reader, tensor_reader(tmp, reader))
+        with _fastkeras.private_files():
+            checks = compare_pairing(pairing, reader, tensor_reader(tmp, reader))
         if not all(c.ok for c in checks):
             raise RoundTripError(Report(str(path), "checkpoint", False, tuple(checks),
                                         0, time.perf_counter() - start))

@@ -278,8 +278,8 @@ def test_failed_verification_commits_nothing(tmp_path, monkeypatch):
 
     model = _net()
     _train(model)
-    monkeypatch.setattr(_manager, "compare_pairing",
-                        lambda pairing, reader, *_: [ks.Check("model variables", False, "injected")])
+    monkeypatch.setattr(_manager, "compare_pairing", lambda pairing, reader, *_: [
+        ks.Check("model variables", False, "injected")])
     with pytest.raises(ks.RoundTripError):
         ks.CheckpointManager(tmp_path, model=model).save()
     assert [p.name for p in tmp_path.iterdir()] == [".kerasave-writer.lock"]

@@ -5,6 +5,8 @@ model in memory), and checks that the handler's comparison sees it: the mapped
 views must be the file's bytes, at the right offsets, for the right variables.
 """
 
+import contextlib
+
 import h5py
 import numpy as np
 import pytest
@@ -40,16 +42,21 @@ def _kernel_offset(path):
     return found[0]
 
 
-def _checks(model, path):
+def _checks(model, path, mapped=True):
+    """The handler's checks, as a save runs them (mapped) or as ``verify`` does."""
     handler = _registry.detect(path)
-    return {c.name: c for c in handler.check(model, path)}
+    if not mapped:
+        return {c.name: c for c in handler.check(model, path)}
+    with _fastkeras.private_files():
+        return {c.name: c for c in handler.check(model, path)}
 
 
+@pytest.mark.parametrize("mapped", [True, False], ids=["mapped", "read"])
 @pytest.mark.parametrize("name", ["m.keras", "m.h5"])
-def test_whole_model_check_sees_a_changed_byte_in_the_file(trained, tmp_path, name):
+def test_whole_model_check_sees_a_changed_byte_in_the_file(trained, tmp_path, name, mapped):
     path = tmp_path / name
     ks.save_model(trained, path, verify=False)
-    assert all(c.ok for c in _checks(trained, path).values())
+    assert all(c.ok for c in _checks(trained, path, mapped).values())
     if name.endswith(".keras"):
         import zipfile
 
@@ -64,10 +71,75 @@ def test_whole_model_check_sees_a_changed_byte_in_the_file(trained, tmp_path, na
     else:
         offset = _kernel_offset(path)
     _flip(path, offset + 5)
-    checks = _checks(trained, path)
+    checks = _checks(trained, path, mapped)
     assert not checks["model variables"].ok
     # The twin ran on the file's values, not on the live model's.
     assert not checks["predictions"].ok
+
+
+@pytest.mark.parametrize("private", [True, False])
+def test_the_twin_holds_views_of_the_file_only_for_kerasave_temporaries(trained, tmp_path,
+                                                                        private):
+    import json
+    import zipfile
+
+    path = tmp_path / "m.keras"
+    ks.save_model(trained, path, verify=False)
+    with zipfile.ZipFile(path) as zf:
+        config = json.loads(zf.read("config.json"))
+    scope = _fastkeras.private_files() if private else contextlib.nullcontext()
+    with scope, _fastkeras.twin_keras(path, config) as (twin, recorded):
+        n = len(trained.weights) + len(trained.optimizer.variables)
+        assert len(recorded) == n
+        assert all(a.flags.writeable != private for _, a in recorded.values())
+        # Recorded, not assigned: the twin's weights hold no memory of their own.
+        assert not any(v._value.is_initialized() for v in twin.weights)
+
+
+@pytest.mark.parametrize("name", ["m.keras", "m.h5", "w.weights.h5"])
+def test_twins_are_kept_for_the_next_save_and_still_see_changes(trained, tmp_path, name,
+                                                                monkeypatch):
+    _fastkeras.TWINS.clear()
+    built = []
+    real = _fastkeras.uninitialized
+
+    def counting():
+        built.append(1)
+        return real()
+
+    monkeypatch.setattr(_fastkeras, "uninitialized", counting)
+    save = ks.save_weights if "weights" in name else ks.save_model
+    save(trained, tmp_path / name)
+    first = len(built)
+    assert first >= 1
+    save(trained, tmp_path / name)
+    assert len(built) == first  # the twin of the first save was reused
+    kernel = trained.layers[0].kernel
+    kernel.assign(kernel + 1.0)
+    report = ks.verify(trained, tmp_path / name)  # a kept twin, a changed model
+    assert len(built) == first
+    assert not report.ok
+    assert "model variables" in {c.name for c in report.checks if not c.ok}
+
+
+def test_twins_of_custom_classes_are_not_kept(tmp_path):
+    import keras
+
+    @keras.saving.register_keras_serializable(package="kerasave_test_twins")
+    class Scale(keras.layers.Layer):
+        def build(self, shape):
+            self.w = self.add_weight(shape=(shape[-1],), initializer="ones")
+
+        def call(self, x):
+            return x * self.w
+
+    model = keras.Sequential([keras.Input((4,)), Scale()])
+    model.compile(optimizer="adam", loss="mse")
+    _fastkeras.TWINS.clear()
+    ks.save_model(model, tmp_path / "m.keras")
+    assert not _fastkeras.TWINS._kept
+    ks.save_model(ks.reference_model(), tmp_path / "r.keras")
+    assert len(_fastkeras.TWINS._kept) == 1
 
 
 def test_whole_model_check_sees_a_changed_model(trained, batch, tmp_path):
@@ -79,12 +151,13 @@ def test_whole_model_check_sees_a_changed_model(trained, batch, tmp_path):
     assert {"model variables", "predictions"} <= failed
 
 
-def test_h5_weights_check_sees_a_changed_byte(trained, tmp_path):
+@pytest.mark.parametrize("mapped", [True, False], ids=["mapped", "read"])
+def test_h5_weights_check_sees_a_changed_byte(trained, tmp_path, mapped):
     path = tmp_path / "w.weights.h5"
     ks.save_weights(trained, path, verify=False)
-    assert all(c.ok for c in _checks(trained, path).values())
+    assert all(c.ok for c in _checks(trained, path, mapped).values())
     _flip(path, _kernel_offset(path) + 3)
-    assert not _checks(trained, path)["model variables"].ok
+    assert not _checks(trained, path, mapped)["model variables"].ok
 
 
 def test_checkpoint_locations_agree_with_tensorflow(trained, tmp_path):
@@ -95,24 +168,28 @@ def test_checkpoint_locations_agree_with_tensorflow(trained, tmp_path):
     shapes = reader.get_variable_to_shape_map()
     plain = {k for k in shapes if k != "_CHECKPOINTABLE_OBJECT_GRAPH"}
     assert plain <= set(where)
-    read = tensor_reader(prefix, reader)
+    with _fastkeras.private_files():
+        read = tensor_reader(prefix, reader)
     for key in plain:
         expected = np.asarray(reader.get_tensor(key))
         mapped = read(key)
         assert mapped.dtype == expected.dtype and mapped.shape == expected.shape
         assert mapped.tobytes() == expected.tobytes()
         assert not mapped.flags.writeable  # a view of the file, not a copy
+    # Outside a save's own temporaries nothing is mapped (SIGBUS if truncated).
+    assert all(tensor_reader(prefix, reader)(k).flags.writeable for k in plain)
 
 
-def test_checkpoint_check_sees_a_changed_byte(trained, tmp_path):
+@pytest.mark.parametrize("mapped", [True, False], ids=["mapped", "read"])
+def test_checkpoint_check_sees_a_changed_byte(trained, tmp_path, mapped):
     prefix = tmp_path / "ckpt" / "p"
     ks.save_weights(trained, prefix, verify=False)
-    assert all(c.ok for c in _checks(trained, prefix).values())
+    assert all(c.ok for c in _checks(trained, prefix, mapped).values())
     where = tensor_locations(prefix)
     key = max(where, key=lambda k: np.prod(where[k][1]))  # a kernel or its slot
     _, _, shard, offset = where[key]
     _flip(shard, offset + 2)
-    checks = _checks(trained, prefix)
+    checks = _checks(trained, prefix, mapped)
     assert not all(c.ok for c in checks.values())
 
 

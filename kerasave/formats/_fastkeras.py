@@ -24,6 +24,7 @@ differ) goes back to ``keras.saving.load_model``: same result, slower.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import functools
 import io
 import json
@@ -49,10 +50,10 @@ try:  # ISA-L's CRC-32 runs at ~10 GB/s, zlib's at ~1 GB/s; both give the zip's 
 except ImportError:  # pragma: no cover
     from zlib import crc32 as _crc32
 
-__all__ = ["Recorded", "Source", "Unsupported", "Window", "initialize_rest", "legacy_reads",
-           "legacy_writes", "load_keras", "map_weights", "member_span", "read_weights", "recorded",
-           "save_keras", "twin_keras", "twin_variables", "uninitialized", "variable_view",
-           "write_weights"]
+__all__ = ["TWINS", "Recorded", "Source", "Twins", "Unsupported", "Window", "initialize_rest",
+           "legacy_reads", "legacy_writes", "load_keras", "map_weights", "may_map",
+           "member_span", "private_files", "read_weights", "recorded", "save_keras",
+           "twin_keras", "twin_variables", "uninitialized", "variable_view", "write_weights"]
 
 _WEIGHTS = "model.weights.h5"
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
@@ -150,21 +151,45 @@ def _read_exact(fd: int, array: np.ndarray, offset: int, path: Path) -> None:
         done += got
 
 
+_PRIVATE = contextvars.ContextVar("kerasave_private_files", default=False)
+
+
+@contextlib.contextmanager
+def private_files() -> Iterator[None]:
+    """Inside, the files verification reads are kerasave's own temporaries.
+
+    Nobody else writes those, so they may be mapped into memory. A file that
+    another process truncates under a mapping kills the reader with SIGBUS, so
+    ``verify`` of a user's path reads with ``preadv`` instead.
+    """
+    token = _PRIVATE.set(True)
+    try:
+        yield
+    finally:
+        _PRIVATE.reset(token)
+
+
+def may_map() -> bool:
+    """Whether the files being read are kerasave's own temporaries (``private_files``)."""
+    return _PRIVATE.get()
+
+
 class Source:
     """The contiguous, uncompressed HDF5 datasets of one file, by their byte offsets.
 
     ``array`` reads a dataset with one ``preadv`` into 64-byte-aligned memory that
-    TensorFlow adopts (loads), or, when ``mapped``, returns a read-only view of
-    the file's pages (verification: nothing is copied or allocated; the page
-    cache still holds what a save just wrote). ``begin``/``end`` bound the HDF5
-    file inside the file at ``fd`` (a zip member), and HDF5 offsets count from
-    ``begin``. Anything else (chunked, compressed, never written) returns None.
+    TensorFlow adopts (loads), or, when ``mapped`` inside ``private_files``,
+    returns a read-only view of the file's pages (verification of a save:
+    nothing is copied or allocated; the page cache still holds what was written).
+    ``begin``/``end`` bound the HDF5 file inside the file at ``fd`` (a zip
+    member), and HDF5 offsets count from ``begin``. Anything else (chunked,
+    compressed, never written) returns None.
     """
 
     def __init__(self, fd: int, begin: int, end: int, path: Path, *, mapped: bool = False):
         self.fd, self.begin, self.end, self.path = fd, begin, end, path
         self._map = None
-        if mapped and end > begin:
+        if mapped and end > begin and may_map():
             self._map = mmap.mmap(fd, 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
 
     def array(self, dataset: h5py.Dataset) -> np.ndarray | None:
@@ -364,18 +389,105 @@ def load_keras(path: Path, config: dict[str, Any], *, compile: bool, safe_mode: 
     return model
 
 
-def twin_keras(path: Path, config: dict[str, Any]) -> tuple[keras.Model, Recorded]:
+def twin_keras(path: Path, config: dict[str, Any]) -> Any:
     """The model a ``.keras`` archive loads as, for verification, holding no copies.
 
-    The twin is built and compiled from the archive's config and Keras' own
-    traversal runs over it, but every value Keras would assign is recorded as a
-    read-only view of the archive's pages instead (see ``recorded``): compare
-    those, and run the twin in a ``keras.StatelessScope`` that maps its variables
-    to values bit-equal to them. Variables nothing was read for are initialized
-    as a load initializes them.
+    A context manager giving ``(twin, recorded)``. The twin is built and
+    compiled from the archive's config and Keras' own traversal runs over it,
+    but every value Keras would assign is recorded as a read-only view of the
+    archive's pages instead (see ``recorded``): compare those, and run the twin
+    in a ``keras.StatelessScope`` that maps its variables to values bit-equal to
+    them. Variables nothing was read for are initialized as a load initializes
+    them. The twin is lent from ``TWINS``.
     """
-    return _restore_keras(path, config, compile=True, safe_mode=True, custom_objects=None,
-                          checksummed=True, mapped=True)
+    from keras.src.saving import saving_lib
+
+    _check_saving_lib(saving_lib)
+    return TWINS.lend(
+        ("keras", json.dumps(config, sort_keys=True)),
+        lambda: saving_lib._model_from_config(json.dumps(config), None, True, True),
+        lambda model: _read_keras(path, model, checksummed=True, mapped=True))
+
+
+class _Twin:
+    """A model built for verification, and which variables verification records."""
+
+    def __init__(self, model: keras.Model, created: list[Any]) -> None:
+        self.model, self._created = model, created
+        self._expected: set[int] | None = None
+
+    def fill(self, read: Callable[[keras.Model], Recorded]) -> tuple[keras.Model, Recorded]:
+        values = read(self.model)
+        if self._expected is None:
+            initialize_rest([v for v in self._created if id(v) not in values])
+            self._created = []
+            self._expected = set(values)
+        elif set(values) != self._expected:
+            raise _Stale()
+        return self.model, values
+
+
+class _Stale(Exception):
+    """A kept twin was given other variables than when it was built."""
+
+
+class Twins:
+    """Twins built for verification, kept for the next check of the same architecture.
+
+    Saving the same model again (each epoch, say) would otherwise rebuild the
+    same model from the same config every time: about 30 ms for the tutorial's
+    model, most of a small save. A twin is kept only when every layer and the
+    optimizer are Keras' own classes, so no redefined custom class can hide
+    behind an unchanged config. It is lent to one verification at a time and
+    holds no weights: its variables were never assigned.
+    """
+
+    def __init__(self, size: int = 4) -> None:
+        self._size = size
+        self._kept: dict[Any, _Twin] = {}
+        self._lock = threading.Lock()
+
+    @contextlib.contextmanager
+    def lend(self, key: Any, build: Callable[[], keras.Model],
+             read: Callable[[keras.Model], Recorded]) -> Iterator[tuple[keras.Model, Recorded]]:
+        """``(twin, recorded)``: ``build`` (run with initializers deferred) or a kept
+        twin for ``key``, and what ``read`` records for it."""
+        with self._lock:
+            twin = self._kept.pop(key, None)
+        result = None
+        if twin is not None:
+            try:
+                result = twin.fill(read)
+            except _Stale:
+                twin = None
+        if twin is None:
+            with uninitialized() as created:
+                model = build()
+            twin = _Twin(model, created)
+            result = twin.fill(read)
+        yield result
+        if _keras_only(twin.model):  # (not after a failure: the exception skips this)
+            with self._lock:
+                self._kept[key] = twin
+                while len(self._kept) > self._size:
+                    self._kept.pop(next(iter(self._kept)))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._kept.clear()
+
+
+def _keras_only(model: keras.Model) -> bool:
+    layers = model._flatten_layers(include_self=True) if hasattr(
+        model, "_flatten_layers") else [model]
+    objects = list(layers)
+    optimizer = getattr(model, "optimizer", None)
+    if optimizer is not None:
+        objects.append(optimizer)
+    return all(type(o).__module__.startswith("keras.") for o in objects)
+
+
+TWINS = Twins()
 
 
 def _restore_keras(path: Path, config: dict[str, Any], *, compile: bool, safe_mode: bool,
@@ -383,9 +495,27 @@ def _restore_keras(path: Path, config: dict[str, Any], *, compile: bool, safe_mo
                    mapped: bool) -> tuple[keras.Model, Recorded]:
     from keras.src.saving import saving_lib
 
+    _check_saving_lib(saving_lib)
+    with uninitialized() as created:
+        model = saving_lib._model_from_config(json.dumps(config), custom_objects,
+                                              compile, safe_mode)
+    values = _read_keras(path, model, checksummed=checksummed, mapped=mapped)
+    initialize_rest([v for v in created if id(v) not in values])
+    return model, values
+
+
+def _check_saving_lib(saving_lib: Any) -> None:
     if not all(hasattr(saving_lib, name) for name in (
             "_load_state", "_model_from_config", "_raise_loading_failure")):
         raise Unsupported("this Keras' saving_lib differs")
+
+
+def _read_keras(path: Path, model: keras.Model, *, checksummed: bool,
+                mapped: bool) -> Recorded:
+    """Keras' traversal of ``model`` over the archive's weights; ``mapped`` records."""
+    from keras.src.saving import saving_lib
+
+    _check_saving_lib(saving_lib)
     with zipfile.ZipFile(path) as zf:
         names = zf.namelist()
         if _WEIGHTS not in names or len(names) > 3:
@@ -397,15 +527,10 @@ def _restore_keras(path: Path, config: dict[str, Any], *, compile: bool, safe_mo
     try:
         if not checksummed and _crc32_span(fd, start, size, path) != crc:
             raise CorruptArtifactError(f"{_WEIGHTS} fails its zip CRC-32", path=path)
-        with uninitialized() as created:
-            model = saving_lib._model_from_config(json.dumps(config), custom_objects,
-                                                  compile, safe_mode)
         source = Source(fd, start, start + size, path, mapped=mapped)
-        targets = twin_variables(model) if mapped else ()
-        with recorded(targets) as values:
+        with recorded(twin_variables(model) if mapped else ()) as values:
             _read_state(model, source)
-        initialize_rest([v for v in created if id(v) not in values])
-        return model, values
+        return values
     finally:
         os.close(fd)
 

@@ -30,6 +30,7 @@ from tensorflow.core.protobuf import tensor_bundle_pb2, trackable_object_graph_p
 from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError
 from kerasave._report import Check, Variable
 from kerasave._verify import compare_arrays, optimizer_of, view
+from kerasave.formats import _fastkeras
 from kerasave.formats._base import Contents, Handler, build_if_needed, versions_now
 
 __all__ = [
@@ -393,12 +394,12 @@ def tensor_locations(prefix: Path) -> dict[str, tuple[np.dtype, tuple[int, ...],
 def tensor_reader(prefix: Path, reader: Any) -> Callable[[str], np.ndarray]:
     """Saved tensors by key, as read-only views of the data files' pages where it can.
 
-    Verification compares them with the live variables where they lie: no copy
-    and no allocation (a save has just written them: they are in the page
-    cache). Anything else is read by TensorFlow's reader.
+    Verification of a save (``_fastkeras.private_files``) compares them with the
+    live variables where they lie: no copy and no allocation (the page cache
+    holds what was just written). Anything else is read by TensorFlow's reader.
     """
     try:
-        where = tensor_locations(prefix)
+        where = tensor_locations(prefix) if _fastkeras.may_map() else {}
     except (OSError, ValueError, IndexError, struct.error, DecodeError):
         where = {}
     maps: dict[Path, Any] = {}

@@ -24,7 +24,7 @@ from keras.src.legacy.saving import legacy_h5_format
 from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError, KerasaveError
 from kerasave._report import Check, Variable
 from kerasave._safety import check_h5
-from kerasave._state import Snapshot, empty_twin, keras_warnings
+from kerasave._state import Snapshot, empty_twin, fresh_twin, keras_warnings
 from kerasave._verify import (
     compare_arrays,
     optimizer_of,
@@ -239,7 +239,26 @@ class H5WeightsHandler(Handler):
             raise ArchitectureMismatchError(skipped[0], path=path)
         return recorded
 
+    def _map_or_raise(self, twin: keras.Model, path: Path) -> _fastkeras.Recorded:
+        recorded = self._map(twin, path)
+        if recorded is None:
+            raise _Unmapped()
+        return recorded
+
     def check(self, model: keras.Model, path: Path) -> list[Check]:
+        key = _twin_key(model)
+        if key is not None:
+            try:
+                with _fastkeras.TWINS.lend(key, lambda: _config_twin(model),
+                                           lambda twin: self._map_or_raise(twin, path)) as (
+                        twin, recorded):
+                    return [Check("load", True, "into a fresh model of the same architecture"),
+                            compare_arrays("model variables", pair_variables(
+                                model.weights, twin.weights, recorded_reader(recorded)))]
+            except _Unmapped:
+                pass  # Keras 2 layout, or a model without a usable config: below
+            except (ArchitectureMismatchError, CorruptArtifactError) as exc:
+                return [Check("load", False, str(exc))]
         twin, empty = empty_twin(model)  # no initializers run: the file fills it
         if twin is not None:
             try:
@@ -282,4 +301,24 @@ class H5WeightsHandler(Handler):
             elif "model_weights" in f and "keras_version" in f["model_weights"].attrs:
                 versions = {"keras": str(f["model_weights"].attrs["keras_version"])}
         return Contents(variables, has_opt, versions)
+
+
+class _Unmapped(Exception):
+    """The file or the model needs the slower check (Keras' own reader)."""
+
+
+def _twin_key(model: keras.Model) -> Any:
+    """What identifies ``model``'s architecture for ``_fastkeras.TWINS``, or None."""
+    try:
+        return ("h5 weights", type(model), json.dumps(model.get_config(), sort_keys=True),
+                json.dumps(model.get_build_config(), sort_keys=True, default=list))
+    except Exception:  # no config (subclassed), or one JSON cannot hold
+        return None
+
+
+def _config_twin(model: keras.Model) -> keras.Model:
+    twin = fresh_twin(model)
+    if twin is None:
+        raise _Unmapped()
+    return twin
 

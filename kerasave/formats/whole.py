@@ -140,21 +140,23 @@ class KerasHandler(Handler):
         return model
 
     def check(self, model: keras.Model, path: Path) -> list[Check]:
-        try:
-            config = self._config(path)
-            refuse_code(config, str(path))
+        with contextlib.ExitStack() as lent:  # the twin goes back once the checks ran
             try:
-                with keras_warnings():
-                    loaded, recorded = _fastkeras.twin_keras(path, config)
-            except _fastkeras.Unsupported:
-                # Every value is compared bit for bit below: the zip CRC adds nothing.
-                loaded, recorded = self.load(path, checksummed=True), {}
-            except Exception as exc:
-                raise _map_load_error(exc, path) from exc
-        except KerasaveError as exc:
-            return [Check("load", False, str(exc))]
-        return [Check("load", True, "a fresh model from the file"),
-                *compare_whole_models(model, loaded, recorded)]
+                config = self._config(path)
+                refuse_code(config, str(path))
+                try:
+                    with keras_warnings():
+                        loaded, recorded = lent.enter_context(
+                            _fastkeras.twin_keras(path, config))
+                except _fastkeras.Unsupported:
+                    # Every value is compared bit for bit below: the zip CRC adds nothing.
+                    loaded, recorded = self.load(path, checksummed=True), {}
+                except Exception as exc:
+                    raise _map_load_error(exc, path) from exc
+            except KerasaveError as exc:
+                return [Check("load", False, str(exc))]
+            return [Check("load", True, "a fresh model from the file"),
+                    *compare_whole_models(model, loaded, recorded)]
 
     def contents(self, path: Path) -> Contents:
         try:
@@ -231,18 +233,26 @@ class H5ModelHandler(Handler):
 
     def load(self, path: Path, *, compile: bool = True, safe_mode: bool = True,
              custom_objects: Any = None, checksummed: bool = False) -> keras.Model:
-        model, _ = self._restore(path, compile=compile, safe_mode=safe_mode,
-                                 custom_objects=custom_objects, mapped=False)
-        return model
-
-    def _restore(self, path: Path, *, compile: bool, safe_mode: bool, custom_objects: Any,
-                 mapped: bool) -> tuple[keras.Model, _fastkeras.Recorded]:
         """The model in the file: built without running initializers, then filled.
 
         Keras' legacy loader decides which dataset goes to which variable; each
-        dataset is read once into memory the variable adopts. ``mapped`` (for
-        verification) records read-only views of the file's pages instead of
-        assigning them (see ``_fastkeras.recorded``).
+        dataset is read once, into memory the variable adopts.
+        """
+        build, read, _ = self._steps(path, compile=compile, safe_mode=safe_mode,
+                                     custom_objects=custom_objects, mapped=False)
+        with _fastkeras.uninitialized() as created:
+            model = build()
+        read(model)
+        _fastkeras.initialize_rest(created)
+        return model
+
+    def _steps(self, path: Path, *, compile: bool, safe_mode: bool, custom_objects: Any,
+               mapped: bool) -> tuple[Any, Any, Any]:
+        """How to build the file's model (compiled, optimizer built), how to read its
+        values into it, and what identifies the build (for ``_fastkeras.TWINS``).
+
+        ``mapped`` (verification) records read-only views of the file's pages
+        instead of assigning them (see ``_fastkeras.recorded``).
         """
         with open_h5(path) as f:
             raw = f.attrs.get("model_config")
@@ -250,35 +260,46 @@ class H5ModelHandler(Handler):
                 raise CorruptArtifactError(
                     "an HDF5 file without a model config: it holds weights only; use "
                     "load_weights", path=path)
-            training = f.attrs.get("training_config")
+            training = f.attrs.get("training_config") if compile else None
+            saved_opt = (len(f["optimizer_weights"].attrs.get("weight_names", ()))
+                         if "optimizer_weights" in f else 0)
         config = json.loads(raw)
-        with _fastkeras.uninitialized() as created:
+
+        def build() -> keras.Model:
             model = model_from_config(config, custom_objects=custom_objects,
                                       safe_mode=safe_mode, source=str(path))
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            source = _fastkeras.Source(fd, 0, os.fstat(fd).st_size, path, mapped=mapped)
-            with _fastkeras.recorded(None if mapped else ()) as values:
-                try:
-                    with open_h5(path) as f, _fastkeras.legacy_reads(source):
-                        legacy_h5_format.load_weights_from_hdf5_group(f["model_weights"], model)
-                except KerasaveError:
-                    raise
-                except Exception as exc:
-                    raise CorruptArtifactError(
-                        f"could not read the weights: {_first_line(exc)}", path=path) from exc
-                if compile and training is not None:
-                    with _fastkeras.uninitialized() as more:
-                        self._compile(model, json.loads(training), path, custom_objects,
-                                      source)
-                    created += more
-        finally:
-            os.close(fd)
-        _fastkeras.initialize_rest([v for v in created if id(v) not in values])
-        return model, values
+            if training is not None:
+                self._compile(model, json.loads(training), path, custom_objects)
+                # An optimizer saved before it was built holds only its step counter.
+                if saved_opt > 2 and not model.optimizer.built:
+                    model.optimizer.build(model.trainable_variables)
+            return model
+
+        def read(model: keras.Model) -> _fastkeras.Recorded:
+            fd = os.open(path, os.O_RDONLY)
+            try:
+                source = _fastkeras.Source(fd, 0, os.fstat(fd).st_size, path, mapped=mapped)
+                with _fastkeras.recorded(None if mapped else ()) as values:
+                    try:
+                        with open_h5(path) as f, _fastkeras.legacy_reads(source):
+                            legacy_h5_format.load_weights_from_hdf5_group(
+                                f["model_weights"], model)
+                    except KerasaveError:
+                        raise
+                    except Exception as exc:
+                        raise CorruptArtifactError(
+                            f"could not read the weights: {_first_line(exc)}",
+                            path=path) from exc
+                    if training is not None:
+                        self._load_optimizer(model, path, source)
+            finally:
+                os.close(fd)
+            return values
+
+        return build, read, ("h5", raw, training, saved_opt, safe_mode)
 
     def _compile(self, model: keras.Model, training: dict[str, Any], path: Path,
-                 custom_objects: Any, source: _fastkeras.Source) -> None:
+                 custom_objects: Any) -> None:
         bare = dict(training, loss=None, metrics=None, weighted_metrics=None)
         try:
             with keras_warnings():
@@ -292,6 +313,9 @@ class H5ModelHandler(Handler):
             raise CorruptArtifactError(
                 f"could not compile the model from its training config: {_first_line(exc)}",
                 path=path) from exc
+
+    def _load_optimizer(self, model: keras.Model, path: Path,
+                        source: _fastkeras.Source) -> None:
         optimizer = model.optimizer
         with open_h5(path) as f:
             if "optimizer_weights" not in f:
@@ -299,9 +323,8 @@ class H5ModelHandler(Handler):
             names = [n.decode() if isinstance(n, bytes) else str(n)
                      for n in f["optimizer_weights"].attrs["weight_names"]]
             values = [_read(source, f["optimizer_weights"][n]) for n in names]
-        if len(values) <= 2 and not optimizer.built:
+        if not optimizer.built:
             return  # saved before the optimizer was built: nothing but the step counter
-        optimizer.build(model.trainable_variables)
         fits = len(values) == len(optimizer.variables) and all(
             tuple(v.shape) == tuple(a.shape) for v, a in zip(optimizer.variables, values))
         if not fits:
@@ -311,20 +334,22 @@ class H5ModelHandler(Handler):
                 f"{keras.__version__} ({len(optimizer.variables)} variables); the model loads "
                 "with a fresh optimizer, so resumed training will not match",
                 UserWarning,
-                stacklevel=3,
+                stacklevel=4,
             )
             return
         for variable, value in zip(optimizer.variables, values):
             variable.assign(value)
 
     def check(self, model: keras.Model, path: Path) -> list[Check]:
-        try:
-            loaded, recorded = self._restore(path, compile=True, safe_mode=True,
-                                             custom_objects=None, mapped=True)
-        except KerasaveError as exc:
-            return [Check("load", False, str(exc))]
-        return [Check("load", True, "a fresh model from the file"),
-                *compare_whole_models(model, loaded, recorded)]
+        with contextlib.ExitStack() as lent:  # the twin goes back once the checks ran
+            try:
+                build, read, key = self._steps(path, compile=True, safe_mode=True,
+                                               custom_objects=None, mapped=True)
+                loaded, recorded = lent.enter_context(_fastkeras.TWINS.lend(key, build, read))
+            except KerasaveError as exc:
+                return [Check("load", False, str(exc))]
+            return [Check("load", True, "a fresh model from the file"),
+                    *compare_whole_models(model, loaded, recorded)]
 
     def contents(self, path: Path) -> Contents:
         with open_h5(path) as f:

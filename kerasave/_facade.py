@@ -158,9 +158,10 @@ def load_weights(model: keras.Model, path: PathLike, *, format: str | None = Non
     source = Path(os.fspath(path))
     with _reading(source):
         handler = _registry.detect(source, "weights", format)
-        actual, integrity = _manifest.resolve(handler, source)
+        actual, integrity, checksummed = _manifest.resolve_checked(handler, source)
         checks = (Check("integrity", True, integrity),
-                  *handler.load(model, actual))  # type: ignore[attr-defined]
+                  *handler.load(model, actual,  # type: ignore[attr-defined]
+                                checksummed=checksummed))
     return Report(str(source), handler.name, True, checks, _size(handler, actual),
                   time.perf_counter() - start)
 

@@ -48,6 +48,7 @@ from kerasave.formats.checkpoint import (
     pair_checkpoint,
     prepare,
     stage,
+    tensor_loader,
     tensor_reader,
 )
 
@@ -390,7 +391,7 @@ class CheckpointManager:
         prefix = Path(os.fspath(path))
         if not _HANDLER.exists(prefix):
             raise ArtifactNotFoundError(f"no checkpoint at {prefix}", path=prefix)
-        prefix, _ = _manifest.resolve(_HANDLER, prefix)
+        prefix, _, checksummed = _manifest.resolve_checked(_HANDLER, prefix)
         reader = _reader(prefix)
         try:
             manifest = json.loads(manifest_path(prefix).read_text(encoding="utf-8"))
@@ -415,7 +416,8 @@ class CheckpointManager:
             pairing.not_in_checkpoint.clear()
         # Non-variable state (tf.data iterators) goes through TensorFlow, first: if it
         # fails, no variable has been touched yet.
-        staged = stage(pairing, reader, prefix)
+        staged = stage(pairing, reader, prefix,
+                       tensor_loader(prefix, reader, checksummed=checksummed))
         for root in pairing.other_state:
             try:
                 tf.train.Checkpoint(**{root: self.trackables[root]}).read(

@@ -90,3 +90,23 @@ def test_interrupted_commit_leaves_old_or_new(trained, tmp_path, monkeypatch, ca
     leftovers = [p.name for p in tmp_path.rglob("*") if "kerasave-" in p.name
                  and not p.name.endswith(".kerasave.json")]
     assert leftovers == []
+
+
+def test_a_large_file_checksummed_in_parts_gives_the_same_crc32c(tmp_path, monkeypatch):
+    import google_crc32c
+
+    from kerasave import _manifest
+
+    data = os.urandom(3 * 2**20 + 12345)
+    path = tmp_path / "blob"
+    path.write_bytes(data)
+    monkeypatch.setattr(_manifest, "_SPLIT", 2**20)  # split a 3 MB file, not only 64 MB ones
+    expected = f"{google_crc32c.value(data):08x}"
+    assert _manifest.crc32c(path) == expected
+    for threads in (2, 3, 4):
+        assert _manifest.crc32c(path, threads=threads) == expected
+    for cut in (0, 1, 4096, len(data) - 1, len(data)):
+        a, b = data[:cut], data[cut:]
+        combined = _manifest.crc32c_combine(google_crc32c.value(a), google_crc32c.value(b),
+                                            len(b))
+        assert combined == google_crc32c.value(data)

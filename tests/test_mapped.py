@@ -15,7 +15,7 @@ import tensorflow as tf
 import kerasave as ks
 from kerasave import _atomic, _manifest, _registry
 from kerasave.formats import _fastkeras
-from kerasave.formats.checkpoint import tensor_locations, tensor_reader
+from kerasave.formats.checkpoint import tensor_loader, tensor_locations, tensor_reader
 
 
 def _flip(path, offset):
@@ -178,6 +178,23 @@ def test_checkpoint_locations_agree_with_tensorflow(trained, tmp_path):
         assert not mapped.flags.writeable  # a view of the file, not a copy
     # Outside a save's own temporaries nothing is mapped (SIGBUS if truncated).
     assert all(tensor_reader(prefix, reader)(k).flags.writeable for k in plain)
+
+
+def test_checkpoint_loads_read_each_tensor_once_when_the_manifest_checked_it(trained,
+                                                                             tmp_path):
+    prefix = tmp_path / "ckpt" / "p"
+    ks.save_weights(trained, prefix)
+    reader = tf.train.load_checkpoint(str(prefix))
+    plain = [k for k in reader.get_variable_to_shape_map() if k != "_CHECKPOINTABLE_OBJECT_GRAPH"]
+    fast = tensor_loader(prefix, reader, checksummed=True)
+    for key in plain:
+        expected = np.asarray(reader.get_tensor(key))
+        got = fast(key)
+        assert type(got) is not np.ndarray  # read by kerasave, for TensorFlow to adopt
+        assert got.dtype == expected.dtype and got.shape == expected.shape
+        assert got.tobytes() == expected.tobytes()
+    # Without a checked manifest, TensorFlow's reader (and its per-tensor CRC32C).
+    assert tensor_loader(prefix, reader, checksummed=False) == reader.get_tensor
 
 
 @pytest.mark.parametrize("mapped", [True, False], ids=["mapped", "read"])

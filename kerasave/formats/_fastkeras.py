@@ -1,24 +1,34 @@
-"""Reading ``.keras`` archives at the disk's speed, with Keras' own layout rules.
+"""Keras' own file formats at the disk's speed, with Keras' own layout rules.
 
 Keras 3 reads the weights member of a ``.keras`` zip through Python file objects
 (``zipfile`` → ``io.BytesIO`` → h5py), about 0.1 GB/s, after initializing every
-variable with its random initializer only to overwrite it. kerasave reads the
-same files another way, and gets the same model:
+variable with its random initializer only to overwrite it; its writers copy
+every value once more on the way. kerasave reads and writes the same files
+another way, and gets the same results:
 
-- the model is built from ``config.json`` inside ``keras.StatelessScope`` with
-  ``initialize_variables=False``: its variables exist but hold no memory yet;
-- Keras' own traversal (``saving_lib._load_state``) walks the model and its
-  optimizer as ``keras.saving.load_model`` does, inside a second stateless scope,
-  so each ``variable.assign(value)`` is recorded instead of applied: everything is
-  read and shape-checked before any variable holds a value (all or nothing);
-- the values come straight from the archive: h5py reads the HDF5 metadata through
-  a window on the zip member, and each dataset's bytes (stored contiguous and
-  uncompressed, as Keras writes them) are read with one ``preadv`` into the array;
-- each variable is then created from its value once, never from its initializer.
+- **Building** (``uninitialized``): a model is built from its config with
+  variables that have a TensorFlow handle but no memory, and run no
+  initializer until something is assigned to them.
+- **Reading**: Keras' own traversal (``saving_lib._load_state``, or the legacy
+  HDF5 loader via ``legacy_reads``) decides which dataset goes to which
+  variable. Each dataset's bytes (contiguous and uncompressed, as Keras writes
+  them) come from a ``Source``: one ``preadv`` into 64-byte-aligned memory that
+  TensorFlow adopts on ``assign`` (DLPack), or, to verify kerasave's own
+  temporaries, read-only views of the mapped file that ``recorded`` keeps
+  instead of assigning. Loads of h5 weights into a user's model run the
+  traversal in a ``keras.StatelessScope``, so nothing changes until all of it
+  was read (``read_weights``).
+- **Verifying**: ``twin_keras``/``Twins`` give a model built from the file's
+  config with the file's values recorded against its variables, without
+  copying them (see ``kerasave._verify.compare_whole_models``).
+- **Writing**: ``.keras`` archives are written with the HDF5 weights in place
+  (``save_keras``), and every writer gets views of the variables, not copies
+  (``write_weights``, ``legacy_writes``).
 
-Anything this reader does not recognise (a compressed member, assets, sharded or
-npz weights, chunked or filtered datasets, a Keras version whose internals
-differ) goes back to ``keras.saving.load_model``: same result, slower.
+Anything this module does not recognise (a compressed member, assets, sharded
+or npz weights, chunked or filtered datasets, a Keras version whose internals
+differ) raises ``Unsupported`` or falls back to Keras' own calls: same result,
+slower.
 """
 
 from __future__ import annotations
@@ -52,7 +62,7 @@ except ImportError:  # pragma: no cover
 
 __all__ = ["TWINS", "Recorded", "Source", "Twins", "Unsupported", "Window", "initialize_rest",
            "legacy_reads", "legacy_writes", "load_keras", "map_weights", "may_map",
-           "member_span", "private_files", "read_weights", "recorded", "save_keras",
+           "member_span", "private_files", "read_array", "read_weights", "recorded", "save_keras",
            "twin_keras", "twin_variables", "uninitialized", "variable_view", "write_weights"]
 
 _WEIGHTS = "model.weights.h5"
@@ -213,6 +223,19 @@ class Source:
         array = _aligned(shape, dtype)
         _read_exact(self.fd, array, start, self.path)
         return array
+
+
+def read_array(path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """``shape``/``dtype`` values stored raw at ``offset`` of ``path``, read with one
+    ``preadv`` into memory TensorFlow adopts when the array is assigned."""
+    array = _aligned(shape, np.dtype(dtype))
+    if array.nbytes:
+        fd = os.open(path, os.O_RDONLY)
+        try:
+            _read_exact(fd, array, offset, path)
+        finally:
+            os.close(fd)
+    return array
 
 
 @functools.cache

@@ -42,6 +42,7 @@ __all__ = [
     "stage_and_assign",
     "stage",
     "compare_pairing",
+    "tensor_loader",
     "tensor_locations",
     "tensor_reader",
     "prepare",
@@ -261,14 +262,18 @@ def prepare(model: keras.Model, optimizer: Any, manifest: Mapping[str, Any],
     return notes
 
 
-def stage_and_assign(pairing: Pairing, reader: Any, path: Path) -> None:
+def stage_and_assign(pairing: Pairing, reader: Any, path: Path,
+                     read: Callable[[str], Any] | None = None) -> None:
     """Check every pair, read every value, and only then assign: all or nothing."""
-    for var, value in stage(pairing, reader, path):
+    for var, value in stage(pairing, reader, path, read):
         var.assign(value)
 
 
-def stage(pairing: Pairing, reader: Any, path: Path) -> list[tuple[Any, Any]]:
-    """Check every pair and read every value; assigns nothing."""
+def stage(pairing: Pairing, reader: Any, path: Path,
+          read: Callable[[str], Any] | None = None) -> list[tuple[Any, Any]]:
+    """Check every pair and read every value (``read``: see ``tensor_loader``);
+    assigns nothing."""
+    read = read or reader.get_tensor
     problem = _mismatch_message(pairing)
     if problem:
         raise ArchitectureMismatchError(problem, path=path)
@@ -285,7 +290,7 @@ def stage(pairing: Pairing, reader: Any, path: Path) -> list[tuple[Any, Any]]:
     if bad:
         raise ArchitectureMismatchError("; ".join(bad[:5]), path=path)
     try:  # every value is read (and its CRC checked) before any variable changes
-        return [(var, reader.get_tensor(key)) for key, var, _ in pairing.pairs]
+        return [(var, read(key)) for key, var, _ in pairing.pairs]
     except Exception as exc:
         raise CorruptArtifactError(f"could not read a saved tensor: {exc}", path=path) from exc
 
@@ -423,6 +428,32 @@ def tensor_reader(prefix: Path, reader: Any) -> Callable[[str], np.ndarray]:
     return read
 
 
+def tensor_loader(prefix: Path, reader: Any, *, checksummed: bool) -> Callable[[str], Any]:
+    """Saved tensors by key, for loading.
+
+    When every byte of the files was just checked against kerasave's manifest
+    (``checksummed``), each tensor is read with one ``preadv`` into memory that
+    TensorFlow adopts on ``assign``: one copy instead of TensorFlow's reader's
+    two. Otherwise (plain TensorFlow checkpoints, strings, slices) TensorFlow's
+    reader reads it and checks the tensor's own CRC32C.
+    """
+    if not checksummed:
+        return reader.get_tensor
+    try:
+        where = tensor_locations(prefix)
+    except (OSError, ValueError, IndexError, struct.error, DecodeError):
+        return reader.get_tensor
+
+    def read(key: str) -> Any:
+        found = where.get(key)
+        if found is None:
+            return reader.get_tensor(key)
+        dtype, shape, shard, offset = found
+        return _fastkeras.read_array(shard, offset, shape, dtype)
+
+    return read
+
+
 def compare_pairing(pairing: Pairing, reader: Any,
                     read: Callable[[str], np.ndarray] | None = None) -> list[Check]:
     """Verification: the structure, then every group of variables bit for bit.
@@ -487,11 +518,12 @@ class CheckpointHandler(Handler):
 
     # -- loading -------------------------------------------------------------------
 
-    def load(self, model: keras.Model, path: Path) -> list[Check]:
+    def load(self, model: keras.Model, path: Path, *, checksummed: bool = False) -> list[Check]:
         reader = _reader(path)
         checks = prepare(model, None, read_manifest(path), path)
         pairing = pair_checkpoint(model, path, reader)
-        stage_and_assign(pairing, reader, path)
+        stage_and_assign(pairing, reader, path,
+                         tensor_loader(path, reader, checksummed=checksummed))
         n_model = sum(g == "model" for _, _, g in pairing.pairs)
         n_opt = sum(g == "optimizer" for _, _, g in pairing.pairs)
         checks.append(Check("model variables", True, f"{n_model} restored"))

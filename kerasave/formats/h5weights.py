@@ -170,7 +170,9 @@ class H5WeightsHandler(Handler):
                 os.symlink(path.resolve(), link)
                 model.load_weights(str(link))
 
-    def load(self, model: keras.Model, path: Path, *, rollback: bool = True) -> list[Check]:
+    def load(self, model: keras.Model, path: Path, *, rollback: bool = True,
+             checksummed: bool = False) -> list[Check]:
+        # (``checksummed`` changes nothing here: HDF5 holds no checksums to skip.)
         with open_h5(path) as f:
             checks = self._prepare(model, f, path)
             problem = self._structure_problem(model, f)

@@ -117,8 +117,7 @@ def test_twins_are_kept_for_the_next_save_and_still_see_changes(trained, tmp_pat
     kernel = trained.layers[0].kernel
     kernel.assign(kernel + 1.0)
     report = ks.verify(trained, tmp_path / name)  # a kept twin, a changed model
-    assert len(built) == first
-    assert not report.ok
+    assert not report.ok  # (judged again by a real load, as every failure is)
     assert "model variables" in {c.name for c in report.checks if not c.ok}
 
 
@@ -133,13 +132,45 @@ def test_twins_of_custom_classes_are_not_kept(tmp_path):
         def call(self, x):
             return x * self.w
 
+    @keras.saving.register_keras_serializable(package="kerasave_test_twins")
+    def double(x):
+        return x * 2.0
+
     model = keras.Sequential([keras.Input((4,)), Scale()])
     model.compile(optimizer="adam", loss="mse")
     _fastkeras.TWINS.clear()
     ks.save_model(model, tmp_path / "m.keras")
     assert not _fastkeras.TWINS._kept
+    # A Keras layer naming a registered function of the user's is not kept either:
+    # the function could be registered again, with another body, under the same name.
+    named = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation=double)])
+    named.compile(optimizer="adam", loss="mse")
+    ks.save_model(named, tmp_path / "n.keras")
+    assert not _fastkeras.TWINS._kept
     ks.save_model(ks.reference_model(), tmp_path / "r.keras")
     assert len(_fastkeras.TWINS._kept) == 1
+
+
+@pytest.mark.parametrize("name", ["m.keras", "m.h5"])
+def test_a_layer_deriving_state_from_its_variables_saves_and_loads(tmp_path, name):
+    import keras
+
+    data = np.random.default_rng(0).random((64, 4)).astype("float32")
+    norm = keras.layers.Normalization()
+    norm.adapt(data)  # builds it from variables it reads: it cannot be built uninitialized
+    model = keras.Sequential([keras.Input((4,)), norm, keras.layers.Dense(3)])
+    model.compile(optimizer="adam", loss="mse")
+    model.fit(data, np.zeros((64, 3)), verbose=0)
+    path = tmp_path / name
+    ks.save_model(model, path, verify=False)
+    loaded = ks.load_model(path)
+    assert np.array_equal(loaded.predict(data, verbose=0), model.predict(data, verbose=0))
+    with _fastkeras.private_files():
+        checks = _registry.detect(path).check(model, path)
+    # Judged by a real load where the twin cannot show it: only the batch size the
+    # layer was adapted with differs (its build config), never the values.
+    assert {c.name for c in checks if not c.ok} <= {"config"}
+    assert all(c.ok for c in checks if c.name in ("model variables", "predictions"))
 
 
 def test_whole_model_check_sees_a_changed_model(trained, batch, tmp_path):
@@ -243,3 +274,33 @@ def test_a_failed_flush_surfaces_and_commits_nothing(trained, tmp_path, monkeypa
     with pytest.raises(OSError, match="No space"):
         ks.save_model(trained, tmp_path / "m.keras")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_patches_of_two_threads_leave_keras_as_it_was():
+    import threading
+
+    from keras.src.backend.common.variables import Variable
+    from keras.src.backend.tensorflow.core import Variable as TFVariable
+
+    assign, initialize = Variable.assign, TFVariable._initialize_with_initializer
+    inside, release = threading.Event(), threading.Event()
+
+    def first():
+        with _fastkeras.recorded(None), _fastkeras.uninitialized():
+            inside.set()
+            release.wait(10)
+
+    def second():
+        inside.wait(10)
+        with _fastkeras.recorded(None), _fastkeras.uninitialized():
+            pass  # waits for the first thread's patches to be removed
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    inside.wait(10)
+    release.set()
+    for t in threads:
+        t.join(10)
+    assert Variable.assign is assign
+    assert TFVariable._initialize_with_initializer is initialize

@@ -53,17 +53,18 @@ import h5py
 import keras
 import numpy as np
 
-from kerasave._errors import CorruptArtifactError
+from kerasave._errors import CorruptArtifactError, KerasaveError
 
 try:  # ISA-L's CRC-32 runs at ~10 GB/s, zlib's at ~1 GB/s; both give the zip's CRC-32
     from isal.isal_zlib import crc32 as _crc32
 except ImportError:  # pragma: no cover
     from zlib import crc32 as _crc32
 
-__all__ = ["TWINS", "Recorded", "Source", "Twins", "Unsupported", "Window", "initialize_rest",
-           "legacy_reads", "legacy_writes", "load_keras", "map_weights", "may_map",
-           "member_span", "private_files", "read_array", "read_weights", "recorded", "save_keras",
-           "twin_keras", "twin_variables", "uninitialized", "variable_view", "write_weights"]
+__all__ = ["TWINS", "Recorded", "Source", "Twins", "Unsupported", "Window", "build_deferred",
+           "initialize_rest", "legacy_reads", "legacy_writes", "load_keras", "map_weights",
+           "may_map", "member_span", "private_files", "read_array", "read_weights", "recorded",
+           "save_keras", "twin_keras", "twin_variables", "uninitialized", "variable_view",
+           "write_weights"]
 
 _WEIGHTS = "model.weights.h5"
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
@@ -282,28 +283,42 @@ def recorded(targets: Any) -> Iterator[Recorded]:
     """
     from keras.src.backend.common.variables import Variable
 
-    original = Variable.assign
     owner = threading.get_ident()
     wanted = None if targets is None else {id(v) for v in targets}
     got: Recorded = {}
 
-    def record(variable: Any, value: Any) -> Any:
-        if (threading.get_ident() != owner or not isinstance(value, np.ndarray)
-                or (wanted is not None and id(variable) not in wanted)):
-            return original(variable, value)
-        if tuple(value.shape) != tuple(variable.shape):
-            raise ValueError(f"The shape of the target variable and the shape of the target "
-                             f"value must match: variable.shape={variable.shape}, "
-                             f"value.shape={value.shape} ({variable.path})")
-        got[id(variable)] = (variable, value)
-        return value
+    def patch(original: Any) -> Any:
+        def record(variable: Any, value: Any) -> Any:
+            if (threading.get_ident() != owner or not isinstance(value, np.ndarray)
+                    or (wanted is not None and id(variable) not in wanted)):
+                return original(variable, value)
+            if tuple(value.shape) != tuple(variable.shape):
+                raise ValueError(f"The shape of the target variable and the shape of the "
+                                 f"target value must match: variable.shape={variable.shape}, "
+                                 f"value.shape={value.shape} ({variable.path})")
+            got[id(variable)] = (variable, value)
+            return value
 
+        return record
+
+    with _patched(Variable, "assign", patch):
+        yield got
+
+
+@contextlib.contextmanager
+def _patched(owner: Any, name: str, patch: Callable[[Any], Any]) -> Iterator[None]:
+    """``owner.name`` replaced by ``patch(original)`` while the block runs.
+
+    The original is read under the lock: a thread that waited for another's
+    patch to be removed must not take that patch for the original.
+    """
     with _PATCH_LOCK:
-        Variable.assign = record
+        original = getattr(owner, name)
+        setattr(owner, name, patch(original))
         try:
-            yield got
+            yield
         finally:
-            Variable.assign = original
+            setattr(owner, name, original)
 
 
 @contextlib.contextmanager
@@ -318,33 +333,47 @@ def uninitialized() -> Iterator[list[Any]]:
     from keras.src.backend.tensorflow.core import Variable
     from tensorflow.python.ops.resource_variable_ops import UninitializedVariable
 
-    original = Variable._initialize_with_initializer
     owner = threading.get_ident()
     created: list[Any] = []
 
-    def defer(variable: Any, initializer: Any) -> None:
-        if threading.get_ident() != owner:
-            original(variable, initializer)
-            return
-        # A real TensorFlow variable (handle, id, device) whose memory is not
-        # allocated until its first assignment.
-        variable._initialize(UninitializedVariable(
-            shape=variable._shape, dtype=variable._dtype, trainable=variable.trainable,
-            name=variable.name,
-            aggregation=variable._map_aggregation(variable.aggregation),
-            synchronization=variable._map_synchronization(variable.synchronization)))
-        variable._initializer = initializer
-        created.append(variable)
+    def patch(original: Any) -> Any:
+        def defer(variable: Any, initializer: Any) -> None:
+            if threading.get_ident() != owner:
+                original(variable, initializer)
+                return
+            # A real TensorFlow variable (handle, id, device) whose memory is not
+            # allocated until its first assignment.
+            variable._initialize(UninitializedVariable(
+                shape=variable._shape, dtype=variable._dtype, trainable=variable.trainable,
+                name=variable.name,
+                aggregation=variable._map_aggregation(variable.aggregation),
+                synchronization=variable._map_synchronization(variable.synchronization)))
+            variable._initializer = initializer
+            created.append(variable)
 
-    with _PATCH_LOCK:
-        Variable._initialize_with_initializer = defer
-        try:
-            yield created
-        finally:
-            Variable._initialize_with_initializer = original
+        return defer
+
+    with _patched(Variable, "_initialize_with_initializer", patch):
+        yield created
 
 
 _PATCH_LOCK = threading.RLock()
+
+
+def build_deferred(build: Callable[[], Any]) -> tuple[Any, list[Any]]:
+    """``build()`` inside ``uninitialized``, and the variables it deferred.
+
+    A model whose building reads its own variables (an adapted
+    ``Normalization`` finalizes its state from them) cannot be built that way;
+    it is built again as usual, initializers and all.
+    """
+    try:
+        with uninitialized() as created:
+            return build(), created
+    except KerasaveError:
+        raise
+    except Exception:
+        return build(), []
 
 
 def initialize_rest(created: list[Any]) -> None:
@@ -484,9 +513,7 @@ class Twins:
             except _Stale:
                 twin = None
         if twin is None:
-            with uninitialized() as created:
-                model = build()
-            twin = _Twin(model, created)
+            twin = _Twin(*build_deferred(build))
             result = twin.fill(read)
         yield result
         if _keras_only(twin.model):  # (not after a failure: the exception skips this)
@@ -501,13 +528,32 @@ class Twins:
 
 
 def _keras_only(model: keras.Model) -> bool:
+    """Whether every layer, the optimizer and everything their configs name (an
+    activation, an initializer...) is Keras' own, so nothing can be redefined."""
     layers = model._flatten_layers(include_self=True) if hasattr(
         model, "_flatten_layers") else [model]
     objects = list(layers)
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None:
         objects.append(optimizer)
-    return all(type(o).__module__.startswith("keras.") for o in objects)
+    if not all(type(o).__module__.startswith("keras.") for o in objects):
+        return False
+    try:
+        config = model.get_config()
+    except Exception:
+        return False
+
+    def own(node: Any) -> bool:
+        if isinstance(node, dict):
+            module = node.get("module")
+            if isinstance(module, str) and not module.startswith("keras"):
+                return False  # a registered function or class of the user's
+            return all(own(v) for v in node.values())
+        if isinstance(node, (list, tuple)):
+            return all(own(v) for v in node)
+        return True
+
+    return own(config)
 
 
 TWINS = Twins()
@@ -519,9 +565,8 @@ def _restore_keras(path: Path, config: dict[str, Any], *, compile: bool, safe_mo
     from keras.src.saving import saving_lib
 
     _check_saving_lib(saving_lib)
-    with uninitialized() as created:
-        model = saving_lib._model_from_config(json.dumps(config), custom_objects,
-                                              compile, safe_mode)
+    model, created = build_deferred(lambda: saving_lib._model_from_config(
+        json.dumps(config), custom_objects, compile, safe_mode))
     values = _read_keras(path, model, checksummed=checksummed, mapped=mapped)
     initialize_rest([v for v in created if id(v) not in values])
     return model, values
@@ -568,31 +613,30 @@ def legacy_reads(source: Source) -> Iterator[None]:
     """
     from keras.src.legacy.saving import legacy_h5_format
 
-    original = getattr(legacy_h5_format, "load_subset_weights_from_hdf5_group", None)
+    target = "load_subset_weights_from_hdf5_group"
     names = getattr(legacy_h5_format, "load_attributes_from_hdf5_group", None)
-    if original is None or names is None:  # another Keras: its own reads, slower
-        yield
+    if not hasattr(legacy_h5_format, target) or names is None:
+        yield  # another Keras: its own reads, slower
         return
     owner = threading.get_ident()
 
-    def subset(group: h5py.Group) -> list[np.ndarray]:
-        if threading.get_ident() != owner:
-            return original(group)
-        values = []
-        for name in names(group, "weight_names"):
-            dataset = group[name]
-            if not isinstance(dataset, h5py.Dataset):
-                raise ValueError(f"{group.name}/{name} is not a dataset")
-            fast = source.array(dataset)
-            values.append(fast if fast is not None else np.asarray(dataset))
-        return values
+    def patch(original: Any) -> Any:
+        def subset(group: h5py.Group) -> list[np.ndarray]:
+            if threading.get_ident() != owner:
+                return original(group)
+            values = []
+            for name in names(group, "weight_names"):
+                dataset = group[name]
+                if not isinstance(dataset, h5py.Dataset):
+                    raise ValueError(f"{group.name}/{name} is not a dataset")
+                fast = source.array(dataset)
+                values.append(fast if fast is not None else np.asarray(dataset))
+            return values
 
-    with _PATCH_LOCK:
-        legacy_h5_format.load_subset_weights_from_hdf5_group = subset
-        try:
-            yield
-        finally:
-            legacy_h5_format.load_subset_weights_from_hdf5_group = original
+        return subset
+
+    with _patched(legacy_h5_format, target, patch):
+        yield
 
 
 def twin_variables(model: keras.Model) -> list[Any]:
@@ -626,29 +670,27 @@ def legacy_writes() -> Iterator[None]:
     """
     from keras.src.legacy.saving import legacy_h5_format
 
-    real = getattr(legacy_h5_format, "backend", None)
-    if real is None or not hasattr(real, "convert_to_numpy"):
+    if not hasattr(getattr(legacy_h5_format, "backend", None), "convert_to_numpy"):
         yield
         return
     owner = threading.get_ident()
 
     class Views:
+        def __init__(self, real: Any) -> None:
+            self._real = real
+
         def __getattr__(self, name: str) -> Any:
-            return getattr(real, name)
+            return getattr(self._real, name)
 
         def convert_to_numpy(self, x: Any) -> Any:
             if threading.get_ident() == owner and isinstance(x, keras.Variable):
                 view = variable_view(x)
                 if view is not None:
                     return view
-            return real.convert_to_numpy(x)
+            return self._real.convert_to_numpy(x)
 
-    with _PATCH_LOCK:
-        legacy_h5_format.backend = Views()
-        try:
-            yield
-        finally:
-            legacy_h5_format.backend = real
+    with _patched(legacy_h5_format, "backend", Views):
+        yield
 
 
 def write_weights(model: keras.Model, path: Path, *, userblock: int = 0) -> None:

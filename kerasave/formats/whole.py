@@ -178,8 +178,11 @@ def _read(source: _fastkeras.Source, dataset: Any) -> np.ndarray:
 def _loaded_check(model: keras.Model, path: Path, load: Any) -> list[Check]:
     """Verification by a real load: a fresh model from the file, compared."""
     try:
-        # Every value is compared bit for bit: a zip CRC adds nothing.
-        loaded = load(path, checksummed=True)
+        try:
+            # Every value is compared bit for bit: a zip CRC adds nothing.
+            loaded = load(path, checksummed=True)
+        except Exception as exc:
+            raise _map_load_error(exc, path) from exc
     except KerasaveError as exc:
         return [Check("load", False, str(exc))]
     return [Check("load", True, "a fresh model from the file"),

@@ -32,6 +32,8 @@ __all__ = ["CHECKSUM", "manifest_path", "checksums", "seal", "resolve", "resolve
 
 CHECKSUM = "crc32c"
 PREV_MARK = ".kerasave-prev"
+_SPLIT = 64 * 2**20  # smaller files are not worth a second thread
+_THREADS = min(4, os.cpu_count() or 1)
 _CHUNK = 2**20  # small enough to reuse the allocator's memory: ~2x faster than 16 MB
 
 
@@ -60,10 +62,6 @@ def crc32c(path: Path, *, threads: int = 1) -> str:
     for i in range(1, parts):
         crc = crc32c_combine(crc, crcs[i], bounds[i + 1] - bounds[i])
     return f"{crc:08x}"
-
-
-_SPLIT = 64 * 2**20  # smaller files are not worth a second thread
-_THREADS = min(4, os.cpu_count() or 1)
 
 
 def _crc32c_range(path: Path, start: int, end: int) -> int:
@@ -98,23 +96,16 @@ def crc32c_combine(crc1: int, crc2: int, len2: int) -> int:
     """The CRC32C of A+B from those of A and B and the length of B (zlib's method)."""
     if len2 <= 0:
         return crc1
-    odd = [_CRC32C_POLY] + [1 << n for n in range(31)]  # the operator for one zero bit
-    even = _gf2_square(odd)  # two zero bits
-    odd = _gf2_square(even)  # four zero bits
-    while True:  # apply len2 zero bytes to crc1
-        even = _gf2_square(odd)
+    zeros = [_CRC32C_POLY] + [1 << n for n in range(31)]  # appends one zero bit
+    for _ in range(3):
+        zeros = _gf2_square(zeros)  # 2, 4, then 8 zero bits: one zero byte
+    while True:  # append len2 zero bytes to crc1, a power of two at a time
         if len2 & 1:
-            crc1 = _gf2_times(even, crc1)
+            crc1 = _gf2_times(zeros, crc1)
         len2 >>= 1
         if not len2:
-            break
-        odd = _gf2_square(even)
-        if len2 & 1:
-            crc1 = _gf2_times(odd, crc1)
-        len2 >>= 1
-        if not len2:
-            break
-    return crc1 ^ crc2
+            return crc1 ^ crc2
+        zeros = _gf2_square(zeros)
 
 
 def _files(handler: Handler, path: Path) -> dict[str, Path]:

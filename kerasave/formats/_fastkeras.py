@@ -62,7 +62,7 @@ except ImportError:  # pragma: no cover
 
 __all__ = ["TWINS", "Recorded", "Source", "Twins", "Unsupported", "Window", "build_deferred",
            "initialize_rest", "legacy_reads", "legacy_writes", "load_keras", "map_weights",
-           "may_map", "member_span", "private_files", "read_array", "read_weights", "recorded",
+           "may_map", "member_span", "private_files", "read_weights", "recorded",
            "save_keras", "twin_keras", "twin_variables", "uninitialized", "variable_view",
            "write_weights"]
 
@@ -209,34 +209,29 @@ class Source:
                 or not dtype.isnative or dtype.kind not in "fiucb"):
             return None
         shape = tuple(dataset.shape)
-        count = int(np.prod(shape, dtype=np.int64))
-        if count == 0:
+        if int(np.prod(shape, dtype=np.int64)) == 0:
             return _aligned(shape, dtype)
         offset = dataset.id.get_offset()
         if offset is None:  # storage never written: the fill value, via h5py
             return None
+        return self.raw(offset, shape, dtype, f"dataset {dataset.name}")
+
+    def raw(self, offset: int, shape: tuple[int, ...], dtype: Any, what: str) -> np.ndarray:
+        """``shape``/``dtype`` values stored as they are in memory at ``offset`` (from
+        ``begin``): a view of the mapped file, or one ``preadv`` into aligned memory."""
+        dtype = np.dtype(dtype)
+        count = int(np.prod(shape, dtype=np.int64))
+        if count == 0:
+            return _aligned(shape, dtype)
         start = self.begin + offset
         if start + count * dtype.itemsize > self.end:
-            raise CorruptArtifactError(f"dataset {dataset.name} runs past the end of the "
-                                       "weights", path=self.path)
+            raise CorruptArtifactError(f"{what} runs past the end of {self.path.name}",
+                                       path=self.path)
         if self._map is not None:
             return np.frombuffer(self._map, dtype, count, start).reshape(shape)
         array = _aligned(shape, dtype)
         _read_exact(self.fd, array, start, self.path)
         return array
-
-
-def read_array(path: Path, offset: int, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
-    """``shape``/``dtype`` values stored raw at ``offset`` of ``path``, read with one
-    ``preadv`` into memory TensorFlow adopts when the array is assigned."""
-    array = _aligned(shape, np.dtype(dtype))
-    if array.nbytes:
-        fd = os.open(path, os.O_RDONLY)
-        try:
-            _read_exact(fd, array, offset, path)
-        finally:
-            os.close(fd)
-    return array
 
 
 @functools.cache

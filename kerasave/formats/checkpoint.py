@@ -13,7 +13,7 @@ checks all of them, and only then assigns: all or nothing.
 from __future__ import annotations
 
 import json
-import mmap
+import os
 import re
 import struct
 from collections.abc import Callable, Collection, Mapping
@@ -403,29 +403,8 @@ def tensor_reader(prefix: Path, reader: Any) -> Callable[[str], np.ndarray]:
     live variables where they lie: no copy and no allocation (the page cache
     holds what was just written). Anything else is read by TensorFlow's reader.
     """
-    try:
-        where = tensor_locations(prefix) if _fastkeras.may_map() else {}
-    except (OSError, ValueError, IndexError, struct.error, DecodeError):
-        where = {}
-    maps: dict[Path, Any] = {}
-
-    def read(key: str) -> np.ndarray:
-        found = where.get(key)
-        if found is None:
-            return np.asarray(reader.get_tensor(key))
-        dtype, shape, shard, offset = found
-        count = int(np.prod(shape, dtype=np.int64))
-        if count == 0:
-            return np.empty(shape, dtype)
-        if shard not in maps:
-            with open(shard, "rb") as f:
-                maps[shard] = mmap.mmap(f.fileno(), 0, flags=mmap.MAP_SHARED,
-                                        prot=mmap.PROT_READ)
-        if offset + count * dtype.itemsize > len(maps[shard]):
-            raise ValueError(f"{key} runs past the end of {shard.name}")
-        return np.frombuffer(maps[shard], dtype, count, offset).reshape(shape)
-
-    return read
+    return _located(prefix, reader, mapped=True) if _fastkeras.may_map() else (
+        lambda key: np.asarray(reader.get_tensor(key)))
 
 
 def tensor_loader(prefix: Path, reader: Any, *, checksummed: bool) -> Callable[[str], Any]:
@@ -437,19 +416,36 @@ def tensor_loader(prefix: Path, reader: Any, *, checksummed: bool) -> Callable[[
     two. Otherwise (plain TensorFlow checkpoints, strings, slices) TensorFlow's
     reader reads it and checks the tensor's own CRC32C.
     """
-    if not checksummed:
-        return reader.get_tensor
+    return _located(prefix, reader, mapped=False) if checksummed else reader.get_tensor
+
+
+def _located(prefix: Path, reader: Any, *, mapped: bool) -> Callable[[str], Any]:
+    """Tensors read where the ``.index`` says they lie (``_fastkeras.Source``: mapped
+    views or aligned reads); TensorFlow's reader for the rest, or for all of them
+    when the index holds a surprise."""
     try:
         where = tensor_locations(prefix)
     except (OSError, ValueError, IndexError, struct.error, DecodeError):
-        return reader.get_tensor
+        where = {}
+    maps = {}
+    try:
+        for shard in {found[2] for found in where.values()} if mapped else ():
+            with open(shard, "rb") as f:  # a mapping outlives its descriptor
+                maps[shard] = _fastkeras.Source(f.fileno(), 0, os.fstat(f.fileno()).st_size,
+                                                shard, mapped=True)
+    except OSError:  # a shard gone: TensorFlow's reader reports it, in the check
+        where, maps = {}, {}
 
     def read(key: str) -> Any:
         found = where.get(key)
         if found is None:
-            return reader.get_tensor(key)
+            return np.asarray(reader.get_tensor(key))
         dtype, shape, shard, offset = found
-        return _fastkeras.read_array(shard, offset, shape, dtype)
+        if mapped:
+            return maps[shard].raw(offset, shape, dtype, key)
+        with open(shard, "rb") as f:
+            return _fastkeras.Source(f.fileno(), 0, os.fstat(f.fileno()).st_size,
+                                     shard).raw(offset, shape, dtype, key)
 
     return read
 

@@ -144,16 +144,12 @@ class KerasHandler(Handler):
             try:
                 config = self._config(path)
                 refuse_code(config, str(path))
-                try:
-                    with keras_warnings():
-                        loaded, recorded = lent.enter_context(
-                            _fastkeras.twin_keras(path, config))
-                except _fastkeras.Unsupported:
-                    return _loaded_check(model, path, self.load)
-                except Exception as exc:
-                    raise _map_load_error(exc, path) from exc
-            except KerasaveError as exc:
-                return [Check("load", False, str(exc))]
+                with keras_warnings():
+                    loaded, recorded = lent.enter_context(_fastkeras.twin_keras(path, config))
+            except _fastkeras.Unsupported:
+                return _loaded_check(model, path, self.load)
+            except Exception as exc:
+                return [Check("load", False, str(_map_load_error(exc, path)))]
             return _twin_check(model, path, loaded, recorded, self.load)
 
     def contents(self, path: Path) -> Contents:
@@ -178,13 +174,10 @@ def _read(source: _fastkeras.Source, dataset: Any) -> np.ndarray:
 def _loaded_check(model: keras.Model, path: Path, load: Any) -> list[Check]:
     """Verification by a real load: a fresh model from the file, compared."""
     try:
-        try:
-            # Every value is compared bit for bit: a zip CRC adds nothing.
-            loaded = load(path, checksummed=True)
-        except Exception as exc:
-            raise _map_load_error(exc, path) from exc
-    except KerasaveError as exc:
-        return [Check("load", False, str(exc))]
+        # Every value is compared bit for bit: a zip CRC adds nothing.
+        loaded = load(path, checksummed=True)
+    except Exception as exc:
+        return [Check("load", False, str(_map_load_error(exc, path)))]
     return [Check("load", True, "a fresh model from the file"),
             *compare_whole_models(model, loaded)]
 
@@ -306,9 +299,10 @@ class H5ModelHandler(Handler):
             fd = os.open(path, os.O_RDONLY)
             try:
                 source = _fastkeras.Source(fd, 0, os.fstat(fd).st_size, path, mapped=mapped)
-                with _fastkeras.recorded(None if mapped else ()) as values:
+                with _fastkeras.recorded(None if mapped else ()) as values, \
+                        open_h5(path) as f:
                     try:
-                        with open_h5(path) as f, _fastkeras.legacy_reads(source):
+                        with _fastkeras.legacy_reads(source):
                             legacy_h5_format.load_weights_from_hdf5_group(
                                 f["model_weights"], model)
                     except KerasaveError:
@@ -318,7 +312,7 @@ class H5ModelHandler(Handler):
                             f"could not read the weights: {_first_line(exc)}",
                             path=path) from exc
                     if training is not None:
-                        self._load_optimizer(model, path, source)
+                        self._load_optimizer(model, f, path, source)
             finally:
                 os.close(fd)
             return values
@@ -341,15 +335,14 @@ class H5ModelHandler(Handler):
                 f"could not compile the model from its training config: {_first_line(exc)}",
                 path=path) from exc
 
-    def _load_optimizer(self, model: keras.Model, path: Path,
+    def _load_optimizer(self, model: keras.Model, f: h5py.File, path: Path,
                         source: _fastkeras.Source) -> None:
         optimizer = model.optimizer
-        with open_h5(path) as f:
-            if "optimizer_weights" not in f:
-                return
-            names = [n.decode() if isinstance(n, bytes) else str(n)
-                     for n in f["optimizer_weights"].attrs["weight_names"]]
-            values = [_read(source, f["optimizer_weights"][n]) for n in names]
+        if "optimizer_weights" not in f:
+            return
+        names = [n.decode() if isinstance(n, bytes) else str(n)
+                 for n in f["optimizer_weights"].attrs["weight_names"]]
+        values = [_read(source, f["optimizer_weights"][n]) for n in names]
         if not optimizer.built:
             return  # saved before the optimizer was built: nothing but the step counter
         fits = len(values) == len(optimizer.variables) and all(
@@ -370,15 +363,11 @@ class H5ModelHandler(Handler):
     def check(self, model: keras.Model, path: Path) -> list[Check]:
         with contextlib.ExitStack() as lent:  # the twin goes back once the checks ran
             try:
-                try:
-                    build, read, key = self._steps(path, compile=True, safe_mode=True,
-                                                   custom_objects=None, mapped=True)
-                    loaded, recorded = lent.enter_context(
-                        _fastkeras.TWINS.lend(key, build, read))
-                except Exception as exc:
-                    raise _map_load_error(exc, path) from exc
-            except KerasaveError as exc:
-                return [Check("load", False, str(exc))]
+                build, read, key = self._steps(path, compile=True, safe_mode=True,
+                                               custom_objects=None, mapped=True)
+                loaded, recorded = lent.enter_context(_fastkeras.TWINS.lend(key, build, read))
+            except Exception as exc:
+                return [Check("load", False, str(_map_load_error(exc, path)))]
             return _twin_check(model, path, loaded, recorded, self.load)
 
     def contents(self, path: Path) -> Contents:

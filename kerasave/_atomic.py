@@ -134,7 +134,7 @@ class Flushed:
     def _checksum(self) -> None:
         from kerasave._manifest import checksums
 
-        self.files = checksums(self._handler, self._tmp)
+        self.files = checksums(self._handler, self._tmp, mapped=True)  # our own temporary
 
     def written(self) -> None:
         """The temporary is complete: checksum it and flush it to disk, in threads."""

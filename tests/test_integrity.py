@@ -101,10 +101,17 @@ def test_a_large_file_checksummed_in_parts_gives_the_same_crc32c(tmp_path, monke
     path = tmp_path / "blob"
     path.write_bytes(data)
     monkeypatch.setattr(_manifest, "_SPLIT", 2**20)  # split a 3 MB file, not only 64 MB ones
+    monkeypatch.setattr(_manifest, "_MAPPED_CHUNK", 2**20 + 3)  # windows off the page grid
     expected = f"{google_crc32c.value(data):08x}"
-    assert _manifest.crc32c(path) == expected
-    for threads in (2, 3, 4):
-        assert _manifest.crc32c(path, threads=threads) == expected
+    assert _manifest._EXTEND is not None  # the fast path is there to be tested
+    for extend in (_manifest._EXTEND, None):  # through ctypes, and the package's own API
+        monkeypatch.setattr(_manifest, "_EXTEND", extend)
+        for mapped in (False, True):
+            assert _manifest.crc32c(path, mapped=mapped) == expected
+            for threads in (2, 3, 4):
+                assert _manifest.crc32c(path, threads=threads, mapped=mapped) == expected
+    (tmp_path / "empty").write_bytes(b"")
+    assert _manifest.crc32c(tmp_path / "empty", mapped=True) == "00000000"
     for cut in (0, 1, 4096, len(data) - 1, len(data)):
         a, b = data[:cut], data[cut:]
         combined = _manifest.crc32c_combine(google_crc32c.value(a), google_crc32c.value(b),

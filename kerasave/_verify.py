@@ -7,6 +7,7 @@ with the same bit pattern are equal; ``0.0`` and ``-0.0`` are not.
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -24,6 +25,7 @@ __all__ = [
     "probe_inputs",
     "compare_outputs",
     "model_config",
+    "fixed_config",
     "optimizer_of",
     "pair_variables",
     "recorded_reader",
@@ -155,9 +157,27 @@ def compare_configs(name: str, expected: Any, actual: Any) -> Check:
     return Check(name, True, "equal")
 
 
+_FIXED: weakref.WeakKeyDictionary[Any, dict[str, Any] | None] = weakref.WeakKeyDictionary()
+
+
+def fixed_config(model: keras.Model) -> None:
+    """Say that nothing will change ``model``'s config (a twin kept for verification):
+    ``model_config`` then serializes it once, not at every save it verifies."""
+    _FIXED.setdefault(model, None)
+
+
 def model_config(model: keras.Model) -> dict[str, Any]:
     """The model's serialized config, as ``to_json`` writes it."""
-    return normalize_config(json.loads(model.to_json()))
+    try:
+        fixed = model in _FIXED
+    except TypeError:  # a user's class that is not hashable
+        fixed = False
+    if fixed and _FIXED[model] is not None:
+        return _FIXED[model]  # type: ignore[return-value]
+    config = normalize_config(json.loads(model.to_json()))
+    if fixed:
+        _FIXED[model] = config
+    return config
 
 
 def optimizer_of(model: keras.Model) -> keras.optimizers.Optimizer | None:

@@ -54,6 +54,7 @@ import keras
 import numpy as np
 
 from kerasave._errors import CorruptArtifactError, KerasaveError
+from kerasave._verify import fixed_config
 
 try:  # ISA-L's CRC-32 runs at ~10 GB/s, zlib's at ~1 GB/s; both give the zip's CRC-32
     from isal.isal_zlib import crc32 as _crc32
@@ -462,6 +463,9 @@ class _Twin:
     def __init__(self, model: keras.Model, created: list[Any]) -> None:
         self.model, self._created = model, created
         self._expected: set[int] | None = None
+        self.kept = _keras_only(model)
+        if self.kept:
+            fixed_config(model)  # its config is serialized once, for all the saves it checks
 
     def fill(self, read: Callable[[keras.Model], Recorded]) -> tuple[keras.Model, Recorded]:
         values = read(self.model)
@@ -511,7 +515,7 @@ class Twins:
             twin = _Twin(*build_deferred(build))
             result = twin.fill(read)
         yield result
-        if _keras_only(twin.model):  # (not after a failure: the exception skips this)
+        if twin.kept:  # (not after a failure: the exception skips this)
             with self._lock:
                 self._kept[key] = twin
                 while len(self._kept) > self._size:

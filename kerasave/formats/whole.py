@@ -299,8 +299,9 @@ class H5ModelHandler(Handler):
             fd = os.open(path, os.O_RDONLY)
             try:
                 source = _fastkeras.Source(fd, 0, os.fstat(fd).st_size, path, mapped=mapped)
+                # A save's own temporary was checked a moment ago, in _steps.
                 with _fastkeras.recorded(None if mapped else ()) as values, \
-                        open_h5(path) as f:
+                        open_h5(path, check=not mapped) as f:
                     try:
                         with _fastkeras.legacy_reads(source):
                             legacy_h5_format.load_weights_from_hdf5_group(

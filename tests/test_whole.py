@@ -51,6 +51,18 @@ def test_native_h5_drops_optimizer_state_kerasave_keeps_it(trained, tmp_path):
         for a, b in zip(native_state, values(trained.optimizer.variables)))
 
 
+def test_saves_after_keras_own_h5_save_keep_the_optimizer(trained, tmp_path):
+    """Keras' legacy writer pops "optimizer" from the model's compile config; the
+    next save must still record (and load) the model's Adam, not a default RMSprop."""
+    trained.save(tmp_path / "native.h5")
+    assert "optimizer" not in trained._compile_config.config  # the damage, as it happens
+    for rel in ["m.keras", "m.h5"]:
+        assert ks.save_model(trained, tmp_path / rel).ok
+        loaded = ks.load_model(tmp_path / rel)
+        assert type(loaded.optimizer) is type(trained.optimizer)
+        assert_bit_exact(values(all_vars(trained)), all_vars(loaded))
+
+
 def test_load_model_compile_false(trained, tmp_path):
     for rel in ["m.keras", "m.h5"]:
         ks.save_model(trained, tmp_path / rel)

@@ -76,6 +76,18 @@ class Handler:
         raise NotImplementedError
 
 
+def mend_compile_config(model: keras.Model) -> None:
+    """Put back the optimizer Keras' legacy HDF5 writer pops from a model's compile
+    config (``model.save("x.h5")`` does it to the caller's model). Without it every
+    later save records no optimizer: a ``.keras`` file would load with a default
+    RMSprop, and kerasave's round trip would fail for a change the user never made."""
+    config = getattr(getattr(model, "_compile_config", None), "config", None)
+    optimizer = getattr(model, "optimizer", None)
+    if (isinstance(config, dict) and "optimizer" not in config and optimizer is not None
+            and getattr(model, "compiled", False)):
+        config["optimizer"] = optimizer
+
+
 def require_built(model: keras.Model, path: Path) -> None:
     if not isinstance(model, keras.Model):
         raise NotSerializableError(

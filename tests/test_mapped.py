@@ -121,6 +121,80 @@ def test_twins_are_kept_for_the_next_save_and_still_see_changes(trained, tmp_pat
     assert "model variables" in {c.name for c in report.checks if not c.ok}
 
 
+def _counting_replays(monkeypatch):
+    replays = []
+    real = _fastkeras._Replay.run
+
+    def run(self, model, source):
+        replays.append(real(self, model, source))
+        return replays[-1]
+
+    monkeypatch.setattr(_fastkeras._Replay, "run", run)
+    return replays
+
+
+def test_a_kept_twin_replays_exactly_the_reads_of_keras_traversal(trained, tmp_path,
+                                                                   monkeypatch):
+    import json
+    import zipfile
+
+    _fastkeras.TWINS.clear()
+    replays = _counting_replays(monkeypatch)
+    path = tmp_path / "m.keras"
+    ks.save_model(trained, path, verify=False)
+    with zipfile.ZipFile(path) as zf:
+        config = json.loads(zf.read("config.json"))
+    seen = []
+    for _ in range(2):
+        with _fastkeras.private_files(), _fastkeras.twin_keras(path, config) as (twin, recorded):
+            seen.append({id(v): (v.path, a.shape, a.dtype, a.tobytes())
+                         for v, a in recorded.values()})
+    assert replays == [False, True]  # Keras' traversal, then its replay
+    assert seen[0] == seen[1]  # every variable got the same dataset's bytes
+    assert len(seen[0]) == len(trained.weights) + len(trained.optimizer.variables)
+
+
+@pytest.mark.parametrize("name", ["m.keras", "w.weights.h5"])
+def test_a_replayed_check_still_sees_a_changed_byte(trained, tmp_path, name, monkeypatch):
+    _fastkeras.TWINS.clear()
+    replays = _counting_replays(monkeypatch)
+    path = tmp_path / name
+    save = ks.save_weights if "weights" in name else ks.save_model
+    save(trained, path, verify=False)
+    assert all(c.ok for c in _checks(trained, path).values())
+    assert all(c.ok for c in _checks(trained, path).values())
+    assert replays == [False, True]
+    if name.endswith(".keras"):
+        import zipfile
+
+        with zipfile.ZipFile(path) as zf:
+            start, _ = _fastkeras.member_span(path, zf, "model.weights.h5")
+        inner = tmp_path / "inner.h5"
+        with open(path, "rb") as f:
+            f.seek(start)
+            inner.write_bytes(f.read())
+        offset = start + _kernel_offset(inner)
+    else:
+        offset = _kernel_offset(path)
+    _flip(path, offset + 5)
+    checks = _checks(trained, path)
+    assert replays[-1] is True  # (the file's names are unchanged)
+    assert not checks["model variables"].ok
+
+
+def test_a_file_with_other_names_is_traversed_again(trained, tmp_path, monkeypatch):
+    _fastkeras.TWINS.clear()
+    replays = _counting_replays(monkeypatch)
+    path = tmp_path / "w.weights.h5"
+    ks.save_weights(trained, path, verify=False)
+    assert all(c.ok for c in _checks(trained, path).values())
+    with h5py.File(path, "r+") as f:  # one more name in the file: the plan no longer holds
+        f.create_group("layers/extra")
+    checks = _checks(trained, path)
+    assert replays == [False, False]
+    assert all(c.ok for c in checks.values()), checks  # Keras' traversal ignores it
+
+
 def test_twins_of_custom_classes_are_not_kept(tmp_path):
     import keras
 

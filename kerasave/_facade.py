@@ -26,7 +26,7 @@ from kerasave._errors import (
 )
 from kerasave._report import Check, Inspection, Report
 from kerasave.formats import _fastkeras
-from kerasave.formats._base import Handler, mend_compile_config, versions_now
+from kerasave.formats._base import Handler, versions_now
 
 __all__ = [
     "save_weights",
@@ -72,7 +72,6 @@ def _save(kind: str, model: keras.Model, path: PathLike, format: str | None,
     target = Path(os.fspath(path))
     handler = _registry.for_save(kind, target, format)
     handler.preflight(model, target)
-    mend_compile_config(model)
     target.parent.mkdir(parents=True, exist_ok=True)
     with _atomic.locked(target.parent):
         _atomic.clean_stale(target)

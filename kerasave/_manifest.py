@@ -116,8 +116,10 @@ def _crc32c_range(path: Path, start: int, end: int, mapped: bool = False) -> int
                 with mmap.mmap(f.fileno(), at + length - low, access=mmap.ACCESS_READ,
                                offset=low) as pages:
                     window = np.frombuffer(pages, np.uint8)
-                    crc = _EXTEND(crc, window.ctypes.data + at - low, length)
-                    del window  # the mapping closes only once nothing points into it
+                    try:
+                        crc = _EXTEND(crc, window.ctypes.data + at - low, length)
+                    finally:
+                        del window  # the mapping closes only once nothing points into it
             return crc
         buffer = np.empty(_CHUNK, np.uint8)
         f.seek(start)

@@ -12,7 +12,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import h5py
-from h5py import h5l, h5o
+from h5py import h5d, h5l, h5o
 
 from kerasave._errors import CorruptArtifactError, UnsafeArtifactError
 
@@ -56,7 +56,8 @@ def refuse_code(config: Mapping[str, Any], source: str | Path | None) -> None:
 
 
 def check_h5(f: h5py.File, source: str | Path) -> None:
-    """UnsafeArtifactError for soft or external links and externally stored datasets."""
+    """UnsafeArtifactError for soft or external links, and datasets stored in external
+    files or virtual (mapped from other datasets, possibly in other files)."""
     links: list[tuple[str, int]] = []
     datasets: list[str] = []
 
@@ -82,11 +83,19 @@ def check_h5(f: h5py.File, source: str | Path) -> None:
             )
         h5o.visit(f.id, dataset, info=True)
         for name in datasets:
-            if h5o.open(f.id, name).get_create_plist().get_external_count():
-                here = "/" + name.decode(errors="replace")
+            plist = h5o.open(f.id, name).get_create_plist()
+            here = "/" + name.decode(errors="replace")
+            count = plist.get_external_count()
+            if count:
+                files = [plist.get_external(i)[0] for i in range(count)]
                 raise UnsafeArtifactError(
-                    f"the HDF5 dataset {here} is stored in external files "
-                    f"{f[here].external!r}",
+                    f"the HDF5 dataset {here} is stored in external files {files!r}",
+                    path=source,
+                )
+            if plist.get_layout() == h5d.VIRTUAL:
+                raise UnsafeArtifactError(
+                    f"the HDF5 dataset {here} is virtual: its values would be read from "
+                    "other datasets or files",
                     path=source,
                 )
     except UnsafeArtifactError:

@@ -106,3 +106,25 @@ def test_hdf5_external_storage_refused(tmp_path):
                          external=[(str(raw), 0, 16)])
     with pytest.raises(ks.UnsafeArtifactError, match="layers/dense/vars/0 is stored in external"):
         ks.load_weights(ks.reference_model(), path)
+
+
+def test_hdf5_virtual_dataset_refused(tmp_path):
+    """A virtual dataset maps its values from other datasets, possibly in other files."""
+    secret = tmp_path / "secret.h5"
+    with h5py.File(secret, "w") as f:
+        f["x"] = np.full(64, 42.0, np.float32)
+    path = tmp_path / "m.h5"
+    ks.save_model(ks.reference_model(), path)
+    path.with_name(path.name + ".kerasave.json").unlink()  # a hostile file has none
+    with h5py.File(path, "r+") as f:
+        names = []
+        f.visit(names.append)
+        bias = next(n for n in names if n.startswith("model_weights") and n.endswith("bias")
+                    and f[n].shape == (64,))
+        parent, name = bias.rsplit("/", 1)
+        del f[bias]
+        layout = h5py.VirtualLayout(shape=(64,), dtype=np.float32)
+        layout[...] = h5py.VirtualSource(str(secret), "x", shape=(64,))
+        f[parent].create_virtual_dataset(name, layout)
+    with pytest.raises(ks.UnsafeArtifactError, match=f"/{bias} is virtual"):
+        ks.load_model(path)

@@ -63,6 +63,17 @@ def test_saves_after_keras_own_h5_save_keep_the_optimizer(trained, tmp_path):
         assert_bit_exact(values(all_vars(trained)), all_vars(loaded))
 
 
+def test_a_compile_config_of_the_users_own_is_not_mended():
+    from kerasave.formats._base import mend_compile_config
+
+    model = ks.reference_model()
+    own = {"loss": "mse", "lr": 0.01}  # a model that keeps its own compile arguments
+    model._compile_config.config.clear()
+    model._compile_config.config.update(own)
+    mend_compile_config(model)
+    assert model._compile_config.config == own
+
+
 def test_load_model_compile_false(trained, tmp_path):
     for rel in ["m.keras", "m.h5"]:
         ks.save_model(trained, tmp_path / rel)

@@ -76,16 +76,35 @@ class Handler:
         raise NotImplementedError
 
 
+# What Keras' own compile() records, less the optimizer the legacy writer pops.
+_COMPILE_KEYS_LESS_OPTIMIZER = {"loss", "loss_weights", "metrics", "weighted_metrics",
+                                "run_eagerly", "steps_per_execution", "jit_compile"}
+
+
 def mend_compile_config(model: keras.Model) -> None:
     """Put back the optimizer Keras' legacy HDF5 writer pops from a model's compile
     config (``model.save("x.h5")`` does it to the caller's model). Without it every
-    later save records no optimizer: a ``.keras`` file would load with a default
-    RMSprop, and kerasave's round trip would fail for a change the user never made."""
+    later whole-model save records no optimizer: a ``.keras`` file would load with a
+    default RMSprop, and kerasave's round trip would fail for a change the user
+    never made.
+
+    Only a config exactly as Keras' own ``compile`` records it, less the optimizer,
+    is mended: a model keeping its own compile config is left as it is.
+    """
     config = getattr(getattr(model, "_compile_config", None), "config", None)
     optimizer = getattr(model, "optimizer", None)
-    if (isinstance(config, dict) and "optimizer" not in config and optimizer is not None
-            and getattr(model, "compiled", False)):
-        config["optimizer"] = optimizer
+    if (not isinstance(config, dict) or set(config) != _COMPILE_KEYS_LESS_OPTIMIZER
+            or optimizer is None or not getattr(model, "compiled", False)
+            or getattr(type(model), "compile", None) is not keras.Model.compile
+            or getattr(type(model), "get_compile_config", None)
+            is not keras.Model.get_compile_config):
+        return
+    # compile() records the optimizer it was given; under "mixed_float16" it then
+    # wraps it in a LossScaleOptimizer, which compile() of the loaded model adds again.
+    inner = getattr(optimizer, "inner_optimizer", None)
+    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) and inner is not None:
+        optimizer = inner
+    config["optimizer"] = optimizer
 
 
 def require_built(model: keras.Model, path: Path) -> None:

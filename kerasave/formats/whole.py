@@ -37,7 +37,8 @@ from kerasave._safety import check_h5, check_zip, refuse_code
 from kerasave._state import keras_warnings
 from kerasave._verify import compare_whole_models
 from kerasave.formats import _fastkeras
-from kerasave.formats._base import Contents, Handler, require_config, versions_now
+from kerasave.formats._base import (Contents, Handler, mend_compile_config, require_config,
+                                    versions_now)
 from kerasave.formats.h5weights import VERSIONS_ATTR, h5_variables, is_hdf5, open_h5
 
 __all__ = ["KerasHandler", "H5ModelHandler"]
@@ -88,6 +89,7 @@ class KerasHandler(Handler):
     def preflight(self, model: keras.Model, path: Path) -> None:
         super().preflight(model, path)
         require_config(model, path)
+        mend_compile_config(model)
 
     def sniff(self, path: Path) -> bool:
         return path.is_file() and zipfile.is_zipfile(path)
@@ -230,6 +232,7 @@ class H5ModelHandler(Handler):
     def preflight(self, model: keras.Model, path: Path) -> None:
         super().preflight(model, path)
         require_config(model, path)
+        mend_compile_config(model)
 
     def sniff(self, path: Path) -> bool:
         if not (path.is_file() and is_hdf5(path)):
@@ -301,7 +304,7 @@ class H5ModelHandler(Handler):
                 source = _fastkeras.Source(fd, 0, os.fstat(fd).st_size, path, mapped=mapped)
                 # A save's own temporary was checked a moment ago, in _steps.
                 with _fastkeras.recorded(None if mapped else ()) as values, \
-                        open_h5(path, check=not mapped) as f:
+                        open_h5(path, check=not _fastkeras.may_map()) as f:
                     try:
                         with _fastkeras.legacy_reads(source):
                             legacy_h5_format.load_weights_from_hdf5_group(

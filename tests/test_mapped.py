@@ -378,3 +378,28 @@ def test_patches_of_two_threads_leave_keras_as_it_was():
         t.join(10)
     assert Variable.assign is assign
     assert TFVariable._initialize_with_initializer is initialize
+
+
+def test_a_saves_own_export_is_served_from_its_mapped_pages(trained, batch, tmp_path):
+    from kerasave.formats import savedmodel
+
+    path = tmp_path / "serving"
+    ks.save_model(trained, path, verify=False)
+    probe = batch[0][:4]
+    loaded = tf.saved_model.load(str(path))  # (held: its function needs its variables)
+    native = loaded.serve(probe).numpy()
+    with _fastkeras.private_files():
+        served = savedmodel._restored(path)
+    assert served is not None  # the fast path is taken for a Keras export
+    assert np.array_equal(served.serve(probe).numpy(), native)
+    # Every copy of the last bias (the export keeps two lists of the variables) changed
+    # on disk: the served outputs come from the file's pages, so they change.
+    prefix = path / "variables" / "variables"
+    for key, (dtype, shape, shard, offset) in tensor_locations(prefix).items():
+        if shape == (10,):
+            _flip(shard, offset + 1)
+    with _fastkeras.private_files():
+        served = savedmodel._restored(path)
+        assert not np.array_equal(served.serve(probe).numpy(), native)
+        checks = _checks(trained, path)
+    assert not all(c.ok for c in checks.values())  # (TensorFlow's load then finds the damage)

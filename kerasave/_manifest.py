@@ -31,7 +31,7 @@ from kerasave._errors import CorruptArtifactError
 from kerasave.formats._base import Handler
 
 __all__ = ["CHECKSUM", "manifest_path", "checksums", "seal", "resolve", "resolve_checked",
-           "backup_path", "read"]
+           "backup_path", "read", "crc32c_of"]
 
 CHECKSUM = "crc32c"
 PREV_MARK = ".kerasave-prev"
@@ -93,6 +93,14 @@ def _extend_function() -> Any:
 
 
 _EXTEND = _extend_function()
+
+
+def crc32c_of(memory: np.ndarray) -> int:
+    """The CRC32C of an array's bytes (C-contiguous), as an int."""
+    flat = np.ascontiguousarray(memory).reshape(-1).view(np.uint8)
+    if _EXTEND is None:
+        return google_crc32c.value(flat.tobytes())
+    return _EXTEND(0, flat.ctypes.data, flat.size) if flat.size else 0
 
 
 def _crc32c_range(path: Path, start: int, end: int, mapped: bool = False) -> int:

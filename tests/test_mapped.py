@@ -308,9 +308,8 @@ def test_checkpoint_check_sees_a_changed_byte(trained, tmp_path, mapped):
     ks.save_weights(trained, prefix, verify=False)
     assert all(c.ok for c in _checks(trained, prefix, mapped).values())
     where = tensor_locations(prefix)
-    key = max(where, key=lambda k: np.prod(where[k][1]))  # a kernel or its slot
-    _, _, shard, offset = where[key]
-    _flip(shard, offset + 2)
+    key = max(where, key=lambda k: np.prod(where[k].shape))  # a kernel or its slot
+    _flip(where[key].shard, where[key].offset + 2)
     checks = _checks(trained, prefix, mapped)
     assert not all(c.ok for c in checks.values())
 
@@ -380,7 +379,13 @@ def test_patches_of_two_threads_leave_keras_as_it_was():
     assert TFVariable._initialize_with_initializer is initialize
 
 
-def test_a_saves_own_export_is_served_from_its_mapped_pages(trained, batch, tmp_path):
+def _mapped_files():
+    with open("/proc/self/maps") as f:
+        return [line.split()[-1] for line in f if len(line.split()) >= 6]
+
+
+def test_a_saves_own_export_is_served_from_its_mapped_pages(trained, batch, tmp_path,
+                                                           monkeypatch):
     from kerasave.formats import savedmodel
 
     path = tmp_path / "serving"
@@ -389,17 +394,37 @@ def test_a_saves_own_export_is_served_from_its_mapped_pages(trained, batch, tmp_
     loaded = tf.saved_model.load(str(path))  # (held: its function needs its variables)
     native = loaded.serve(probe).numpy()
     with _fastkeras.private_files():
-        served = savedmodel._restored(path)
-    assert served is not None  # the fast path is taken for a Keras export
+        served, variables = savedmodel._restored(path)  # the fast path, for a Keras export
     assert np.array_equal(served.serve(probe).numpy(), native)
-    # Every copy of the last bias (the export keeps two lists of the variables) changed
-    # on disk: the served outputs come from the file's pages, so they change.
+    savedmodel._release(variables)
+    data = str(path / "variables")
+    assert not any(f.startswith(data) for f in _mapped_files())  # the pages are given back
+    # Every copy of the last bias changed on disk: the tensors fail their CRC32C, and
+    # TensorFlow's load then reports it.
     prefix = path / "variables" / "variables"
-    for key, (dtype, shape, shard, offset) in tensor_locations(prefix).items():
-        if shape == (10,):
-            _flip(shard, offset + 1)
+    for key, where in tensor_locations(prefix).items():
+        if where.shape == (10,):
+            _flip(where.shard, where.offset + 1)
     with _fastkeras.private_files():
-        served = savedmodel._restored(path)
-        assert not np.array_equal(served.serve(probe).numpy(), native)
+        assert savedmodel._restored(path) is None
         checks = _checks(trained, path)
-    assert not all(c.ok for c in checks.values())  # (TensorFlow's load then finds the damage)
+    assert not all(c.ok for c in checks.values())
+    assert not any(f.startswith(data) for f in _mapped_files())
+    # Past the CRC32C, the served outputs come from the file's pages, so they change.
+    monkeypatch.setattr(savedmodel, "_intact", lambda array, found: True)
+    with _fastkeras.private_files():
+        served, variables = savedmodel._restored(path)
+    assert not np.array_equal(served.serve(probe).numpy(), native)
+    savedmodel._release(variables)
+
+
+def test_damage_the_probe_batch_never_touches_fails_a_savedmodel_check(trained, tmp_path):
+    """Keras' export writes every variable twice; serve() reads one copy."""
+    path = tmp_path / "serving"
+    ks.save_model(trained, path, verify=False)
+    prefix = path / "variables" / "variables"
+    unused = [w for k, w in tensor_locations(prefix).items() if k.startswith("_all_variables/")]
+    assert unused
+    _flip(unused[0].shard, unused[0].offset + 1)
+    checks = _checks(trained, path)
+    assert not all(c.ok for c in checks.values()), checks

@@ -19,7 +19,7 @@ import struct
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 import numpy as np
@@ -350,8 +350,23 @@ def _table_block(data: bytes, at: int, size: int) -> list[tuple[bytes, bytes]]:
     return entries
 
 
-def tensor_locations(prefix: Path) -> dict[str, tuple[np.dtype, tuple[int, ...], Path, int]]:
-    """Where each plain tensor's bytes lie: ``{key: (dtype, shape, data file, offset)}``.
+class Location(NamedTuple):
+    """Where a saved tensor's bytes lie, and their CRC32C as TensorFlow masks it."""
+
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    shard: Path
+    offset: int
+    masked_crc32c: int
+
+
+def masked_crc32c(crc: int) -> int:
+    """TensorFlow's masking of a stored CRC32C (``crc32c::Mask``)."""
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def tensor_locations(prefix: Path) -> dict[str, Location]:
+    """Where each plain tensor's bytes lie (``Location``), by key.
 
     Read from the checkpoint's ``.index`` (a LevelDB-format table of
     ``BundleEntryProto``). Tensors stored another way (strings, slices) are
@@ -392,7 +407,7 @@ def tensor_locations(prefix: Path) -> dict[str, tuple[np.dtype, tuple[int, ...],
         if int(np.prod(shape, dtype=np.int64)) * numpy_dtype.itemsize != entry.size:
             continue
         shard = prefix.with_name(f"{prefix.name}.data-{entry.shard_id:05d}-of-{shards:05d}")
-        found[key] = (numpy_dtype, shape, shard, int(entry.offset))
+        found[key] = Location(numpy_dtype, shape, shard, int(entry.offset), int(entry.crc32c))
     return found
 
 
@@ -429,7 +444,7 @@ def _located(prefix: Path, reader: Any, *, mapped: bool) -> Callable[[str], Any]
         where = {}
     maps = {}
     try:
-        for shard in {found[2] for found in where.values()} if mapped else ():
+        for shard in {found.shard for found in where.values()} if mapped else ():
             with open(shard, "rb") as f:  # a mapping outlives its descriptor
                 maps[shard] = _fastkeras.Source(f.fileno(), 0, os.fstat(f.fileno()).st_size,
                                                 shard, mapped=True)
@@ -440,7 +455,7 @@ def _located(prefix: Path, reader: Any, *, mapped: bool) -> Callable[[str], Any]
         found = where.get(key)
         if found is None:
             return np.asarray(reader.get_tensor(key))
-        dtype, shape, shard, offset = found
+        dtype, shape, shard, offset, _ = found
         if mapped:
             return maps[shard].raw(offset, shape, dtype, key)
         with open(shard, "rb") as f:

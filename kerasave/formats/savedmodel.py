@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from kerasave._errors import CorruptArtifactError
+from kerasave._manifest import crc32c_of
 from kerasave._report import Check, Variable
 from kerasave._state import keras_warnings
 from kerasave._verify import compare_outputs, probe_inputs
@@ -26,17 +27,18 @@ from kerasave.formats._base import Contents, Handler
 __all__ = ["SavedModelHandler"]
 
 
-def _restored(path: Path) -> Any:
-    """A save's own export, loaded for verification with one read per variable, or None.
+def _restored(path: Path) -> tuple[Any, list[Any]] | None:
+    """A save's own export loaded for verification, and the variables it restored (to
+    ``_release``); None when TensorFlow's own load must do it.
 
     ``tf.saved_model.load`` restores the variables through TensorFlow's reader,
     which copies each tensor twice (0.3-0.5 s for a 670 MB export here). This
     loads the functions and objects without the checkpoint, pairs each saved
     tensor with the restored variable its object graph names, and gives the
     variable the file's pages, mapped copy-on-write: nothing is read or
-    allocated that the serving function does not touch. Only inside
-    ``_fastkeras.private_files`` (a save's own export). None (TensorFlow's load
-    then) for anything but plain variables.
+    allocated but what the serving function touches. Every tensor's CRC32C is
+    checked, as TensorFlow's reader does. Only inside ``_fastkeras.private_files``
+    (a save's own export). None for anything but plain variables, or any damage.
     """
     prefix = path / "variables" / "variables"
     try:
@@ -85,26 +87,48 @@ def _restored(path: Path) -> Any:
             return None
         where = checkpoint.tensor_locations(prefix)
         pages = {}
-        for shard in {found[2] for found in where.values()}:
+        for shard in {found.shard for found in where.values()}:
             with open(shard, "rb") as f:  # private pages: a write would copy, not reach the file
                 pages[shard] = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_COPY)
         for key, variable in pairs:
             found = where.get(key)
-            if found is None:
-                variable.assign(reader.get_tensor(key))
+            count = int(np.prod(found.shape, dtype=np.int64)) if found else 0
+            if (found is None or count == 0
+                    or found.offset + count * found.dtype.itemsize > len(pages[found.shard])):
+                variable.assign(reader.get_tensor(key))  # (TensorFlow checks its CRC32C)
                 continue
-            dtype, shape, shard, offset = found
-            count = int(np.prod(shape, dtype=np.int64))
-            if count == 0 or offset + count * dtype.itemsize > len(pages[shard]):
-                variable.assign(reader.get_tensor(key))
-                continue
+            array = np.frombuffer(pages[found.shard], found.dtype, count,
+                                  found.offset).reshape(found.shape)
+            # Each tensor's own CRC32C, as TensorFlow's reader checks it: a damaged
+            # tensor the probe batch never touches must fail too.
+            if not _intact(array, found):
+                _release(variable for _, variable in pairs)
+                return None  # TensorFlow's load then reports the damage
             # The variable adopts the mapped pages where they are 64-byte aligned
             # (no copy at all); elsewhere TensorFlow copies them once.
-            variable.assign(np.frombuffer(pages[shard], dtype, count, offset)
-                            .reshape(shape).view(_fastkeras._Loaded))
+            variable.assign(array.view(_fastkeras._Loaded))
     except Exception:
+        _release(variable for _, variable in pairs)
         return None
-    return served
+    return served, [variable for _, variable in pairs]
+
+
+def _intact(array: np.ndarray, found: checkpoint.Location) -> bool:
+    """Whether a saved tensor's bytes match the CRC32C stored with them."""
+    return checkpoint.masked_crc32c(crc32c_of(array)) == found.masked_crc32c
+
+
+def _release(variables: Any) -> None:
+    """Give back the file pages restored variables adopted now, not when the cycle
+    collector gets to the loaded object: each variable gets an empty value. (Their
+    handles are reference-counted, so destroying the resource would not do it.)"""
+    for variable in variables:
+        try:
+            tf.raw_ops.AssignVariableOp(resource=variable.handle,
+                                        value=tf.zeros([0], variable.dtype),
+                                        validate_shape=False)
+        except Exception:
+            pass
 
 
 class SavedModelHandler(Handler):
@@ -149,9 +173,13 @@ class SavedModelHandler(Handler):
         # differently from eager execution (~1 ulp): compare graph with graph.
         expected = (tf.function(lambda p: model(p, training=False))(probe)
                     if probe is not None else None)
-        served = _restored(path) if _fastkeras.may_map() and probe is not None else None
-        if served is not None:
-            checks = self._served_checks(served, probe, expected)
+        restored = _restored(path) if _fastkeras.may_map() and probe is not None else None
+        if restored is not None:
+            served, variables = restored
+            try:
+                checks = self._served_checks(served, probe, expected)
+            finally:
+                _release(variables)
             if all(c.ok for c in checks):
                 return checks
             # A failure is judged again by TensorFlow's own load, which is what a

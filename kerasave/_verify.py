@@ -91,8 +91,10 @@ def array_difference(expected: np.ndarray, actual: np.ndarray) -> str | None:
     if np.issubdtype(expected.dtype, np.number):
         with np.errstate(all="ignore"):
             diff = np.abs(expected.astype(np.float64) - actual.astype(np.float64))
-        n = int(np.count_nonzero(expected != actual))
-        return f"{n} of {expected.size} values differ, max abs difference {np.nanmax(diff):.3g}"
+            n = int(np.count_nonzero(expected != actual))
+        compared = diff[~np.isnan(diff)]  # (a NaN on one side only has no difference)
+        biggest = f"{compared.max():.3g}" if compared.size else "undefined (NaN)"
+        return f"{n} of {expected.size} values differ, max abs difference {biggest}"
     return "values differ"
 
 

@@ -182,6 +182,38 @@ def test_a_replayed_check_still_sees_a_changed_byte(trained, tmp_path, name, mon
     assert not checks["model variables"].ok
 
 
+def test_a_layer_doing_more_with_what_it_reads_is_never_replayed(tmp_path, monkeypatch):
+    """IntegerLookup (tf_idf) assigns its IDF weights to a variable of its own and
+    derives state from them: a replay would skip that, so the traversal always runs."""
+    import io
+    import zipfile
+
+    import keras
+
+    inputs = keras.Input((3,), dtype="int64")
+    x = keras.layers.IntegerLookup(vocabulary=[0, 1, 2], output_mode="tf_idf",
+                                   idf_weights=[1.0, 1.5, 2.0])(inputs)
+    model = keras.Model(inputs, keras.layers.Dense(2)(x))
+    model.compile("adam", "mse")
+    _fastkeras.TWINS.clear()
+    replays = _counting_replays(monkeypatch)
+    path = tmp_path / "m.keras"
+    assert ks.save_model(model, path).ok
+    assert ks.save_model(model, path).ok
+    assert True not in replays
+    # The IDF weights changed in the file: the kept twin's check must see it.
+    with zipfile.ZipFile(path) as zf:
+        start, size = _fastkeras.member_span(path, zf, "model.weights.h5")
+    with h5py.File(io.BytesIO(path.read_bytes()[start:start + size]), "r") as f:
+        names = []
+        f.visit(names.append)
+        idf = next(n for n in names if "lookup" in n and isinstance(f[n], h5py.Dataset))
+        offset = f[idf].id.get_offset()
+    _flip(path, start + offset + 3)
+    assert not all(c.ok for c in _checks(model, path).values())
+    assert True not in replays
+
+
 def test_a_file_with_other_names_is_traversed_again(trained, tmp_path, monkeypatch):
     _fastkeras.TWINS.clear()
     replays = _counting_replays(monkeypatch)

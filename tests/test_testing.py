@@ -261,3 +261,15 @@ def test_docs_example_without_pytest_runs(trained, capsys):
     (block,) = [b for b in _doc_blocks() if "TemporaryDirectory" in b]
     exec(compile(block, "docs/testing.md", "exec"), {"model": trained})  # noqa: S102
     assert capsys.readouterr().out.splitlines() == ["keras True", "h5 model True"]
+
+
+def test_differences_with_nans_are_described_without_a_warning():
+    from kerasave._verify import array_difference
+
+    expected = np.array([np.nan, 1.0], np.float32)
+    assert array_difference(expected, expected.copy()) is None  # the same bits: equal
+    why = array_difference(np.array([1.0, 2.0], np.float32),
+                           np.array([np.nan, np.nan], np.float32))
+    assert why == "2 of 2 values differ, max abs difference undefined (NaN)"
+    why = array_difference(np.array([1.0, 2.0], np.float32), np.array([np.nan, 2.5], np.float32))
+    assert why == "2 of 2 values differ, max abs difference 0.5"

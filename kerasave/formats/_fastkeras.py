@@ -200,12 +200,18 @@ class Source:
 
     def __init__(self, fd: int, begin: int, end: int, path: Path, *, mapped: bool = False):
         self.fd, self.begin, self.end, self.path = fd, begin, end, path
-        self.names: dict[int, str] | None = None  # id(array): dataset, when asked (_Replay)
+        self.reads: list[tuple[Any, str]] | None = None  # (array, dataset), when asked
         self._map = None
         if mapped and end > begin and may_map():
             self._map = mmap.mmap(fd, 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
 
     def array(self, dataset: h5py.Dataset) -> np.ndarray | None:
+        array = self._array(dataset)
+        if self.reads is not None:  # (None: read some other way, by the caller)
+            self.reads.append((array, dataset.name))
+        return array
+
+    def _array(self, dataset: h5py.Dataset) -> np.ndarray | None:
         dtype = dataset.dtype
         if (dataset.chunks is not None or dataset.compression or dataset.shape is None
                 or not dtype.isnative or dtype.kind not in "fiucb"):
@@ -216,10 +222,7 @@ class Source:
         offset = dataset.id.get_offset()
         if offset is None:  # storage never written: the fill value, via h5py
             return None
-        array = self.raw(offset, shape, dtype, f"dataset {dataset.name}")
-        if self.names is not None:
-            self.names[id(array)] = dataset.name
-        return array
+        return self.raw(offset, shape, dtype, f"dataset {dataset.name}")
 
     def raw(self, offset: int, shape: tuple[int, ...], dtype: Any, what: str) -> np.ndarray:
         """``shape``/``dtype`` values stored as they are in memory at ``offset`` (from
@@ -264,6 +267,8 @@ def _store_class() -> type:
                 fast = self._source.array(dataset)
                 if fast is not None:
                     return fast
+            elif self._source.reads is not None:
+                self._source.reads.append((None, key))  # read by Keras, not by the source
             return super().__getitem__(key)
 
     return FastStore
@@ -543,19 +548,27 @@ class _Replay:
                         variable.assign(array)  # recorded, as the traversal's assign is
                     return True
         self._plan = None
-        source.names = {}
+        source.reads = []
         self._pending = (names, source)
         return False
 
     def learn(self, values: Recorded) -> None:
-        """After a traversal: what each recorded value was read from, if all were."""
+        """After a traversal: what each recorded value was read from. Only a traversal
+        whose every read became one recorded value is replayed: a layer may do more
+        with what it reads (Keras' ``IndexLookup`` derives state from its IDF
+        weights, assigned to a variable of its own), and a replay would skip that."""
         if self._pending is None:
             return
         names, source = self._pending
         self._pending = None
-        read = source.names or {}
-        plan = [(variable, read.get(id(array))) for variable, array in values.values()]
-        if plan and all(name is not None for _, name in plan):
+        reads = source.reads or []
+        source.reads = None
+        if any(array is None for array, _ in reads):
+            return  # something was read by Keras' own code
+        read_as = {id(array): name for array, name in reads}  # (the arrays are held)
+        plan = [(variable, read_as.get(id(array))) for variable, array in values.values()]
+        if (plan and all(name is not None for _, name in plan)
+                and sorted(name for _, name in plan) == sorted(name for _, name in reads)):
             self._names, self._plan = names, plan  # type: ignore[assignment]
 
 

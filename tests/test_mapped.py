@@ -434,7 +434,7 @@ def test_a_saves_own_export_is_served_from_its_mapped_pages(trained, batch, tmp_
     # Every copy of the last bias changed on disk: the tensors fail their CRC32C, and
     # TensorFlow's load then reports it.
     prefix = path / "variables" / "variables"
-    for key, where in tensor_locations(prefix).items():
+    for where in tensor_locations(prefix).values():
         if where.shape == (10,):
             _flip(where.shard, where.offset + 1)
     with _fastkeras.private_files():

@@ -37,8 +37,13 @@ from kerasave._safety import check_h5, check_zip, refuse_code
 from kerasave._state import keras_warnings
 from kerasave._verify import compare_whole_models
 from kerasave.formats import _fastkeras
-from kerasave.formats._base import (Contents, Handler, mend_compile_config, require_config,
-                                    versions_now)
+from kerasave.formats._base import (
+    Contents,
+    Handler,
+    mend_compile_config,
+    require_config,
+    versions_now,
+)
 from kerasave.formats.h5weights import VERSIONS_ATTR, h5_variables, is_hdf5, open_h5
 
 __all__ = ["KerasHandler", "H5ModelHandler"]

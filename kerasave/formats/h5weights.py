@@ -93,8 +93,16 @@ def _legacy_group(f: h5py.File) -> h5py.Group:
     return f["model_weights"] if "layer_names" not in f.attrs and "model_weights" in f else f
 
 
+def _dtype_name(array: Any) -> str:
+    """A variable's or dataset's dtype; Keras stores bfloat16 as 2 opaque bytes, marked."""
+    attrs = getattr(array, "attrs", None)
+    if attrs is not None and attrs.get("dtype") in ("bfloat16", b"bfloat16"):
+        return "bfloat16"
+    return str(np.dtype(array.dtype))
+
+
 def _shape_counts(arrays: Any) -> Counter[tuple[tuple[int, ...], str]]:
-    return Counter((tuple(int(d) for d in a.shape), str(np.dtype(a.dtype))) for a in arrays)
+    return Counter((tuple(int(d) for d in a.shape), _dtype_name(a)) for a in arrays)
 
 
 class H5WeightsHandler(Handler):

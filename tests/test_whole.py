@@ -122,3 +122,39 @@ def test_savedmodel_holds_no_optimizer(trained, tmp_path):
     info = ks.inspect(tmp_path / "export")
     assert info.format == "savedmodel" and not info.has_optimizer
     assert info.versions.get("tensorflow")
+
+
+def test_a_bfloat16_model_is_refused_by_the_legacy_h5_format_only(tmp_path):
+    keras.config.set_dtype_policy("bfloat16")
+    try:
+        inputs = keras.Input((4,))
+        model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Dense(4)(inputs)))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    model.compile("adam", "mse")
+    data = np.random.default_rng(0).random((16, 4), dtype=np.float32)
+    model.fit(data, data[:, :1], verbose=0)
+    with pytest.raises(ks.NotSerializableError, match="cannot hold bfloat16 variables"):
+        ks.save_model(model, tmp_path / "m.h5")
+    assert not any(tmp_path.iterdir())  # nothing written, not even a temporary
+    assert ks.save_model(model, tmp_path / "m.keras").ok
+    loaded = ks.load_model(tmp_path / "m.keras")
+    assert_bit_exact(values(all_vars(model)), all_vars(loaded))
+
+
+def test_a_mixed_precision_model_round_trips_through_legacy_h5(tmp_path):
+    """compile() wraps the optimizer in a LossScaleOptimizer, which the legacy writer
+    records: the load must compile with what was given, as the original was."""
+    keras.mixed_precision.set_global_policy("mixed_float16")
+    try:
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        model.compile(optimizer="adam", loss="mse")
+        data = np.random.default_rng(0).random((8, 4), dtype=np.float32)
+        model.fit(data, data[:, :2], verbose=0)
+        assert ks.save_model(model, tmp_path / "m.h5").ok
+        loaded = ks.load_model(tmp_path / "m.h5")
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    assert type(loaded.optimizer) is keras.optimizers.LossScaleOptimizer
+    assert loaded.get_compile_config()["optimizer"] == model.get_compile_config()["optimizer"]
+    assert_bit_exact(values(all_vars(model)), all_vars(loaded))

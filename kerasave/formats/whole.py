@@ -48,6 +48,8 @@ from kerasave.formats.h5weights import VERSIONS_ATTR, h5_variables, is_hdf5, ope
 
 __all__ = ["KerasHandler", "H5ModelHandler"]
 
+_WRAPPED_ATTR = "kerasave_optimizer_wrapped_by_compile"
+
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
@@ -237,6 +239,17 @@ class H5ModelHandler(Handler):
     def preflight(self, model: keras.Model, path: Path) -> None:
         super().preflight(model, path)
         require_config(model, path)
+        # Keras' legacy writer stores bfloat16 as 2 opaque bytes with no mark of what
+        # they are, and its reader (Keras' or anyone's) cannot read them back.
+        optimizer = getattr(model, "optimizer", None)
+        variables = list(model.variables) + list(getattr(optimizer, "variables", None) or [])
+        bf16 = [getattr(v, "path", v.name) for v in variables if v.dtype == "bfloat16"]
+        if bf16:
+            raise NotSerializableError(
+                f"the legacy HDF5 format cannot hold bfloat16 variables ({len(bf16)}, "
+                f"e.g. {bf16[0]!r}): Keras writes them as opaque bytes that no reader can "
+                "load back; save as .keras, or the weights as .weights.h5 or a checkpoint",
+                path=path)
         mend_compile_config(model)
 
     def sniff(self, path: Path) -> bool:
@@ -257,8 +270,16 @@ class H5ModelHandler(Handler):
             if kept is not None and compile_config is not None:
                 compile_config.clear()
                 compile_config.update(kept)
+        # Under "mixed_float16", compile() wraps the optimizer it is given in a
+        # LossScaleOptimizer, and the legacy writer records the wrapper. Say so, for
+        # the load to compile with what was given and let compile() wrap it again.
+        scaled = keras.optimizers.LossScaleOptimizer
+        wrapped = (isinstance(getattr(model, "optimizer", None), scaled) and kept is not None
+                   and not isinstance(kept.get("optimizer"), scaled))
         with h5py.File(path, "r+") as f:
             f.attrs[VERSIONS_ATTR] = json.dumps(versions_now())
+            if wrapped:
+                f.attrs[_WRAPPED_ATTR] = "LossScaleOptimizer"
 
     def load(self, path: Path, *, compile: bool = True, safe_mode: bool = True,
              custom_objects: Any = None, checksummed: bool = False) -> keras.Model:
@@ -291,13 +312,14 @@ class H5ModelHandler(Handler):
             training = f.attrs.get("training_config") if compile else None
             saved_opt = (len(f["optimizer_weights"].attrs.get("weight_names", ()))
                          if "optimizer_weights" in f else 0)
+            wrapped = f.attrs.get(_WRAPPED_ATTR) == "LossScaleOptimizer"
         config = json.loads(raw)
 
         def build() -> keras.Model:
             model = model_from_config(config, custom_objects=custom_objects,
                                       safe_mode=safe_mode, source=str(path))
             if training is not None:
-                self._compile(model, json.loads(training), path, custom_objects)
+                self._compile(model, json.loads(training), path, custom_objects, wrapped)
                 # An optimizer saved before it was built holds only its step counter.
                 if saved_opt > 2 and not model.optimizer.built:
                     model.optimizer.build(model.trainable_variables)
@@ -326,10 +348,10 @@ class H5ModelHandler(Handler):
                 os.close(fd)
             return values
 
-        return build, read, ("h5", raw, training, saved_opt, safe_mode)
+        return build, read, ("h5", raw, training, saved_opt, safe_mode, wrapped)
 
     def _compile(self, model: keras.Model, training: dict[str, Any], path: Path,
-                 custom_objects: Any) -> None:
+                 custom_objects: Any, wrapped: bool = False) -> None:
         bare = dict(training, loss=None, metrics=None, weighted_metrics=None)
         try:
             with keras_warnings():
@@ -338,6 +360,11 @@ class H5ModelHandler(Handler):
             args["loss"] = _compile_value(training.get("loss"), "loss")
             args["metrics"] = _compile_value(training.get("metrics"), "metric")
             args["weighted_metrics"] = _compile_value(training.get("weighted_metrics"), "metric")
+            given = args.get("optimizer")
+            policy = getattr(getattr(model, "dtype_policy", None), "name", None)
+            if (wrapped and policy == "mixed_float16"
+                    and isinstance(given, keras.optimizers.LossScaleOptimizer)):
+                args["optimizer"] = given.inner_optimizer  # compile() wraps it again
             model.compile(**args)
         except Exception as exc:
             raise CorruptArtifactError(

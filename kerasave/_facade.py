@@ -91,7 +91,8 @@ def _save(kind: str, model: keras.Model, path: PathLike, format: str | None,
                 flushed.written()
                 if verify:
                     with _fastkeras.private_files():
-                        checks = tuple(handler.check(model, tmp))
+                        checks = tuple(_named_as(c, tmp, target)
+                                       for c in handler.check(model, tmp))
                 else:
                     checks = (Check("verify", True, "skipped (verify=False)"),)
             report = Report(str(target), handler.name, all(c.ok for c in checks), checks)
@@ -102,6 +103,14 @@ def _save(kind: str, model: keras.Model, path: PathLike, format: str | None,
         finally:
             _atomic.discard(handler, tmp)
     return replace(report, bytes=_size(handler, target), seconds=time.perf_counter() - start)
+
+
+def _named_as(check: Check, tmp: Path, target: Path) -> Check:
+    """A check of the temporary, as the user's artifact: no hidden temporary names
+    (which are gone once the save returns) in what it says."""
+    detail = (check.detail.replace(f" (path: {tmp})", "").replace(str(tmp), str(target))
+              .replace(tmp.name, target.name))
+    return check if detail == check.detail else replace(check, detail=detail)
 
 
 def save_weights(model: keras.Model, path: PathLike, *, format: str | None = None,

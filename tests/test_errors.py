@@ -137,6 +137,24 @@ def test_failed_verification_leaves_the_previous_artifact(trained, tmp_path, mon
     assert after == before, "the previous checkpoint must be untouched, no temporaries left"
 
 
+def test_a_failed_round_trip_names_the_artifact_not_its_temporary(trained, tmp_path,
+                                                                   monkeypatch):
+    def failing_check(self, model, path):
+        raise_here = ks.CorruptArtifactError("could not read the weights", path=path)
+        return [ks.Check("load", False, str(raise_here)),
+                ks.Check("model variables", False, f"{path.name}: 1 of 3 values differ")]
+
+    monkeypatch.setattr(CheckpointHandler, "check", failing_check)
+    prefix = tmp_path / "w" / "ckpt"
+    with pytest.raises(ks.RoundTripError) as info:
+        ks.save_weights(trained, prefix)
+    message = str(info.value)
+    assert "kerasave-tmp" not in message, message
+    assert message == (f"round trip of the 'checkpoint' artifact failed: load: could not read "
+                       f"the weights; model variables: ckpt: 1 of 3 values differ "
+                       f"(path: {prefix})")
+
+
 def test_failed_write_leaves_nothing(trained, tmp_path, monkeypatch):
     def boom(self, model, path):
         path.write_bytes(b"half")

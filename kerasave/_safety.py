@@ -73,7 +73,8 @@ def check_h5(f: h5py.File, source: str | Path) -> None:
         # HDF5 walks the file itself (H5Lvisit, then H5Ovisit through hard links only):
         # ~3x faster than opening every object from Python.
         f.id.links.visit(link, info=True)
-        for name, kind in links[:1]:
+        if links:
+            name, kind = links[0]
             what = {h5l.TYPE_SOFT: "a soft link",
                     h5l.TYPE_EXTERNAL: "an external link"}.get(kind, "a user-defined link")
             raise UnsafeArtifactError(

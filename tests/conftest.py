@@ -42,6 +42,20 @@ def perturb(model, seed=99):
             v.assign(value + 7)
 
 
+def bfloat16_model():
+    """A small model built under the "bfloat16" policy, trained a step (Adam built)."""
+    keras.config.set_dtype_policy("bfloat16")
+    try:
+        inputs = keras.Input((4,))
+        model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Dense(4)(inputs)))
+    finally:
+        keras.config.set_dtype_policy("float32")
+    model.compile("adam", "mse")
+    data = np.random.default_rng(0).random((16, 4), dtype=np.float32)
+    model.fit(data, data[:, :1], verbose=0)
+    return model
+
+
 @pytest.fixture
 def trained():
     """The reference model after a few training steps (optimizer state non-trivial)."""

@@ -7,7 +7,7 @@ import tensorflow as tf
 
 import kerasave as ks
 
-from .conftest import all_vars, assert_bit_exact, perturb, values
+from .conftest import all_vars, assert_bit_exact, bfloat16_model, perturb, values
 
 WEIGHT_PATHS = ["ckpt/model", "model.weights.h5", "model.h5"]
 
@@ -183,15 +183,7 @@ def test_perturbed_then_restored_with_explicit_format(trained, tmp_path):
 @pytest.mark.parametrize("rel", ["w.weights.h5", "ckpt/w"])
 def test_a_bfloat16_model_saves_and_restores_exactly(tmp_path, rel):
     """Keras stores bfloat16 in HDF5 as two opaque bytes marked with a dtype attribute."""
-    keras.config.set_dtype_policy("bfloat16")
-    try:
-        inputs = keras.Input((4,))
-        model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Dense(4)(inputs)))
-    finally:
-        keras.config.set_dtype_policy("float32")
-    model.compile("adam", "mse")
-    data = np.random.default_rng(0).random((16, 4), dtype=np.float32)
-    model.fit(data, data[:, :1], verbose=0)
+    model = bfloat16_model()
     assert model.weights[0].dtype == "bfloat16"
     assert ks.save_weights(model, tmp_path / rel).ok
     saved = values(all_vars(model))

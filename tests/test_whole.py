@@ -6,7 +6,7 @@ import pytest
 
 import kerasave as ks
 
-from .conftest import FIXTURES, all_vars, assert_bit_exact, values
+from .conftest import FIXTURES, all_vars, assert_bit_exact, bfloat16_model, values
 
 KERAS2 = FIXTURES / "keras2"
 
@@ -125,15 +125,7 @@ def test_savedmodel_holds_no_optimizer(trained, tmp_path):
 
 
 def test_a_bfloat16_model_is_refused_by_the_legacy_h5_format_only(tmp_path):
-    keras.config.set_dtype_policy("bfloat16")
-    try:
-        inputs = keras.Input((4,))
-        model = keras.Model(inputs, keras.layers.Dense(1)(keras.layers.Dense(4)(inputs)))
-    finally:
-        keras.config.set_dtype_policy("float32")
-    model.compile("adam", "mse")
-    data = np.random.default_rng(0).random((16, 4), dtype=np.float32)
-    model.fit(data, data[:, :1], verbose=0)
+    model = bfloat16_model()
     with pytest.raises(ks.NotSerializableError, match="cannot hold bfloat16 variables"):
         ks.save_model(model, tmp_path / "m.h5")
     assert not any(tmp_path.iterdir())  # nothing written, not even a temporary

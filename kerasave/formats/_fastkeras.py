@@ -517,40 +517,37 @@ class _Replay:
         self._plan: list[tuple[Any, str]] | None = None  # (variable, dataset)
         self._pending: tuple[list[bytes], Source] | None = None  # the traversal running
 
-    @staticmethod
-    def _links(source: Source) -> list[bytes]:
-        found: list[bytes] = []
-        with h5py.File(Window(source.fd, source.begin, source.end - source.begin), "r") as f:
-            f.id.links.visit(found.append)
-        return found
-
     def run(self, model: keras.Model, source: Source) -> bool:
         """Replay the reads into ``model``; False when the traversal must run (and is
         then watched, to learn from)."""
         self._pending = None
         if model is not self._model or source._map is None:
             return False  # (only verification's mapped reads of a save's temporary)
-        names = self._links(source)
-        if self._plan is not None and names == self._names:
-            with h5py.File(Window(source.fd, source.begin, source.end - source.begin),
-                           "r") as f:
-                arrays = []
-                for variable, name in self._plan:
-                    dataset = f.get(name)
-                    if not isinstance(dataset, h5py.Dataset) or len(dataset.attrs):
-                        break
-                    array = source.array(dataset)
-                    if array is None:
-                        break
-                    arrays.append((variable, array))
-                else:
-                    for variable, array in arrays:
-                        variable.assign(array)  # recorded, as the traversal's assign is
-                    return True
+        names: list[bytes] = []
+        with h5py.File(Window(source.fd, source.begin, source.end - source.begin), "r") as f:
+            f.id.links.visit(names.append)
+            arrays = self._replayed(f, source) if names == self._names else None
+        if arrays is not None:
+            for variable, array in arrays:
+                variable.assign(array)  # recorded, as the traversal's assign is
+            return True
         self._plan = None
         source.reads = []
         self._pending = (names, source)
         return False
+
+    def _replayed(self, f: h5py.File, source: Source) -> list[tuple[Any, Any]] | None:
+        """Each planned variable with its dataset's values, or None if one has changed."""
+        arrays = []
+        for variable, name in self._plan or ():
+            dataset = f.get(name)
+            if not isinstance(dataset, h5py.Dataset) or len(dataset.attrs):
+                return None
+            array = source.array(dataset)
+            if array is None:
+                return None
+            arrays.append((variable, array))
+        return arrays if self._plan else None
 
     def learn(self, values: Recorded) -> None:
         """After a traversal: what each recorded value was read from. Only a traversal

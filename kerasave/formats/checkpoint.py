@@ -45,6 +45,7 @@ __all__ = [
     "tensor_loader",
     "tensor_locations",
     "tensor_reader",
+    "value_holders",
     "prepare",
     "write_checkpoint",
     "describe",
@@ -150,6 +151,22 @@ def checkpoint_roots(model: keras.Model, optimizer: Any = None,
     return roots
 
 
+def value_holders(graph: Any, *, any_state: bool = False) -> Callable[[int], bool]:
+    """Whether anything under a node of the object graph is a saved variable value
+    (``any_state``: any saved attribute at all), remembered node by node."""
+    holds: dict[int, bool] = {}
+
+    def holds_values(node_id: int, trail: frozenset[int] = frozenset()) -> bool:
+        if node_id not in holds:
+            node = graph.nodes[node_id]
+            holds[node_id] = any(any_state or a.name == _VALUE for a in node.attributes) or any(
+                holds_values(c.node_id, trail | {node_id})
+                for c in node.children if c.node_id not in trail | {node_id})
+        return holds[node_id]
+
+    return holds_values
+
+
 def pair_checkpoint(model: keras.Model, prefix: Path, reader: Any = None, *,
                     optimizer: Any = None, extra: Mapping[str, Any] | None = None,
                     only: Collection[str] | None = None) -> Pairing:
@@ -179,16 +196,7 @@ def pair_checkpoint(model: keras.Model, prefix: Path, reader: Any = None, *,
     saw_optimizer: list[bool] = []
     model_vars = {id(v) for v in model.variables}
     opt_vars = {id(v) for v in optimizer.variables} if optimizer is not None else set()
-    holds: dict[int, bool] = {}
-
-    def holds_values(node_id: int, trail: frozenset[int] = frozenset()) -> bool:
-        """Whether anything under this node is a saved variable value."""
-        if node_id not in holds:
-            node = graph.nodes[node_id]
-            holds[node_id] = any(a.name == _VALUE for a in node.attributes) or any(
-                holds_values(c.node_id, trail | {node_id})
-                for c in node.children if c.node_id not in trail | {node_id})
-        return holds[node_id]
+    holds_values = value_holders(graph)
 
     def walk(node_id: int, obj: Any, path: str) -> None:
         if node_id in seen:

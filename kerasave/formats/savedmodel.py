@@ -50,12 +50,7 @@ def _restored(path: Path) -> tuple[Any, list[Any]] | None:
         return None
     pairs: list[tuple[str, Any]] = []
     seen: set[int] = set()
-
-    def holds_values(node_id: int, trail: frozenset[int] = frozenset()) -> bool:
-        node = graph.nodes[node_id]
-        return bool(node.attributes) or any(
-            holds_values(c.node_id, trail | {node_id})
-            for c in node.children if c.node_id not in trail | {node_id})
+    holds_values = checkpoint.value_holders(graph, any_state=True)
 
     def walk(node_id: int, obj: Any) -> bool:
         if node_id in seen:

@@ -225,6 +225,12 @@ def inspect(path: PathLike) -> Inspection:
         handler = _registry.detect(source)
         actual, _ = _manifest.resolve(handler, source)
         contents = handler.contents(actual)
+        # What the artifact records itself comes first; kerasave's manifest adds the
+        # versions a format has no place for (a .keras archive names only Keras').
+        recorded = (_manifest.read(handler, actual) or {}).get("versions")
+    versions = dict(contents.versions)
+    if isinstance(recorded, dict):
+        versions.update({str(k): str(v) for k, v in recorded.items() if k not in versions})
     members = handler.members(actual)
     return Inspection(
         path=str(source),
@@ -233,5 +239,5 @@ def inspect(path: PathLike) -> Inspection:
         bytes=_size(handler, actual),
         variables=contents.variables,
         has_optimizer=contents.has_optimizer,
-        versions=contents.versions,
+        versions=versions,
     )

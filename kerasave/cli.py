@@ -423,6 +423,35 @@ def _layout(entry: _arrays.Entry) -> str:
     return f"{a} -> {b}"
 
 
+def _json_number(value: float | None) -> float | str | None:
+    """A difference as JSON holds it: infinities and NaN (no JSON numbers) as strings."""
+    if value is None or np.isfinite(value):
+        return value
+    return "nan" if np.isnan(value) else ("inf" if value > 0 else "-inf")
+
+
+def _diff_data(left: _arrays.Arrays, right: _arrays.Arrays,
+               result: _arrays.Comparison) -> dict[str, Any]:
+    """What ``diff --json`` prints."""
+    def side(arrays: _arrays.Arrays) -> dict[str, Any]:
+        return {"path": str(arrays.path), "format": arrays.format, "kind": arrays.kind,
+                "naming": arrays.naming, "names": arrays.names,
+                "optimizer_state": arrays.optimizer is not None}
+
+    def entry(e: _arrays.Entry) -> dict[str, Any]:
+        return {"name": e.name, "status": e.status,
+                "a": None if e.a_shape is None else {"shape": list(e.a_shape),
+                                                     "dtype": e.a_dtype},
+                "b": None if e.b_shape is None else {"shape": list(e.b_shape),
+                                                     "dtype": e.b_dtype},
+                "max_abs": _json_number(e.max_abs), "max_rel": _json_number(e.max_rel)}
+
+    counts = {s: result.count(s) for s in _STATUS}
+    return {"identical": result.identical, "fits": True, "a": side(left), "b": side(right),
+            "counts": counts, "entries": [entry(e) for e in result.entries],
+            "notes": list(result.notes)}
+
+
 _STATUS = {"same": "same", "changed": "changed", "shape": "shape", "dtype": "dtype",
            "missing": "only in A", "extra": "only in B"}
 
@@ -434,7 +463,9 @@ _STATUS = {"same": "same", "changed": "changed", "shape": "shape", "dtype": "dty
               help="An architecture (.json/.yaml config, .keras or .h5 model) to read "
                    "weights-only artifacts into, so their names line up.")
 @click.option("--all", "show_all", is_flag=True, help="List identical variables too.")
-def diff_command(a: str, b: str, config: str | None, show_all: bool) -> int:
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON: both sides, every variable (identical ones too), notes.")
+def diff_command(a: str, b: str, config: str | None, show_all: bool, as_json: bool) -> int:
     """Compare the variables of two artifacts, of any formats that hold weights.
 
     Exit 0 when every variable is identical bit for bit, 1 when anything
@@ -445,13 +476,20 @@ def diff_command(a: str, b: str, config: str | None, show_all: bool) -> int:
         with _status(f"reading {a} and {b}"):
             left, right = _arrays.read_pair(a, b, config=config)
     except _arrays.DoesNotFit as exc:
-        console.print(Text(f"different: {_one_line(str(exc))}"))
+        if as_json:
+            click.echo(json.dumps({"identical": False, "fits": False,
+                                   "reason": _one_line(str(exc))}, indent=2))
+        else:
+            console.print(Text(f"different: {_one_line(str(exc))}"))
         return NO
     except _arrays.NeedsArchitecture as exc:
         raise _arrays.NeedsArchitecture(
             f"{exc}; pass --config MODEL.json (or a .keras file) to read both into one "
             "architecture") from exc
     result = _arrays.compare(left, right)
+    if as_json:
+        click.echo(json.dumps(_diff_data(left, right, result), indent=2, allow_nan=False))
+        return OK if result.identical else NO
     console.print(Text(f"A  {left.path}  ({left.format}, {left.names})"))
     console.print(Text(f"B  {right.path}  ({right.format}, {right.names})"))
     shown = [e for e in result.entries if show_all or e.status != "same"]

@@ -300,6 +300,53 @@ def test_diff_reports_a_changed_weight(saved, tmp_path, capsys):
     assert out.splitlines()[-1] == "different: 1 changed; 13 of 14 identical"
 
 
+def test_diff_json_reports_every_variable(saved, tmp_path, capsys):
+    model = ks.load_model(saved["paths"]["keras"])
+    kernel = model.layers[0].kernel
+    before = np.array(keras.ops.convert_to_numpy(kernel), copy=True)
+    after = before.copy()
+    after[0, 0] = 0.0 if before[0, 0] != 0 else 1.0
+    after[2, 2] += 0.5
+    kernel.assign(after)
+    ks.save_model(model, tmp_path / "changed.keras")
+    code, out, err = _main(capsys, "diff", saved["paths"]["keras"], tmp_path / "changed.keras",
+                           "--json")
+    assert code == 1, err
+    data = json.loads(out)  # strict JSON: no Infinity or NaN literals
+    assert data["identical"] is False and data["fits"] is True
+    assert data["a"]["format"] == data["b"]["format"] == "keras"
+    assert data["a"]["naming"] == "model" and data["a"]["optimizer_state"] is True
+    assert data["counts"]["changed"] == 1 and data["counts"]["same"] == 13
+    assert len(data["entries"]) == 14  # identical ones too
+    (changed,) = [e for e in data["entries"] if e["status"] != "same"]
+    diff = np.abs(after.astype(np.float64) - before.astype(np.float64))
+    assert changed["name"] == "dense/kernel" and changed["status"] == "changed"
+    assert changed["a"] == changed["b"] == {"shape": [32, 64], "dtype": "float32"}
+    assert changed["max_abs"] == float(np.max(diff))
+    rel = np.where(diff == 0, 0.0, diff / np.abs(before.astype(np.float64)))
+    assert changed["max_rel"] == (float(np.max(rel)) if np.isfinite(np.max(rel)) else "inf")
+    same = [e for e in data["entries"] if e["status"] == "same"]
+    assert all(e["max_abs"] == 0.0 for e in same)
+    # Identical artifacts: exit 0; an artifact that does not fit: exit 1, with the reason.
+    code, out, _ = _main(capsys, "diff", saved["paths"]["keras"], saved["paths"]["checkpoint"],
+                         "--json")
+    assert code == 0 and json.loads(out)["identical"] is True
+    bigger = keras.Sequential([keras.Input((32,)), keras.layers.Dense(64),
+                               keras.layers.Dense(10), keras.layers.Dense(3)])
+    ks.save_weights(bigger, tmp_path / "bigger" / "ckpt")
+    code, out, _ = _main(capsys, "diff", saved["paths"]["keras"], tmp_path / "bigger" / "ckpt",
+                         "--json")
+    data = json.loads(out)
+    assert code == 1 and data["fits"] is False and "architecture of" in data["reason"]
+
+
+def test_diff_json_numbers_stay_json():
+    from kerasave.cli import _json_number
+
+    assert _json_number(None) is None and _json_number(0.5) == 0.5
+    assert [_json_number(x) for x in (np.inf, -np.inf, np.nan)] == ["inf", "-inf", "nan"]
+
+
 def test_diff_reports_missing_and_extra_variables(saved, tmp_path, capsys):
     bigger = keras.Sequential([keras.Input((32,)), keras.layers.Dense(64),
                                keras.layers.Dense(10), keras.layers.Dense(3)])

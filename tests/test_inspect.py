@@ -32,6 +32,27 @@ def test_inspect_checkpoint_names_and_shapes(trained, tmp_path):
     assert info.versions["kerasave"] == ks.__version__
 
 
+def test_inspect_keras_archive_adds_the_manifests_versions(trained, tmp_path):
+    import json
+
+    import keras
+    import tensorflow as tf
+
+    ks.save_model(trained, tmp_path / "m.keras")
+    info = ks.inspect(tmp_path / "m.keras")
+    assert info.versions == {"keras": keras.__version__, "kerasave": ks.__version__,
+                             "tensorflow": tf.__version__}
+    # What the archive says of itself wins over the manifest.
+    manifest = tmp_path / "m.keras.kerasave.json"
+    data = json.loads(manifest.read_text())
+    data["versions"]["keras"] = "0.0-manifest"
+    manifest.write_text(json.dumps(data))
+    assert ks.inspect(tmp_path / "m.keras").versions["keras"] == keras.__version__
+    # A plain Keras archive names only Keras.
+    trained.save(tmp_path / "plain.keras")
+    assert ks.inspect(tmp_path / "plain.keras").versions == {"keras": keras.__version__}
+
+
 def test_verify_report_for_good_and_bad(trained, tmp_path):
     ks.save_model(trained, tmp_path / "m.keras")
     good = ks.verify(trained, tmp_path / "m.keras")

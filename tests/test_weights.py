@@ -82,8 +82,29 @@ def test_mismatch_raises_and_changes_nothing(trained, tmp_path, rel):
     before = values(all_vars(wider))
     with pytest.raises(ks.ArchitectureMismatchError) as info:
         ks.load_weights(wider, tmp_path / rel)
-    assert str(tmp_path / rel) in str(info.value)
+    message = str(info.value)
+    assert str(tmp_path / rel) in message
+    # The message names the mismatch: both shapes of the first layer's kernel.
+    assert "(32, 64) float32" in message and "(32, 65) float32" in message, message
+    assert wider.layers[0].kernel.path in message, message
     assert_bit_exact(before, all_vars(wider))
+
+
+def test_h5_mismatch_names_optimizer_arrays(trained, tmp_path):
+    ks.save_weights(trained, tmp_path / "w.weights.h5")
+    model = ks.reference_model(seed=5)
+    model.compile(optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+                  loss="categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)
+    before = values(all_vars(model))
+    with pytest.raises(ks.ArchitectureMismatchError) as info:
+        ks.load_weights(model, tmp_path / "w.weights.h5")
+    message = str(info.value)
+    # Adam saved 10 arrays (2 per variable, plus counters); SGD with momentum has 6.
+    assert "10 optimizer arrays, the model's SGD has 6 variables" in message, message
+    assert "only in the file: optimizer/vars/" in message, message
+    assert "only in the model: nothing" in message, message
+    assert_bit_exact(before, all_vars(model))
 
 
 @pytest.mark.parametrize("rel", WEIGHT_PATHS)

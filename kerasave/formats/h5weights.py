@@ -101,8 +101,39 @@ def _dtype_name(array: Any) -> str:
     return str(np.dtype(array.dtype))
 
 
+def _layout(array: Any) -> tuple[tuple[int, ...], str]:
+    return tuple(int(d) for d in array.shape), _dtype_name(array)
+
+
 def _shape_counts(arrays: Any) -> Counter[tuple[tuple[int, ...], str]]:
-    return Counter((tuple(int(d) for d in a.shape), _dtype_name(a)) for a in arrays)
+    return Counter(_layout(a) for a in arrays)
+
+
+def _unmatched(named: list[tuple[str, Any]], other: Counter[tuple[tuple[int, ...], str]]) -> str:
+    """The first of ``named`` whose shape and dtype ``other`` lacks, as ``name (2, 3) float32``."""
+    left = Counter(other)
+    out = []
+    for name, array in named:
+        layout = _layout(array)
+        if left[layout] > 0:
+            left[layout] -= 1
+        else:
+            out.append(f"{name} {layout[0]} {layout[1]}")
+    shown = ", ".join(out[:3]) + (f" and {len(out) - 3} more" if len(out) > 3 else "")
+    return shown or "nothing"
+
+
+def _layout_problem(saved: dict[str, Any], live: list[Any], what: str, holder: str,
+                    prefix: str = "") -> str | None:
+    """None when the file's arrays and the live variables have the same shapes and
+    dtypes; else which of them have no counterpart on the other side."""
+    if _shape_counts(saved.values()) == _shape_counts(live):
+        return None
+    saved_named = [(prefix + name, d) for name, d in saved.items()]
+    live_named = [(getattr(v, "path", None) or v.name, v) for v in live]
+    return (f"the file holds {len(saved)} {what} arrays, {holder} has {len(live)} variables; "
+            f"only in the file: {_unmatched(saved_named, _shape_counts(live))}; "
+            f"only in the model: {_unmatched(live_named, _shape_counts(saved.values()))}")
 
 
 class H5WeightsHandler(Handler):
@@ -146,17 +177,13 @@ class H5WeightsHandler(Handler):
             saved = {k: d for k, d in _datasets(f).items() if not k.startswith("optimizer/")}
             expected = list(model.weights)  # Keras' layout holds no RNG seed states
             where = "model"
-        if _shape_counts(saved.values()) != _shape_counts(expected):
-            return (f"the file holds {len(saved)} {where} arrays, the model has "
-                    f"{len(expected)} variables, or their shapes/dtypes differ")
+        problem = _layout_problem(saved, expected, where, "the model")
         optimizer = optimizer_of(model)
-        if not _is_legacy(f) and optimizer is not None and "optimizer" in f:
-            saved_opt = _datasets(f["optimizer"])
-            if _shape_counts(saved_opt.values()) != _shape_counts(optimizer.variables):
-                return (f"the file holds {len(saved_opt)} optimizer arrays, the model's "
-                        f"{type(optimizer).__name__} has {len(optimizer.variables)} variables, "
-                        "or their shapes/dtypes differ")
-        return None
+        if problem is None and not _is_legacy(f) and optimizer is not None and "optimizer" in f:
+            problem = _layout_problem(_datasets(f["optimizer"]), list(optimizer.variables),
+                                      "optimizer", f"the model's {type(optimizer).__name__}",
+                                      prefix="optimizer/")
+        return problem
 
     def _stage(self, model: keras.Model, path: Path, legacy: bool) -> Any:
         """Every value of a Keras-layout file read and checked, and a function that

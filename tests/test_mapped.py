@@ -460,3 +460,37 @@ def test_damage_the_probe_batch_never_touches_fails_a_savedmodel_check(trained, 
     _flip(unused[0].shard, unused[0].offset + 1)
     checks = _checks(trained, path)
     assert not all(c.ok for c in checks.values()), checks
+
+
+def test_repeated_exports_trace_the_model_once_and_keep_nothing_alive(tmp_path, caplog):
+    import gc
+    import logging
+    import weakref
+
+    import keras
+
+    from kerasave.formats import savedmodel
+
+    model = ks.reference_model(seed=9)
+    with caplog.at_level(logging.WARNING):
+        for i in range(6):  # TensorFlow warns from the fifth trace of one function
+            assert ks.save_model(model, tmp_path / f"serving{i}").ok
+    assert not [r for r in caplog.records if "retracing" in r.getMessage()]
+    assert savedmodel._graph_call(model).experimental_get_tracing_count() == 1
+    # A change made in Python after the first trace: the export has it, the cached
+    # trace does not. The save still verifies (against a fresh trace), and the
+    # served outputs are the changed model's.
+    first = savedmodel._graph_call(model)
+    model.layers[-1].activation = keras.activations.linear
+    assert ks.save_model(model, tmp_path / "changed").ok
+    assert savedmodel._graph_call(model) is not first  # the stale trace failed: traced again
+    del first
+    probe = np.ones((2, 32), np.float32)
+    served = tf.saved_model.load(str(tmp_path / "changed"))
+    assert np.array_equal(served.serve(probe).numpy(),
+                          savedmodel._graph_call(model)(probe).numpy())
+    assert np.any(served.serve(probe).numpy() < 0)  # linear, not softmax
+    gone = weakref.ref(model)
+    del model, served
+    gc.collect()
+    assert gone() is None

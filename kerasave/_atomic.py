@@ -12,9 +12,11 @@ import contextlib
 import fcntl
 import glob
 import os
+import queue
 import secrets
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -168,11 +170,91 @@ def flushing(handler: Handler, tmp: Path) -> Iterator[Flushed]:
         raise errors[0]
 
 
+_FREE_LATER = 4 * 2**20  # bytes of a file whose disk blocks are freed in a thread
+_held: set[int] = set()  # descriptors of removed files, until the thread closes them
+_held_lock = threading.Lock()
+_to_close: queue.SimpleQueue[int] | None = None
+
+
+def _closer(work: queue.SimpleQueue[int]) -> None:
+    while True:
+        fd = work.get()
+        with contextlib.suppress(OSError):
+            _close(fd)
+        with _held_lock:
+            _held.discard(fd)
+
+
+_close = os.close  # (what the thread calls: tests hold it back)
+
+
+def _free_later(fd: int) -> None:
+    """Close ``fd`` (a removed file's last reference) in the background."""
+    global _to_close
+    with _held_lock:
+        _held.add(fd)
+        if _to_close is None:
+            _to_close = queue.SimpleQueue()
+            threading.Thread(target=_closer, args=(_to_close,), name="kerasave-free",
+                             daemon=True).start()
+        work = _to_close
+    work.put(fd)
+
+
+def _forget_in_child() -> None:
+    """A forked child holds copies of the descriptors but not the thread: close them,
+    or the child would keep the removed files' disk space until it exits."""
+    global _to_close, _held_lock
+    _held_lock = threading.Lock()  # (another thread may have held it at the fork)
+    for fd in list(_held):
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    _held.clear()
+    _to_close = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_in_child)
+
+
+def settle() -> None:
+    """Wait until the disk space of every file removed so far is freed."""
+    while True:
+        with _held_lock:
+            if not _held:
+                return
+        time.sleep(0.005)
+
+
+def _unlink(path: Path) -> None:
+    """Remove the name ``path`` now; free a large file's disk blocks in a thread.
+
+    Freeing the blocks of a file that was fsynced takes time (0.3 s per GB on this
+    machine's disk, which discards them): it would be half a save's time, spent
+    after the save is complete. A file that is still open when its last name goes
+    away is freed at its last close, so the name goes now and a thread closes it.
+    """
+    fd = -1
+    try:
+        if path.stat(follow_symlinks=False).st_size >= _FREE_LATER and path.is_file():
+            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+    except OSError:
+        fd = -1
+    try:
+        path.unlink(missing_ok=True)
+    finally:
+        if fd >= 0:
+            _free_later(fd)
+
+
 def _remove(path: Path) -> None:
     if path.is_dir() and not path.is_symlink():
+        for child in path.rglob("*"):
+            if child.is_file() and not child.is_symlink():
+                _unlink(child)
         shutil.rmtree(path, ignore_errors=True)
     else:
-        path.unlink(missing_ok=True)
+        _unlink(path)
 
 
 def commit(handler: Handler, tmp: Path, path: Path) -> None:

@@ -3,6 +3,7 @@ sees it; an interrupted save leaves a loadable version."""
 
 import json
 import os
+import threading
 
 import pytest
 
@@ -117,3 +118,72 @@ def test_a_large_file_checksummed_in_parts_gives_the_same_crc32c(tmp_path, monke
         combined = _manifest.crc32c_combine(google_crc32c.value(a), google_crc32c.value(b),
                                             len(b))
         assert combined == google_crc32c.value(data)
+
+
+def _deleted_fds(under):
+    """Descriptors of this process that point at removed files under ``under``."""
+    found = []
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith(str(under)) and target.endswith(" (deleted)"):
+            found.append(target)
+    return found
+
+
+def test_removed_files_go_at_once_and_their_space_is_freed_in_the_background(
+        tmp_path, monkeypatch):
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\1" * (_atomic._FREE_LATER + 1))
+    small = tmp_path / "small.bin"
+    small.write_bytes(b"\1" * 10)
+    tree = tmp_path / "tree"
+    (tree / "variables").mkdir(parents=True)
+    (tree / "variables" / "data").write_bytes(b"\2" * _atomic._FREE_LATER)
+    gate = threading.Event()
+
+    def held_close(fd):
+        gate.wait(10)  # the thread frees nothing until the names are checked
+        os.close(fd)
+
+    monkeypatch.setattr(_atomic, "_close", held_close)
+    for path in (big, small, tree):
+        _atomic._remove(path)
+    assert sorted(os.listdir(tmp_path)) == []  # every name is gone at once
+    held = _deleted_fds(tmp_path)
+    assert sorted(held) == sorted([f"{big} (deleted)", f"{tree}/variables/data (deleted)"])
+    gate.set()
+    _atomic.settle()
+    assert _deleted_fds(tmp_path) == []
+
+
+def test_a_forked_child_does_not_hold_removed_files(tmp_path, monkeypatch):
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\1" * _atomic._FREE_LATER)
+    gate = threading.Event()
+    monkeypatch.setattr(_atomic, "_close", lambda fd: (gate.wait(10), os.close(fd)))
+    _atomic._remove(big)
+    assert _deleted_fds(tmp_path)
+    pid = os.fork()
+    if pid == 0:  # the child: its copies are closed by the at-fork hook
+        os._exit(0 if not _deleted_fds(tmp_path) else 1)
+    _, status = os.waitpid(pid, 0)
+    gate.set()
+    _atomic.settle()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert _deleted_fds(tmp_path) == []
+
+
+def test_overwriting_a_save_leaves_only_the_artifact(trained, tmp_path, monkeypatch):
+    monkeypatch.setattr(_atomic, "_FREE_LATER", 1)  # the tutorial's model is small
+    for _ in range(2):
+        ks.save_weights(trained, tmp_path / "w" / "ckpt")
+        ks.save_model(trained, tmp_path / "sm")
+    assert sorted(os.listdir(tmp_path / "w")) == [
+        "ckpt.data-00000-of-00001", "ckpt.index", "ckpt.kerasave.json"]
+    assert sorted(os.listdir(tmp_path)) == ["sm", "w"]
+    _atomic.settle()
+    assert _deleted_fds(tmp_path) == []
+    assert ks.verify(trained, tmp_path / "w" / "ckpt").ok and ks.verify(trained, tmp_path / "sm").ok

@@ -188,17 +188,20 @@ def _closer(work: queue.SimpleQueue[int]) -> None:
 _close = os.close  # (what the thread calls: tests hold it back)
 
 
-def _free_later(fd: int) -> None:
-    """Close ``fd`` (a removed file's last reference) in the background."""
+def _free_later(fds: list[int]) -> None:
+    """Close ``fds`` (removed files' last references) in the background."""
     global _to_close
+    if not fds:
+        return
     with _held_lock:
-        _held.add(fd)
+        _held.update(fds)
         if _to_close is None:
             _to_close = queue.SimpleQueue()
             threading.Thread(target=_closer, args=(_to_close,), name="kerasave-free",
                              daemon=True).start()
         work = _to_close
-    work.put(fd)
+    for fd in fds:
+        work.put(fd)
 
 
 def _forget_in_child() -> None:
@@ -226,13 +229,13 @@ def settle() -> None:
         time.sleep(0.005)
 
 
-def _unlink(path: Path) -> None:
-    """Remove the name ``path`` now; free a large file's disk blocks in a thread.
+def _unlink(path: Path, held: list[int]) -> None:
+    """Remove the name ``path``; a large file stays open, its descriptor in ``held``.
 
     Freeing the blocks of a file that was fsynced takes time (0.3 s per GB on this
-    machine's disk, which discards them): it would be half a save's time, spent
-    after the save is complete. A file that is still open when its last name goes
-    away is freed at its last close, so the name goes now and a thread closes it.
+    machine's disk, which discards them): half a save's time, spent after the
+    save is complete. A file still open when its last name goes away is freed at
+    its last close, so the name goes now and a thread closes the file later.
     """
     fd = -1
     try:
@@ -240,21 +243,27 @@ def _unlink(path: Path) -> None:
             fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
     except OSError:
         fd = -1
+    if fd >= 0:
+        held.append(fd)
+    path.unlink(missing_ok=True)
+
+
+def _remove(path: Path, held: list[int] | None = None) -> None:
+    """Remove a file or a directory tree now; large files' disk space is freed in a
+    thread, after ``held`` is handed to ``_free_later`` (at once when not given: the
+    filesystem's journal is then busy freeing, which a directory change waits for)."""
+    fds: list[int] = [] if held is None else held
     try:
-        path.unlink(missing_ok=True)
+        if path.is_dir() and not path.is_symlink():
+            for child in path.rglob("*"):
+                if child.is_file() and not child.is_symlink():
+                    _unlink(child, fds)
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            _unlink(path, fds)
     finally:
-        if fd >= 0:
-            _free_later(fd)
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        for child in path.rglob("*"):
-            if child.is_file() and not child.is_symlink():
-                _unlink(child)
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        _unlink(path)
+        if held is None:
+            _free_later(fds)
 
 
 def commit(handler: Handler, tmp: Path, path: Path) -> None:
@@ -283,12 +292,16 @@ def commit(handler: Handler, tmp: Path, path: Path) -> None:
             os.replace(final, _final_name(final, path, backup))
         os.replace(member, final)
         placed.add(final)
-    for stale in set(old) - placed:
-        _remove(stale)
-    _fsync(path.parent)
-    for member in handler.members(backup):
-        _remove(member)
-    _fsync(path.parent)
+    held: list[int] = []
+    try:
+        for stale in set(old) - placed:
+            _remove(stale, held)
+        _fsync(path.parent)
+        for member in handler.members(backup):
+            _remove(member, held)
+        _fsync(path.parent)
+    finally:
+        _free_later(held)  # once the names are gone
 
 
 @contextlib.contextmanager

@@ -183,7 +183,12 @@ def test_overwriting_a_save_leaves_only_the_artifact(trained, tmp_path, monkeypa
         ks.save_model(trained, tmp_path / "sm")
     assert sorted(os.listdir(tmp_path / "w")) == [
         "ckpt.data-00000-of-00001", "ckpt.index", "ckpt.kerasave.json"]
-    assert sorted(os.listdir(tmp_path)) == ["sm", "w"]
+    manager = ks.CheckpointManager(tmp_path / "run", model=trained, max_to_keep=1)
+    for _ in range(3):
+        manager.save()
+    kept = sorted(p.name for p in (tmp_path / "run").iterdir() if p.name.startswith("ckpt-"))
+    assert kept == ["ckpt-3.data-00000-of-00001", "ckpt-3.index", "ckpt-3.kerasave.json"]
+    assert sorted(os.listdir(tmp_path)) == ["run", "sm", "w"]
     _atomic.settle()
     assert _deleted_fds(tmp_path) == []
     assert ks.verify(trained, tmp_path / "w" / "ckpt").ok and ks.verify(trained, tmp_path / "sm").ok

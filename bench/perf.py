@@ -13,8 +13,9 @@ memory of each operation above the process' memory just before it (Linux
 
 Implementations: ``verified`` (kerasave, the default ``verify=True``),
 ``unverified`` (kerasave, ``verify=False``), ``native`` (the Keras/TF call for
-the same format), and ``numpy`` (``np.save`` of the same arrays into one file,
-flushed and fsynced like kerasave's saves, and ``np.load``: the practical limit).
+the same format), and ``numpy`` (``np.save`` of the same arrays into one file, a new
+one at each repeat, flushed and fsynced like kerasave's saves, and ``np.load``: the
+practical limit).
 Loads of weight formats go into an existing built model; loads of whole models
 build the model too. The headline ratios come last.
 """
@@ -120,23 +121,30 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     try:
         if impl == "numpy":
             arrays = [v.numpy() for v in model.variables + model.optimizer.variables]
-            path = work / "arrays.npy"
+            saved = [0]
+
+            def latest() -> Path:
+                return work / f"arrays-{saved[0]}.npy"
 
             def save() -> None:
-                with open(path, "wb") as f:
+                # A new file each time: truncating the last one would free its blocks
+                # inside the save (0.3 s per GB here), which kerasave's saves leave to
+                # a thread. The files are removed with the work directory.
+                saved[0] += 1
+                with open(latest(), "wb") as f:
                     for a in arrays:
                         np.save(f, a)
                     f.flush()
                     os.fsync(f.fileno())
 
             def load() -> None:
-                with open(path, "rb") as f:
+                with open(latest(), "rb") as f:
                     loaded = [np.load(f) for _ in arrays]
                 assert len(loaded) == len(arrays)
 
             out["save"], out["save_peak"] = _measure(save, repeat)
             out["load"], out["load_peak"] = _measure(load, repeat)
-            out["bytes"] = path.stat().st_size
+            out["bytes"] = latest().stat().st_size
             return out
         if impl == "async":
             return dict(out, **_async(model, work, repeat))

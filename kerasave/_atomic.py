@@ -40,16 +40,22 @@ def _final_name(member: Path, tmp: Path, path: Path) -> Path:
     return path.with_name(path.name + member.name[len(tmp.name):])
 
 
-def _fsync(path: Path) -> None:
-    if path.is_dir():
-        for child in path.rglob("*"):
-            if child.is_file():
-                _fsync(child)
+def _fsync_one(path: Path) -> None:
+    """fsync one file, or one directory's own entries (not what is under them)."""
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def _fsync(member: Path) -> None:
+    """fsync a member of an artifact: a file, or a directory with everything in it."""
+    if member.is_dir() and not member.is_symlink():
+        for child in member.rglob("*"):
+            if not child.is_symlink():
+                _fsync_one(child)
+    _fsync_one(member)
 
 
 def _sync_file_range() -> Any:
@@ -281,7 +287,7 @@ def commit(handler: Handler, tmp: Path, path: Path) -> None:
     for member in old:
         if member.is_file():
             os.link(member, _final_name(member, path, backup))
-    _fsync(path.parent)
+    _fsync_one(path.parent)
     new = handler.members(tmp)
     for member in new:
         _fsync(member)
@@ -296,10 +302,10 @@ def commit(handler: Handler, tmp: Path, path: Path) -> None:
     try:
         for stale in set(old) - placed:
             _remove(stale, held)
-        _fsync(path.parent)
+        _fsync_one(path.parent)
         for member in handler.members(backup):
             _remove(member, held)
-        _fsync(path.parent)
+        _fsync_one(path.parent)
     finally:
         _free_later(held)  # once the names are gone
 

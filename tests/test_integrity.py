@@ -192,3 +192,29 @@ def test_overwriting_a_save_leaves_only_the_artifact(trained, tmp_path, monkeypa
     _atomic.settle()
     assert _deleted_fds(tmp_path) == []
     assert ks.verify(trained, tmp_path / "w" / "ckpt").ok and ks.verify(trained, tmp_path / "sm").ok
+
+
+@pytest.mark.parametrize("call,rel", [("save_weights", "w/ckpt"), ("save_model", "w/sm")])
+def test_a_save_syncs_its_own_files_not_its_neighbours(trained, tmp_path, monkeypatch, call,
+                                                      rel):
+    """The directory's entries are synced, not every file in it (a checkpoint directory
+    can hold hundreds)."""
+    getattr(ks, call)(trained, tmp_path / rel)
+    synced = []
+    real = os.fsync
+
+    def counting(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real(fd)
+
+    monkeypatch.setattr(os, "fsync", counting)
+    getattr(ks, call)(trained, tmp_path / rel)
+    alone = len(synced)
+    for i in range(20):
+        (tmp_path / "w" / f"neighbour-{i}.bin").write_bytes(b"x")
+    synced.clear()
+    getattr(ks, call)(trained, tmp_path / rel)
+    assert not [p for p in synced if "neighbour" in p]
+    assert len(synced) == alone
+    # What the save does sync: its files (and, for a directory, what is in it).
+    assert any(p.endswith("kerasave.json") for p in synced)

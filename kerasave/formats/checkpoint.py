@@ -214,8 +214,9 @@ def pair_checkpoint(model: keras.Model, prefix: Path, reader: Any = None, *,
             group = ("model" if id(obj) in model_vars else
                      "optimizer" if id(obj) in opt_vars else root)
             pairs.append((attr.checkpoint_key, obj, group))
+        children = _children(obj) if node.children else {}
         for child in node.children:
-            live = _children(obj).get(child.local_name)
+            live = children.get(child.local_name)
             if child.local_name == "optimizer" and path in ("", "/model"):
                 saw_optimizer.append(True)
                 if "optimizer" not in roots:

@@ -180,7 +180,8 @@ def _read(source: _fastkeras.Source, dataset: Any) -> np.ndarray:
     return fast if fast is not None else np.asarray(dataset)
 
 
-def _loaded_check(model: keras.Model, path: Path, load: Any) -> list[Check]:
+def _loaded_check(model: keras.Model, path: Path, load: Any, *,
+                  build_configs: bool = True) -> list[Check]:
     """Verification by a real load: a fresh model from the file, compared."""
     try:
         # Every value is compared bit for bit: a zip CRC adds nothing.
@@ -188,11 +189,12 @@ def _loaded_check(model: keras.Model, path: Path, load: Any) -> list[Check]:
     except Exception as exc:
         return [Check("load", False, str(_map_load_error(exc, path)))]
     return [Check("load", True, "a fresh model from the file"),
-            *compare_whole_models(model, loaded)]
+            *compare_whole_models(model, loaded, build_configs=build_configs)]
 
 
 def _twin_check(model: keras.Model, path: Path, twin: keras.Model,
-                recorded: _fastkeras.Recorded, load: Any) -> list[Check]:
+                recorded: _fastkeras.Recorded, load: Any, *,
+                build_configs: bool = True) -> list[Check]:
     """Verification against a twin holding the file's values as recorded views.
 
     A layer may derive state from its variables as they are loaded (an adapted
@@ -201,10 +203,10 @@ def _twin_check(model: keras.Model, path: Path, twin: keras.Model,
     again by a real load, which is what a failure report must describe.
     """
     checks = [Check("load", True, "a fresh model from the file"),
-              *compare_whole_models(model, twin, recorded)]
+              *compare_whole_models(model, twin, recorded, build_configs=build_configs)]
     if all(c.ok for c in checks):
         return checks
-    return _loaded_check(model, path, load)
+    return _loaded_check(model, path, load, build_configs=build_configs)
 
 
 def _compile_value(cfg: Any, kind: str) -> Any:
@@ -404,7 +406,9 @@ class H5ModelHandler(Handler):
                 loaded, recorded = lent.enter_context(_fastkeras.TWINS.lend(key, build, read))
             except Exception as exc:
                 return [Check("load", False, str(_map_load_error(exc, path)))]
-            return _twin_check(model, path, loaded, recorded, self.load)
+            # Keras' legacy writer leaves out the layers' build configs: a layer built
+            # on a concrete batch (Normalization.adapt) comes back built on None.
+            return _twin_check(model, path, loaded, recorded, self.load, build_configs=False)
 
     def contents(self, path: Path) -> Contents:
         with open_h5(path) as f:

@@ -17,12 +17,13 @@ from typing import Any
 
 import keras
 
-from kerasave import _atomic, _manifest, _registry
+from kerasave import _atomic, _manifest, _registry, _safety
 from kerasave._errors import (
     CorruptArtifactError,
     KerasaveError,
     NotSerializableError,
     RoundTripError,
+    UnsafeArtifactError,
 )
 from kerasave._report import Check, Inspection, Report
 from kerasave.formats import _fastkeras
@@ -72,6 +73,8 @@ def _save(kind: str, model: keras.Model, path: PathLike, format: str | None,
     target = Path(os.fspath(path))
     handler = _registry.for_save(kind, target, format)
     handler.preflight(model, target)
+    if verify and handler.name != "savedmodel" and kind in ("model", "config"):
+        _refuse_unverifiable(model, handler.name, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     with _atomic.locked(target.parent):
         _atomic.clean_stale(target)
@@ -103,6 +106,20 @@ def _save(kind: str, model: keras.Model, path: PathLike, format: str | None,
         finally:
             _atomic.discard(handler, tmp)
     return replace(report, bytes=_size(handler, target), seconds=time.perf_counter() - start)
+
+
+def _refuse_unverifiable(model: keras.Model, fmt: str, target: Path) -> None:
+    """UnsafeArtifactError before anything is written, when reading the artifact back
+    would run code from it: kerasave does that for no file, its own saves included."""
+    found = _safety.code_layers(model)
+    if found:
+        cls, name, why = found[0]
+        raise UnsafeArtifactError(
+            f"cannot verify the {fmt!r} save of this model: it holds a {cls} layer "
+            f"({name!r}), so reading the file back runs code from it ({why}), which "
+            "kerasave does for no file, not even to check its own save; save with "
+            "verify=False (reading it back then needs safe_mode=False)",
+            path=target)
 
 
 def _named_as(check: Check, tmp: Path, target: Path) -> Check:

@@ -16,7 +16,7 @@ from h5py import h5d, h5l, h5o
 
 from kerasave._errors import CorruptArtifactError, UnsafeArtifactError
 
-__all__ = ["refuse_code", "check_h5", "check_zip"]
+__all__ = ["refuse_code", "code_layers", "check_h5", "check_zip"]
 
 # Layer classes whose config makes loading run or fetch code.
 _CODE_CLASSES = {
@@ -53,6 +53,14 @@ def refuse_code(config: Mapping[str, Any], source: str | Path | None) -> None:
                 "only if you trust the file",
                 path=source,
             )
+
+
+def code_layers(model: Any) -> list[tuple[str, str, str]]:
+    """The layers of a live model whose loading would run code: (class, name, why)."""
+    flatten = getattr(model, "_flatten_layers", None)
+    layers = flatten(include_self=False, recursive=True) if flatten else []
+    return [(type(layer).__name__, layer.name, _CODE_CLASSES[type(layer).__name__])
+            for layer in layers if type(layer).__name__ in _CODE_CLASSES]
 
 
 def check_h5(f: h5py.File, source: str | Path) -> None:

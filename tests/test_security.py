@@ -30,6 +30,28 @@ def test_lambda_whole_models_refused_unless_trusted(tmp_path, rel):
     assert np.array_equal(np.asarray(trusted(x)), np.asarray(model(x)))
 
 
+@pytest.mark.parametrize("call,rel", [("save_model", "m.keras"), ("save_model", "m.h5"),
+                                      ("save_config", "m.json"), ("save_config", "m.yaml")])
+def test_a_verified_save_of_a_lambda_model_is_refused_before_writing(tmp_path, call, rel):
+    """Verifying would read the file back, running the Lambda's code from it."""
+    model = _lambda_model()
+    with pytest.raises(ks.UnsafeArtifactError) as info:
+        getattr(ks, call)(model, tmp_path / rel)
+    message = str(info.value)
+    assert "'doubler'" in message and "verify=False" in message and "safe_mode=False" in message
+    assert list(tmp_path.iterdir()) == []  # nothing written
+    # Unverified, it saves; reading it back is the caller's trusted choice.
+    assert getattr(ks, call)(model, tmp_path / rel, verify=False).ok
+    with pytest.raises(ks.UnsafeArtifactError, match="doubler"):
+        (ks.load_model if call == "save_model" else ks.load_config)(tmp_path / rel)
+    x = np.ones((1, 4), np.float32)
+    if call == "save_model":
+        trusted = ks.load_model(tmp_path / rel, safe_mode=False)
+        assert np.array_equal(np.asarray(trusted(x)), np.asarray(model(x)))
+    # A SavedModel export holds the traced function, not the Python code: verified.
+    assert ks.save_model(model, tmp_path / "served").ok
+
+
 def test_lambda_json_refused(tmp_path):
     path = tmp_path / "m.json"
     path.write_text(_lambda_model().to_json())

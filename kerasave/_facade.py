@@ -17,7 +17,7 @@ from typing import Any
 
 import keras
 
-from kerasave import _atomic, _manifest, _registry, _safety
+from kerasave import _atomic, _manifest, _registry, _safety, _verify
 from kerasave._errors import (
     CorruptArtifactError,
     KerasaveError,
@@ -69,6 +69,12 @@ def _size(handler: Handler, path: Path) -> int:
 
 def _save(kind: str, model: keras.Model, path: PathLike, format: str | None,
           verify: bool) -> Report:
+    with _verify.one_save():
+        return _save_once(kind, model, path, format, verify)
+
+
+def _save_once(kind: str, model: keras.Model, path: PathLike, format: str | None,
+               verify: bool) -> Report:
     start = time.perf_counter()
     target = Path(os.fspath(path))
     handler = _registry.for_save(kind, target, format)

@@ -6,9 +6,11 @@ with the same bit pattern are equal; ``0.0`` and ``-0.0`` are not.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import json
 import weakref
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
 import keras
@@ -168,6 +170,33 @@ def fixed_config(model: keras.Model) -> None:
     _FIXED.setdefault(model, None)
 
 
+# The config a save's preflight serialized, for the checks of the same save.
+_SAVING: contextvars.ContextVar[dict[int, tuple[Any, Any]] | None] = contextvars.ContextVar(
+    "kerasave_saving_configs", default=None)
+
+
+@contextlib.contextmanager
+def one_save() -> Iterator[None]:
+    """Inside, a model's config is serialized once (``serialized_config``), not again
+    by the checks: nothing changes the model between its preflight and its checks."""
+    token = _SAVING.set({})
+    try:
+        yield
+    finally:
+        _SAVING.reset(token)
+
+
+def serialized_config(model: keras.Model) -> Any:
+    """``json.loads(model.to_json())``, once per model inside ``one_save``."""
+    seen = _SAVING.get()
+    if seen is not None and id(model) in seen and seen[id(model)][0] is model:
+        return seen[id(model)][1]
+    config = json.loads(model.to_json())
+    if seen is not None:
+        seen[id(model)] = (model, config)
+    return config
+
+
 def model_config(model: keras.Model) -> dict[str, Any]:
     """The model's serialized config, as ``to_json`` writes it."""
     try:
@@ -176,7 +205,7 @@ def model_config(model: keras.Model) -> dict[str, Any]:
         fixed = False
     if fixed and _FIXED[model] is not None:
         return _FIXED[model]  # type: ignore[return-value]
-    config = normalize_config(json.loads(model.to_json()))
+    config = normalize_config(serialized_config(model))
     if fixed:
         _FIXED[model] = config
     return config

@@ -179,3 +179,25 @@ def test_an_adapted_normalization_round_trips(tmp_path, rel):
                               keras.layers.Dense(4)])
     checks = compare_whole_models(model, other, build_configs=False)
     assert not {c.name: c for c in checks}["config"].ok
+
+
+@pytest.mark.parametrize("rel", ["m.keras", "m.h5"])
+def test_a_save_serializes_the_live_models_config_once(trained, tmp_path, monkeypatch, rel):
+    calls = []
+    real = keras.Model.to_json
+
+    def counting(self, **kwargs):
+        if self is trained:
+            calls.append(1)
+        return real(self, **kwargs)
+
+    monkeypatch.setattr(keras.Model, "to_json", counting)
+    assert ks.save_model(trained, tmp_path / rel).ok
+    assert len(calls) == 1  # the preflight's, reused by the config check
+    # Outside a save nothing is kept: a change shows at once.
+    first = ks.to_json(trained)
+    trained.layers[0].trainable = not trained.layers[0].trainable
+    try:
+        assert ks.to_json(trained) != first
+    finally:
+        trained.layers[0].trainable = not trained.layers[0].trainable

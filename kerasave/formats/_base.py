@@ -7,7 +7,6 @@ into place and error mapping belong to the facade (``kerasave._facade``).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -17,6 +16,7 @@ from keras.src.models.functional import Functional
 
 from kerasave._errors import ArchitectureMismatchError, NotSerializableError
 from kerasave._report import Check, Variable
+from kerasave._verify import serialized_config
 
 __all__ = [
     "Handler",
@@ -133,7 +133,7 @@ def require_config(model: keras.Model, path: Path | None = None) -> dict[str, An
             path=path,
         )
     try:
-        return json.loads(model.to_json())
+        return serialized_config(model)
     except (NotImplementedError, TypeError, ValueError) as exc:
         raise NotSerializableError(
             f"{type(model).__name__}.get_config() failed, so its architecture cannot be "

@@ -95,8 +95,8 @@ class KerasHandler(Handler):
 
     def preflight(self, model: keras.Model, path: Path) -> None:
         super().preflight(model, path)
+        mend_compile_config(model)  # (first: the config serialized next is the checks' too)
         require_config(model, path)
-        mend_compile_config(model)
 
     def sniff(self, path: Path) -> bool:
         return path.is_file() and zipfile.is_zipfile(path)
@@ -240,6 +240,7 @@ class H5ModelHandler(Handler):
 
     def preflight(self, model: keras.Model, path: Path) -> None:
         super().preflight(model, path)
+        mend_compile_config(model)  # (first: the config serialized next is the checks' too)
         require_config(model, path)
         # Keras' legacy writer stores bfloat16 as 2 opaque bytes with no mark of what
         # they are, and its reader (Keras' or anyone's) cannot read them back.
@@ -252,7 +253,6 @@ class H5ModelHandler(Handler):
                 f"e.g. {bf16[0]!r}): Keras writes them as opaque bytes that no reader can "
                 "load back; save as .keras, or the weights as .weights.h5 or a checkpoint",
                 path=path)
-        mend_compile_config(model)
 
     def sniff(self, path: Path) -> bool:
         if not (path.is_file() and is_hdf5(path)):

@@ -11,15 +11,17 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import glob
+import itertools
 import os
 import queue
 import secrets
 import shutil
+import stat
 import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from kerasave.formats._base import Handler
 
@@ -177,53 +179,77 @@ def flushing(handler: Handler, tmp: Path) -> Iterator[Flushed]:
 
 
 _FREE_LATER = 4 * 2**20  # bytes of a file whose disk blocks are freed in a thread
-_held: set[int] = set()  # descriptors of removed files, until the thread closes them
+_MAX_HELD = 64  # removed files kept open at once; past this, removal frees inline
+# Filesystems where a removed file that is still open just waits for its last close.
+# (An NFS client renames it to .nfsXXXX in the directory instead.)
+_LOCAL_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "tmpfs",
+                                "zfs", "jfs", "bcachefs"})
+
+
+class _Held(NamedTuple):
+    """A removed file kept open so that a thread frees its blocks: which file it is."""
+
+    fd: int
+    dev: int
+    ino: int
+
+
+_held: dict[int, _Held] = {}  # by token, from the open until the close is done
 _held_lock = threading.Lock()
+_tokens = itertools.count()
 _to_close: queue.SimpleQueue[int] | None = None
+_local: dict[int, bool] = {}  # st_dev: on one of _LOCAL_FILESYSTEMS
 
 
 def _closer(work: queue.SimpleQueue[int]) -> None:
     while True:
-        fd = work.get()
-        with contextlib.suppress(OSError):
-            _close(fd)
+        token = work.get()
         with _held_lock:
-            _held.discard(fd)
+            held = _held.get(token)
+        if held is not None:
+            with contextlib.suppress(OSError):
+                _close(held.fd)
+            with _held_lock:
+                del _held[token]
 
 
 _close = os.close  # (what the thread calls: tests hold it back)
 
 
-def _free_later(fds: list[int]) -> None:
-    """Close ``fds`` (removed files' last references) in the background."""
+def _free_later(tokens: list[int]) -> None:
+    """Close, in the background, the files ``_unlink`` kept open under ``tokens``."""
     global _to_close
-    if not fds:
+    if not tokens:
         return
     with _held_lock:
-        _held.update(fds)
         if _to_close is None:
             _to_close = queue.SimpleQueue()
             threading.Thread(target=_closer, args=(_to_close,), name="kerasave-free",
                              daemon=True).start()
         work = _to_close
-    for fd in fds:
-        work.put(fd)
+    for token in tokens:
+        work.put(token)
 
 
 def _forget_in_child() -> None:
-    """A forked child holds copies of the descriptors but not the thread: close them,
-    or the child would keep the removed files' disk space until it exits."""
+    """A forked child holds copies of the kept-open files but not the thread: close
+    them, or the child would keep their disk space until it exits. A descriptor is
+    closed only if it still is the file it was (its number may have been reused)."""
     global _to_close, _held_lock
-    _held_lock = threading.Lock()  # (another thread may have held it at the fork)
-    for fd in list(_held):
+    _held_lock = threading.Lock()  # (held by the fork itself: see below)
+    for held in _held.values():
         with contextlib.suppress(OSError):
-            os.close(fd)
+            st = os.fstat(held.fd)
+            if (st.st_dev, st.st_ino) == (held.dev, held.ino):
+                os.close(held.fd)
     _held.clear()
     _to_close = None
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_forget_in_child)
+    os.register_at_fork(before=lambda: _held_lock.acquire(),
+                        after_in_parent=lambda: _held_lock.release(),
+                        after_in_child=_forget_in_child)
 
 
 def settle() -> None:
@@ -235,41 +261,69 @@ def settle() -> None:
         time.sleep(0.005)
 
 
+def _is_local(dev: int) -> bool:
+    """Whether the filesystem of device ``dev`` is one of ``_LOCAL_FILESYSTEMS``."""
+    if dev not in _local:
+        found = False
+        wanted = f"{os.major(dev)}:{os.minor(dev)}"
+        try:
+            with open("/proc/self/mountinfo", encoding="utf-8") as f:
+                for line in f:
+                    fields = line.split()
+                    if len(fields) > 2 and fields[2] == wanted and " - " in line:
+                        found = line.split(" - ", 1)[1].split()[0] in _LOCAL_FILESYSTEMS
+                        break
+        except OSError:
+            found = False
+        _local[dev] = found
+    return _local[dev]
+
+
 def _unlink(path: Path, held: list[int]) -> None:
-    """Remove the name ``path``; a large file stays open, its descriptor in ``held``.
+    """Remove the name ``path``; a large file stays open, its token added to ``held``.
 
     Freeing the blocks of a file that was fsynced takes time (0.3 s per GB on this
     machine's disk, which discards them): half a save's time, spent after the
     save is complete. A file still open when its last name goes away is freed at
-    its last close, so the name goes now and a thread closes the file later.
+    its last close, so the name goes now and a thread closes the file later
+    (``_free_later``), on local filesystems only.
     """
-    fd = -1
     try:
-        if path.stat(follow_symlinks=False).st_size >= _FREE_LATER and path.is_file():
-            fd = os.open(path, os.O_RDONLY | getattr(os, "O_CLOEXEC", 0))
+        st = path.stat(follow_symlinks=False)
+        keep = (stat.S_ISREG(st.st_mode) and st.st_size >= _FREE_LATER
+                and len(_held) < _MAX_HELD and _is_local(st.st_dev))
     except OSError:
-        fd = -1
-    if fd >= 0:
-        held.append(fd)
+        keep = False
+    if keep:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        except OSError:
+            pass
+        else:
+            with _held_lock:  # known before any fork can copy it
+                token = next(_tokens)
+                _held[token] = _Held(fd, st.st_dev, st.st_ino)
+            held.append(token)
     path.unlink(missing_ok=True)
 
 
 def _remove(path: Path, held: list[int] | None = None) -> None:
     """Remove a file or a directory tree now; large files' disk space is freed in a
-    thread, after ``held`` is handed to ``_free_later`` (at once when not given: the
+    thread, once ``held`` is handed to ``_free_later`` (at once when not given: the
     filesystem's journal is then busy freeing, which a directory change waits for)."""
-    fds: list[int] = [] if held is None else held
+    tokens: list[int] = [] if held is None else held
     try:
         if path.is_dir() and not path.is_symlink():
             for child in path.rglob("*"):
                 if child.is_file() and not child.is_symlink():
-                    _unlink(child, fds)
+                    with contextlib.suppress(OSError):  # rmtree decides, as before
+                        _unlink(child, tokens)
             shutil.rmtree(path, ignore_errors=True)
         else:
-            _unlink(path, fds)
+            _unlink(path, tokens)
     finally:
         if held is None:
-            _free_later(fds)
+            _free_later(tokens)
 
 
 def commit(handler: Handler, tmp: Path, path: Path) -> None:

@@ -4,6 +4,7 @@ sees it; an interrupted save leaves a loadable version."""
 import json
 import os
 import threading
+from pathlib import Path
 
 import pytest
 
@@ -176,6 +177,59 @@ def test_a_forked_child_does_not_hold_removed_files(tmp_path, monkeypatch):
     assert _deleted_fds(tmp_path) == []
 
 
+def test_a_fork_while_a_removal_is_still_being_gathered_holds_nothing(tmp_path):
+    """A commit keeps the removed files' descriptors until its end; a child forked
+    before then (another thread forking) must not inherit them."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\1" * _atomic._FREE_LATER)
+    held = []
+    _atomic._unlink(big, held)  # open, name gone, not yet handed to the thread
+    assert held and _deleted_fds(tmp_path)
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0 if not _deleted_fds(tmp_path) else 1)
+    _, status = os.waitpid(pid, 0)
+    _atomic._free_later(held)
+    _atomic.settle()
+    assert os.waitstatus_to_exitcode(status) == 0
+    assert _deleted_fds(tmp_path) == []
+
+
+def test_removal_frees_inline_where_an_open_file_would_linger(tmp_path, monkeypatch):
+    """On a network filesystem an unlinked open file stays in the directory (.nfsXXXX);
+    too many kept-open files would eat the process' descriptors."""
+    big = tmp_path / "big.bin"
+    monkeypatch.setattr(_atomic, "_LOCAL_FILESYSTEMS", frozenset())
+    monkeypatch.setattr(_atomic, "_local", {})
+    big.write_bytes(b"\1" * _atomic._FREE_LATER)
+    held = []
+    _atomic._unlink(big, held)
+    assert held == [] and not big.exists() and _deleted_fds(tmp_path) == []
+    monkeypatch.undo()
+    monkeypatch.setattr(_atomic, "_MAX_HELD", 0)
+    big.write_bytes(b"\1" * _atomic._FREE_LATER)
+    _atomic._unlink(big, held)
+    assert held == [] and not big.exists()
+    assert _atomic._is_local(tmp_path.stat().st_dev)  # (this machine's disk is local)
+
+
+def test_removing_a_tree_does_not_raise_for_one_stuck_file(tmp_path, monkeypatch):
+    tree = tmp_path / "tree"
+    (tree / "variables").mkdir(parents=True)
+    (tree / "variables" / "stuck").write_bytes(b"\2" * _atomic._FREE_LATER)
+    real = Path.unlink
+
+    def unlink(self, missing_ok=False):
+        if self.name == "stuck":
+            raise PermissionError(1, "Operation not permitted", str(self))
+        return real(self, missing_ok=missing_ok)
+
+    monkeypatch.setattr(Path, "unlink", unlink)
+    _atomic._remove(tree)  # rmtree still removes what it can, as before
+    assert not tree.exists()
+    _atomic.settle()
+
+
 def test_overwriting_a_save_leaves_only_the_artifact(trained, tmp_path, monkeypatch):
     monkeypatch.setattr(_atomic, "_FREE_LATER", 1)  # the tutorial's model is small
     for _ in range(2):
@@ -216,5 +270,9 @@ def test_a_save_syncs_its_own_files_not_its_neighbours(trained, tmp_path, monkey
     getattr(ks, call)(trained, tmp_path / rel)
     assert not [p for p in synced if "neighbour" in p]
     assert len(synced) == alone
-    # What the save does sync: its files (and, for a directory, what is in it).
+    # What the save does sync: its files (and, for a directory, what is in it), and
+    # the directory's entries before and after the renames.
     assert any(p.endswith("kerasave.json") for p in synced)
+    assert synced.count(str(tmp_path / "w")) >= 2
+    if rel == "w/sm":
+        assert any(p.endswith("/variables") for p in synced)

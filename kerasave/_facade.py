@@ -117,9 +117,10 @@ def _save_once(kind: str, model: keras.Model, path: PathLike, format: str | None
 def _refuse_unverifiable(model: keras.Model, fmt: str, target: Path) -> None:
     """UnsafeArtifactError before anything is written, when reading the artifact back
     would run code from it: kerasave does that for no file, its own saves included."""
-    found = _safety.code_layers(model)
+    # The config about to be written (the preflight's), judged as a load would judge it.
+    found = _safety.code_in_config(_verify.serialized_config(model))
     if found:
-        cls, name, why = found[0]
+        cls, name, why = found
         raise UnsafeArtifactError(
             f"cannot verify the {fmt!r} save of this model: it holds a {cls} layer "
             f"({name!r}), so reading the file back runs code from it ({why}), which "

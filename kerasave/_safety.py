@@ -7,7 +7,7 @@ guards only in 3.15; kerasave supports 3.12 and later).
 from __future__ import annotations
 
 import zipfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -16,7 +16,7 @@ from h5py import h5d, h5l, h5o
 
 from kerasave._errors import CorruptArtifactError, UnsafeArtifactError
 
-__all__ = ["refuse_code", "code_layers", "check_h5", "check_zip"]
+__all__ = ["refuse_code", "code_in_config", "check_h5", "check_zip"]
 
 # Layer classes whose config makes loading run or fetch code.
 _CODE_CLASSES = {
@@ -28,39 +28,48 @@ _MAX_RATIO = 200
 _RATIO_FLOOR = 16 * 2**20  # small members may compress well (configs, zeros)
 
 
-def _walk(obj: Any) -> Iterator[Mapping[str, Any]]:
-    if isinstance(obj, Mapping):
-        yield obj
+def code_in_config(config: Any) -> tuple[str, str, str] | None:
+    """The first layer of a config whose loading would run code: its class, its name
+    and why; None when there is none."""
+
+    def walk(obj: Any, owner: tuple[str, str]) -> tuple[str, str, str] | None:
+        if isinstance(obj, list):
+            for v in obj:
+                found = walk(v, owner)
+                if found:
+                    return found
+            return None
+        if not isinstance(obj, Mapping):
+            return None
+        cls = obj.get("class_name")
+        inner = obj.get("config")
+        name = inner.get("name") if isinstance(inner, Mapping) else None
+        if isinstance(cls, str) and isinstance(name, str):
+            owner = (cls, name)
+        if isinstance(cls, str) and cls in _CODE_CLASSES:
+            return cls, name if isinstance(name, str) else "?", _CODE_CLASSES[cls]
+        if cls == "__lambda__" or obj.get("function_type") == "lambda":
+            # A lambda serialized as its bytecode, in a Lambda subclass or any layer.
+            return owner[0], owner[1], _CODE_CLASSES["Lambda"]
         for v in obj.values():
-            yield from _walk(v)
-    elif isinstance(obj, list):
-        for v in obj:
-            yield from _walk(v)
+            found = walk(v, owner)
+            if found:
+                return found
+        return None
+
+    return walk(config, ("?", "?"))
 
 
 def refuse_code(config: Mapping[str, Any], source: str | Path | None) -> None:
     """UnsafeArtifactError if the config holds a layer whose loading runs code."""
-    for node in _walk(config):
-        cls = node.get("class_name")
-        reason = _CODE_CLASSES.get(cls) if isinstance(cls, str) else None
-        if reason is None and node.get("function_type") == "lambda":
-            cls, reason = "Lambda", _CODE_CLASSES["Lambda"]
-        if reason is not None:
-            inner = node.get("config")
-            name = inner.get("name", "?") if isinstance(inner, Mapping) else "?"
-            raise UnsafeArtifactError(
-                f"the config holds a {cls} layer ({name!r}): {reason}; pass safe_mode=False "
-                "only if you trust the file",
-                path=source,
-            )
-
-
-def code_layers(model: Any) -> list[tuple[str, str, str]]:
-    """The layers of a live model whose loading would run code: (class, name, why)."""
-    flatten = getattr(model, "_flatten_layers", None)
-    layers = flatten(include_self=False, recursive=True) if flatten else []
-    return [(type(layer).__name__, layer.name, _CODE_CLASSES[type(layer).__name__])
-            for layer in layers if type(layer).__name__ in _CODE_CLASSES]
+    found = code_in_config(config)
+    if found is not None:
+        cls, name, reason = found
+        raise UnsafeArtifactError(
+            f"the config holds a {cls} layer ({name!r}): {reason}; pass safe_mode=False "
+            "only if you trust the file",
+            path=source,
+        )
 
 
 def check_h5(f: h5py.File, source: str | Path) -> None:

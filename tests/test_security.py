@@ -52,6 +52,39 @@ def test_a_verified_save_of_a_lambda_model_is_refused_before_writing(tmp_path, c
     assert ks.save_model(model, tmp_path / "served").ok
 
 
+@keras.saving.register_keras_serializable("kerasave_tests")
+class _Twice(keras.layers.Layer):
+    """Uses a Lambda inside, but its config holds no code."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.inner = keras.layers.Lambda(lambda x: x * 2)
+
+    def build(self, input_shape):
+        self.inner.build(input_shape)
+
+    def call(self, x):
+        return self.inner(x)
+
+
+@keras.saving.register_keras_serializable("kerasave_tests")
+class _MyLambda(keras.layers.Lambda):
+    pass
+
+
+@pytest.mark.parametrize("rel", ["m.keras", "m.h5", "m.json"])
+def test_the_refusal_judges_the_config_written_not_the_layers(tmp_path, rel):
+    call = ks.save_config if rel.endswith(".json") else ks.save_model
+    inside = keras.Sequential([keras.Input((4,)), _Twice(name="twice")])
+    inside.compile(optimizer="adam", loss="mse")
+    assert call(inside, tmp_path / rel).ok  # no code in the file: verified
+    subclass = keras.Sequential([keras.Input((4,)), _MyLambda(lambda x: x * 2, name="mine")])
+    subclass.compile(optimizer="adam", loss="mse")
+    with pytest.raises(ks.UnsafeArtifactError, match=r"_MyLambda layer \('mine'\)"):
+        call(subclass, tmp_path / ("sub-" + rel))
+    assert not (tmp_path / ("sub-" + rel)).exists()
+
+
 def test_lambda_json_refused(tmp_path):
     path = tmp_path / "m.json"
     path.write_text(_lambda_model().to_json())

@@ -183,7 +183,7 @@ _MAX_HELD = 64  # removed files kept open at once; past this, removal frees inli
 # Filesystems where a removed file that is still open just waits for its last close.
 # (An NFS client renames it to .nfsXXXX in the directory instead.)
 _LOCAL_FILESYSTEMS = frozenset({"ext2", "ext3", "ext4", "xfs", "btrfs", "f2fs", "tmpfs",
-                                "zfs", "jfs", "bcachefs"})
+                                "zfs", "jfs", "bcachefs", "overlay"})
 
 
 class _Held(NamedTuple):
@@ -198,7 +198,6 @@ _held: dict[int, _Held] = {}  # by token, from the open until the close is done
 _held_lock = threading.Lock()
 _tokens = itertools.count()
 _to_close: queue.SimpleQueue[int] | None = None
-_local: dict[int, bool] = {}  # st_dev: on one of _LOCAL_FILESYSTEMS
 
 
 def _closer(work: queue.SimpleQueue[int]) -> None:
@@ -222,11 +221,23 @@ def _free_later(tokens: list[int]) -> None:
     if not tokens:
         return
     with _held_lock:
-        if _to_close is None:
-            _to_close = queue.SimpleQueue()
-            threading.Thread(target=_closer, args=(_to_close,), name="kerasave-free",
-                             daemon=True).start()
         work = _to_close
+        if work is None:
+            work = queue.SimpleQueue()
+            try:
+                threading.Thread(target=_closer, args=(work,), name="kerasave-free",
+                                 daemon=True).start()
+            except RuntimeError:  # no thread to be had (limits, interpreter exit)
+                work = None
+            else:
+                _to_close = work
+        if work is None:  # free them here
+            for token in tokens:
+                held = _held.pop(token, None)
+                if held is not None:
+                    with contextlib.suppress(OSError):
+                        os.close(held.fd)
+            return
     for token in tokens:
         work.put(token)
 
@@ -261,22 +272,21 @@ def settle() -> None:
         time.sleep(0.005)
 
 
-def _is_local(dev: int) -> bool:
-    """Whether the filesystem of device ``dev`` is one of ``_LOCAL_FILESYSTEMS``."""
-    if dev not in _local:
-        found = False
-        wanted = f"{os.major(dev)}:{os.minor(dev)}"
-        try:
-            with open("/proc/self/mountinfo", encoding="utf-8") as f:
-                for line in f:
-                    fields = line.split()
-                    if len(fields) > 2 and fields[2] == wanted and " - " in line:
-                        found = line.split(" - ", 1)[1].split()[0] in _LOCAL_FILESYSTEMS
-                        break
-        except OSError:
-            found = False
-        _local[dev] = found
-    return _local[dev]
+def _is_local(fd: int) -> bool:
+    """Whether the open file ``fd`` is on one of ``_LOCAL_FILESYSTEMS``: its mount, by
+    the mount id Linux gives each descriptor (a device number would not do: btrfs
+    subvolumes have their own), and that mount's filesystem type."""
+    try:
+        with open(f"/proc/self/fdinfo/{fd}", "rb") as f:
+            mount = next(line.split()[1] for line in f if line.startswith(b"mnt_id:"))
+        with open("/proc/self/mountinfo", "rb") as f:
+            for line in f:
+                if line.split(b" ", 1)[0] == mount and b" - " in line:
+                    kind = line.split(b" - ", 1)[1].split()[0]
+                    return kind.decode("ascii", "replace") in _LOCAL_FILESYSTEMS
+    except (OSError, ValueError, IndexError, StopIteration):
+        pass
+    return False
 
 
 def _unlink(path: Path, held: list[int]) -> None:
@@ -286,23 +296,28 @@ def _unlink(path: Path, held: list[int]) -> None:
     machine's disk, which discards them): half a save's time, spent after the
     save is complete. A file still open when its last name goes away is freed at
     its last close, so the name goes now and a thread closes the file later
-    (``_free_later``), on local filesystems only.
+    (``_free_later``), on local filesystems only. Anything unexpected on the way
+    just removes the name.
     """
+    fd = -1
     try:
         st = path.stat(follow_symlinks=False)
-        keep = (stat.S_ISREG(st.st_mode) and st.st_size >= _FREE_LATER
-                and len(_held) < _MAX_HELD and _is_local(st.st_dev))
-    except OSError:
-        keep = False
-    if keep:
-        try:
+        if (stat.S_ISREG(st.st_mode) and st.st_size >= _FREE_LATER
+                and len(_held) < _MAX_HELD):
             fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
-        except OSError:
-            pass
-        else:
-            with _held_lock:  # known before any fork can copy it
-                token = next(_tokens)
-                _held[token] = _Held(fd, st.st_dev, st.st_ino)
+            st = os.fstat(fd)  # the file that is open, whatever the name points at now
+            if not _is_local(fd):
+                os.close(fd)
+                fd = -1
+    except Exception:
+        if fd >= 0:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        fd = -1
+    if fd >= 0:
+        with _held_lock:  # known before any fork can copy it
+            token = next(_tokens)
+            _held[token] = _Held(fd, st.st_dev, st.st_ino)
             held.append(token)
     path.unlink(missing_ok=True)
 

@@ -199,9 +199,10 @@ def test_removal_frees_inline_where_an_open_file_would_linger(tmp_path, monkeypa
     """On a network filesystem an unlinked open file stays in the directory (.nfsXXXX);
     too many kept-open files would eat the process' descriptors."""
     big = tmp_path / "big.bin"
-    monkeypatch.setattr(_atomic, "_LOCAL_FILESYSTEMS", frozenset())
-    monkeypatch.setattr(_atomic, "_local", {})
     big.write_bytes(b"\1" * _atomic._FREE_LATER)
+    with open(big, "rb") as f:
+        assert _atomic._is_local(f.fileno())  # (this machine's disk is local)
+    monkeypatch.setattr(_atomic, "_LOCAL_FILESYSTEMS", frozenset())
     held = []
     _atomic._unlink(big, held)
     assert held == [] and not big.exists() and _deleted_fds(tmp_path) == []
@@ -210,7 +211,33 @@ def test_removal_frees_inline_where_an_open_file_would_linger(tmp_path, monkeypa
     big.write_bytes(b"\1" * _atomic._FREE_LATER)
     _atomic._unlink(big, held)
     assert held == [] and not big.exists()
-    assert _atomic._is_local(tmp_path.stat().st_dev)  # (this machine's disk is local)
+
+
+def test_the_speed_up_never_fails_a_removal(tmp_path, monkeypatch):
+    """Whatever goes wrong deciding to keep a file open (an odd mount table), or
+    starting the thread that closes it, the file is still removed and freed."""
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"\1" * _atomic._FREE_LATER)
+
+    def odd(fd):
+        raise UnicodeDecodeError("utf-8", b"\xe9", 0, 1, "a mount path that is not UTF-8")
+
+    monkeypatch.setattr(_atomic, "_is_local", odd)
+    held = []
+    _atomic._unlink(big, held)
+    assert held == [] and not big.exists() and _deleted_fds(tmp_path) == []
+    monkeypatch.undo()
+
+    def no_thread(self):
+        raise RuntimeError("can't start new thread")
+
+    monkeypatch.setattr(_atomic, "_to_close", None)
+    monkeypatch.setattr(threading.Thread, "start", no_thread)
+    big.write_bytes(b"\1" * _atomic._FREE_LATER)
+    _atomic._remove(big)  # no thread: freed here
+    assert not big.exists() and _deleted_fds(tmp_path) == []
+    assert _atomic._to_close is None
+    _atomic.settle()  # returns: nothing is left waiting for a thread
 
 
 def test_removing_a_tree_does_not_raise_for_one_stuck_file(tmp_path, monkeypatch):

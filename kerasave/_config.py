@@ -174,7 +174,7 @@ def model_from_config(
 ) -> keras.Model:
     """A freshly initialized, uncompiled model from a Keras 3 or Keras 2 config dict."""
     if safe_mode:
-        refuse_code(config, source)
+        refuse_code(config, source, compiled=False)  # (its compile settings are dropped)
     config = dict(config)
     config.pop("compile_config", None)
     try:

@@ -80,7 +80,7 @@ def _save_once(kind: str, model: keras.Model, path: PathLike, format: str | None
     handler = _registry.for_save(kind, target, format)
     handler.preflight(model, target)
     if verify and handler.name != "savedmodel" and kind in ("model", "config"):
-        _refuse_unverifiable(model, handler.name, target)
+        _refuse_unverifiable(model, handler.name, kind, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     with _atomic.locked(target.parent):
         _atomic.clean_stale(target)
@@ -114,18 +114,20 @@ def _save_once(kind: str, model: keras.Model, path: PathLike, format: str | None
     return replace(report, bytes=_size(handler, target), seconds=time.perf_counter() - start)
 
 
-def _refuse_unverifiable(model: keras.Model, fmt: str, target: Path) -> None:
+def _refuse_unverifiable(model: keras.Model, fmt: str, kind: str, target: Path) -> None:
     """UnsafeArtifactError before anything is written, when reading the artifact back
     would run code from it: kerasave does that for no file, its own saves included."""
-    # The config about to be written (the preflight's), judged as a load would judge it.
-    found = _safety.code_in_config(_verify.serialized_config(model))
+    # The config about to be written (the preflight's), judged as a load would judge
+    # it: a config-only file is read back without its compile settings.
+    found = _safety.code_in_config(_verify.serialized_config(model),
+                                   compiled=kind == "model")
     if found:
-        cls, name, why = found
+        what, why = found
         raise UnsafeArtifactError(
-            f"cannot verify the {fmt!r} save of this model: it holds a {cls} layer "
-            f"({name!r}), so reading the file back runs code from it ({why}), which "
-            "kerasave does for no file, not even to check its own save; save with "
-            "verify=False (reading it back then needs safe_mode=False)",
+            f"cannot verify the {fmt!r} save of this model: it holds {what}, so reading "
+            f"the file back runs code from it ({why}), which kerasave does for no file, "
+            "not even to check its own save; save with verify=False (reading it back "
+            "then needs safe_mode=False)",
             path=target)
 
 

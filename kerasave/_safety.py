@@ -28,11 +28,12 @@ _MAX_RATIO = 200
 _RATIO_FLOOR = 16 * 2**20  # small members may compress well (configs, zeros)
 
 
-def code_in_config(config: Any) -> tuple[str, str, str] | None:
-    """The first layer of a config whose loading would run code: its class, its name
-    and why; None when there is none."""
+def code_in_config(config: Any, *, compiled: bool = True) -> tuple[str, str] | None:
+    """What in a config would run code when loaded (``"a Lambda layer ('doubler')"``)
+    and why; None when nothing would. ``compiled``: the load compiles the model, so
+    the compile settings (a lambda loss or metric) count too."""
 
-    def walk(obj: Any, owner: tuple[str, str]) -> tuple[str, str, str] | None:
+    def walk(obj: Any, owner: tuple[str, str]) -> tuple[str, str] | None:
         if isinstance(obj, list):
             for v in obj:
                 found = walk(v, owner)
@@ -47,27 +48,36 @@ def code_in_config(config: Any) -> tuple[str, str, str] | None:
         if isinstance(cls, str) and isinstance(name, str):
             owner = (cls, name)
         if isinstance(cls, str) and cls in _CODE_CLASSES:
-            return cls, name if isinstance(name, str) else "?", _CODE_CLASSES[cls]
+            shown = name if isinstance(name, str) else "?"
+            return f"a {cls} layer ({shown!r})", _CODE_CLASSES[cls]
         if cls == "__lambda__" or obj.get("function_type") == "lambda":
             # A lambda serialized as its bytecode, in a Lambda subclass or any layer.
-            return owner[0], owner[1], _CODE_CLASSES["Lambda"]
+            return f"a {owner[0]} layer ({owner[1]!r})", _CODE_CLASSES["Lambda"]
         for v in obj.values():
             found = walk(v, owner)
             if found:
                 return found
         return None
 
-    return walk(config, ("?", "?"))
+    if not isinstance(config, Mapping):
+        return walk(config, ("?", "?"))
+    found = walk({k: v for k, v in config.items() if k != "compile_config"}, ("?", "?"))
+    if found is None and compiled and walk(config.get("compile_config"), ("?", "?")):
+        return ("a lambda in its compile settings (a loss or a metric)",
+                "its Python code would run when the model is compiled")
+    return found
 
 
-def refuse_code(config: Mapping[str, Any], source: str | Path | None) -> None:
-    """UnsafeArtifactError if the config holds a layer whose loading runs code."""
-    found = code_in_config(config)
+def refuse_code(config: Mapping[str, Any], source: str | Path | None, *,
+                compiled: bool = True) -> None:
+    """UnsafeArtifactError if loading the config (``compiled``: and compiling the
+    model) would run code from it."""
+    found = code_in_config(config, compiled=compiled)
     if found is not None:
-        cls, name, reason = found
+        what, reason = found
         raise UnsafeArtifactError(
-            f"the config holds a {cls} layer ({name!r}): {reason}; pass safe_mode=False "
-            "only if you trust the file",
+            f"the config holds {what}: {reason}; pass safe_mode=False only if you trust "
+            "the file",
             path=source,
         )
 

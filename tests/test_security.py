@@ -85,6 +85,24 @@ def test_the_refusal_judges_the_config_written_not_the_layers(tmp_path, rel):
     assert not (tmp_path / ("sub-" + rel)).exists()
 
 
+@pytest.mark.filterwarnings("ignore:The object being serialized includes a `lambda`")
+def test_a_lambda_loss_counts_only_where_the_model_is_compiled(tmp_path):
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    model.compile(optimizer="adam", loss=lambda y, p: keras.ops.mean((y - p) ** 2))
+    # A config file is read back uncompiled: the lambda loss is not in play.
+    assert ks.save_config(model, tmp_path / "m.json").ok
+    assert isinstance(ks.load_config(tmp_path / "m.json"), keras.Model)
+    # A whole model is compiled on load: that would run the lambda.
+    with pytest.raises(ks.UnsafeArtifactError, match="compile settings"):
+        ks.save_model(model, tmp_path / "m.keras")
+    assert not (tmp_path / "m.keras").exists()
+    ks.save_model(model, tmp_path / "m.keras", verify=False)
+    with pytest.raises(ks.UnsafeArtifactError, match="compile settings"):
+        ks.load_model(tmp_path / "m.keras")
+    uncompiled = ks.load_model(tmp_path / "m.keras", compile=False)
+    assert not uncompiled.compiled
+
+
 def test_lambda_json_refused(tmp_path):
     path = tmp_path / "m.json"
     path.write_text(_lambda_model().to_json())

@@ -126,7 +126,7 @@ class KerasHandler(Handler):
              custom_objects: Any = None, checksummed: bool = False) -> keras.Model:
         config = self._config(path)
         if safe_mode:
-            refuse_code(config, str(path))
+            refuse_code(config, str(path), compiled=compile)
         try:
             with keras_warnings() as caught:
                 try:

@@ -26,7 +26,7 @@ from typing import Any, NamedTuple
 from kerasave.formats._base import Handler
 
 __all__ = ["TMP_MARK", "temp_path", "commit", "discard", "locked", "clean_stale", "flushing",
-           "Flushed"]
+           "Flushed", "removing", "settle"]
 
 TMP_MARK = ".kerasave-tmp-"
 
@@ -200,19 +200,23 @@ _tokens = itertools.count()
 _to_close: queue.SimpleQueue[int] | None = None
 
 
+def _close_held(token: int) -> None:
+    """Close a kept-open file, then forget it (a fork meanwhile still knows it)."""
+    with _held_lock:
+        held = _held.get(token)
+    if held is not None:
+        with contextlib.suppress(OSError):
+            _close(held.fd)
+        with _held_lock:
+            _held.pop(token, None)
+
+
 def _closer(work: queue.SimpleQueue[int]) -> None:
     while True:
-        token = work.get()
-        with _held_lock:
-            held = _held.get(token)
-        if held is not None:
-            with contextlib.suppress(OSError):
-                _close(held.fd)
-            with _held_lock:
-                del _held[token]
+        _close_held(work.get())
 
 
-_close = os.close  # (what the thread calls: tests hold it back)
+_close = os.close  # (what closes a kept-open file: tests hold it back)
 
 
 def _free_later(tokens: list[int]) -> None:
@@ -231,15 +235,23 @@ def _free_later(tokens: list[int]) -> None:
                 work = None
             else:
                 _to_close = work
-        if work is None:  # free them here
-            for token in tokens:
-                held = _held.pop(token, None)
-                if held is not None:
-                    with contextlib.suppress(OSError):
-                        os.close(held.fd)
-            return
     for token in tokens:
-        work.put(token)
+        if work is None:
+            _close_held(token)  # free it here
+        else:
+            work.put(token)
+
+
+@contextlib.contextmanager
+def removing() -> Iterator[list[int]]:
+    """Gather what ``_remove`` keeps open inside the block; free it once the block
+    ends (the filesystem's journal is then busy freeing, which a directory change
+    inside the block would wait for)."""
+    held: list[int] = []
+    try:
+        yield held
+    finally:
+        _free_later(held)
 
 
 def _forget_in_child() -> None:
@@ -324,21 +336,20 @@ def _unlink(path: Path, held: list[int]) -> None:
 
 def _remove(path: Path, held: list[int] | None = None) -> None:
     """Remove a file or a directory tree now; large files' disk space is freed in a
-    thread, once ``held`` is handed to ``_free_later`` (at once when not given: the
-    filesystem's journal is then busy freeing, which a directory change waits for)."""
-    tokens: list[int] = [] if held is None else held
-    try:
-        if path.is_dir() and not path.is_symlink():
-            for child in path.rglob("*"):
-                if child.is_file() and not child.is_symlink():
-                    with contextlib.suppress(OSError):  # rmtree decides, as before
-                        _unlink(child, tokens)
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            _unlink(path, tokens)
-    finally:
-        if held is None:
-            _free_later(tokens)
+    thread, when the ``removing`` block that gave ``held`` ends (at once when not
+    given)."""
+    if held is None:
+        with removing() as gathered:
+            _remove(path, gathered)
+        return
+    if path.is_dir() and not path.is_symlink():
+        for child in path.rglob("*"):
+            if child.is_file() and not child.is_symlink():
+                with contextlib.suppress(OSError):  # rmtree decides, as before
+                    _unlink(child, held)
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        _unlink(path, held)
 
 
 def commit(handler: Handler, tmp: Path, path: Path) -> None:
@@ -367,16 +378,13 @@ def commit(handler: Handler, tmp: Path, path: Path) -> None:
             os.replace(final, _final_name(final, path, backup))
         os.replace(member, final)
         placed.add(final)
-    held: list[int] = []
-    try:
+    with removing() as held:
         for stale in set(old) - placed:
             _remove(stale, held)
         _fsync_one(path.parent)
         for member in handler.members(backup):
             _remove(member, held)
         _fsync_one(path.parent)
-    finally:
-        _free_later(held)  # once the names are gone
 
 
 @contextlib.contextmanager

@@ -353,16 +353,13 @@ class CheckpointManager:
                 if anchor is None or e.time - anchor >= self.keep_every_n_hours * 3600:
                     keep.add(e.number)
                     anchor = e.time
-        held: list[int] = []  # (their disk space is freed in a thread, once all are gone)
-        try:
+        with _atomic.removing() as held:  # (disk space freed once all names are gone)
             for e in entries:
                 if e.number not in keep:
                     index = e.path.with_name(e.path.name + ".index")
                     index.unlink(missing_ok=True)  # first: what makes the rest a checkpoint
                     for member in _HANDLER.members(e.path):
                         _atomic._remove(member, held)
-        finally:
-            _atomic._free_later(held)
 
     # -- reading ---------------------------------------------------------------------
 

@@ -6,32 +6,73 @@ is ever run from a file. See ``DESIGN.md`` for the contract.
 
 from __future__ import annotations
 
-from kerasave import callbacks  # noqa: F401  (kerasave.callbacks.Checkpoint)
-from kerasave._config import model_from_json, model_from_yaml, to_json, to_yaml
-from kerasave._errors import (
-    ArchitectureMismatchError,
-    ArtifactNotFoundError,
-    CorruptArtifactError,
-    KerasaveError,
-    NotSerializableError,
-    RoundTripError,
-    UnknownFormatError,
-    UnsafeArtifactError,
-)
-from kerasave._facade import (
-    inspect,
-    load_config,
-    load_model,
-    load_weights,
-    save_config,
-    save_model,
-    save_weights,
-    verify,
-)
-from kerasave._manager import CheckpointManager
-from kerasave._reference import reference_data, reference_model
-from kerasave._report import Check, Inspection, Report, Variable
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from kerasave._version import __version__
+
+# The names below are imported on first use (PEP 562): ``import kerasave`` stays
+# light, so the command line can quiet TensorFlow's import before it happens.
+_WHERE = {
+    "model_from_json": "kerasave._config", "model_from_yaml": "kerasave._config",
+    "to_json": "kerasave._config", "to_yaml": "kerasave._config",
+    "inspect": "kerasave._facade", "load_config": "kerasave._facade",
+    "load_model": "kerasave._facade", "load_weights": "kerasave._facade",
+    "save_config": "kerasave._facade", "save_model": "kerasave._facade",
+    "save_weights": "kerasave._facade", "verify": "kerasave._facade",
+    "CheckpointManager": "kerasave._manager",
+    "reference_data": "kerasave._reference", "reference_model": "kerasave._reference",
+    "Check": "kerasave._report", "Inspection": "kerasave._report",
+    "Report": "kerasave._report", "Variable": "kerasave._report",
+    **{name: "kerasave._errors" for name in (
+        "ArchitectureMismatchError", "ArtifactNotFoundError", "CorruptArtifactError",
+        "KerasaveError", "NotSerializableError", "RoundTripError", "UnknownFormatError",
+        "UnsafeArtifactError")},
+}
+_SUBMODULES = {"callbacks", "testing", "formats", "cli"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"kerasave.{name}")
+    where = _WHERE.get(name)
+    if where is None:
+        raise AttributeError(f"module 'kerasave' has no attribute {name!r}")
+    value = getattr(importlib.import_module(where), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_WHERE) | _SUBMODULES)
+
+
+if TYPE_CHECKING:  # what the names are, for type checkers and editors
+    from kerasave import callbacks  # noqa: F401
+    from kerasave._config import model_from_json, model_from_yaml, to_json, to_yaml
+    from kerasave._errors import (
+        ArchitectureMismatchError,
+        ArtifactNotFoundError,
+        CorruptArtifactError,
+        KerasaveError,
+        NotSerializableError,
+        RoundTripError,
+        UnknownFormatError,
+        UnsafeArtifactError,
+    )
+    from kerasave._facade import (
+        inspect,
+        load_config,
+        load_model,
+        load_weights,
+        save_config,
+        save_model,
+        save_weights,
+        verify,
+    )
+    from kerasave._manager import CheckpointManager
+    from kerasave._reference import reference_data, reference_model
+    from kerasave._report import Check, Inspection, Report, Variable
 
 __all__ = [
     "__version__",

@@ -16,6 +16,10 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
+from kerasave._quiet import import_tensorflow  # noqa: E402
+
+import_tensorflow()  # before anything imports it: TensorFlow 2.21 logs at load
+
 import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402

@@ -25,6 +25,49 @@ def test_demo_verifies_every_format(tmp_path):
     assert (tmp_path / "out" / "weights" / "my_model.index").exists()
 
 
+def test_the_command_line_keeps_tensorflows_load_lines_off_stderr(saved):
+    """TF_CPP_MIN_LOG_LEVEL=3, which the command line sets, does not hide the absl
+    lines TensorFlow 2.21 prints at load; the command line drops them itself."""
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    result = subprocess.run([sys.executable, "-m", "kerasave", "inspect",
+                             str(saved["paths"]["keras"])], capture_output=True, text=True,
+                            env=env, timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert "absl::InitializeLog" not in result.stderr and "I0000" not in result.stderr, \
+        result.stderr
+    # Asked for everything, everything is shown.
+    loud = subprocess.run([sys.executable, "-c", "from kerasave._quiet import "
+                           "import_tensorflow; import_tensorflow()"], capture_output=True,
+                          text=True, env=dict(env, TF_CPP_MIN_LOG_LEVEL="0"), timeout=300)
+    quiet = subprocess.run([sys.executable, "-c", "from kerasave._quiet import "
+                            "import_tensorflow; import_tensorflow()"], capture_output=True,
+                           text=True, env=dict(env, TF_CPP_MIN_LOG_LEVEL="3"), timeout=300)
+    assert loud.returncode == quiet.returncode == 0
+    assert "absl::InitializeLog" not in quiet.stderr and "I0000" not in quiet.stderr
+    assert len(loud.stderr) >= len(quiet.stderr)
+
+
+def test_quiet_import_hides_only_what_the_level_says():
+    from kerasave._quiet import _shown
+
+    info = "I0000 00:00:1795789709.365741    5872 port.cc:153] oneDNN custom operations"
+    warning = "W0000 00:00:1795789709.365741    5872 x.cc:1] something to know"
+    prelude = "WARNING: All log messages before absl::InitializeLog() is called are written"
+    other = "Traceback (most recent call last):"
+    assert [_shown(x, 0) for x in (info, warning, prelude, other)] == [True] * 4
+    assert [_shown(x, 1) for x in (info, warning, prelude, other)] == [False, True, False, True]
+    assert [_shown(x, 3) for x in (info, warning, prelude, other)] == [False, False, False, True]
+
+
+def test_importing_kerasave_does_not_import_tensorflow():
+    code = ("import sys, kerasave; assert 'tensorflow' not in sys.modules; "
+            "assert callable(kerasave.save_model) and 'tensorflow' in sys.modules; "
+            "assert 'save_model' in dir(kerasave); kerasave.callbacks.Checkpoint")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+
+
 def test_version():
     result = _run("--version")
     assert result.returncode == 0 and ks.__version__ in result.stdout

@@ -400,7 +400,8 @@ def _raise_failure(saving_lib: Any, errors: dict[int, Any]) -> None:
 
 def _crc32_span(fd: int, start: int, size: int, path: Path) -> int:
     """The zip CRC-32 of ``size`` bytes of ``fd`` from ``start``."""
-    crc, done, chunk = 0, 0, bytearray(16 * 2**20)
+    # (a buffer no larger than the span: zeroing 16 MB costs more than a small file's CRC)
+    crc, done, chunk = 0, 0, bytearray(max(1, min(16 * 2**20, size)))
     view = memoryview(chunk)
     while done < size:
         got = os.preadv(fd, [view[: min(len(chunk), size - done)]], start + done)

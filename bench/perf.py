@@ -154,6 +154,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         path.parent.mkdir(parents=True, exist_ok=True)
         twin = build(size, seed=1) if kind == "weights" else None
         if impl == "native":
+            from kerasave._state import keras_warnings
+
             ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
             saves = {
                 "checkpoint": lambda: ckpt.write(str(path)),
@@ -171,7 +173,7 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
                 "h5 model": lambda: keras.saving.load_model(str(path)),
                 "savedmodel": lambda: tf.saved_model.load(str(path)),
             }
-            with ks._state.keras_warnings():
+            with keras_warnings():
                 out["save"], out["save_peak"] = _measure(saves[fmt], repeat)
                 try:
                     out["load"], out["load_peak"] = _measure(loads[fmt], repeat)

@@ -222,30 +222,10 @@ def load_model(path: PathLike, *, compile: bool = True, safe_mode: bool = True,
     source = Path(os.fspath(path))
     with _reading(source):
         handler = _registry.detect(source, "model")
-
-        def load(actual: Path, checksummed: bool) -> Any:
-            return handler.load(actual, compile=compile,  # type: ignore[attr-defined]
-                                safe_mode=safe_mode, custom_objects=custom_objects,
-                                checksummed=checksummed)
-
-        actual, _, checksummed, pending = _manifest.resolve_beside(handler, source)
-        if pending is None:
-            return load(actual, checksummed)
-        # A large artifact is read while a thread checks its CRC32Cs; what was read
-        # is handed out only once they matched. The model is a new one: nothing of
-        # the caller's is touched if they did not.
-        try:
-            model = load(actual, True)
-        except Exception:
-            if pending.matched():
-                raise
-        else:
-            if pending.matched():
-                return model
-            del model
-        # The bytes are not what the manifest says: judge as a load that checks first.
         actual, _, checksummed = _manifest.resolve_checked(handler, source)
-        return load(actual, checksummed)
+        return handler.load(actual, compile=compile,  # type: ignore[attr-defined]
+                            safe_mode=safe_mode, custom_objects=custom_objects,
+                            checksummed=checksummed)
 
 
 def verify(model: keras.Model, path: PathLike, *, format: str | None = None) -> Report:

@@ -31,13 +31,12 @@ from kerasave._errors import CorruptArtifactError
 from kerasave.formats._base import Handler
 
 __all__ = ["CHECKSUM", "manifest_path", "checksums", "seal", "resolve", "resolve_checked",
-           "resolve_beside", "Pending", "backup_path", "read", "crc32c_of"]
+           "backup_path", "read", "crc32c_of"]
 
 CHECKSUM = "crc32c"
 PREV_MARK = ".kerasave-prev"
 _SPLIT = 64 * 2**20  # smaller files are not worth a second thread
 _THREADS = min(4, os.cpu_count() or 1)
-_BESIDE = 64 * 2**20  # artifacts this large are checked while they are read
 _CHUNK = 2**20  # read at a time: small enough to stay in the CPU's caches
 _MAPPED_CHUNK = 16 * 2**20
 
@@ -232,82 +231,28 @@ def seal(handler: Handler, path: Path, fields: dict[str, Any],
         os.fsync(f.fileno())
 
 
-def _layout_problem(handler: Handler, path: Path, manifest: dict[str, Any],
-                    files: dict[str, Path]) -> str | None:
-    """What differs from the manifest before any byte is read: format, files, sizes."""
+def _mismatch(handler: Handler, path: Path, manifest: dict[str, Any]) -> str | None:
     if manifest.get("format") not in (None, handler.name):
         return f"the manifest says format {manifest.get('format')!r}, expected {handler.name!r}"
     table = manifest.get("files")
     if not isinstance(table, dict):
         return None  # an older manifest without checksums: nothing to compare
+    files = _files(handler, path)
     if set(files) != set(table):
         missing = sorted(set(table) - set(files))
         extra = sorted(set(files) - set(table))
         return f"files differ from the manifest (missing {missing}, unexpected {extra})"
     for name, f in files.items():
-        size, want = f.stat().st_size, table[name].get("bytes")
-        if size != want:
-            said = f"{want:,}" if isinstance(want, int) else repr(want)
+        want = table[name]
+        size = f.stat().st_size
+        said = want.get("bytes")
+        if size != said:
+            said = f"{said:,}" if isinstance(said, int) else repr(said)
             return f"{f.name} has {size:,} bytes, the manifest says {said}"
+        got = crc32c(f, threads=_THREADS)  # a load waits for this: use every core
+        if got != want.get(CHECKSUM):
+            return f"{f.name} has CRC32C {got}, the manifest says {want.get(CHECKSUM)}"
     return None
-
-
-def _crc_problem(files: dict[str, Path], table: dict[str, Any], threads: int) -> str | None:
-    for name, f in files.items():
-        got, want = crc32c(f, threads=threads), table[name].get(CHECKSUM)
-        if got != want:
-            return f"{f.name} has CRC32C {got}, the manifest says {want}"
-    return None
-
-
-def _mismatch(handler: Handler, path: Path, manifest: dict[str, Any]) -> str | None:
-    files = _files(handler, path)
-    problem = _layout_problem(handler, path, manifest, files)
-    table = manifest.get("files")
-    if problem or not isinstance(table, dict):
-        return problem
-    return _crc_problem(files, table, _THREADS)  # a load waits for this: use every core
-
-
-class Pending:
-    """CRC32Cs being computed in a thread while the caller reads the same files."""
-
-    def __init__(self, files: dict[str, Path], table: dict[str, Any]) -> None:
-        self._pool = concurrent.futures.ThreadPoolExecutor(1, "kerasave-crc32c")
-        # One core is the caller's: the CRC takes the others.
-        self._future = self._pool.submit(_crc_problem, files, table, max(1, _THREADS - 1))
-        self._pool.shutdown(wait=False)  # (the thread ends with its one job)
-
-    def matched(self) -> bool:
-        """Wait for the CRC32Cs: True when every file matched its manifest."""
-        try:
-            return self._future.result() is None
-        except Exception:  # (unreadable now: the careful path says what is wrong)
-            return False
-
-
-def resolve_beside(handler: Handler, path: Path) -> tuple[Path, str, bool, Pending | None]:
-    """``resolve_checked``, or, for a large artifact, a bet that it will agree.
-
-    When what is at ``path`` is the version to read unless its bytes are wrong (its
-    manifest has a checksum table, the files and their sizes match it, and no
-    interrupted save left a previous version) and it is large enough to be worth a
-    thread, the CRC32Cs are computed in a thread while the caller reads, which
-    costs a load nothing. Then the last item is a ``Pending``: the caller must see
-    ``matched()`` before it hands out anything it read, and call
-    ``resolve_checked`` if it did not (which raises, or reads what a load that
-    checks first would). Otherwise the last item is None.
-    """
-    if handler.exists(path) and not handler.exists(backup_path(handler, path)):
-        manifest = read(handler, path)
-        table = manifest.get("files") if manifest is not None else None
-        if manifest is not None and isinstance(table, dict):
-            files = _files(handler, path)
-            if (_layout_problem(handler, path, manifest, files) is None
-                    and sum(f.stat().st_size for f in files.values()) >= _BESIDE):
-                return (path, f"{len(files)} file(s) match their CRC32C", True,
-                        Pending(files, table))
-    return (*resolve_checked(handler, path), None)
 
 
 def resolve(handler: Handler, path: Path) -> tuple[Path, str]:

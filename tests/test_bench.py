@@ -1,0 +1,32 @@
+"""The benchmark's own code runs: every implementation it compares, at the reference
+size (``make bench`` is not part of the suite; a broken case would show only there)."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "bench" / "perf.py"
+
+
+@pytest.fixture(scope="module")
+def perf():
+    spec = importlib.util.spec_from_file_location("kerasave_bench_perf", BENCH)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+CASES = [(f, "native") for f in ("checkpoint", "h5 weights", "keras", "h5 model", "savedmodel")]
+CASES += [("keras", "verified"), ("checkpoint", "unverified"), ("numpy", "numpy"),
+          ("checkpoint", "async")]
+
+
+@pytest.mark.parametrize("fmt,impl", CASES, ids=[f"{f}-{i}" for f, i in CASES])
+def test_every_bench_case_measures(perf, tmp_path, fmt, impl):
+    result = perf.child({"size": 0, "format": fmt, "impl": impl, "repeat": 1,
+                         "dir": str(tmp_path)})
+    assert "error" not in result and "load_error" not in result, result
+    keys = ("blocking", "stall") if impl == "async" else ("save", "load")
+    assert all(result[k] > 0 for k in keys), result
+    assert result["state_bytes"] > 0

@@ -30,3 +30,15 @@ def test_every_bench_case_measures(perf, tmp_path, fmt, impl):
     keys = ("blocking", "stall") if impl == "async" else ("save", "load")
     assert all(result[k] > 0 for k in keys), result
     assert result["state_bytes"] > 0
+
+
+def test_the_interleaved_timing_measures_every_case(perf, tmp_path):
+    formats = ["checkpoint", "keras"]
+    result = perf.interleaved({"size": 0, "formats": formats, "repeat": 2,
+                               "dir": str(tmp_path)})
+    expected = {"numpy|numpy"} | {f"{f}|{i}" for f in formats for i in perf.IMPLS}
+    assert set(result["times"]) == expected
+    for times in result["times"].values():
+        assert 0 < times["save"] <= times["save_median"]
+        assert 0 < times["load"] <= times["load_median"]
+    assert list(tmp_path.iterdir()) == []  # its artifacts are removed

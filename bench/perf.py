@@ -8,11 +8,12 @@ built, so a model's bytes are its variables plus two Adam slots per weight (the
 sizes below count all of them: what a whole-model save writes).
 
 Times: for each size, one subprocess builds the model once and times every
-(format, implementation) in turns, ``--repeat`` rounds (one less at 1 GB), each
-round every save then every load, in an order that rotates; before each
-operation kerasave's background freeing of a replaced version is waited for and
-every dirty page written back (``os.sync``), untimed, so each starts alone. The
-table shows the best round; the headline adds the ratio of the medians. Memory:
+(format, implementation) in turns, ``--repeat`` rounds (one less at 1 GB); in a
+round each format's implementations save, then load, in an order that rotates
+from round to round. Before each operation kerasave's background freeing of a
+replaced version is waited for and every dirty page written back
+(``os.sync``), untimed, so each starts alone. The table shows the best round;
+the headline adds the ratio of the medians. Memory:
 each (size, format, implementation) runs once in its own subprocess, which
 reports the peak resident memory of its save and of its load above the
 process' memory just before it (Linux ``/proc/self/clear_refs`` + ``VmHWM``),
@@ -272,6 +273,12 @@ def interleaved(spec: dict[str, Any]) -> dict[str, Any]:
             _atomic.settle()
             os.sync()
 
+        # The smallest cost of a whole-model check: its probe batch through a model
+        # (the check runs it through two, the original and the one read back).
+        from kerasave import _verify
+
+        probe = _verify.probe_inputs(model)
+        forward = []
         failed: set[tuple[str, str]] = set()
         for key in cases:  # the first save and load of each, untimed (warm-up)
             ops[key][0]()
@@ -280,17 +287,29 @@ def interleaved(spec: dict[str, Any]) -> dict[str, Any]:
                 ops[key][1]()
             except Exception:  # a native load that fails (reported by the child runs)
                 failed.add(key)
+        groups = [[key for key in cases if key[0] == f] for f in ["numpy", *formats]]
+
+        def turn(items: list[Any], n: int) -> list[Any]:
+            return items[n % len(items):] + items[:n % len(items)]
+
         for round_ in range(repeat):
-            order = cases[round_ % len(cases):] + cases[:round_ % len(cases)]
-            for what, index in (("save", 0), ("load", 1)):
-                for key in order:
-                    if what == "load" and key in failed:
-                        continue
+            # A format's implementations take turns, saves then loads, so each
+            # load reads what was just saved, as it would be after a save (at
+            # 1 GB the artifacts of all formats together outgrow the page cache).
+            for group in turn(groups, round_):
+                for what, index in (("save", 0), ("load", 1)):
+                    for key in turn(group, round_):
+                        if what == "load" and key in failed:
+                            continue
+                        settle()
+                        start = time.perf_counter()
+                        ops[key][index]()
+                        times[f"{key[0]}|{key[1]}"][what].append(time.perf_counter() - start)
                     settle()
-                    start = time.perf_counter()
-                    ops[key][index]()
-                    times[f"{key[0]}|{key[1]}"][what].append(time.perf_counter() - start)
-                settle()
+            if probe is not None:
+                start = time.perf_counter()
+                model(probe, training=False)
+                forward.append(time.perf_counter() - start)
         out: dict[str, Any] = {}
         for key, measured in times.items():
             out[key] = {}
@@ -299,7 +318,8 @@ def interleaved(spec: dict[str, Any]) -> dict[str, Any]:
                     values.sort()
                     out[key][what] = values[0]
                     out[key][what + "_median"] = values[len(values) // 2]
-        return {"size": size, "impl": "interleaved", "times": out}
+        return {"size": size, "impl": "interleaved", "times": out,
+                "forward": min(forward, default=None)}
     finally:
         import shutil
 
@@ -387,6 +407,9 @@ def main() -> int:
                   + (r.get("error") or timing.get("error") or f"save {r['save']:.3f}s load "
                      f"{r.get('load', float('nan')):.3f}s"), file=sys.stderr, flush=True)
         results += here
+        if timing.get("forward"):
+            results.append({"size": size, "format": "probe", "impl": "forward",
+                            "save": timing["forward"]})
         results.append(run_child(dict(base, format="checkpoint", impl="async")))
     report(results, sizes, formats)
     return 0
@@ -448,6 +471,16 @@ def report(results: list[dict[str, Any]], sizes: list[int], formats: list[str]) 
               f"({worst_save[2]}, {worst_save[1]} MB)"
               + (f"; by the medians of the rounds {by_median[0]:.2f}x ({by_median[2]}, "
                  f"{by_median[1]} MB)" if by_median else "") + " [<= 1.5x]")
+    small = min(sizes)
+    forward = get(small, "probe", "forward").get("save")
+    for f in [f for f in ("keras", "h5 model") if f in formats and forward]:
+        unverified, native = get(small, f, "unverified"), get(small, f, "native")
+        if unverified.get("save") and native.get("save"):
+            floor = unverified["save"] + 2 * forward
+            print(f"- the least a verified {f} save at {small} MB can take: the unverified "
+                  f"save {1e3 * unverified['save']:.1f} ms + the probe batch through two "
+                  f"models 2 x {1e3 * forward:.1f} ms = {1e3 * floor:.1f} ms, "
+                  f"{floor / native['save']:.2f}x native ({1e3 * native['save']:.1f} ms)")
     big = max(sizes)
     k_native, k_ours = get(big, "keras", "native"), get(big, "keras", "verified")
     if k_native.get("load") and k_ours.get("load"):

@@ -10,10 +10,10 @@ sizes below count all of them: what a whole-model save writes).
 Times: for each size, one subprocess builds the model once and times every
 (format, implementation) in turns, ``--repeat`` rounds (one less at 1 GB); in a
 round each format's implementations save, then load, in an order that rotates
-from round to round. Before each operation kerasave's background freeing of a
-replaced version is waited for and every dirty page written back
-(``os.sync``), untimed, so each starts alone. The table shows the best round;
-the headline adds the ratio of the medians. Memory:
+from round to round. Before each operation, untimed, the models loaded before are
+collected, kerasave's background freeing of a replaced version is waited for
+and every dirty page is written back (``os.sync``), so each starts alone. The
+table shows the best round; the headline adds the ratio of the medians. Memory:
 each (size, format, implementation) runs once in its own subprocess, which
 reports the peak resident memory of its save and of its load above the
 process' memory just before it (Linux ``/proc/self/clear_refs`` + ``VmHWM``),
@@ -31,6 +31,7 @@ build the model too. The headline ratios come last.
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import subprocess
@@ -270,6 +271,10 @@ def interleaved(spec: dict[str, Any]) -> dict[str, Any]:
             times[f"{fmt}|{impl}"] = {"save": [], "load": []}
 
         def settle() -> None:
+            # Loaded Keras models hold reference cycles: without a collection,
+            # 1 GB models pile up until Python's own collector runs, and the
+            # memory they take evicts the artifacts from the page cache.
+            gc.collect()
             _atomic.settle()
             os.sync()
 

@@ -10,7 +10,7 @@ sizes below count all of them: what a whole-model save writes).
 Times: for each size, one subprocess builds the model once and times every
 (format, implementation) in turns, ``--repeat`` rounds (one less at 1 GB); in a
 round each format's implementations save, then load, in an order that rotates
-from round to round. Before each operation, untimed, the models loaded before are
+(and reverses) from round to round. Before each operation, untimed, the models loaded before are
 collected, kerasave's background freeing of a replaced version is waited for
 and every dirty page is written back (``os.sync``), so each starts alone. The
 table shows the best round; the headline adds the ratio of the medians. Memory:
@@ -295,7 +295,11 @@ def interleaved(spec: dict[str, Any]) -> dict[str, Any]:
         groups = [[key for key in cases if key[0] == f] for f in ["numpy", *formats]]
 
         def turn(items: list[Any], n: int) -> list[Any]:
-            return items[n % len(items):] + items[:n % len(items)]
+            # Rotated, and reversed every other round, so that what runs just
+            # before an operation changes too: a 1 GB load right after a native
+            # Keras load, which leaves 2 GB to the allocators, took twice as long.
+            items = items[n % len(items):] + items[:n % len(items)]
+            return items[::-1] if n % 2 else items
 
         for round_ in range(repeat):
             # A format's implementations take turns, saves then loads, so each

@@ -249,11 +249,12 @@ def interleaved(spec: dict[str, Any]) -> dict[str, Any]:
     """Every (format, implementation) of one size, timed in turns in one process.
 
     The machine is shared: timing each implementation in its own process lets a
-    burst of other jobs land on one and not the others. Here each round times
-    every save, then every load, in an order that rotates from round to round,
-    and each operation starts alone: kerasave's background freeing of a replaced
-    version is waited for, and every dirty page written back, untimed, after each.
-    Best and median of the rounds.
+    burst of other jobs land on one and not the others. Here, in each round, each
+    format's implementations save and then load, in an order that rotates (and
+    reverses) from round to round, and each operation starts alone: before it,
+    untimed, loaded models are collected, kerasave's background freeing of a
+    replaced version is waited for and every dirty page is written back. Best and
+    median of the rounds, and the quickest run of the probe batch through the model.
     """
     from kerasave import _atomic
 

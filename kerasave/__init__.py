@@ -13,32 +13,27 @@ from kerasave._version import __version__
 
 # The names below are imported on first use (PEP 562): ``import kerasave`` stays
 # light, so the command line can quiet TensorFlow's import before it happens.
-_WHERE = {
-    "model_from_json": "kerasave._config", "model_from_yaml": "kerasave._config",
-    "to_json": "kerasave._config", "to_yaml": "kerasave._config",
-    "inspect": "kerasave._facade", "load_config": "kerasave._facade",
-    "load_model": "kerasave._facade", "load_weights": "kerasave._facade",
-    "save_config": "kerasave._facade", "save_model": "kerasave._facade",
-    "save_weights": "kerasave._facade", "verify": "kerasave._facade",
-    "CheckpointManager": "kerasave._manager",
-    "reference_data": "kerasave._reference", "reference_model": "kerasave._reference",
-    "Check": "kerasave._report", "Inspection": "kerasave._report",
-    "Report": "kerasave._report", "Variable": "kerasave._report",
-    **{name: "kerasave._errors" for name in (
+_WHERE = {name: module for module, names in {
+    "kerasave._config": ("model_from_json", "model_from_yaml", "to_json", "to_yaml"),
+    "kerasave._errors": (
         "ArchitectureMismatchError", "ArtifactNotFoundError", "CorruptArtifactError",
         "KerasaveError", "NotSerializableError", "RoundTripError", "UnknownFormatError",
-        "UnsafeArtifactError")},
-}
+        "UnsafeArtifactError"),
+    "kerasave._facade": ("inspect", "load_config", "load_model", "load_weights",
+                         "save_config", "save_model", "save_weights", "verify"),
+    "kerasave._manager": ("CheckpointManager",),
+    "kerasave._reference": ("reference_data", "reference_model"),
+    "kerasave._report": ("Check", "Inspection", "Report", "Variable"),
+}.items() for name in names}
 _SUBMODULES = {"callbacks", "testing", "formats", "cli"}
 
 
 def __getattr__(name: str) -> Any:
+    if name not in _SUBMODULES and name not in _WHERE:
+        raise AttributeError(f"module 'kerasave' has no attribute {name!r}")
     if name in _SUBMODULES:
         return importlib.import_module(f"kerasave.{name}")
-    where = _WHERE.get(name)
-    if where is None:
-        raise AttributeError(f"module 'kerasave' has no attribute {name!r}")
-    value = getattr(importlib.import_module(where), name)
+    value = getattr(importlib.import_module(_WHERE[name]), name)
     globals()[name] = value
     return value
 

@@ -31,6 +31,9 @@ _SUBMODULES = {"callbacks", "testing", "formats", "cli"}
 def __getattr__(name: str) -> Any:
     if name not in _SUBMODULES and name not in _WHERE:
         raise AttributeError(f"module 'kerasave' has no attribute {name!r}")
+    from kerasave._quiet import import_tensorflow
+
+    import_tensorflow()  # (TensorFlow's load ignores a TF_CPP_MIN_LOG_LEVEL set to hide it)
     if name in _SUBMODULES:
         return importlib.import_module(f"kerasave.{name}")
     value = getattr(importlib.import_module(_WHERE[name]), name)

@@ -5,8 +5,11 @@ absl's logging, and those lines ignore ``TF_CPP_MIN_LOG_LEVEL``: even with 3,
 every process prints "WARNING: All log messages before absl::InitializeLog()
 is called are written to STDERR" and two ``I0000 ... port.cc / cudart_stub.cc``
 lines. The command line and the test suite set the level to 3 to keep their
-output readable; ``import_tensorflow`` makes it hold for the import, where those
-lines come from. Nothing else is hidden: every other line of the import's
+output readable; ``import_tensorflow`` makes a level hold for the import, where
+those lines come from. kerasave's public entry points (the names of
+``kerasave``, ``kerasave.testing``, ``kerasave.callbacks``) import TensorFlow
+through it too, so a level a user set holds for them; with no level set,
+nothing changes. Nothing else is hidden: every other line of the import's
 stderr is written back.
 
 This module imports nothing heavy itself (the command line calls it first).

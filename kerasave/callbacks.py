@@ -6,6 +6,10 @@ import os
 import warnings
 from typing import Any
 
+from kerasave._quiet import import_tensorflow
+
+import_tensorflow()  # (before keras: TensorFlow's load ignores TF_CPP_MIN_LOG_LEVEL in part)
+
 import keras
 
 from kerasave._manager import CheckpointManager

@@ -47,6 +47,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from kerasave._quiet import import_tensorflow
+
+import_tensorflow()  # (before keras: TensorFlow's load ignores TF_CPP_MIN_LOG_LEVEL in part)
+
 import keras
 import numpy as np
 

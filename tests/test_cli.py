@@ -556,3 +556,14 @@ def test_console_script_verifies_and_fails_in_one_line(saved, tmp_path):
     ours = [line for line in bad.stderr.splitlines() if line.startswith("kerasave:")]
     assert len(ours) == 1 and ours[0].startswith("kerasave: error: ")
     assert "Traceback" not in bad.stderr
+
+
+def test_a_level_the_user_set_holds_when_kerasave_imports_tensorflow():
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    for code in ("import kerasave; kerasave.reference_model()", "import kerasave.testing",
+                 "import kerasave.callbacks"):
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                env=env, timeout=300)
+        assert result.returncode == 0, result.stderr
+        assert "absl::InitializeLog" not in result.stderr and "I0000" not in result.stderr, \
+            (code, result.stderr)

@@ -204,7 +204,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
     try:
         if impl == "async":
             return dict(out, **_async(model, work, repeat))
-        twin = build(size, seed=1) if FORMATS.get(fmt, ("", "", ""))[2] == "weights" else None
+        weights = fmt in FORMATS and FORMATS[fmt][2] == "weights"
+        twin = build(size, seed=1) if weights else None
         save, load = _ops(model, fmt, impl, work, twin)
         out["save"], out["save_peak"] = _measure(save, repeat)
         try:
@@ -214,10 +215,11 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
                 raise
             out["load_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
         if impl == "verified":
+            import kerasave as ks
             from kerasave import _manifest, _registry
 
             call, rel, _ = FORMATS[fmt]
-            path, save_fn = work / rel, getattr(__import__("kerasave"), call)
+            path, save_fn = work / rel, getattr(ks, call)
             handler = _registry.detect(path)
             files = [p for p in _manifest._files(handler, path).values()]
             out["checksum"], _ = _measure(

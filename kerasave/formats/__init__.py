@@ -1,0 +1,1 @@
+"""One module per format; ``kerasave._registry`` maps names and suffixes to their handlers."""

@@ -6,7 +6,18 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kerasave-installed
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-.PHONY: demo test lint venv clean reliability bench docs
+# The oldest stack kerasave claims (kerasave/_support.py, setup.cfg): `make test-oldest`
+# installs the wheel into a venv of its own there and runs the core tests outside the
+# source tree. `make test-public` runs them with every fast path off.
+OLDEST_PYTHON ?= python3.10
+OLDEST        := .venv-oldest
+OLDEST_PINS   := tensorflow==2.18.1 keras==3.12.0 h5py==3.11.0 numpy==1.26.4
+CORE_TESTS    := test_roundtrip.py test_weights.py test_whole.py test_config.py \
+                 test_models.py test_manager.py test_async.py test_security.py \
+                 test_fuzz.py test_errors.py test_integrity.py test_breakages.py \
+                 test_reference.py test_api.py test_packaging.py test_internals.py
+
+.PHONY: demo test test-oldest test-public lint venv clean reliability bench docs dist
 
 venv: $(STAMP)
 
@@ -23,6 +34,21 @@ test: $(STAMP)
 	$(BIN)/python -m ruff check kerasave tests bench
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
+dist: $(STAMP)
+	rm -rf dist
+	$(BIN)/python -m build --outdir dist . > /dev/null
+
+test-oldest: dist
+	test -x $(OLDEST)/bin/python || $(OLDEST_PYTHON) -m venv $(OLDEST)
+	$(OLDEST)/bin/python -m pip install --quiet --upgrade pip
+	$(OLDEST)/bin/python -m pip install --quiet --force-reinstall --no-deps dist/kerasave-*.whl
+	$(OLDEST)/bin/python -m pip install --quiet "$$(ls dist/kerasave-*.whl)[test]" $(OLDEST_PINS)
+	$(BIN)/python tests/outside.py $(OLDEST)/bin/python $(CORE_TESTS)
+
+test-public: $(STAMP)
+	KERASAVE_FAST_PATHS=0 $(BIN)/python -m pytest -n 2 --dist loadfile \
+	  $(addprefix tests/,$(CORE_TESTS))
+
 reliability: $(STAMP)
 	$(BIN)/python bench/reliability.py
 
@@ -36,4 +62,4 @@ lint: $(STAMP)
 	$(BIN)/python -m ruff check kerasave tests bench
 
 clean:
-	rm -rf $(VENV) site build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(OLDEST) site build dist *.egg-info .pytest_cache .ruff_cache

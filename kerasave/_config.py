@@ -16,8 +16,6 @@ from typing import Any
 
 import keras
 import yaml
-from keras.src.legacy.saving import saving_utils as legacy_saving_utils
-from keras.src.saving.serialization_lib import SafeModeScope
 
 from kerasave._errors import CorruptArtifactError, NotSerializableError, UnsafeArtifactError
 from kerasave._safety import refuse_code
@@ -156,13 +154,15 @@ def upgrade_keras2(node: Any) -> Any:
     return node
 
 
-def _deserialize(config: dict[str, Any], custom_objects: Mapping[str, Any] | None) -> Any:
+def _deserialize(config: dict[str, Any], custom_objects: Mapping[str, Any] | None, *,
+                 safe_mode: bool = True) -> Any:
     if is_keras2(config):
-        return legacy_saving_utils.model_from_config(
-            upgrade_keras2(json.loads(json.dumps(config))),
-            custom_objects=dict(custom_objects or {}),
-        )
-    return keras.saving.deserialize_keras_object(config, custom_objects=dict(custom_objects or {}))
+        from kerasave._internals.legacy import keras2_model
+
+        return keras2_model(upgrade_keras2(json.loads(json.dumps(config))), custom_objects,
+                            safe_mode=safe_mode)
+    return keras.saving.deserialize_keras_object(
+        config, custom_objects=dict(custom_objects or {}), safe_mode=safe_mode)
 
 
 def model_from_config(
@@ -178,8 +178,7 @@ def model_from_config(
     config = dict(config)
     config.pop("compile_config", None)
     try:
-        with SafeModeScope(safe_mode):
-            model = _deserialize(config, custom_objects)
+        model = _deserialize(config, custom_objects, safe_mode=safe_mode)
     except UnsafeArtifactError:
         raise
     except (TypeError, ValueError, KeyError, AttributeError) as exc:

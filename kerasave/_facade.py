@@ -25,8 +25,8 @@ from kerasave._errors import (
     RoundTripError,
     UnsafeArtifactError,
 )
+from kerasave._internals import fastkeras as _fastkeras
 from kerasave._report import Check, Inspection, Report
-from kerasave.formats import _fastkeras
 from kerasave.formats._base import Handler, versions_now
 
 __all__ = [

@@ -24,9 +24,9 @@ from typing import Any
 
 import keras
 import tensorflow as tf
-from tensorflow.python.trackable.base import Trackable
 
 from kerasave import _atomic, _manifest
+from kerasave import _internals as internals
 from kerasave._errors import (
     ArchitectureMismatchError,
     ArtifactNotFoundError,
@@ -34,9 +34,11 @@ from kerasave._errors import (
     KerasaveError,
     RoundTripError,
 )
+from kerasave._internals import Unsupported
+from kerasave._internals import fastkeras as _fastkeras
+from kerasave._internals.trackables import snapshot
 from kerasave._report import Check, Report
 from kerasave._verify import optimizer_of
-from kerasave.formats import _fastkeras
 from kerasave.formats.checkpoint import (
     UNTRACKED,
     CheckpointHandler,
@@ -55,8 +57,6 @@ from kerasave.formats.checkpoint import (
 __all__ = ["CheckpointManager"]
 
 _HANDLER = CheckpointHandler()
-_BASE_COPY = Trackable._copy_trackable_to_cpu
-_BASE_SERIALIZE = Trackable._serialize_to_tensors
 _LOCK_NAME = ".kerasave-writer.lock"
 
 
@@ -246,10 +246,11 @@ class CheckpointManager:
         manifest.update(step=number, time=self._now(),
                         metrics={k: float(v) for k, v in (metrics or {}).items()},
                         metadata=dict(metadata or {}), trackables=sorted(self.trackables))
-        if blocking:
+        snapshot = None if blocking else self._snapshot()
+        if snapshot is None:
             self._write(tf.train.Checkpoint(**self._roots()), None, tmp, path, manifest)
             return str(path)
-        checkpoint, copies = self._snapshot()
+        checkpoint, copies = snapshot
         self._pending = threading.Thread(
             target=self._background, args=(checkpoint, copies, tmp, path, manifest),
             name=f"kerasave-save-{path.name}")
@@ -265,41 +266,23 @@ class CheckpointManager:
         if error is not None:
             raise error
 
-    def _snapshot(self) -> tuple[Any, Any]:
-        """A checkpoint object that writes copies of today's values, and the copies.
+    def _snapshot(self) -> tuple[Any, Any] | None:
+        """A checkpoint object that writes copies of today's values, and the copies;
+        None when this process cannot copy them (the save then blocks).
 
         The copies live in host memory and are reused from save to save; this is
         the only part of a background save that the training loop waits for.
         """
-        from tensorflow.python.util import object_identity
-
-        checkpoint = tf.train.Checkpoint(**self._roots())
-        if self._copies is None:
-            self._copies = object_identity.ObjectIdentityDictionary()
-        copies = self._copies
-        for obj in tf.train.TrackableView(checkpoint).descendants():
-            if obj is checkpoint:  # (``write`` has no save counter: do not create one)
-                continue
-            if isinstance(obj, keras.Variable):
-                inner = obj.value
-                if obj not in copies or tuple(copies[obj].shape) != tuple(obj.shape):
-                    with tf.device("CPU:0"):
-                        copies[obj] = tf.Variable(inner, trainable=False,
-                                                  name=inner._shared_name)
-                else:
-                    copies[obj].assign(inner)
-            elif type(obj)._copy_trackable_to_cpu is not _BASE_COPY:
-                obj._copy_trackable_to_cpu(object_map=copies)
-            elif type(obj)._serialize_to_tensors is not _BASE_SERIALIZE:
-                raise KerasaveError(
-                    f"{type(obj).__name__} cannot be copied for a background save; "
-                    "use save(blocking=True)", path=self.directory)
-        saver = getattr(checkpoint, "_saver", None)
-        if saver is None or not hasattr(saver, "_object_map"):
-            raise KerasaveError("this TensorFlow cannot write a checkpoint from copies; "
-                                "use save(blocking=True)", path=self.directory)
-        saver._object_map = copies
-        return checkpoint, copies
+        try:
+            checkpoint, self._copies = snapshot(self._roots(), self._copies, self.directory)
+        except Unsupported:
+            return None
+        except KerasaveError:
+            raise
+        except Exception as exc:
+            internals.failed("background_copies", exc)
+            return None
+        return checkpoint, self._copies
 
     def _background(self, checkpoint: Any, copies: Any, tmp: Path, path: Path,
                     manifest: dict[str, Any]) -> None:

@@ -10,6 +10,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from kerasave._internals import FastPathWarning
 from kerasave._verify import optimizer_of, to_numpy
 
 __all__ = ["all_variables", "Snapshot", "empty_twin", "fresh_twin", "keras_warnings"]
@@ -48,13 +49,13 @@ def empty_twin(model: keras.Model) -> tuple[keras.Model | None, list[Any]]:
     """``fresh_twin`` whose variables have no memory and ran no initializer yet.
 
     For loading into right away: afterwards, pass the returned list to
-    ``kerasave.formats._fastkeras.initialize_rest``.
+    ``kerasave._internals.fastkeras.initialize_rest``.
     """
     return _twin(model, empty=True)
 
 
 def _twin(model: keras.Model, *, empty: bool) -> tuple[keras.Model | None, list[Any]]:
-    from kerasave.formats import _fastkeras
+    from kerasave._internals import fastkeras as _fastkeras
 
     try:
         config = model.get_config()
@@ -72,7 +73,20 @@ def _twin(model: keras.Model, *, empty: bool) -> tuple[keras.Model | None, list[
 
 @contextlib.contextmanager
 def keras_warnings() -> Iterator[list[warnings.WarningMessage]]:
-    """Record the warnings Keras emits while loading, instead of printing them."""
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        yield caught
+    """Record the warnings Keras emits while loading, instead of printing them.
+
+    kerasave's own ``FastPathWarning`` (a fast path is off) is not Keras': it is
+    said again, as it was, once the block ends.
+    """
+    ours: list[warnings.WarningMessage] = []
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            try:
+                yield caught
+            finally:
+                ours = [w for w in caught if issubclass(w.category, FastPathWarning)]
+                caught[:] = [w for w in caught if w not in ours]
+    finally:
+        for w in ours:
+            warnings.warn(w.message, w.category, stacklevel=3)

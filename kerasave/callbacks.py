@@ -12,6 +12,7 @@ import_tensorflow()  # (before keras: TensorFlow's load ignores TF_CPP_MIN_LOG_L
 
 import keras
 
+from kerasave._internals.fit import start_at
 from kerasave._manager import CheckpointManager
 
 __all__ = ["Checkpoint"]
@@ -82,12 +83,12 @@ class Checkpoint(keras.callbacks.Callback):
         epoch, batch = int(progress.get("epoch", 0)), int(progress.get("batch", -1))
         self._global_step = int(progress.get("global_step", 0))
         if progress.get("complete"):
-            self.model._initial_epoch = int(progress.get("epochs", epoch + 1))
+            start_at(self.model, int(progress.get("epochs", epoch + 1)), self.directory)
             return
         if batch < 0:  # the epoch had finished
-            self.model._initial_epoch = epoch + 1
+            start_at(self.model, epoch + 1, self.directory)
             return
-        self.model._initial_epoch = epoch
+        start_at(self.model, epoch, self.directory)
         if getattr(self.model, "steps_per_execution", 1) != 1:
             warnings.warn("kerasave.callbacks.Checkpoint resumes mid-epoch only with "
                           "steps_per_execution=1; restarting the interrupted epoch instead",

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import kerasave as ks
-from kerasave.formats import _fastkeras
+from kerasave._internals import fastkeras as _fastkeras
 
 from .conftest import all_vars, assert_bit_exact, values
 

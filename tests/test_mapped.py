@@ -14,7 +14,7 @@ import tensorflow as tf
 
 import kerasave as ks
 from kerasave import _atomic, _manifest, _registry
-from kerasave.formats import _fastkeras
+from kerasave._internals import fastkeras as _fastkeras
 from kerasave.formats.checkpoint import tensor_loader, tensor_locations, tensor_reader
 
 

@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import keras
-from keras.src.models.functional import Functional
 
 from kerasave._errors import ArchitectureMismatchError, NotSerializableError
 from kerasave._report import Check, Variable
@@ -122,9 +121,9 @@ def require_built(model: keras.Model, path: Path) -> None:
 
 def require_config(model: keras.Model, path: Path | None = None) -> dict[str, Any]:
     """The model's config, or NotSerializableError when it has none that rebuilds it."""
-    functional = isinstance(model, Functional)
-    own_get_config = type(model).get_config is not keras.Model.get_config
-    if not functional and not own_get_config:
+    # (Functional and Sequential define their own get_config, as a subclass that
+    # can be rebuilt from a config must)
+    if type(model).get_config is keras.Model.get_config:
         raise NotSerializableError(
             f"{type(model).__name__} is a subclassed model without get_config(), so its "
             "architecture cannot be saved as a config; save its weights instead "

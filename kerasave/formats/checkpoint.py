@@ -28,9 +28,9 @@ from google.protobuf.message import DecodeError
 from tensorflow.core.protobuf import tensor_bundle_pb2, trackable_object_graph_pb2
 
 from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError
+from kerasave._internals import fastkeras as _fastkeras
 from kerasave._report import Check, Variable
 from kerasave._verify import compare_arrays, optimizer_of, view
-from kerasave.formats import _fastkeras
 from kerasave.formats._base import Contents, Handler, build_if_needed, versions_now
 
 __all__ = [
@@ -109,7 +109,7 @@ def _children(obj: Any) -> dict[str, Any]:
     if isinstance(obj, list):
         return {str(i): v for i, v in enumerate(obj)}
     try:
-        return dict(obj._trackable_children(save_type="checkpoint"))
+        return dict(tf.train.TrackableView.children(obj))
     except Exception:
         return {}
 

@@ -19,9 +19,11 @@ from typing import Any
 import h5py
 import keras
 import numpy as np
-from keras.src.legacy.saving import legacy_h5_format
 
 from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError, KerasaveError
+from kerasave._internals import Unsupported, attempt, failed
+from kerasave._internals import fastkeras as _fastkeras
+from kerasave._internals.legacy import load_h5_weights
 from kerasave._report import Check, Variable
 from kerasave._safety import check_h5
 from kerasave._state import Snapshot, empty_twin, fresh_twin, keras_warnings
@@ -32,7 +34,6 @@ from kerasave._verify import (
     recorded_reader,
     to_numpy,
 )
-from kerasave.formats import _fastkeras
 from kerasave.formats._base import Contents, Handler, build_if_needed, versions_now
 
 __all__ = ["H5WeightsHandler", "open_h5", "is_hdf5", "h5_variables"]
@@ -147,10 +148,12 @@ class H5WeightsHandler(Handler):
         return path.is_file() and is_hdf5(path)
 
     def write(self, model: keras.Model, path: Path) -> None:
-        try:
-            _fastkeras.write_weights(model, path)
-        except _fastkeras.Unsupported:
+        def public() -> None:
+            path.unlink(missing_ok=True)
             model.save_weights(str(path))
+
+        attempt("keras_writer", lambda: _fastkeras.write_weights(model, path), public,
+                passthrough=(KerasaveError,))
         with h5py.File(path, "r+") as f:
             f.attrs[BUILD_ATTR] = json.dumps(model.get_build_config(), default=list)
             f.attrs[VERSIONS_ATTR] = json.dumps(versions_now())
@@ -185,19 +188,24 @@ class H5WeightsHandler(Handler):
                                       prefix="optimizer/")
         return problem
 
-    def _stage(self, model: keras.Model, path: Path, legacy: bool) -> Any:
+    def _stage(self, model: keras.Model, path: Path, legacy: bool) -> tuple[Any, Any]:
         """Every value of a Keras-layout file read and checked, and a function that
-        assigns them; None when only Keras' reader can read the file."""
+        assigns them; None when only Keras' reader can read the file, with what the
+        fast path raised, if it did (judged once Keras' reader has read the file)."""
         if legacy:
-            return None
+            return None, None
         try:
-            return _fastkeras.read_weights(model, path)
-        except _fastkeras.Unsupported:
-            return None
+            return _fastkeras.read_weights(model, path), None
+        except Unsupported:
+            return None, None
+        except (KerasaveError, ValueError):
+            raise
+        except Exception as exc:
+            return None, exc
 
     def _assign(self, model: keras.Model, f: h5py.File, path: Path) -> None:
         if _is_legacy(f):
-            legacy_h5_format.load_weights_from_hdf5_group(_legacy_group(f), model)
+            load_h5_weights(model, path, _legacy_group(f))
             return
         if path.name.endswith(".weights.h5"):
             model.load_weights(str(path))
@@ -221,7 +229,7 @@ class H5WeightsHandler(Handler):
         snapshot = None
         try:
             with keras_warnings() as caught:
-                apply = self._stage(model, path, legacy)
+                apply, fast_error = self._stage(model, path, legacy)
                 if apply is None:  # Keras' own reader assigns as it goes: keep a way back
                     snapshot = Snapshot(model) if rollback else None
                     with open_h5(path) as f:
@@ -231,6 +239,8 @@ class H5WeightsHandler(Handler):
                 raise ArchitectureMismatchError(skipped[0], path=path)
             if apply is not None:
                 apply()  # everything was read and checked: now assign it all
+            elif fast_error is not None:  # Keras read what the fast path could not
+                failed("keras_reader", fast_error)
         except KerasaveError:
             if snapshot is not None:
                 snapshot.restore()
@@ -266,14 +276,14 @@ class H5WeightsHandler(Handler):
         try:
             with keras_warnings() as caught:
                 recorded = _fastkeras.map_weights(twin, path)
-        except _fastkeras.Unsupported:
+        except Unsupported:
             return None
         except KerasaveError:
             raise
         except ValueError as exc:
             raise ArchitectureMismatchError(str(exc).splitlines()[0], path=path) from exc
-        except Exception as exc:
-            raise CorruptArtifactError(f"could not read the weights: {exc}", path=path) from exc
+        except Exception as exc:  # judged by Keras' own reader (check, below)
+            raise _Unmapped(exc) from exc
         skipped = [str(w.message) for w in caught if "Skipping" in str(w.message)]
         if skipped:
             raise ArchitectureMismatchError(skipped[0], path=path)
@@ -287,6 +297,7 @@ class H5WeightsHandler(Handler):
 
     def check(self, model: keras.Model, path: Path) -> list[Check]:
         key = _twin_key(model)
+        fast_error: Exception | None = None
         if key is not None:
             try:
                 with _fastkeras.TWINS.lend(key, lambda: _config_twin(model),
@@ -295,8 +306,10 @@ class H5WeightsHandler(Handler):
                     return [Check("load", True, "into a fresh model of the same architecture"),
                             compare_arrays("model variables", pair_variables(
                                 model.weights, twin.weights, recorded_reader(recorded)))]
-            except _Unmapped:
-                pass  # Keras 2 layout, or a model without a usable config: below
+            except _Unmapped as unmapped:
+                # Keras 2 layout, or a model without a usable config: below; or the fast
+                # path raised, and Keras' reader judges whether the file is at fault
+                fast_error = unmapped.error
             except (ArchitectureMismatchError, CorruptArtifactError) as exc:
                 return [Check("load", False, str(exc))]
         twin, empty = empty_twin(model)  # no initializers run: the file fills it
@@ -307,6 +320,8 @@ class H5WeightsHandler(Handler):
                 _fastkeras.initialize_rest(empty)
             except (ArchitectureMismatchError, CorruptArtifactError) as exc:
                 return [Check("load", False, str(exc))]
+            if fast_error is not None:
+                failed("keras_reader", fast_error)
             return [Check("load", True, "into a fresh model of the same architecture"),
                     compare_arrays("model variables", pair_variables(model.weights,
                                                                      twin.weights))]
@@ -342,7 +357,12 @@ class H5WeightsHandler(Handler):
 
 
 class _Unmapped(Exception):
-    """The file or the model needs the slower check (Keras' own reader)."""
+    """The file or the model needs the slower check (Keras' own reader); ``error``:
+    what the fast path raised, if it did."""
+
+    def __init__(self, error: Exception | None = None) -> None:
+        super().__init__(error)
+        self.error = error
 
 
 def _twin_key(model: keras.Model) -> Any:

@@ -18,11 +18,12 @@ import numpy as np
 import tensorflow as tf
 
 from kerasave._errors import CorruptArtifactError
+from kerasave._internals import fastkeras as _fastkeras
 from kerasave._manifest import crc32c_of
 from kerasave._report import Check, Variable
 from kerasave._state import keras_warnings
 from kerasave._verify import compare_outputs, probe_inputs
-from kerasave.formats import _fastkeras, checkpoint
+from kerasave.formats import checkpoint
 from kerasave.formats._base import Contents, Handler
 
 __all__ = ["SavedModelHandler", "compare_serving"]

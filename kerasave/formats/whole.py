@@ -22,8 +22,6 @@ from typing import Any
 import h5py
 import keras
 import numpy as np
-from keras.src.legacy.saving import legacy_h5_format
-from keras.src.legacy.saving import saving_utils as legacy_saving_utils
 
 from kerasave._config import model_from_config, unknown_class
 from kerasave._errors import (
@@ -32,11 +30,13 @@ from kerasave._errors import (
     NotSerializableError,
     UnsafeArtifactError,
 )
+from kerasave._internals import Unsupported, attempt, failed
+from kerasave._internals import fastkeras as _fastkeras
+from kerasave._internals.legacy import load_h5_weights, save_h5_model
 from kerasave._report import Check
 from kerasave._safety import check_h5, check_zip, refuse_code
 from kerasave._state import keras_warnings
 from kerasave._verify import compare_whole_models
-from kerasave.formats import _fastkeras
 from kerasave.formats._base import (
     Contents,
     Handler,
@@ -102,11 +102,12 @@ class KerasHandler(Handler):
         return path.is_file() and zipfile.is_zipfile(path)
 
     def write(self, model: keras.Model, path: Path) -> None:
-        try:
-            _fastkeras.save_keras(model, path)
-        except _fastkeras.Unsupported:
+        def public() -> None:
             path.unlink(missing_ok=True)
             model.save(str(path))
+
+        attempt("keras_writer", lambda: _fastkeras.save_keras(model, path), public,
+                passthrough=(KerasaveError,))
 
     def _config(self, path: Path) -> dict[str, Any]:
         """The archive's config, after checking the archive is safe to hand to Keras."""
@@ -129,13 +130,14 @@ class KerasHandler(Handler):
             refuse_code(config, str(path), compiled=compile)
         try:
             with keras_warnings() as caught:
-                try:
-                    model = _fastkeras.load_keras(
+                model = attempt(
+                    "keras_reader",
+                    lambda: _fastkeras.load_keras(
                         path, config, compile=compile, safe_mode=safe_mode,
-                        custom_objects=custom_objects, checksummed=checksummed)
-                except _fastkeras.Unsupported:
-                    model = keras.saving.load_model(str(path), custom_objects=custom_objects,
-                                                    compile=compile, safe_mode=safe_mode)
+                        custom_objects=custom_objects, checksummed=checksummed),
+                    lambda: keras.saving.load_model(str(path), custom_objects=custom_objects,
+                                                    compile=compile, safe_mode=safe_mode),
+                    passthrough=(KerasaveError,))
         except Exception as exc:
             raise _map_load_error(exc, path) from exc
         for w in caught:
@@ -155,10 +157,12 @@ class KerasHandler(Handler):
                 refuse_code(config, str(path))
                 with keras_warnings():
                     loaded, recorded = lent.enter_context(_fastkeras.twin_keras(path, config))
-            except _fastkeras.Unsupported:
+            except Unsupported:
                 return _loaded_check(model, path, self.load)
-            except Exception as exc:
+            except KerasaveError as exc:
                 return [Check("load", False, str(_map_load_error(exc, path)))]
+            except Exception as exc:
+                return _judged(model, path, self.load, "keras_reader", exc)
             return _twin_check(model, path, loaded, recorded, self.load)
 
     def contents(self, path: Path) -> Contents:
@@ -190,6 +194,16 @@ def _loaded_check(model: keras.Model, path: Path, load: Any, *,
         return [Check("load", False, str(_map_load_error(exc, path)))]
     return [Check("load", True, "a fresh model from the file"),
             *compare_whole_models(model, loaded, build_configs=build_configs)]
+
+
+def _judged(model: keras.Model, path: Path, load: Any, fast_path: str,
+            exc: Exception) -> list[Check]:
+    """A fast path raised while checking: a real load judges. If it passes, the fast
+    path was at fault (off from now on); if not, the artifact is, and it says why."""
+    checks = _loaded_check(model, path, load)
+    if checks[0].ok:
+        failed(fast_path, exc)
+    return checks
 
 
 def _twin_check(model: keras.Model, path: Path, twin: keras.Model,
@@ -266,8 +280,7 @@ class H5ModelHandler(Handler):
         compile_config = getattr(getattr(model, "_compile_config", None), "config", None)
         kept = dict(compile_config) if isinstance(compile_config, dict) else None
         try:
-            with _fastkeras.legacy_writes():
-                legacy_h5_format.save_model_to_hdf5(model, str(path))
+            save_h5_model(model, path)
         finally:
             if kept is not None and compile_config is not None:
                 compile_config.clear()
@@ -335,9 +348,7 @@ class H5ModelHandler(Handler):
                 with _fastkeras.recorded(None if mapped else ()) as values, \
                         open_h5(path, check=not _fastkeras.may_map()) as f:
                     try:
-                        with _fastkeras.legacy_reads(source):
-                            legacy_h5_format.load_weights_from_hdf5_group(
-                                f["model_weights"], model)
+                        load_h5_weights(model, path, f["model_weights"], source)
                     except KerasaveError:
                         raise
                     except Exception as exc:
@@ -354,11 +365,12 @@ class H5ModelHandler(Handler):
 
     def _compile(self, model: keras.Model, training: dict[str, Any], path: Path,
                  custom_objects: Any, wrapped: bool = False) -> None:
-        bare = dict(training, loss=None, metrics=None, weighted_metrics=None)
         try:
-            with keras_warnings():
-                args = legacy_saving_utils.compile_args_from_training_config(
-                    bare, custom_objects)
+            with keras_warnings(), keras.saving.custom_object_scope(dict(custom_objects or {})):
+                # (what Keras' legacy loader does: compile_args_from_training_config)
+                args: dict[str, Any] = {
+                    "optimizer": keras.optimizers.deserialize(training["optimizer_config"]),
+                    "loss_weights": training.get("loss_weights")}
             args["loss"] = _compile_value(training.get("loss"), "loss")
             args["metrics"] = _compile_value(training.get("metrics"), "metric")
             args["weighted_metrics"] = _compile_value(training.get("weighted_metrics"), "metric")
@@ -404,6 +416,8 @@ class H5ModelHandler(Handler):
                 build, read, key = self._steps(path, compile=True, safe_mode=True,
                                                custom_objects=None, mapped=True)
                 loaded, recorded = lent.enter_context(_fastkeras.TWINS.lend(key, build, read))
+            except Unsupported:
+                return _loaded_check(model, path, self.load, build_configs=False)
             except Exception as exc:
                 return [Check("load", False, str(_map_load_error(exc, path)))]
             # Keras' legacy writer leaves out the layers' build configs: a layer built

@@ -54,6 +54,7 @@ import keras
 import numpy as np
 
 from kerasave._errors import CorruptArtifactError, KerasaveError
+from kerasave._internals import Unsupported, on
 from kerasave._verify import fixed_config
 
 try:  # ISA-L's CRC-32 runs at ~10 GB/s, zlib's at ~1 GB/s; both give the zip's CRC-32
@@ -69,10 +70,6 @@ __all__ = ["TWINS", "Recorded", "Source", "Twins", "Unsupported", "Window", "bui
 
 _WEIGHTS = "model.weights.h5"
 _LOCAL_HEADER = struct.Struct("<4sHHHHHIIIHH")
-
-
-class Unsupported(Exception):
-    """This archive (or this Keras) needs the native reader."""
 
 
 def member_span(path: Path, zf: zipfile.ZipFile, name: str) -> tuple[int, int]:
@@ -136,7 +133,8 @@ class _Loaded(np.ndarray):
         import tensorflow as tf
 
         base = self.view(np.ndarray)
-        if ((dtype is not None and tf.as_dtype(dtype) != tf.as_dtype(base.dtype))
+        if (not on("dlpack_adopt")
+                or (dtype is not None and tf.as_dtype(dtype) != tf.as_dtype(base.dtype))
                 or not base.flags.c_contiguous or base.ctypes.data % _ALIGN
                 or base.dtype.kind not in "fiu"):
             return tf.convert_to_tensor(base, dtype=dtype, name=name)
@@ -286,11 +284,16 @@ def recorded(targets: Any) -> Iterator[Recorded]:
     copies its values; they are compared where they lie. Shapes are checked as
     ``assign`` checks them. Yields ``{id(variable): (variable, array)}``.
     """
+    got: Recorded = {}
+    if targets is not None and not targets:
+        yield got  # (nothing to record)
+        return
+    if not on("recorded_assign"):
+        raise Unsupported("recording assignments is off")
     from keras.src.backend.common.variables import Variable
 
     owner = threading.get_ident()
     wanted = None if targets is None else {id(v) for v in targets}
-    got: Recorded = {}
 
     def patch(original: Any) -> Any:
         def record(variable: Any, value: Any) -> Any:
@@ -335,11 +338,14 @@ def uninitialized() -> Iterator[list[Any]]:
     usual. Other threads are not affected. Call ``initialize_rest`` on the list
     once the values are loaded.
     """
+    created: list[Any] = []
+    if not on("deferred_init"):
+        yield created  # (variables are initialized as usual: nothing to defer)
+        return
     from keras.src.backend.tensorflow.core import Variable
     from tensorflow.python.ops.resource_variable_ops import UninitializedVariable
 
     owner = threading.get_ident()
-    created: list[Any] = []
 
     def patch(original: Any) -> Any:
         def defer(variable: Any, initializer: Any) -> None:
@@ -477,7 +483,7 @@ class _Twin:
     def __init__(self, model: keras.Model, created: list[Any]) -> None:
         self.model, self._created = model, created
         self._expected: set[int] | None = None
-        self.kept = _keras_only(model)
+        self.kept = on("twin_cache") and _keras_only(model)
         self._replay = _Replay(model) if self.kept else None
         if self.kept:
             fixed_config(model)  # its config is serialized once, for all the saves it checks
@@ -625,9 +631,9 @@ class Twins:
 def _keras_only(model: keras.Model) -> bool:
     """Whether every layer, the optimizer and everything their configs name (an
     activation, an initializer...) is Keras' own, so nothing can be redefined."""
-    layers = model._flatten_layers(include_self=True) if hasattr(
-        model, "_flatten_layers") else [model]
-    objects = list(layers)
+    if not hasattr(model, "_flatten_layers"):
+        return False  # (cannot tell: keep no twin)
+    objects = list(model._flatten_layers(include_self=True))
     optimizer = getattr(model, "optimizer", None)
     if optimizer is not None:
         objects.append(optimizer)
@@ -668,6 +674,9 @@ def _restore_keras(path: Path, config: dict[str, Any], *, compile: bool, safe_mo
 
 
 def _check_saving_lib(saving_lib: Any) -> None:
+    """Raise Unsupported unless Keras' own traversal may read through a ``Source``."""
+    if not on("keras_reader"):
+        raise Unsupported("the fast .keras/weights reader is off")
     if not all(hasattr(saving_lib, name) for name in (
             "_load_state", "_model_from_config", "_raise_loading_failure")):
         raise Unsupported("this Keras' saving_lib differs")
@@ -710,7 +719,7 @@ def legacy_reads(source: Source) -> Iterator[None]:
 
     target = "load_subset_weights_from_hdf5_group"
     names = getattr(legacy_h5_format, "load_attributes_from_hdf5_group", None)
-    if not hasattr(legacy_h5_format, target) or names is None:
+    if not hasattr(legacy_h5_format, target) or names is None or not on("legacy_h5_io"):
         yield  # another Keras: its own reads, slower
         return
     owner = threading.get_ident()
@@ -748,12 +757,29 @@ def twin_variables(model: keras.Model) -> list[Any]:
 
 def variable_view(variable: Any) -> np.ndarray | None:
     """A read-only view of a CPU variable's memory, or None (bfloat16, other devices)."""
-    if variable.dtype == "bfloat16":
+    if variable.dtype == "bfloat16" or not on("dlpack_views"):
         return None
     tensor = variable.value.read_value()
     if "CPU" not in (tensor.device or "CPU"):
         return None
-    return np.from_dlpack(tensor)
+    return np.from_dlpack(_Exported(tensor))
+
+
+class _Exported:
+    """A tensor as NumPy's ``from_dlpack`` takes it, through TensorFlow's public
+    ``tf.experimental.dlpack`` (an ``EagerTensor`` has no ``__dlpack__`` of its own
+    before TensorFlow 2.19)."""
+
+    def __init__(self, tensor: Any) -> None:
+        self._tensor = tensor
+
+    def __dlpack__(self, **_: Any) -> Any:
+        import tensorflow as tf
+
+        return tf.experimental.dlpack.to_dlpack(self._tensor)
+
+    def __dlpack_device__(self) -> tuple[int, int]:
+        return (1, 0)  # kDLCPU, device 0 (variable_view takes CPU tensors only)
 
 
 @contextlib.contextmanager
@@ -765,7 +791,8 @@ def legacy_writes() -> Iterator[None]:
     """
     from keras.src.legacy.saving import legacy_h5_format
 
-    if not hasattr(getattr(legacy_h5_format, "backend", None), "convert_to_numpy"):
+    if (not hasattr(getattr(legacy_h5_format, "backend", None), "convert_to_numpy")
+            or not on("legacy_h5_io")):
         yield
         return
     owner = threading.get_ident()
@@ -796,6 +823,8 @@ def write_weights(model: keras.Model, path: Path, *, userblock: int = 0) -> None
     """
     from keras.src.saving import saving_lib
 
+    if not on("keras_writer"):
+        raise Unsupported("the fast writer is off")
     if not hasattr(saving_lib, "_save_state"):
         raise Unsupported("this Keras' saving_lib differs")
 
@@ -857,8 +886,7 @@ def map_weights(model: keras.Model, path: Path) -> Recorded:
     """
     from keras.src.saving import saving_lib
 
-    if not all(hasattr(saving_lib, name) for name in ("_load_state", "_raise_loading_failure")):
-        raise Unsupported("this Keras' saving_lib differs")
+    _check_saving_lib(saving_lib)
     _store_class()
     fd = os.open(path, os.O_RDONLY)
     try:
@@ -882,8 +910,7 @@ def read_weights(model: keras.Model, path: Path) -> Callable[[], None]:
     """
     from keras.src.saving import saving_lib
 
-    if not all(hasattr(saving_lib, name) for name in ("_load_state", "_raise_loading_failure")):
-        raise Unsupported("this Keras' saving_lib differs")
+    _check_saving_lib(saving_lib)
     _store_class()
     _warm_skipsets(saving_lib)
     fd = os.open(path, os.O_RDONLY)
@@ -921,9 +948,9 @@ def _local_header(name: bytes, crc: int, size: int, when: tuple[int, int]) -> by
 
 
 def _has_assets(model: keras.Model) -> bool:
-    layers = model._flatten_layers(include_self=True) if hasattr(
-        model, "_flatten_layers") else [model]
-    return any(hasattr(layer, "save_assets") for layer in layers)
+    if not hasattr(model, "_flatten_layers"):
+        raise Unsupported("cannot list the layers to look for assets")
+    return any(hasattr(layer, "save_assets") for layer in model._flatten_layers(include_self=True))
 
 
 def save_keras(model: keras.Model, path: Path) -> None:
@@ -944,6 +971,8 @@ def save_keras(model: keras.Model, path: Path) -> None:
     """
     from keras.src.saving import saving_lib
 
+    if not on("keras_writer"):
+        raise Unsupported("the fast writer is off")
     if not all(hasattr(saving_lib, name) for name in (
             "_save_state", "_serialize_model_as_json", "H5IOStore")):
         raise Unsupported("this Keras' saving_lib differs")

@@ -230,8 +230,12 @@ def _is_shape(s: Any) -> bool:
 
 
 def _input_specs(model: keras.Model) -> Any:
-    inputs = getattr(model, "_inputs_struct", None)
-    if inputs is not None:
+    try:  # a functional or Sequential model's symbolic inputs, in their structure
+        inputs = model.input
+    except Exception:  # (a subclassed model has none)
+        inputs = None
+    leaves = keras.tree.flatten(inputs) if inputs is not None else []
+    if leaves and all(isinstance(t, keras.KerasTensor) for t in leaves):
         return keras.tree.map_structure(lambda t: _Spec(t.shape, str(t.dtype)), inputs)
     shape = (model.get_build_config() or {}).get("input_shape")
     if shape is None:

@@ -27,7 +27,8 @@ import keras
 from kerasave._internals import attempt
 from kerasave._internals.fastkeras import Source, legacy_reads, legacy_writes
 
-__all__ = ["keras2_model", "save_h5_model", "load_h5_weights", "keras2_modules"]
+__all__ = ["keras2_model", "save_h5_model", "load_h5_weights", "keras2_modules",
+           "training_optimizer"]
 
 # Where Keras 3 finds each kind of class a Keras 2 config names without a module.
 _MODULES = (("keras.layers", "layers"), ("keras.initializers", "initializers"),
@@ -127,3 +128,35 @@ def load_h5_weights(model: keras.Model, path: Path, group: Any,
             model.load_weights(named)
 
     attempt("legacy_h5_io", fast, public, passthrough=(KerasaveError, ValueError))
+
+
+def training_optimizer(training: dict[str, Any], custom_objects: Mapping[str, Any] | None) -> Any:
+    """The optimizer a legacy HDF5 file's ``training_config`` records, as Keras' legacy
+    loader builds it (Keras 2's ``Custom>Adam`` and its Keras 2-only arguments too)."""
+    import inspect
+
+    objects = dict(custom_objects or {})
+    config = training["optimizer_config"]
+
+    def fast() -> Any:
+        from keras.src.legacy.saving import saving_utils
+
+        bare = dict(training, loss=None, metrics=None, weighted_metrics=None)
+        return saving_utils.compile_args_from_training_config(bare, objects)["optimizer"]
+
+    def public() -> Any:
+        with keras.saving.custom_object_scope(objects):
+            name = str(config.get("class_name", ""))
+            own = getattr(keras.optimizers, name.removeprefix("Custom>"), None)
+            if not (isinstance(own, type) and issubclass(own, keras.optimizers.Optimizer)):
+                return keras.optimizers.deserialize(dict(config))
+            # A Keras 2 optimizer config: the arguments Keras 3's class takes.
+            taken = set(inspect.signature(own.__init__).parameters)
+            arguments = {k: v for k, v in dict(config.get("config") or {}).items()
+                         if k in taken and k != "name"}
+            rate = arguments.get("learning_rate")
+            if isinstance(rate, dict):
+                arguments["learning_rate"] = keras.optimizers.schedules.deserialize(rate)
+            return own(**arguments)
+
+    return attempt("legacy_h5_io", fast, public)

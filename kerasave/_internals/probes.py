@@ -239,3 +239,17 @@ def _probe_initial_epoch() -> None:
     model.fit(data, np.ones((2, 2), "float32"), epochs=2, verbose=0, callbacks=[Start()])
     if seen != [1]:
         raise AssertionError(f"fit ran epochs {seen}, not [1]")
+
+
+@register("compile_config", "a legacy .h5 save leaves the caller's compile settings as they were")
+def _probe_compile_config() -> None:
+    from kerasave._internals.compiling import live_compile_config
+
+    model = _tiny()
+    config = live_compile_config(model)
+    if config is None or config.get("optimizer") is not model.optimizer:
+        raise AssertionError("compile() keeps its settings elsewhere")
+    config["loss"] = "mae"  # the record is what get_compile_config() serializes
+    if model.get_compile_config().get("loss") != "mae":
+        raise AssertionError("the record is not the model's compile config")
+

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 import keras
 
 from kerasave._errors import ArchitectureMismatchError, NotSerializableError
+from kerasave._internals.compiling import live_compile_config
 from kerasave._report import Check, Variable
 from kerasave._verify import serialized_config
 
@@ -90,7 +91,7 @@ def mend_compile_config(model: keras.Model) -> None:
     Only a config exactly as Keras' own ``compile`` records it, less the optimizer,
     is mended: a model keeping its own compile config is left as it is.
     """
-    config = getattr(getattr(model, "_compile_config", None), "config", None)
+    config = live_compile_config(model)
     optimizer = getattr(model, "optimizer", None)
     if (not isinstance(config, dict) or set(config) != _COMPILE_KEYS_LESS_OPTIMIZER
             or optimizer is None or not getattr(model, "compiled", False)

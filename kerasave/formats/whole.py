@@ -32,7 +32,8 @@ from kerasave._errors import (
 )
 from kerasave._internals import Unsupported, attempt, failed
 from kerasave._internals import fastkeras as _fastkeras
-from kerasave._internals.legacy import load_h5_weights, save_h5_model
+from kerasave._internals.compiling import live_compile_config
+from kerasave._internals.legacy import load_h5_weights, save_h5_model, training_optimizer
 from kerasave._report import Check
 from kerasave._safety import check_h5, check_zip, refuse_code
 from kerasave._state import keras_warnings
@@ -277,8 +278,8 @@ class H5ModelHandler(Handler):
     def write(self, model: keras.Model, path: Path) -> None:
         # Keras' legacy writer pops "optimizer" from the caller's compile config;
         # keep the caller's model as it was.
-        compile_config = getattr(getattr(model, "_compile_config", None), "config", None)
-        kept = dict(compile_config) if isinstance(compile_config, dict) else None
+        compile_config = live_compile_config(model)
+        kept = dict(compile_config) if compile_config is not None else None
         try:
             save_h5_model(model, path)
         finally:
@@ -366,10 +367,9 @@ class H5ModelHandler(Handler):
     def _compile(self, model: keras.Model, training: dict[str, Any], path: Path,
                  custom_objects: Any, wrapped: bool = False) -> None:
         try:
-            with keras_warnings(), keras.saving.custom_object_scope(dict(custom_objects or {})):
-                # (what Keras' legacy loader does: compile_args_from_training_config)
+            with keras_warnings():
                 args: dict[str, Any] = {
-                    "optimizer": keras.optimizers.deserialize(training["optimizer_config"]),
+                    "optimizer": training_optimizer(training, custom_objects),
                     "loss_weights": training.get("loss_weights")}
             args["loss"] = _compile_value(training.get("loss"), "loss")
             args["metrics"] = _compile_value(training.get("metrics"), "metric")

@@ -94,6 +94,7 @@ def test_tutorials_are_pages_with_outputs_and_figures(site, page, printed):
     # Every code cell ran (no empty prompt), and the notebook is there to download.
     assert "In&nbsp;[&nbsp;]" not in html and "In [ ]" not in html
     assert (out / page).with_name(Path(page).parent.name + ".ipynb").is_file()
+    assert f'<a href="{Path(page).parent.name}.ipynb" download' in html
     nav = (out / "index.html").read_text(encoding="utf-8")
     assert f'href="{Path(page).parent.name}/"' in nav
 

@@ -209,7 +209,7 @@ def model_from_json(
 ) -> keras.Model:
     """A freshly initialized, uncompiled model from JSON (Keras 3 or Keras 2).
 
-    Example:
+    Examples:
         >>> from kerasave import reference_model
         >>> model = reference_model()
         >>> fresh = model_from_json(to_json(model))

@@ -157,7 +157,7 @@ def save_weights(model: keras.Model, path: PathLike, *, format: str | None = Non
         RoundTripError: the written artifact does not give the model back; nothing
             is left at ``path`` (a previous artifact there is untouched).
 
-    Example:
+    Examples:
         >>> report = save_weights(model, tmp / "weights" / "my_model")
         >>> report.ok
         True

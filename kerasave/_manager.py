@@ -86,7 +86,7 @@ class CheckpointManager:
         **trackables: Anything else ``tf.train.Checkpoint`` tracks, saved and
             restored too: a step counter ``tf.Variable``, a ``tf.data`` iterator...
 
-    Example:
+    Examples:
         >>> manager = CheckpointManager(tmp / "ckpts", model=net, optimizer=opt,
         ...                             step=tf.Variable(1), iterator=iterator)
         >>> manager.restore_or_initialize()   # None the first time

@@ -20,7 +20,7 @@ def reference_model(*, seed: int | None = None) -> keras.Model:
             initializers, so the same seed gives the same initial weights. The
             global random state is not touched.
 
-    Example:
+    Examples:
         >>> model = reference_model(seed=0)
         >>> again = reference_model(seed=0)
         >>> all((a.numpy() == b.numpy()).all() for a, b in zip(model.weights, again.weights))

@@ -46,7 +46,7 @@ class Checkpoint(keras.callbacks.Callback):
     same ``fit`` again restores it and trains no further. Use a new directory
     to train again from scratch.
 
-    Example:
+    Examples:
         >>> model.fit(x, y, epochs=5, shuffle=False,
         ...           callbacks=[kerasave.callbacks.Checkpoint("ckpts", save_freq=100)])
     """

@@ -1,6 +1,9 @@
 """The documentation site builds without warnings, and its pages tell the truth.
 
-``mkdocs build --strict`` must succeed with no WARNING line. The Python code on
+``mkdocs build --strict`` must succeed with no WARNING line. Both tutorials are
+pages of the site with their outputs and figures (tests/test_notebooks.py checks
+that those outputs are current), and the API reference documents every public
+name, examples as code. The Python code on
 the home page, the format pages and the errors page runs as written, page by
 page, in a fresh directory; a ```text block right after a Python block is what
 that block prints, and must match it (numbers aside: sizes, timings, versions
@@ -11,12 +14,15 @@ from __future__ import annotations
 
 import contextlib
 import io
+import os
 import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+
+import kerasave
 
 ROOT = Path(__file__).parents[1]
 DOCS = ROOT / "docs"
@@ -34,23 +40,79 @@ RUN_PAGES = [
     "errors.md",
 ]
 
+# The tutorials' pages: (page, a line its outputs print).
+TUTORIALS = [("tutorial/index.html", "resumed == uninterrupted, weights: True optimizer: True"),
+             ("tutorial.ko/index.html", "resumed == uninterrupted, weights: True optimizer: True")]
+# Every public name, and where the API reference documents it.
+PUBLIC = [f"kerasave.{name}" for name in kerasave.__all__] + [
+    "kerasave.callbacks.Checkpoint", "kerasave.testing.assert_round_trip"]
+
 _FENCE = re.compile(r"^```(\w*)\n(.*?)^```[ \t]*$", re.S | re.M)
 
 
-def test_site_builds_strict_without_warnings(tmp_path):
+@pytest.fixture(scope="module")
+def site(tmp_path_factory):
+    """The site as ``make docs`` builds it, and what the build printed."""
+    out = tmp_path_factory.mktemp("site")
     result = subprocess.run(
-        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir",
-         str(tmp_path / "site")],
+        [sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(out)],
         cwd=ROOT, capture_output=True, text=True, timeout=600,
+        env={**os.environ, "NO_MKDOCS_2_WARNING": "1"},
     )
     output = result.stdout + result.stderr
-    warning_lines = [line for line in output.splitlines() if "WARNING" in line]
     assert result.returncode == 0, output
+    return out, output
+
+
+def test_site_builds_strict_without_warnings(site):
+    out, output = site
+    warning_lines = [line for line in output.splitlines() if "WARNING" in line]
     assert warning_lines == [], output
-    assert (tmp_path / "site" / "index.html").is_file()
+    assert (out / "index.html").is_file()
     for page in RUN_PAGES:
         built = page[: -len(".md")] + "/index.html" if page != "index.md" else "index.html"
-        assert (tmp_path / "site" / built).is_file(), built
+        assert (out / built).is_file(), built
+
+
+def test_site_needs_nothing_from_the_network(site):
+    out, _ = site
+    for page in out.rglob("*.html"):
+        html = page.read_text(encoding="utf-8")
+        assert "fonts.googleapis" not in html and "fonts.gstatic" not in html, page
+        assert not re.search(r"<(script|link)[^>]+(src|href)=\"(https?:)?//", html), page
+
+
+@pytest.mark.parametrize("page, printed", TUTORIALS)
+def test_tutorials_are_pages_with_outputs_and_figures(site, page, printed):
+    out, _ = site
+    html = (out / page).read_text(encoding="utf-8")
+    assert printed in html
+    assert len(re.findall(r'<img[^>]+src="data:image/png;base64,', html)) >= 3
+    # Reports and Inspections as tables (their _repr_html_), every one verified.
+    assert html.count(" verified: <code>") >= 9 and "optimizer state: yes" in html
+    assert "FAILED" not in html
+    # Every code cell ran (no empty prompt), and the notebook is there to download.
+    assert "In&nbsp;[&nbsp;]" not in html and "In [ ]" not in html
+    assert (out / page).with_name(Path(page).parent.name + ".ipynb").is_file()
+    assert f'<a href="{Path(page).parent.name}.ipynb" download' in html
+    nav = (out / "index.html").read_text(encoding="utf-8")
+    assert f'href="{Path(page).parent.name}/"' in nav
+
+
+def test_korean_tutorial_is_in_korean(site):
+    out, _ = site
+    html = (out / "tutorial.ko" / "index.html").read_text(encoding="utf-8")
+    assert len(re.findall("[\uac00-\ud7a3]", html)) > 2000
+
+
+def test_api_reference_documents_every_public_name(site):
+    out, _ = site
+    html = (out / "api" / "index.html").read_text(encoding="utf-8")
+    missing = [name for name in PUBLIC if f'id="{name}"' not in html]
+    assert missing == []
+    # The docstrings' examples render as code, not as nested quotes.
+    assert html.count("&gt;&gt;&gt;") >= 5
+    assert not re.search(r"<blockquote>\s*(<blockquote>\s*)*<p>\s*(model|report) =", html)
 
 
 def blocks(page: str) -> list[tuple[str, str, str | None]]:

@@ -9,13 +9,15 @@ export TF_CPP_MIN_LOG_LEVEL := 3
 # The oldest stack kerasave claims (kerasave/_support.py, setup.cfg): `make test-oldest`
 # installs the wheel into a venv of its own there and runs the core tests outside the
 # source tree. `make test-public` runs them with every fast path off.
-OLDEST_PYTHON ?= python3.10
+# (pyenv's shim for python3.10 refuses when 3.11 is the global version: take the real one)
+OLDEST_PYTHON ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.10*/bin/python3.10) python3.10)
 OLDEST        := .venv-oldest
 OLDEST_PINS   := tensorflow==2.18.1 keras==3.12.0 h5py==3.11.0 numpy==1.26.4
 CORE_TESTS    := test_roundtrip.py test_weights.py test_whole.py test_config.py \
                  test_models.py test_manager.py test_async.py test_security.py \
                  test_fuzz.py test_errors.py test_integrity.py test_breakages.py \
-                 test_reference.py test_api.py test_packaging.py test_internals.py
+                 test_reference.py test_api.py test_packaging.py test_internals.py \
+                 test_testing.py test_kill.py
 
 .PHONY: demo test test-oldest test-public lint venv clean reliability bench docs dist
 
@@ -36,7 +38,7 @@ test: $(STAMP)
 
 dist: $(STAMP)
 	rm -rf dist
-	$(BIN)/python -m build --outdir dist . > /dev/null
+	$(BIN)/python -m build --outdir dist . > dist.log 2>&1 || (cat dist.log; exit 1)
 
 test-oldest: dist
 	test -x $(OLDEST)/bin/python || $(OLDEST_PYTHON) -m venv $(OLDEST)

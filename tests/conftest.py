@@ -35,6 +35,17 @@ def all_vars(model):
     return list(model.variables) + list(optimizer.variables if optimizer else [])
 
 
+def next_loss(model, *batch):
+    """One more training step; the loss it reports for that step alone.
+
+    ``train_on_batch`` reports the running mean its loss trackers hold, which no
+    format saves (they are not training state), and Keras 3.12 does not reset
+    them between calls: a model trained before would average in its history.
+    """
+    model.reset_metrics()
+    return model.train_on_batch(*batch)
+
+
 def perturb(model, seed=99):
     """Change every variable (model and optimizer) so a restore has work to do."""
     rng = np.random.default_rng(seed)

@@ -1,10 +1,10 @@
 """Run test files against an installed kerasave, from outside the source tree.
 
 ``python tests/outside.py PYTHON test_a.py test_b.py ...`` copies ``tests/`` (with
-its fixtures), ``pyproject.toml`` (pytest's settings) and ``setup.cfg`` (the declared
-range) into a temporary directory and runs pytest there with ``PYTHON``, so
-``import kerasave`` can only find the copy installed in that interpreter's
-environment; ``KERASAVE_EXPECT_INSTALLED=1`` makes tests/test_packaging.py assert
+its fixtures), ``pyproject.toml`` (pytest's settings), ``setup.cfg`` (the declared
+range), the README and ``docs/`` (whose examples tests run) into a temporary
+directory and runs pytest there with ``PYTHON``, so ``import kerasave`` can only
+find the copy installed in that interpreter's environment; ``KERASAVE_EXPECT_INSTALLED=1`` makes tests/test_packaging.py assert
 that it did. ``make test-oldest`` uses it with the wheel on the oldest stack.
 """
 
@@ -25,7 +25,8 @@ def main(argv: list[str]) -> int:
     with tempfile.TemporaryDirectory(prefix="kerasave-outside-") as tmp:
         shutil.copytree(ROOT / "tests", Path(tmp) / "tests",
                         ignore=shutil.ignore_patterns("__pycache__"))
-        for name in ("pyproject.toml", "setup.cfg"):
+        shutil.copytree(ROOT / "docs", Path(tmp) / "docs")  # (tests run the docs' examples)
+        for name in ("pyproject.toml", "setup.cfg", "README.md"):
             shutil.copy(ROOT / name, Path(tmp) / name)
         env = dict(os.environ, KERASAVE_EXPECT_INSTALLED="1", TF_CPP_MIN_LOG_LEVEL="3")
         env.pop("PYTHONPATH", None)

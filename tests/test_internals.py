@@ -65,6 +65,18 @@ def test_doctor_lists_every_fast_path_and_the_switch_turns_them_all_off():
 
 
 @pytest.mark.parametrize(("kind", "fmt", "name"), SAVES)
+def _keras_strips_optimizer() -> bool:
+    """Whether this Keras' own ``model.save("x.h5")`` drops the optimizer from the
+    model's compile config (Keras 3.12 does)."""
+    import tempfile
+
+    model = ks.reference_model(seed=0)
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.save(str(Path(tmp) / "m.h5"))
+    return "optimizer" not in model.get_compile_config()
+
+
 def test_fast_paths_and_public_api_write_and_read_the_same_values(
         kind, fmt, name, trained, tmp_path, monkeypatch):
     save = ks.save_weights if kind == "weights" else ks.save_model
@@ -73,6 +85,13 @@ def test_fast_paths_and_public_api_write_and_read_the_same_values(
     for switch in ("1", "0"):
         monkeypatch.setenv(_internals.ENV, switch)
         path = tmp_path / switch / name
+        if switch == "0" and (kind, fmt) == ("model", "h5") and _keras_strips_optimizer():
+            # Keras 3.12's legacy writer pops "optimizer" from the caller's compile
+            # config; only the compile_config fast path puts it back. Without it the
+            # save is refused by its own check, not written wrong.
+            with pytest.raises(ks.RoundTripError, match="compile settings"):
+                save(trained, path, format=fmt)
+            continue
         assert save(trained, path, format=fmt).ok
         if kind == "weights":
             fresh = ks.reference_model(seed=3)

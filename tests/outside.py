@@ -4,8 +4,8 @@
 its fixtures), ``pyproject.toml`` (pytest's settings), ``setup.cfg`` (the declared
 range), the README and ``docs/`` (whose examples tests run) into a temporary
 directory and runs pytest there with ``PYTHON``, so ``import kerasave`` can only
-find the copy installed in that interpreter's environment; ``KERASAVE_EXPECT_INSTALLED=1`` makes tests/test_packaging.py assert
-that it did. ``make test-oldest`` uses it with the wheel on the oldest stack.
+find the copy installed in that interpreter's environment;
+``KERASAVE_EXPECT_INSTALLED=1`` makes tests/test_packaging.py assert that it did. ``make test-oldest`` uses it with the wheel on the oldest stack.
 """
 
 from __future__ import annotations

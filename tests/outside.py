@@ -5,7 +5,8 @@ its fixtures), ``pyproject.toml`` (pytest's settings), ``setup.cfg`` (the declar
 range), the README and ``docs/`` (whose examples tests run) into a temporary
 directory and runs pytest there with ``PYTHON``, so ``import kerasave`` can only
 find the copy installed in that interpreter's environment;
-``KERASAVE_EXPECT_INSTALLED=1`` makes tests/test_packaging.py assert that it did. ``make test-oldest`` uses it with the wheel on the oldest stack.
+``KERASAVE_EXPECT_INSTALLED=1`` makes tests/test_packaging.py assert that it did.
+``make test-oldest`` uses it with the wheel on the oldest stack.
 """
 
 from __future__ import annotations

@@ -343,12 +343,12 @@ class H5ModelHandler(Handler):
                 # A save's own temporary was checked a moment ago, in _steps.
                 with _fastkeras.recorded(None if mapped else ()) as values, \
                         open_h5(path, check=not _fastkeras.may_map()) as f:
-                    # Shapes before bytes: nothing is read that fits no variable.
-                    problem = _layout_problem(_datasets(f["model_weights"]),
-                                              list(model.weights), "layers", "the model")
-                    if problem:
-                        raise ArchitectureMismatchError(problem, path=path)
                     try:
+                        # Shapes before bytes: nothing is read that fits no variable.
+                        problem = _layout_problem(_datasets(f["model_weights"]),
+                                                  list(model.weights), "layers", "the model")
+                        if problem:
+                            raise ArchitectureMismatchError(problem, path=path)
                         with _fastkeras.legacy_reads(source):
                             legacy_h5_format.load_weights_from_hdf5_group(
                                 f["model_weights"], model)

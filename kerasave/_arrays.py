@@ -38,7 +38,6 @@ from typing import Any
 import h5py
 import keras
 import numpy as np
-import tensorflow as tf
 
 from kerasave import _facade, _manifest, _registry
 from kerasave._errors import (
@@ -414,7 +413,7 @@ def _checkpoint_arrays(prefix: Path) -> tuple[dict[str, np.ndarray], dict[str, n
 def _savedmodel_arrays(path: Path) -> list[tuple[str, np.ndarray]]:
     """The exported model's variables, in ``model.variables`` order, by saved path."""
     prefix = path / "variables" / "variables"
-    reader = tf.train.load_checkpoint(str(prefix))
+    reader = _checkpoint._reader(prefix)
     graph = _checkpoint._graph(reader, prefix)
     root = {c.local_name: c.node_id for c in graph.nodes[0].children}
     if "variables" not in root:

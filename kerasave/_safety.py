@@ -6,17 +6,19 @@ guards only in 3.15; kerasave supports 3.12 and later).
 
 from __future__ import annotations
 
+import math
 import zipfile
+import zlib
 from collections.abc import Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
 import h5py
-from h5py import h5d, h5l, h5o
+from h5py import h5d, h5l, h5o, h5s, h5z
 
 from kerasave._errors import CorruptArtifactError, UnsafeArtifactError
 
-__all__ = ["refuse_code", "code_in_config", "check_h5", "check_zip"]
+__all__ = ["refuse_code", "code_in_config", "check_h5", "check_zip", "dataset_problem"]
 
 # Layer classes whose config makes loading run or fetch code.
 _CODE_CLASSES = {
@@ -26,6 +28,12 @@ _CODE_CLASSES = {
 # Deflate cannot do much better than ~1000:1; weights compress about 1.1:1.
 _MAX_RATIO = 200
 _RATIO_FLOOR = 16 * 2**20  # small members may compress well (configs, zeros)
+# An HDF5 dataset past the floor may declare at most this many times the bytes it
+# stores (deflate's ceiling is about 1032:1); a dataset that stores nothing (its
+# fill value) at most the floor. One chunk may be no larger than its dataset (or
+# h5py's own largest chunk, 1 MiB), and store no more than deflate's worst case.
+_H5_MAX_EXPANSION = 1100
+_H5_CHUNK_FLOOR = 2**20
 
 
 def code_in_config(config: Any, *, compiled: bool = True) -> tuple[str, str] | None:
@@ -110,8 +118,10 @@ def check_h5(f: h5py.File, source: str | Path) -> None:
                 path=source,
             )
         h5o.visit(f.id, dataset, info=True)
+        filesize = f.id.get_filesize()
         for name in datasets:
-            plist = h5o.open(f.id, name).get_create_plist()
+            dsid = h5o.open(f.id, name)
+            plist = dsid.get_create_plist()
             here = "/" + name.decode(errors="replace")
             count = plist.get_external_count()
             if count:
@@ -126,10 +136,93 @@ def check_h5(f: h5py.File, source: str | Path) -> None:
                     "other datasets or files",
                     path=source,
                 )
-    except UnsafeArtifactError:
+            problem = dataset_problem(dsid, plist, filesize)
+            if problem:
+                raise CorruptArtifactError(f"the HDF5 dataset {here} {problem}", path=source)
+    except (UnsafeArtifactError, CorruptArtifactError):
         raise
     except (OSError, KeyError, ValueError, RuntimeError) as exc:
         raise CorruptArtifactError(f"unreadable HDF5 structure: {exc}", path=source) from exc
+
+
+def _size(count: int) -> str:
+    return f"{count:,} bytes"
+
+
+def dataset_problem(dsid: Any, plist: Any, filesize: int) -> str | None:
+    """What is wrong with the size an HDF5 dataset declares, against what the file
+    stores for it (``filesize``: the HDF5 file's bytes); None when nothing is.
+
+    Nothing is read: the shape, the layout and the chunk index only. A dataset
+    whose values would take far more memory than the file holds for them (a shape
+    bomb: a huge shape over a fill value or a few compressed chunks) would be
+    allocated by any reader before its values could be compared with anything.
+    """
+    space = dsid.get_space()
+    if space.get_simple_extent_type() != h5s.SIMPLE:
+        return None  # a scalar or an empty (null) dataspace
+    shape = tuple(space.shape)
+    itemsize = dsid.get_type().get_size()
+    declared = math.prod(shape) * itemsize
+    if declared == 0:
+        return None
+    what = f"declares shape {shape} ({_size(declared)})"
+    layout = plist.get_layout()
+    if layout == h5d.CONTIGUOUS:
+        offset = dsid.get_offset()
+        if offset is None:  # never written: every value is the fill value
+            return (f"{what} but stores none of them (a shape bomb?)"
+                    if declared > _RATIO_FLOOR else None)
+        if offset + declared > filesize:
+            return f"{what} running past the end of the file ({_size(filesize)})"
+        return None
+    if layout != h5d.CHUNKED:
+        return None  # compact: the values are inside the object header
+    stored = dsid.get_storage_size()
+    if declared > _RATIO_FLOOR and declared > _H5_MAX_EXPANSION * stored:
+        return f"{what} from {_size(stored)} stored (a shape bomb?)"
+    chunk = math.prod(plist.get_chunk()) * itemsize
+    if chunk > max(declared, _H5_CHUNK_FLOOR):
+        return f"{what} in chunks of {_size(chunk)}, larger than the dataset"
+    # A filter (deflate) inflates a stored chunk to whatever size it decodes to,
+    # whatever the chunk's: so no stored chunk may be larger than a chunk's worst
+    # case compressed, and (deflate) none may decode to more than a chunk.
+    bound = chunk + (chunk >> 12) + (chunk >> 14) + (chunk >> 25) + 64
+    filters = [plist.get_filter(i)[0] for i in range(plist.get_nfilters())]
+    bad: list[str] = []
+
+    def visit(info: Any) -> None:
+        if bad:
+            return
+        if info.size > bound or info.byte_offset + info.size > filesize:
+            bad.append(f"{what} with a chunk of {_size(info.size)} stored "
+                       f"(at most {_size(bound)} fit a chunk of {_size(chunk)})")
+        elif filters == [h5z.FILTER_DEFLATE] or filters == [h5z.FILTER_SHUFFLE,
+                                                            h5z.FILTER_DEFLATE]:
+            if _inflates_past(dsid, info, chunk):
+                bad.append(f"{what} with a chunk that inflates past its {_size(chunk)} "
+                           "(a decompression bomb?)")
+
+    if filters and hasattr(dsid, "chunk_iter"):
+        dsid.chunk_iter(visit)
+    elif filters:  # (HDF5 before 1.12.3)
+        for i in range(dsid.get_num_chunks()):
+            visit(dsid.get_chunk_info(i))
+    return bad[0] if bad else None
+
+
+def _inflates_past(dsid: Any, info: Any, chunk: int) -> bool:
+    """Whether a deflated chunk decodes to more than ``chunk`` bytes (decoded at most
+    ``chunk`` bytes at a time, into memory its read would take anyway)."""
+    if info.filter_mask:
+        return False  # stored unfiltered: its size was bounded above
+    _, raw = dsid.read_direct_chunk(info.chunk_offset)
+    stream = zlib.decompressobj()
+    try:
+        stream.decompress(raw, chunk)
+        return bool(stream.decompress(stream.unconsumed_tail, 1))
+    except zlib.error:
+        return False  # damaged: HDF5's own read reports it
 
 
 def check_zip(zf: zipfile.ZipFile, source: str | Path) -> None:

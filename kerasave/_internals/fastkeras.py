@@ -38,6 +38,7 @@ import contextvars
 import functools
 import io
 import json
+import math
 import mmap
 import os
 import struct
@@ -53,7 +54,7 @@ import h5py
 import keras
 import numpy as np
 
-from kerasave._errors import CorruptArtifactError, KerasaveError
+from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError, KerasaveError
 from kerasave._internals import Unsupported, on
 from kerasave._verify import fixed_config
 
@@ -426,6 +427,7 @@ def _read_state(model: keras.Model, source: Source) -> None:
     replay = _REPLAY.get()
     if replay is not None and replay.run(model, source):
         return
+    _check_sizes(model, source)
     _warm_skipsets(saving_lib)
     store = _store_class()(source)
     failed: set[int] = set()
@@ -438,6 +440,54 @@ def _read_state(model: keras.Model, source: Source) -> None:
         store.close()
     if failed:
         _raise_failure(saving_lib, errors)
+
+
+_SIZE_FLOOR = 16 * 2**20  # what any layer may keep beside its variables (IDF weights...)
+
+
+def _itemsize(dtype: Any) -> int:
+    try:
+        return np.dtype(str(dtype)).itemsize
+    except TypeError:
+        return 8
+
+
+def _check_sizes(model: keras.Model, source: Source) -> None:
+    """Shapes before bytes: ``ArchitectureMismatchError`` for a dataset in ``source``
+    larger than any variable of ``model`` (or its optimizer, or metrics) could take,
+    before Keras' traversal reads anything (it compares each value's shape with
+    its variable only once it is read, into memory of the declared shape).
+
+    A layer may keep arrays that are no variable yet (``IndexLookup``'s IDF
+    weights): up to ``_SIZE_FLOOR`` bytes each are not refused. A save's own
+    temporary (``private_files``) was written from the model: not checked.
+    """
+    if may_map():
+        return
+    targets = twin_variables(model) + list(getattr(model, "metrics_variables", None) or [])
+    sizes = [(math.prod(v.shape) * _itemsize(v.dtype), v) for v in targets]
+    largest = max(sizes, key=lambda item: item[0], default=(0, None))
+    limit = max(largest[0], _SIZE_FLOOR)
+    found: list[str] = []
+
+    def visit(name: str, obj: Any) -> bool | None:
+        if isinstance(obj, h5py.Dataset) and obj.shape is not None:
+            declared = math.prod(obj.shape) * obj.dtype.itemsize
+            if declared > limit:
+                found.append(f"the dataset /{name} declares shape {tuple(obj.shape)} "
+                             f"{obj.dtype} ({declared:,} bytes)")
+                return True
+        return None
+
+    with h5py.File(Window(source.fd, source.begin, source.end - source.begin), "r") as f:
+        f.visititems(visit)
+    if found:
+        biggest = largest[1]
+        what = ("the model has no variables" if biggest is None else
+                f"its largest variable, {getattr(biggest, 'path', biggest.name)}, takes "
+                f"{tuple(biggest.shape)} {biggest.dtype} ({largest[0]:,} bytes)")
+        raise ArchitectureMismatchError(f"{found[0]}: more than any variable of the model can "
+                                        f"take ({what})", path=source.path)
 
 
 def load_keras(path: Path, config: dict[str, Any], *, compile: bool, safe_mode: bool,

@@ -44,6 +44,7 @@ __all__ = [
     "compare_pairing",
     "tensor_loader",
     "tensor_locations",
+    "check_index",
     "tensor_reader",
     "value_holders",
     "prepare",
@@ -82,12 +83,16 @@ class Pairing:
     other_state: list[str]  # roots holding non-variable state (e.g. tf.data iterators)
 
 def _reader(prefix: Path) -> Any:
+    """TensorFlow's reader of the checkpoint, once its ``.index`` was checked
+    (``check_index``)."""
     try:
-        return tf.train.load_checkpoint(str(prefix))
+        reader = tf.train.load_checkpoint(str(prefix))
     except Exception as exc:  # TF raises several types (NotFound, DataLoss, ...)
         raise CorruptArtifactError(
             f"not a readable TensorFlow checkpoint: {str(exc).splitlines()[0]}", path=prefix
         ) from exc
+    check_index(prefix)
+    return reader
 
 
 def _graph(reader: Any, prefix: Path) -> Any:
@@ -271,6 +276,22 @@ def prepare(model: keras.Model, optimizer: Any, manifest: Mapping[str, Any],
     return notes
 
 
+def _layout_message(pairing: Pairing, reader: Any) -> str | None:
+    """Which saved tensors' declared shapes and dtypes (from the index) differ from
+    their variables'; None when none do."""
+    shapes = reader.get_variable_to_shape_map()
+    dtypes = reader.get_variable_to_dtype_map()
+    bad = []
+    for key, var, _ in pairing.pairs:
+        want = (tuple(var.shape), np.dtype(var.dtype.as_numpy_dtype
+                                           if hasattr(var.dtype, "as_numpy_dtype") else var.dtype))
+        got = (tuple(shapes[key]), np.dtype(dtypes[key].as_numpy_dtype))
+        if want != got:
+            bad.append(f"{getattr(var, 'path', None) or key}: saved {got[0]} {got[1]}, "
+                       f"live {want[0]} {want[1]}")
+    return "; ".join(bad[:5]) or None
+
+
 def stage_and_assign(pairing: Pairing, reader: Any, path: Path,
                      read: Callable[[str], Any] | None = None) -> None:
     """Check every pair, read every value, and only then assign: all or nothing."""
@@ -283,21 +304,9 @@ def stage(pairing: Pairing, reader: Any, path: Path,
     """Check every pair and read every value (``read``: see ``tensor_loader``);
     assigns nothing."""
     read = read or reader.get_tensor
-    problem = _mismatch_message(pairing)
+    problem = _mismatch_message(pairing) or _layout_message(pairing, reader)
     if problem:
         raise ArchitectureMismatchError(problem, path=path)
-    shapes = reader.get_variable_to_shape_map()
-    dtypes = reader.get_variable_to_dtype_map()
-    bad = []
-    for key, var, _ in pairing.pairs:
-        want = (tuple(var.shape), np.dtype(var.dtype.as_numpy_dtype
-                                           if hasattr(var.dtype, "as_numpy_dtype") else var.dtype))
-        got = (tuple(shapes[key]), np.dtype(dtypes[key].as_numpy_dtype))
-        if want != got:
-            bad.append(f"{getattr(var, 'path', None) or key}: saved {got[0]} {got[1]}, "
-                       f"live {want[0]} {want[1]}")
-    if bad:
-        raise ArchitectureMismatchError("; ".join(bad[:5]), path=path)
     try:  # every value is read (and its CRC checked) before any variable changes
         return [(var, read(key)) for key, var, _ in pairing.pairs]
     except Exception as exc:
@@ -374,13 +383,10 @@ def masked_crc32c(crc: int) -> int:
     return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
 
 
-def tensor_locations(prefix: Path) -> dict[str, Location]:
-    """Where each plain tensor's bytes lie (``Location``), by key.
-
-    Read from the checkpoint's ``.index`` (a LevelDB-format table of
-    ``BundleEntryProto``). Tensors stored another way (strings, slices) are
-    left out; any surprise in the table raises ``ValueError``.
-    """
+def _index(prefix: Path, *, any_endianness: bool = False) -> tuple[dict[str, Any], int]:
+    """The checkpoint's ``.index`` (a LevelDB-format table of ``BundleEntryProto``):
+    every entry by key, and how many data files there are. Any surprise in the
+    table raises ``ValueError``."""
     data = prefix.with_name(prefix.name + ".index").read_bytes()
     if len(data) < 48 or struct.unpack_from("<Q", data, len(data) - 8)[0] != _TABLE_MAGIC:
         raise ValueError("not a TensorFlow table")
@@ -397,13 +403,67 @@ def tensor_locations(prefix: Path) -> dict[str, Location]:
         for key, value in _table_block(data, block_at, block_size):
             if key == b"":
                 header = tensor_bundle_pb2.BundleHeaderProto.FromString(value)
-                if header.endianness != tensor_bundle_pb2.BundleHeaderProto.LITTLE:
+                if (header.endianness != tensor_bundle_pb2.BundleHeaderProto.LITTLE
+                        and not any_endianness):
                     raise ValueError("big-endian checkpoint")
                 shards = header.num_shards
                 continue
             entries[key.decode()] = tensor_bundle_pb2.BundleEntryProto.FromString(value)
     if not shards:
         raise ValueError("no bundle header")
+    return entries, shards
+
+
+def _shard(prefix: Path, entry: Any, shards: int) -> Path:
+    return prefix.with_name(f"{prefix.name}.data-{entry.shard_id:05d}-of-{shards:05d}")
+
+
+def check_index(prefix: Path) -> None:
+    """Shapes before bytes: ``CorruptArtifactError`` for a tensor whose ``.index``
+    entry declares a size other than its shape's, or bytes past the end of its
+    data file. TensorFlow's reader allocates a tensor of the declared shape
+    before it reads a byte; each shape is compared with its variable's later,
+    and must then be what the data files can hold. Nothing but the index is read.
+    """
+    try:
+        entries, shards = _index(prefix, any_endianness=True)
+    except (OSError, ValueError, IndexError, struct.error, DecodeError) as exc:
+        raise CorruptArtifactError(f"an index kerasave cannot check: {exc}",
+                                   path=prefix) from exc
+    sizes: dict[Path, int] = {}
+    for key, entry in entries.items():
+        if entry.slices:
+            continue  # (a partitioned variable: its slices are entries of their own)
+        shard = _shard(prefix, entry, shards)
+        if shard not in sizes:
+            try:
+                sizes[shard] = shard.stat().st_size
+            except OSError as exc:
+                raise CorruptArtifactError(f"the data file of {key} is missing: {exc}",
+                                           path=prefix) from exc
+        dtype = tf.dtypes.as_dtype(entry.dtype)
+        shape = tuple(int(d.size) for d in entry.shape.dim)
+        if any(d < 0 for d in shape):
+            raise CorruptArtifactError(f"{key} declares shape {shape}", path=prefix)
+        if dtype.is_numpy_compatible and np.dtype(dtype.as_numpy_dtype).kind in "fiucb":
+            declared = int(np.prod(shape, dtype=object)) * dtype.size
+            if declared != entry.size:
+                raise CorruptArtifactError(
+                    f"{key} declares shape {shape} {dtype.name} ({declared:,} bytes) but "
+                    f"{entry.size:,} stored bytes", path=prefix)
+        if entry.offset + entry.size > sizes[shard]:
+            raise CorruptArtifactError(
+                f"{key} declares {entry.size:,} bytes at offset {entry.offset:,}, past the "
+                f"end of {shard.name} ({sizes[shard]:,} bytes)", path=prefix)
+
+
+def tensor_locations(prefix: Path) -> dict[str, Location]:
+    """Where each plain tensor's bytes lie (``Location``), by key.
+
+    Read from the checkpoint's ``.index`` (``_index``). Tensors stored another way
+    (strings, slices) are left out; any surprise in the table raises ``ValueError``.
+    """
+    entries, shards = _index(prefix)
     found = {}
     for key, entry in entries.items():
         dtype = tf.dtypes.as_dtype(entry.dtype)
@@ -415,7 +475,7 @@ def tensor_locations(prefix: Path) -> dict[str, Location]:
         shape = tuple(int(d.size) for d in entry.shape.dim)
         if int(np.prod(shape, dtype=np.int64)) * numpy_dtype.itemsize != entry.size:
             continue
-        shard = prefix.with_name(f"{prefix.name}.data-{entry.shard_id:05d}-of-{shards:05d}")
+        shard = _shard(prefix, entry, shards)
         found[key] = Location(numpy_dtype, shape, shard, int(entry.offset), int(entry.crc32c))
     return found
 
@@ -482,9 +542,12 @@ def compare_pairing(pairing: Pairing, reader: Any,
     TensorFlow's reader copies it out.
     """
     read = read or (lambda key: np.asarray(reader.get_tensor(key)))
-    problem = _mismatch_message(pairing)
+    layouts = _layout_message(pairing, reader)
+    problem = "; ".join(p for p in (_mismatch_message(pairing), layouts) if p) or None
     checks = [Check("structure", problem is None, problem or
                     f"{len(pairing.pairs)} saved tensors match the live variables")]
+    if layouts:
+        return checks  # shapes before bytes: nothing is read that fits no variable
     groups = ["model", "optimizer"] + sorted(
         {g for _, _, g in pairing.pairs} - {"model", "optimizer", UNTRACKED})
     if any(g == UNTRACKED for _, _, g in pairing.pairs):

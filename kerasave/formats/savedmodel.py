@@ -201,6 +201,10 @@ class SavedModelHandler(Handler):
         if not self.exists(path):
             raise CorruptArtifactError("not a SavedModel directory (no saved_model.pb)",
                                        path=path)
+        prefix = path / "variables" / "variables"
+        if prefix.with_name("variables.index").is_file():
+            # TensorFlow's restore allocates every tensor the index declares.
+            checkpoint.check_index(prefix)
         try:
             return tf.saved_model.load(str(path))
         except Exception as exc:

@@ -25,6 +25,7 @@ import numpy as np
 
 from kerasave._config import model_from_config, unknown_class
 from kerasave._errors import (
+    ArchitectureMismatchError,
     CorruptArtifactError,
     KerasaveError,
     NotSerializableError,
@@ -45,7 +46,15 @@ from kerasave.formats._base import (
     require_config,
     versions_now,
 )
-from kerasave.formats.h5weights import VERSIONS_ATTR, h5_variables, is_hdf5, open_h5
+from kerasave.formats.h5weights import (
+    VERSIONS_ATTR,
+    _datasets,
+    _layout,
+    _layout_problem,
+    h5_variables,
+    is_hdf5,
+    open_h5,
+)
 
 __all__ = ["KerasHandler", "H5ModelHandler"]
 
@@ -349,6 +358,11 @@ class H5ModelHandler(Handler):
                 with _fastkeras.recorded(None if mapped else ()) as values, \
                         open_h5(path, check=not _fastkeras.may_map()) as f:
                     try:
+                        # Shapes before bytes: nothing is read that fits no variable.
+                        problem = _layout_problem(_datasets(f["model_weights"]),
+                                                  list(model.weights), "layers", "the model")
+                        if problem:
+                            raise ArchitectureMismatchError(problem, path=path)
                         load_h5_weights(model, path, f["model_weights"], source)
                     except KerasaveError:
                         raise
@@ -392,14 +406,16 @@ class H5ModelHandler(Handler):
             return
         names = [n.decode() if isinstance(n, bytes) else str(n)
                  for n in f["optimizer_weights"].attrs["weight_names"]]
-        values = [_read(source, f["optimizer_weights"][n]) for n in names]
         if not optimizer.built:
             return  # saved before the optimizer was built: nothing but the step counter
-        fits = len(values) == len(optimizer.variables) and all(
-            tuple(v.shape) == tuple(a.shape) for v, a in zip(optimizer.variables, values))
+        # Shapes before bytes: the datasets' declared layouts are compared, then read.
+        datasets = [f["optimizer_weights"][n] for n in names]
+        fits = len(datasets) == len(optimizer.variables) and all(
+            isinstance(d, h5py.Dataset) and _layout(d) == _layout(v)
+            for v, d in zip(optimizer.variables, datasets))
         if not fits:
             warnings.warn(
-                f"{path}: the optimizer state in this file ({len(values)} arrays, "
+                f"{path}: the optimizer state in this file ({len(datasets)} arrays, "
                 f"{names[:2]}...) does not fit {type(optimizer).__name__} in Keras "
                 f"{keras.__version__} ({len(optimizer.variables)} variables); the model loads "
                 "with a fresh optimizer, so resumed training will not match",
@@ -407,6 +423,7 @@ class H5ModelHandler(Handler):
                 stacklevel=4,
             )
             return
+        values = [_read(source, d) for d in datasets]
         for variable, value in zip(optimizer.variables, values):
             variable.assign(value)
 

@@ -17,7 +17,10 @@ CORE_TESTS    := test_roundtrip.py test_weights.py test_whole.py test_config.py 
                  test_models.py test_manager.py test_async.py test_security.py \
                  test_fuzz.py test_errors.py test_integrity.py test_breakages.py \
                  test_reference.py test_api.py test_packaging.py test_internals.py \
-                 test_testing.py test_kill.py
+                 test_testing.py test_kill.py test_shapes.py test_protowire.py
+PUBLIC_TESTS  := test_roundtrip.py test_weights.py test_whole.py test_config.py \
+                 test_models.py test_manager.py test_async.py test_security.py \
+                 test_integrity.py test_shapes.py test_internals.py
 
 .PHONY: demo test test-oldest test-public lint venv clean reliability bench docs dist
 
@@ -49,7 +52,7 @@ test-oldest: dist
 
 test-public: $(STAMP)
 	KERASAVE_FAST_PATHS=0 $(BIN)/python -m pytest -n 2 --dist loadfile \
-	  $(addprefix tests/,$(CORE_TESTS))
+	  $(addprefix tests/,$(PUBLIC_TESTS))
 
 reliability: $(STAMP)
 	$(BIN)/python bench/reliability.py

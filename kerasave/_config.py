@@ -186,7 +186,7 @@ def model_from_config(
         if "Lambda" in first or "safe_mode" in first:
             raise UnsafeArtifactError(first, path=source) from exc
         unknown = unknown_class(exc)
-        if unknown or "locate" in first or "Unknown" in first or "not found" in first:
+        if unknown or re.search(r"\blocate\b", first) or "Unknown" in first or "not found" in first:
             raise NotSerializableError(
                 f"the config names a class this process does not know: {unknown or first}; "
                 "register it "

@@ -36,7 +36,8 @@ SAVES = [("weights", "checkpoint", "w/ckpt"), ("weights", "h5", "w.weights.h5"),
 def _doctor(env: dict[str, str]) -> dict:
     run = subprocess.run([sys.executable, "-m", "kerasave", "doctor", "--json"],
                          capture_output=True, text=True, timeout=300,
-                         env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3", **env))
+                         env=dict({k: v for k, v in os.environ.items() if k != _internals.ENV},
+                                  TF_CPP_MIN_LOG_LEVEL="3", **env))
     assert run.returncode == 0, run.stderr
     return json.loads(run.stdout)
 
@@ -108,6 +109,7 @@ def test_fast_paths_and_public_api_write_and_read_the_same_values(
 
 def test_a_fast_path_that_fails_its_probe_is_off_with_one_warning(trained, tmp_path,
                                                                   monkeypatch):
+    monkeypatch.setenv(_internals.ENV, "1")
     ks.save_model(trained, tmp_path / "m.keras")
     path = _internals._PATHS["keras_reader"]
     monkeypatch.setattr(path, "state", None)
@@ -128,6 +130,7 @@ def test_a_fast_path_that_fails_its_probe_is_off_with_one_warning(trained, tmp_p
 
 def test_a_fast_path_that_raises_mid_operation_falls_back_and_damage_is_still_damage(
         trained, tmp_path, monkeypatch):
+    monkeypatch.setenv(_internals.ENV, "1")
     ks.save_model(trained, tmp_path / "m.keras")
     path = _internals._PATHS["keras_reader"]
     assert _internals.on("keras_reader")

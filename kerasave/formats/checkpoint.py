@@ -25,8 +25,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 from google.protobuf.message import DecodeError
-from tensorflow.core.protobuf import tensor_bundle_pb2, trackable_object_graph_pb2
 
+from kerasave import _protowire
 from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError
 from kerasave._internals import fastkeras as _fastkeras
 from kerasave._report import Check, Variable
@@ -97,9 +97,7 @@ def _reader(prefix: Path) -> Any:
 
 def _graph(reader: Any, prefix: Path) -> Any:
     try:
-        graph = trackable_object_graph_pb2.TrackableObjectGraph()
-        graph.ParseFromString(reader.get_tensor(_GRAPH_KEY))
-        return graph
+        return _protowire.trackable_object_graph(reader.get_tensor(_GRAPH_KEY))
     except Exception as exc:
         raise CorruptArtifactError(
             "the checkpoint has no readable object graph (is it a TF1 name-based "
@@ -402,13 +400,13 @@ def _index(prefix: Path, *, any_endianness: bool = False) -> tuple[dict[str, Any
         block_size, _ = _varint(handle, i)
         for key, value in _table_block(data, block_at, block_size):
             if key == b"":
-                header = tensor_bundle_pb2.BundleHeaderProto.FromString(value)
-                if (header.endianness != tensor_bundle_pb2.BundleHeaderProto.LITTLE
+                header = _protowire.bundle_header(value)
+                if (header.endianness != _protowire.BundleHeaderProto.LITTLE
                         and not any_endianness):
                     raise ValueError("big-endian checkpoint")
                 shards = header.num_shards
                 continue
-            entries[key.decode()] = tensor_bundle_pb2.BundleEntryProto.FromString(value)
+            entries[key.decode()] = _protowire.bundle_entry(value)
     if not shards:
         raise ValueError("no bundle header")
     return entries, shards

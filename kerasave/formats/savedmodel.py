@@ -17,6 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from kerasave import _protowire
 from kerasave._errors import CorruptArtifactError
 from kerasave._internals import fastkeras as _fastkeras
 from kerasave._manifest import crc32c_of
@@ -257,10 +258,7 @@ class SavedModelHandler(Handler):
         )
         versions = {}
         try:
-            from tensorflow.core.protobuf import saved_model_pb2
-
-            sm = saved_model_pb2.SavedModel()
-            sm.ParseFromString((path / "saved_model.pb").read_bytes())
+            sm = _protowire.saved_model_info((path / "saved_model.pb").read_bytes())
             if sm.meta_graphs:
                 versions["tensorflow"] = sm.meta_graphs[0].meta_info_def.tensorflow_version
         except Exception as exc:

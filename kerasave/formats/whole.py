@@ -73,7 +73,7 @@ def _map_load_error(exc: Exception, path: Path) -> KerasaveError:
     if "Lambda" in first or "safe_mode" in first:
         return UnsafeArtifactError(first, path=path)
     unknown = unknown_class(exc)
-    if unknown or "locate" in first or "Unknown" in first:
+    if unknown or re.search(r"\blocate\b", first) or "Unknown" in first:  # (not "allocate")
         return NotSerializableError(
             f"the artifact names a class this process does not know: {unknown or first}; "
             "register it "

@@ -65,7 +65,6 @@ def test_doctor_lists_every_fast_path_and_the_switch_turns_them_all_off():
     assert set(off["fast_paths"]) == names and not any(off["fast_paths"].values())
 
 
-@pytest.mark.parametrize(("kind", "fmt", "name"), SAVES)
 def _keras_strips_optimizer() -> bool:
     """Whether this Keras' own ``model.save("x.h5")`` drops the optimizer from the
     model's compile config (Keras 3.12 does)."""
@@ -78,6 +77,7 @@ def _keras_strips_optimizer() -> bool:
     return "optimizer" not in model.get_compile_config()
 
 
+@pytest.mark.parametrize(("kind", "fmt", "name"), SAVES)
 def test_fast_paths_and_public_api_write_and_read_the_same_values(
         kind, fmt, name, trained, tmp_path, monkeypatch):
     save = ks.save_weights if kind == "weights" else ks.save_model

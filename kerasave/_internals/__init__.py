@@ -147,7 +147,9 @@ def _probe(path: _FastPath) -> None:
         kept = _PROBING.names
         _PROBING.names = kept | {path.name}
         try:
-            path.probe()
+            with warnings.catch_warnings():  # (what Keras says of a tiny model is noise)
+                warnings.simplefilter("ignore")
+                path.probe()
         except Exception as exc:  # any failure: the public API it is
             path.state = False
             path.reason = f"its probe failed: {type(exc).__name__}: {_first(exc)}"

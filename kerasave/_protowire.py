@@ -9,7 +9,7 @@ saved_model,meta_graph}.proto and tensorflow/core/framework/{tensor_shape,types,
 
 Decoding follows protobuf's own rules, so the results equal what the ``_pb2`` classes give:
 unknown fields (and known ones with an unexpected wire type) are skipped, the last value of a
-scalar wins, repeated singular sub-messages merge, repeated scalars may be packed or not, and
+scalar wins, a sub-message given twice merges, repeated scalars may be packed or not, and
 int32/int64 are two's complement of the 64-bit varint. Anything malformed raises ``WireError``
 (a ``ValueError``); no length field is trusted past the end of the buffer, and skipping a large
 field (a SavedModel's ``graph_def``) is a memoryview slice, never a copy.
@@ -18,11 +18,13 @@ field (a SavedModel's ``graph_def``) is a memoryview slice, never a copy.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 from typing import Any, ClassVar
 
-__all__ = [
-    "BundleEntryProto", "BundleHeaderProto", "MetaGraphDef", "MetaInfoDef", "NUMPY_NAMES",
-    "SavedModel", "TensorShapeProto", "TrackableObjectGraph", "VersionDef", "WireError",
+__all__ = [  # and the DT_* DataType numbers
+    "BundleEntryProto", "BundleHeaderProto", "Data", "Dim", "MetaGraphDef", "MetaInfoDef",
+    "NUMPY_NAMES", "ObjectReference", "SavedModel", "SerializedTensor", "SlotVariableReference",
+    "TensorShapeProto", "TrackableObject", "TrackableObjectGraph", "VersionDef", "WireError",
     "bundle_entry", "bundle_header", "saved_model_info", "trackable_object_graph",
 ]
 
@@ -51,6 +53,8 @@ class WireError(ValueError):
 
 
 def _varint(buf: memoryview, at: int) -> tuple[int, int]:
+    if at < len(buf) and buf[at] < 0x80:  # most varints (keys, lengths, ids) are one byte
+        return buf[at], at + 1
     value = 0
     for shift in range(0, 70, 7):
         if at >= len(buf):
@@ -101,11 +105,24 @@ def _key(buf: memoryview, at: int) -> tuple[int, int]:
 
 def _fields(buf: memoryview) -> Iterator[tuple[int, int, Any]]:
     """(field number, wire type, payload) for each field of one message, in order."""
-    at = 0
-    while at < len(buf):
-        key, at = _key(buf, at)
-        value, at = _value(buf, at, key >> 3, key & 7)
-        yield key >> 3, key & 7, value
+    at, end = 0, len(buf)
+    while at < end:
+        key = buf[at]
+        if 8 <= key < 0x80:  # a one-byte key: fields 1-15, inline
+            at += 1
+        else:
+            key, at = _key(buf, at)
+        number, wire = key >> 3, key & 7
+        if wire == 2:  # the common case, inline
+            length, at = _varint(buf, at)
+            if length > end - at:
+                raise WireError(f"field {number} says {length} bytes at byte {at}; "
+                                f"only {end - at} remain")
+            at += length
+            yield number, 2, buf[at - length: at]
+        else:
+            value, at = _value(buf, at, number, wire)
+            yield number, wire, value
 
 
 def _int32(v: int) -> int:
@@ -136,37 +153,32 @@ _SCALARS: dict[str, tuple[int, Callable[[Any], Any], Any]] = {
 }
 
 
-def _decode(cls: Any, data: Data) -> Any:
-    """An instance of ``cls`` from its wire bytes, per ``cls._FIELDS``."""
-    values: dict[str, Any] = {}
+def _decode(cls: Any, buf: memoryview) -> Any:
+    """An instance of ``cls`` from its wire bytes, per ``cls._SPEC`` (see ``_Message``)."""
+    spec, values = cls._SPEC, {}
     parts: dict[str, tuple[Any, list[memoryview]]] = {}  # singular sub-messages, to merge
-    for number, wire, raw in _fields(_view(data)):
-        if number not in cls._FIELDS:
+    for number, wire, raw in _fields(buf):
+        field = spec.get(number)
+        if field is None:
             continue
-        name, kind, repeated = cls._FIELDS[number]
-        if not isinstance(kind, str):  # a sub-message
-            if wire != 2:
-                continue
-            if repeated:
-                values.setdefault(name, []).append(_decode(kind, raw))
-            else:
-                parts.setdefault(name, (kind, []))[1].append(raw)
-            continue
-        want, convert, _ = _SCALARS[kind]
-        if repeated and want == 0 and wire == 2:  # packed scalars
-            items, at = values.setdefault(name, []), 0
-            while at < len(raw):
-                item, at = _varint(raw, at)
-                items.append(convert(item))
-        elif wire != want:
+        name, want, convert, repeated, message = field
+        if wire != want:
+            if repeated and want == 0 and wire == 2:  # packed scalars
+                items, at = values.setdefault(name, []), 0
+                while at < len(raw):
+                    item, at = _varint(raw, at)
+                    items.append(convert(item))
             continue  # protobuf treats a known field with another wire type as unknown
-        elif repeated:
+        if repeated:
             values.setdefault(name, []).append(convert(raw))
+        elif message is not None:
+            parts.setdefault(name, (message, []))[1].append(raw)
         else:
             values[name] = convert(raw)  # the last one wins
-    for name, (kind, chunks) in parts.items():  # concatenated messages decode as merged
-        values[name] = _decode(kind, chunks[0] if len(chunks) == 1 else b"".join(chunks))
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+    for name, (message, chunks) in parts.items():  # concatenated messages decode as merged
+        values[name] = _decode(message, chunks[0] if len(chunks) == 1
+                               else memoryview(b"".join(chunks)))
+    return cls(**{k: tuple(v) if type(v) is list else v for k, v in values.items()})
 
 
 class _Message:
@@ -180,14 +192,24 @@ class _Message:
     __slots__ = ()
     _FIELDS: ClassVar[dict[int, tuple[str, Any, bool]]] = {}
     _DEFAULTS: ClassVar[dict[str, Any]] = {}
+    _SPEC: ClassVar[dict[int, tuple[str, int, Callable[[Any], Any], bool, Any]]] = {}
 
     def __init_subclass__(cls) -> None:
-        cls._DEFAULTS = {name: () if repeated else kind() if isinstance(kind, type)
-                         else _SCALARS[kind][2] for name, kind, repeated in cls._FIELDS.values()}
+        """Precompute, per field number: (attribute, wire type, conversion, repeated, class)."""
+        cls._SPEC, cls._DEFAULTS = {}, {}
+        for number, (name, kind, repeated) in cls._FIELDS.items():
+            if isinstance(kind, str):
+                want, convert, default = _SCALARS[kind]
+                cls._SPEC[number] = (name, want, convert, repeated, None)
+            else:
+                convert, default = partial(_decode, kind), kind()
+                cls._SPEC[number] = (name, 2, convert, repeated, kind)
+            cls._DEFAULTS[name] = () if repeated else default
 
     def __init__(self, **values: Any) -> None:
+        put = object.__setattr__
         for name, default in self._DEFAULTS.items():
-            object.__setattr__(self, name, values.pop(name, default))
+            put(self, name, values.pop(name, default))
         if values:
             raise TypeError(f"{type(self).__name__} has no field {next(iter(values))!r}")
 
@@ -196,6 +218,9 @@ class _Message:
 
     def _values(self) -> tuple[Any, ...]:
         return tuple(getattr(self, name) for name in self._DEFAULTS)
+
+    def __reduce__(self) -> tuple[Any, ...]:  # pickle and copy, despite __setattr__
+        return _rebuild, (type(self), self._values())
 
     def __eq__(self, other: object) -> bool:
         if type(other) is not type(self):
@@ -208,6 +233,10 @@ class _Message:
     def __repr__(self) -> str:
         shown = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._DEFAULTS)
         return f"{type(self).__name__}({shown})"
+
+
+def _rebuild(cls: Any, values: tuple[Any, ...]) -> Any:
+    return cls(**dict(zip(cls._DEFAULTS, values)))
 
 
 def _slots(fields: dict[int, tuple[str, Any, bool]]) -> tuple[str, ...]:
@@ -295,19 +324,19 @@ class SavedModel(_Message):
 
 def trackable_object_graph(data: Data) -> TrackableObjectGraph:
     """A checkpoint's object graph (the ``_CHECKPOINTABLE_OBJECT_GRAPH`` tensor's bytes)."""
-    return _decode(TrackableObjectGraph, data)
+    return _decode(TrackableObjectGraph, _view(data))
 
 
 def bundle_header(data: Data) -> BundleHeaderProto:
     """A tensor bundle's header (the value under the empty key of its ``.index``)."""
-    return _decode(BundleHeaderProto, data)
+    return _decode(BundleHeaderProto, _view(data))
 
 
 def bundle_entry(data: Data) -> BundleEntryProto:
     """One tensor's entry in a bundle's ``.index``: where its bytes lie and their CRC32C."""
-    return _decode(BundleEntryProto, data)
+    return _decode(BundleEntryProto, _view(data))
 
 
 def saved_model_info(data: Data) -> SavedModel:
     """A ``saved_model.pb`` with only each MetaGraphDef's ``meta_info_def`` decoded."""
-    return _decode(SavedModel, data)
+    return _decode(SavedModel, _view(data))

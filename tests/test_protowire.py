@@ -8,7 +8,9 @@ serialized (with unknown fields mixed in), and from damaged bytes. Malformed inp
 
 from __future__ import annotations
 
+import copy
 import os
+import pickle
 import subprocess
 import sys
 import time
@@ -224,7 +226,10 @@ def test_field_numbers_and_types_match_the_protos(cls):
     assert REQUIRED[cls] <= {name for name, _, _ in cls._FIELDS.values()}
     for number, (name, kind, repeated) in cls._FIELDS.items():
         theirs = fields[name]
-        assert (theirs.number, theirs.is_repeated) == (number, repeated), name
+        theirs_repeated = getattr(theirs, "is_repeated", None)
+        if theirs_repeated is None:  # (protobuf before 6 has only the label)
+            theirs_repeated = theirs.label == theirs.LABEL_REPEATED
+        assert (theirs.number, theirs_repeated) == (number, repeated), name
         if isinstance(kind, str) and kind != "bytes":
             assert theirs.type in KINDS[kind], name
         else:  # sub-messages, and slices kept as raw bytes
@@ -407,6 +412,7 @@ MALFORMED = {
     "lone end-group": key(9, 4),
     "unterminated group": key(9, 3) + key(10, 0) + b"\x01",
     "mismatched end-group": key(9, 3) + key(10, 4),
+    "length past the end in a group": key(9, 3) + key(10, 2) + varint(50) + b"x" + key(9, 4),
     "deeply nested groups": key(9, 3) * 100_000,
     "bad packed payload": ld(3, ld(3, b"\x83")),  # header.version.bad_consumers
 }
@@ -425,6 +431,17 @@ def test_malformed_raises_wire_error_quickly(name):
         assert time.perf_counter() - start < 1.0
         with pytest.raises(DecodeError):  # the case is malformed for TensorFlow too
             their_cls.FromString(data)
+
+
+def test_errors_say_what_is_wrong():
+    with pytest.raises(pw.WireError, match="field 10 says 50 bytes"):
+        pw.bundle_entry(MALFORMED["length past the end in a group"])
+    with pytest.raises(pw.WireError, match=f"field 1 says {2**62} bytes"):
+        pw.trackable_object_graph(MALFORMED["huge length"])
+    with pytest.raises(pw.WireError, match="longer than 10 bytes"):
+        pw.bundle_entry(MALFORMED["varint of 11 bytes"])
+    with pytest.raises(pw.WireError, match="wire type 7"):
+        pw.bundle_entry(MALFORMED["wire type 7"])
 
 
 def test_invalid_utf8_in_a_decoded_string():
@@ -464,14 +481,17 @@ def test_decoded_messages_are_immutable_values():
         a.node_id = 2
     assert pw.BundleEntryProto().shape.dim == () and not pw.BundleEntryProto().slices
     assert "local_name='x'" in repr(a)
+    graph = pw.TrackableObjectGraph(nodes=(pw.TrackableObject(children=(a,)),))
+    assert pickle.loads(pickle.dumps(graph)) == copy.deepcopy(graph) == graph
 
 
 def test_imports_no_tensorflow_keras_numpy_or_protobuf():
     code = ("import sys, kerasave._protowire as m; print(m.__file__); "
             "print(sorted(n for n in sys.modules "
             "if n.split('.')[0] in ('tensorflow', 'keras', 'numpy', 'google')))")
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    mine = Path(pw.__file__).resolve()  # (the source tree's, or an installed copy's)
+    env = {**os.environ, "PYTHONPATH": str(mine.parents[1])}
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
                          text=True, check=True).stdout.splitlines()
-    assert Path(out[0]).resolve() == ROOT / "kerasave" / "_protowire.py"
+    assert Path(out[0]).resolve() == mine
     assert out[1] == "[]"

@@ -67,7 +67,7 @@ def test_doctor_lists_every_fast_path_and_the_switch_turns_them_all_off():
 
 def _keras_strips_optimizer() -> bool:
     """Whether this Keras' own ``model.save("x.h5")`` drops the optimizer from the
-    model's compile config (Keras 3.12 does)."""
+    model's compile config (3.12 through 3.15 do)."""
     import tempfile
 
     model = ks.reference_model(seed=0)
@@ -87,7 +87,7 @@ def test_fast_paths_and_public_api_write_and_read_the_same_values(
         monkeypatch.setenv(_internals.ENV, switch)
         path = tmp_path / switch / name
         if switch == "0" and (kind, fmt) == ("model", "h5") and _keras_strips_optimizer():
-            # Keras 3.12's legacy writer pops "optimizer" from the caller's compile
+            # Keras' legacy writer (3.12-3.15) pops "optimizer" from the caller's compile
             # config; only the compile_config fast path puts it back. Without it the
             # save is refused by its own check, not written wrong.
             with pytest.raises(ks.RoundTripError, match="compile settings"):

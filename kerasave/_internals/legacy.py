@@ -153,7 +153,7 @@ def training_optimizer(training: dict[str, Any], custom_objects: Mapping[str, An
             # A Keras 2 optimizer config: the arguments Keras 3's class takes.
             taken = set(inspect.signature(own.__init__).parameters)
             arguments = {k: v for k, v in dict(config.get("config") or {}).items()
-                         if k in taken and k != "name"}
+                         if k in taken}
             rate = arguments.get("learning_rate")
             if isinstance(rate, dict):
                 arguments["learning_rate"] = keras.optimizers.schedules.deserialize(rate)

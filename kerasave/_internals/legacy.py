@@ -16,6 +16,7 @@ off, goes the public way for the same result:
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -27,7 +28,7 @@ import keras
 from kerasave._internals import attempt
 from kerasave._internals.fastkeras import Source, legacy_reads, legacy_writes
 
-__all__ = ["keras2_model", "save_h5_model", "load_h5_weights", "keras2_modules",
+__all__ = ["keras2_model", "save_h5_model", "load_h5_weights", "keras2_modules", "named",
            "training_optimizer"]
 
 # Where Keras 3 finds each kind of class a Keras 2 config names without a module.
@@ -61,8 +62,6 @@ def keras2_modules(node: Any) -> Any:
 def keras2_model(config: dict[str, Any], custom_objects: Mapping[str, Any] | None, *,
                  safe_mode: bool = True) -> Any:
     """A Keras 3 object from an upgraded Keras 2 config (``config`` is not changed)."""
-    import json
-
     objects = dict(custom_objects or {})
 
     def fast() -> Any:
@@ -82,13 +81,14 @@ def keras2_model(config: dict[str, Any], custom_objects: Mapping[str, Any] | Non
 
 
 @contextlib.contextmanager
-def _h5_named(path: Path) -> Iterator[str]:
-    """``path`` under a name that ends in ``.h5``, which Keras' public calls require."""
-    if path.suffix in (".h5", ".hdf5"):
+def named(path: Path, suffixes: tuple[str, ...] = (".h5", ".hdf5")) -> Iterator[str]:
+    """``path`` under a name ending in one of ``suffixes``, which Keras' public calls
+    choose their reader by (a symbolic link when the file's own name does not)."""
+    if path.name.endswith(suffixes):
         yield str(path)
         return
     with tempfile.TemporaryDirectory(prefix="kerasave-") as tmp:
-        link = Path(tmp) / "linked.h5"
+        link = Path(tmp) / f"linked{suffixes[0]}"
         os.symlink(path.resolve(), link)
         yield str(link)
 
@@ -104,8 +104,8 @@ def save_h5_model(model: keras.Model, path: Path) -> None:
 
     def public() -> None:
         path.unlink(missing_ok=True)
-        with _h5_named(path) as named:
-            model.save(named)
+        with named(path) as h5:
+            model.save(h5)
 
     attempt("legacy_h5_io", fast, public)
 
@@ -124,8 +124,8 @@ def load_h5_weights(model: keras.Model, path: Path, group: Any,
             legacy_h5_format.load_weights_from_hdf5_group(group, model)
 
     def public() -> None:
-        with _h5_named(path) as named:
-            model.load_weights(named)
+        with named(path) as h5:
+            model.load_weights(h5)
 
     attempt("legacy_h5_io", fast, public, passthrough=(KerasaveError, ValueError))
 

@@ -10,8 +10,6 @@ loaded into, and the versions that wrote the file. Files in the Keras 2 layout
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -23,7 +21,7 @@ import numpy as np
 from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError, KerasaveError
 from kerasave._internals import Unsupported, attempt, failed
 from kerasave._internals import fastkeras as _fastkeras
-from kerasave._internals.legacy import load_h5_weights
+from kerasave._internals.legacy import load_h5_weights, named
 from kerasave._report import Check, Variable
 from kerasave._safety import check_h5
 from kerasave._state import Snapshot, empty_twin, fresh_twin, keras_warnings
@@ -207,14 +205,8 @@ class H5WeightsHandler(Handler):
         if _is_legacy(f):
             load_h5_weights(model, path, _legacy_group(f))
             return
-        if path.name.endswith(".weights.h5"):
-            model.load_weights(str(path))
-        else:
-            # Keras reads its own layout only from a name ending in .weights.h5.
-            with tempfile.TemporaryDirectory(prefix="kerasave-") as tmp:
-                link = Path(tmp) / "linked.weights.h5"
-                os.symlink(path.resolve(), link)
-                model.load_weights(str(link))
+        with named(path, (".weights.h5",)) as linked:  # (Keras' own layout: only by this name)
+            model.load_weights(linked)
 
     def load(self, model: keras.Model, path: Path, *, rollback: bool = True,
              checksummed: bool = False) -> list[Check]:

@@ -39,7 +39,7 @@ import h5py
 import keras
 import numpy as np
 
-from kerasave import _facade, _manifest, _registry
+from kerasave import _facade, _registry
 from kerasave._errors import (
     ArchitectureMismatchError,
     CorruptArtifactError,
@@ -53,6 +53,8 @@ from kerasave.formats import checkpoint as _checkpoint
 from kerasave.formats.h5weights import _datasets as _h5_datasets
 from kerasave.formats.h5weights import open_h5
 from kerasave.formats.whole import _weights_h5
+from kerasave.store import manifest as _manifest
+from kerasave.store import transaction as _transaction
 
 __all__ = [
     "Arrays",
@@ -114,7 +116,7 @@ def integrity(path: PathLike) -> Integrity:
     where = _manifest.manifest_path(handler, source)
     present = where.is_file()
     try:
-        _, detail = _manifest.resolve(handler, source)
+        _, detail = _transaction.resolve(handler, source)
     except CorruptArtifactError as exc:
         return Integrity(present, str(where) if present else None, False, str(exc))
     return Integrity(present, str(where) if present else None, True, detail)
@@ -123,7 +125,7 @@ def integrity(path: PathLike) -> Integrity:
 def _resolved(path: Path) -> tuple[Any, Path]:
     """The handler and the checked version of the artifact to read (manifest first)."""
     handler = _registry.detect(path)
-    actual, _ = _manifest.resolve(handler, path)
+    actual, _ = _transaction.resolve(handler, path)
     return handler, actual
 
 

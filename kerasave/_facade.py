@@ -17,7 +17,7 @@ from typing import Any
 
 import keras
 
-from kerasave import _atomic, _manifest, _registry, _safety, _verify
+from kerasave import _registry, _safety, _verify
 from kerasave._errors import (
     CorruptArtifactError,
     KerasaveError,
@@ -28,6 +28,8 @@ from kerasave._errors import (
 from kerasave._internals import fastkeras as _fastkeras
 from kerasave._report import Check, Inspection, Report
 from kerasave.formats._base import Handler, versions_now
+from kerasave.store import manifest as _manifest
+from kerasave.store.transaction import Transaction, resolve, resolve_checked
 
 __all__ = [
     "save_weights",
@@ -81,37 +83,31 @@ def _save_once(kind: str, model: keras.Model, path: PathLike, format: str | None
     handler.preflight(model, target)
     if verify and handler.name != "savedmodel" and kind in ("model", "config"):
         _refuse_unverifiable(model, handler.name, kind, target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    with _atomic.locked(target.parent):
-        _atomic.clean_stale(target)
-        tmp = _atomic.temp_path(target, handler.temp_suffix)
-        try:
-            with _atomic.flushing(handler, tmp) as flushed:
-                try:
-                    handler.write(model, tmp)
-                except (KerasaveError, OSError):
-                    raise
-                except (TypeError, ValueError, NotImplementedError) as exc:
-                    first = str(exc).strip().splitlines()[0] if str(exc).strip() else \
-                        type(exc).__name__
-                    raise NotSerializableError(
-                        f"Keras could not write the {handler.name} format: {first}",
-                        path=target) from exc
-                flushed.written()
-                if verify:
-                    with _fastkeras.private_files():
-                        checks = tuple(_named_as(c, tmp, target)
-                                       for c in handler.check(model, tmp))
-                else:
-                    checks = (Check("verify", True, "skipped (verify=False)"),)
-            report = Report(str(target), handler.name, all(c.ok for c in checks), checks)
-            if not report.ok:
-                raise RoundTripError(replace(report, seconds=time.perf_counter() - start))
-            _manifest.seal(handler, tmp, {"versions": versions_now()}, flushed.files)
-            _atomic.commit(handler, tmp, target)
-        finally:
-            _atomic.discard(handler, tmp)
+    with Transaction(handler, target) as txn:
+        txn.write(lambda tmp: _write(handler, model, tmp, target))
+        if verify:
+            with _fastkeras.private_files():
+                checks = txn.verify(lambda tmp: handler.check(model, tmp))
+        else:
+            checks = (Check("verify", True, "skipped (verify=False)"),)
+        report = Report(str(target), handler.name, all(c.ok for c in checks), checks)
+        if not report.ok:
+            raise RoundTripError(replace(report, seconds=time.perf_counter() - start))
+        txn.commit({"versions": versions_now()})
     return replace(report, bytes=_size(handler, target), seconds=time.perf_counter() - start)
+
+
+def _write(handler: Handler, model: keras.Model, tmp: Path, target: Path) -> None:
+    """The handler writes the temporary; what Keras raises about a model it cannot
+    write becomes NotSerializableError."""
+    try:
+        handler.write(model, tmp)
+    except (KerasaveError, OSError):
+        raise
+    except (TypeError, ValueError, NotImplementedError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise NotSerializableError(
+            f"Keras could not write the {handler.name} format: {first}", path=target) from exc
 
 
 def _refuse_unverifiable(model: keras.Model, fmt: str, kind: str, target: Path) -> None:
@@ -129,14 +125,6 @@ def _refuse_unverifiable(model: keras.Model, fmt: str, kind: str, target: Path) 
             "not even to check its own save; save with verify=False (reading it back "
             "then needs safe_mode=False)",
             path=target)
-
-
-def _named_as(check: Check, tmp: Path, target: Path) -> Check:
-    """A check of the temporary, as the user's artifact: no hidden temporary names
-    (which are gone once the save returns) in what it says."""
-    detail = (check.detail.replace(f" (path: {tmp})", "").replace(str(tmp), str(target))
-              .replace(tmp.name, target.name))
-    return check if detail == check.detail else replace(check, detail=detail)
 
 
 def save_weights(model: keras.Model, path: PathLike, *, format: str | None = None,
@@ -193,7 +181,7 @@ def load_weights(model: keras.Model, path: PathLike, *, format: str | None = Non
     source = Path(os.fspath(path))
     with _reading(source):
         handler = _registry.detect(source, "weights", format)
-        actual, integrity, checksummed = _manifest.resolve_checked(handler, source)
+        actual, integrity, checksummed = resolve_checked(handler, source)
         checks = (Check("integrity", True, integrity),
                   *handler.load(model, actual,  # type: ignore[attr-defined]
                                 checksummed=checksummed))
@@ -207,7 +195,7 @@ def load_config(path: PathLike, *, custom_objects: Mapping[str, Any] | None = No
     source = Path(os.fspath(path))
     with _reading(source):
         handler = _registry.detect(source, "config")
-        actual, _ = _manifest.resolve(handler, source)
+        actual, _ = resolve(handler, source)
         return handler.load(actual, custom_objects=custom_objects,  # type: ignore[attr-defined]
                             safe_mode=safe_mode)
 
@@ -222,7 +210,7 @@ def load_model(path: PathLike, *, compile: bool = True, safe_mode: bool = True,
     source = Path(os.fspath(path))
     with _reading(source):
         handler = _registry.detect(source, "model")
-        actual, _, checksummed = _manifest.resolve_checked(handler, source)
+        actual, _, checksummed = resolve_checked(handler, source)
         return handler.load(actual, compile=compile,  # type: ignore[attr-defined]
                             safe_mode=safe_mode, custom_objects=custom_objects,
                             checksummed=checksummed)
@@ -238,7 +226,7 @@ def verify(model: keras.Model, path: PathLike, *, format: str | None = None) -> 
     source = Path(os.fspath(path))
     with _reading(source):
         handler = _registry.detect(source, None, format)
-        actual, integrity = _manifest.resolve(handler, source)
+        actual, integrity = resolve(handler, source)
         checks = (Check("integrity", True, integrity), *handler.check(model, actual))
     return Report(str(source), handler.name, all(c.ok for c in checks), checks,
                   _size(handler, actual), time.perf_counter() - start)
@@ -249,7 +237,7 @@ def inspect(path: PathLike) -> Inspection:
     source = Path(os.fspath(path))
     with _reading(source):
         handler = _registry.detect(source)
-        actual, _ = _manifest.resolve(handler, source)
+        actual, _ = resolve(handler, source)
         contents = handler.contents(actual)
         # What the artifact records itself comes first; kerasave's manifest adds the
         # versions a format has no place for (a .keras archive names only Keras').

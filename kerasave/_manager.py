@@ -10,6 +10,7 @@ with it.
 from __future__ import annotations
 
 import fcntl
+import itertools
 import json
 import math
 import os
@@ -25,7 +26,6 @@ from typing import Any
 import keras
 import tensorflow as tf
 
-from kerasave import _atomic, _manifest
 from kerasave import _internals as internals
 from kerasave._errors import (
     ArchitectureMismatchError,
@@ -53,11 +53,40 @@ from kerasave.formats.checkpoint import (
     tensor_loader,
     tensor_reader,
 )
+from kerasave.store import local
+from kerasave.store.transaction import Transaction, resolve_checked
 
 __all__ = ["CheckpointManager"]
 
 _HANDLER = CheckpointHandler()
 _LOCK_NAME = ".kerasave-writer.lock"
+
+
+class _Lease:
+    """This process' hold on a directory's writer lock file, which passes from
+    manager to manager: the newest ``CheckpointManager`` of the directory holds it.
+
+    ``writing`` is held for each write, so two managers of one process never
+    interleave theirs; ``pending`` is a background write still running.
+    """
+
+    def __init__(self, fd: int, key: tuple[int, int], holder: int) -> None:
+        self.fd, self.key, self.holder = fd, key, holder
+        self.writing = threading.Lock()
+        self.pending: threading.Thread | None = None
+
+
+_leases: dict[tuple[int, int], _Lease] = {}  # by the directory's (st_dev, st_ino)
+_leases_lock = threading.Lock()
+_created = itertools.count(1)  # managers in order of creation: the newest writer wins
+
+
+def _key(directory: Path) -> tuple[int, int] | None:
+    try:
+        st = directory.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 @dataclass(frozen=True)
@@ -116,7 +145,8 @@ class CheckpointManager:
         self.verify = verify
         self.best_k, self.metric, self.mode = best_k, metric, mode
         self.trackables = dict(trackables)
-        self._lock: int | None = None
+        self._number = next(_created)
+        self._lease: _Lease | None = None
         self._now = time.time  # tests move the clock
         self._pending: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -169,23 +199,51 @@ class CheckpointManager:
 
     # -- writing ---------------------------------------------------------------------
 
-    def _acquire(self) -> None:
-        if self._lock is not None:
-            return
+    def _acquire(self) -> _Lease:
+        """The directory's lease, taken when this manager first writes: from the
+        process' last manager of the directory when there is one (a notebook cell run
+        again creates a new manager while the old one lives on), else by locking the
+        directory's writer lock file, which excludes managers of other processes.
+
+        Raises:
+            KerasaveError: a newer manager of this process took the directory over,
+                or a manager of another process holds it.
+        """
+        lease = self._lease
+        if lease is not None:
+            if lease.holder != self._number or _leases.get(lease.key) is not lease:
+                raise KerasaveError(
+                    "this CheckpointManager was superseded by a newer one for the same "
+                    "directory in this process (e.g. a notebook cell run again), which "
+                    "now writes there; save through the newer one", path=self.directory)
+            return lease
         self.directory.mkdir(parents=True, exist_ok=True)
-        lock_path = self.directory / _LOCK_NAME
-        fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-            os.close(fd)
-            raise KerasaveError(
-                f"another CheckpointManager (process {holder}) is writing to this directory; "
-                "only one writer at a time", path=self.directory) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, str(os.getpid()).encode(), 0)
-        self._lock = fd  # released by close() or when the process dies
+        key = _key(self.directory)
+        assert key is not None
+        with _leases_lock:
+            lease = _leases.get(key)
+            if lease is not None:
+                if lease.holder > self._number:
+                    self._lease = lease
+                    return self._acquire()  # raises: superseded
+                lease.holder = self._number
+                self._lease = lease
+                return lease
+            fd = os.open(self.directory / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
+                         0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise KerasaveError(
+                    f"another CheckpointManager (process {holder}) is writing to this "
+                    "directory; only one writer at a time", path=self.directory) from None
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, str(os.getpid()).encode(), 0)
+            lease = _leases[key] = _Lease(fd, key, self._number)
+            self._lease = lease
+            return lease  # released by close() or when the process dies
 
     def close(self) -> None:
         """Finish a background save, then release the directory's writer lock."""
@@ -195,10 +253,18 @@ class CheckpointManager:
             self._release()
 
     def _release(self) -> None:
-        if self._lock is not None:
-            fcntl.flock(self._lock, fcntl.LOCK_UN)
-            os.close(self._lock)
-            self._lock = None
+        lease, self._lease = self._lease, None
+        if lease is None:
+            return
+        with _leases_lock:
+            if lease.holder != self._number or _leases.get(lease.key) is not lease:
+                return  # superseded: the lease is the newer manager's
+            del _leases[lease.key]
+        pending = lease.pending
+        if pending is not None and pending is not threading.current_thread():
+            pending.join()
+        fcntl.flock(lease.fd, fcntl.LOCK_UN)
+        os.close(lease.fd)
 
     def __enter__(self) -> CheckpointManager:
         return self
@@ -217,10 +283,6 @@ class CheckpointManager:
     def _roots(self) -> dict[str, Any]:
         return checkpoint_roots(self.model, self.optimizer, self.trackables)
 
-    def _clean_temporaries(self) -> None:
-        for stale in self.directory.glob(f".*{_atomic.TMP_MARK}*"):
-            _atomic._remove(stale)
-
     def save(self, *, step: int | None = None, metrics: Mapping[str, float] | None = None,
              metadata: Mapping[str, Any] | None = None, blocking: bool = True) -> str:
         """Write, verify and keep a numbered checkpoint; returns its path.
@@ -236,23 +298,24 @@ class CheckpointManager:
                 it, and raises what it raised.
         """
         self.wait()
-        self._acquire()
-        self._clean_temporaries()
+        lease = self._acquire()
+        before = lease.pending  # another manager's background write, superseded by this one
+        if before is not None:
+            before.join()
         entries = self._entries()
         number = int(step) if step is not None else (entries[-1].number + 1 if entries else 1)
         path = self.directory / f"ckpt-{number}"
-        tmp = _atomic.temp_path(path, "")
         manifest = describe(self.model, self.optimizer, "checkpoint")
         manifest.update(step=number, time=self._now(),
                         metrics={k: float(v) for k, v in (metrics or {}).items()},
                         metadata=dict(metadata or {}), trackables=sorted(self.trackables))
         snapshot = None if blocking else self._snapshot()
         if snapshot is None:
-            self._write(tf.train.Checkpoint(**self._roots()), None, tmp, path, manifest)
+            self._write(tf.train.Checkpoint(**self._roots()), None, path, manifest)
             return str(path)
         checkpoint, copies = snapshot
-        self._pending = threading.Thread(
-            target=self._background, args=(checkpoint, copies, tmp, path, manifest),
+        self._pending = lease.pending = threading.Thread(
+            target=self._background, args=(checkpoint, copies, path, manifest),
             name=f"kerasave-save-{path.name}")
         self._pending.start()
         return str(path)
@@ -284,28 +347,28 @@ class CheckpointManager:
             return None
         return checkpoint, self._copies
 
-    def _background(self, checkpoint: Any, copies: Any, tmp: Path, path: Path,
+    def _background(self, checkpoint: Any, copies: Any, path: Path,
                     manifest: dict[str, Any]) -> None:
         try:
-            self._write(checkpoint, copies, tmp, path, manifest)
+            self._write(checkpoint, copies, path, manifest)
         except BaseException as exc:  # surfaces on the next call
             self._error = exc
 
-    def _write(self, checkpoint: Any, copies: Any, tmp: Path, path: Path,
+    def _write(self, checkpoint: Any, copies: Any, path: Path,
                manifest: dict[str, Any]) -> None:
         start = time.perf_counter()
-        try:
-            with _atomic.flushing(_HANDLER, tmp) as flushed:
-                checkpoint.write(str(tmp))
-                manifest_path(tmp).write_text(
-                    json.dumps(manifest, indent=1, default=str) + "\n")
-                flushed.written()
-                self._check(tmp, path, copies, start)
-            _manifest.seal(_HANDLER, tmp, {}, flushed.files)
-            _atomic.commit(_HANDLER, tmp, path)
-        finally:
-            _atomic.discard(_HANDLER, tmp)
-        self._retain()
+        lease = self._lease
+        assert lease is not None
+
+        def write(tmp: Path) -> None:
+            checkpoint.write(str(tmp))
+            local.write_text(manifest_path(tmp),
+                             json.dumps(manifest, indent=1, default=str) + "\n")
+
+        with lease.writing, Transaction(_HANDLER, path, suffix="") as txn:
+            txn.write(write)
+            self._check(txn.tmp, path, copies, start)
+            txn.commit({}, then=self._retain)
 
     def _check(self, tmp: Path, path: Path, copies: Any, start: float) -> None:
         if not self.verify:
@@ -336,13 +399,13 @@ class CheckpointManager:
                 if anchor is None or e.time - anchor >= self.keep_every_n_hours * 3600:
                     keep.add(e.number)
                     anchor = e.time
-        with _atomic.removing() as held:  # (disk space freed once all names are gone)
+        with local.removing() as held:  # (disk space freed once all names are gone)
             for e in entries:
                 if e.number not in keep:
                     index = e.path.with_name(e.path.name + ".index")
-                    index.unlink(missing_ok=True)  # first: what makes the rest a checkpoint
+                    local.remove(index, held)  # first: what makes the rest a checkpoint
                     for member in _HANDLER.members(e.path):
-                        _atomic._remove(member, held)
+                        local.remove(member, held)
 
     # -- reading ---------------------------------------------------------------------
 
@@ -375,7 +438,7 @@ class CheckpointManager:
         prefix = Path(os.fspath(path))
         if not _HANDLER.exists(prefix):
             raise ArtifactNotFoundError(f"no checkpoint at {prefix}", path=prefix)
-        prefix, _, checksummed = _manifest.resolve_checked(_HANDLER, prefix)
+        prefix, _, checksummed = resolve_checked(_HANDLER, prefix)
         reader = _reader(prefix)
         try:
             manifest = json.loads(manifest_path(prefix).read_text(encoding="utf-8"))

@@ -5,13 +5,13 @@ from __future__ import annotations
 from pathlib import Path
 
 from kerasave._errors import ArtifactNotFoundError, CorruptArtifactError, UnknownFormatError
-from kerasave._manifest import backup_path
 from kerasave.formats._base import Handler
 from kerasave.formats.checkpoint import CheckpointHandler
 from kerasave.formats.config import JsonHandler, YamlHandler
 from kerasave.formats.h5weights import H5WeightsHandler
 from kerasave.formats.savedmodel import SavedModelHandler
 from kerasave.formats.whole import H5ModelHandler, KerasHandler
+from kerasave.store.manifest import backup_path
 
 __all__ = ["FORMATS", "for_save", "detect"]
 

@@ -89,7 +89,7 @@ def test_a_failed_background_save_surfaces_on_the_next_call_and_leaves_no_trace(
     manager = ks.CheckpointManager(tmp_path, model=model)
     first = manager.save()
     before = sorted(p.name for p in tmp_path.iterdir())
-    from kerasave import _atomic
+    from kerasave.store import local as _atomic
 
     def full_disk(*args, **kwargs):
         raise OSError(28, "No space left on device")

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 import kerasave as ks
-from kerasave import _atomic
+from kerasave.store import local as _atomic
 
 from .conftest import all_vars, assert_bit_exact, values
 
@@ -97,7 +97,7 @@ def test_interrupted_commit_leaves_old_or_new(trained, tmp_path, monkeypatch, ca
 def test_a_large_file_checksummed_in_parts_gives_the_same_crc32c(tmp_path, monkeypatch):
     import google_crc32c
 
-    from kerasave import _manifest
+    from kerasave.store import crc as _manifest
 
     data = os.urandom(3 * 2**20 + 12345)
     path = tmp_path / "blob"
@@ -151,7 +151,7 @@ def test_removed_files_go_at_once_and_their_space_is_freed_in_the_background(
 
     monkeypatch.setattr(_atomic, "_close", held_close)
     for path in (big, small, tree):
-        _atomic._remove(path)
+        _atomic.remove(path)
     assert sorted(os.listdir(tmp_path)) == []  # every name is gone at once
     held = _deleted_fds(tmp_path)
     assert sorted(held) == sorted([f"{big} (deleted)", f"{tree}/variables/data (deleted)"])
@@ -165,7 +165,7 @@ def test_a_forked_child_does_not_hold_removed_files(tmp_path, monkeypatch):
     big.write_bytes(b"\1" * _atomic._FREE_LATER)
     gate = threading.Event()
     monkeypatch.setattr(_atomic, "_close", lambda fd: (gate.wait(10), os.close(fd)))
-    _atomic._remove(big)
+    _atomic.remove(big)
     assert _deleted_fds(tmp_path)
     pid = os.fork()
     if pid == 0:  # the child: its copies are closed by the at-fork hook
@@ -234,7 +234,7 @@ def test_the_speed_up_never_fails_a_removal(tmp_path, monkeypatch):
     monkeypatch.setattr(_atomic, "_to_close", None)
     monkeypatch.setattr(threading.Thread, "start", no_thread)
     big.write_bytes(b"\1" * _atomic._FREE_LATER)
-    _atomic._remove(big)  # no thread: freed here
+    _atomic.remove(big)  # no thread: freed here
     assert not big.exists() and _deleted_fds(tmp_path) == []
     assert _atomic._to_close is None
     _atomic.settle()  # returns: nothing is left waiting for a thread
@@ -252,7 +252,7 @@ def test_removing_a_tree_does_not_raise_for_one_stuck_file(tmp_path, monkeypatch
         return real(self, missing_ok=missing_ok)
 
     monkeypatch.setattr(Path, "unlink", unlink)
-    _atomic._remove(tree)  # rmtree still removes what it can, as before
+    _atomic.remove(tree)  # rmtree still removes what it can, as before
     assert not tree.exists()
     _atomic.settle()
 

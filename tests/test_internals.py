@@ -188,3 +188,18 @@ def test_a_background_save_without_its_fast_path_blocks_and_resumes_the_same(
         assert manager.restore_or_initialize() == path
     assert_bit_exact(expected, values(all_vars(fresh)))
     assert np.array_equal(expected[0], values(all_vars(fresh))[0])
+
+
+@pytest.mark.slow
+def test_a_fresh_process_whose_first_call_loads_a_legacy_h5_model(tmp_path):
+    """Its probes are first wanted while the loader holds a patch (deferred variables):
+    they used to wait for that patch's lock in their own thread, forever."""
+    path = tmp_path / "m.h5"
+    ks.save_model(ks.reference_model(seed=0), path)
+    code = ("import kerasave as ks; m = ks.load_model(__import__('sys').argv[1]);"
+            "print('loaded', int(m.optimizer.iterations))")
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    result = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                            text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "loaded 0" in result.stdout

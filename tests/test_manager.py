@@ -1,9 +1,12 @@
 """CheckpointManager and the fit callback: exact resume, retention, damage, locking."""
 
 import fcntl
+import gc
 import os
 import subprocess
 import sys
+import threading
+import time
 from pathlib import Path
 
 import keras
@@ -170,18 +173,128 @@ def test_every_checkpoint_damaged_is_an_error(tmp_path):
         ks.CheckpointManager(tmp_path, model=fresh).restore_or_initialize()
 
 
-def test_one_writer_at_a_time(tmp_path):
+def test_a_new_manager_in_the_same_process_takes_over(tmp_path):
+    """A notebook cell run again: the new manager writes, the old one is told why it
+    may not, and the checkpoints form one series."""
     model = _net()
     _train(model)
     first = ks.CheckpointManager(tmp_path, model=model)
     first.save()
-    second = ks.CheckpointManager(tmp_path, model=model)
-    with pytest.raises(ks.KerasaveError, match="another CheckpointManager"):
-        second.save()
-    assert second.restore_or_initialize() is not None  # reading needs no lock
-    first.close()
+    second = ks.CheckpointManager(tmp_path, model=model)  # the cell, run again
+    assert second.restore_or_initialize() == str(tmp_path / "ckpt-1")
     assert second.save() == str(tmp_path / "ckpt-2")
+    with pytest.raises(ks.KerasaveError, match="superseded by a newer one"):
+        first.save()
+    del first
+    gc.collect()  # the old object's end releases nothing the new one holds
+    assert second.save() == str(tmp_path / "ckpt-3")
+    assert [Path(p).name for p in second.checkpoints] == ["ckpt-1", "ckpt-2", "ckpt-3"]
     second.close()
+    third = ks.CheckpointManager(tmp_path, model=model)  # after a close: a fresh lease
+    assert third.save() == str(tmp_path / "ckpt-4")
+    third.close()
+
+
+def test_an_older_manager_that_never_wrote_does_not_take_back_the_directory(tmp_path):
+    model = _net()
+    _train(model)
+    older = ks.CheckpointManager(tmp_path, model=model)
+    newer = ks.CheckpointManager(tmp_path, model=model)
+    newer.save()
+    with pytest.raises(ks.KerasaveError, match="superseded"):
+        older.save()
+    newer.close()
+
+
+def test_managers_in_two_processes_exclude_each_other(tmp_path):
+    model = ks.reference_model(seed=1)
+    code = ("import os, sys, time; os.environ['TF_CPP_MIN_LOG_LEVEL'] = '3';"
+            "import kerasave as ks;"
+            "m = ks.reference_model(seed=0); mgr = ks.CheckpointManager(sys.argv[1], model=m);"
+            "mgr.save(); print('saved', flush=True); sys.stdin.read()")
+    child = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], text=True,
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                             stderr=subprocess.DEVNULL)
+    try:
+        assert child.stdout.readline().startswith("saved")
+        here = ks.CheckpointManager(tmp_path, model=model)
+        with pytest.raises(ks.KerasaveError, match=rf"another CheckpointManager \(process "
+                                                   rf"{child.pid}\)"):
+            here.save()
+        assert here.restore_or_initialize() is not None  # reading needs no lock
+    finally:
+        child.stdin.close()
+        child.wait(timeout=120)
+        child.stdout.close()
+    assert here.save() == str(tmp_path / "ckpt-2")  # its lock died with it
+    here.close()
+
+
+def test_two_managers_of_one_process_never_interleave_writes(tmp_path, monkeypatch):
+    """A background save of the old manager is finished before the new one writes."""
+    from kerasave.store import local
+
+    model = _net()
+    _train(model)
+    first = ks.CheckpointManager(tmp_path, model=model)
+    first.save()
+    events = []
+    real_commit = local.commit
+
+    def slow_commit(handler, tmp, path):
+        events.append(("start", path.name))
+        time.sleep(0.3)
+        real_commit(handler, tmp, path)
+        events.append(("end", path.name))
+
+    monkeypatch.setattr(local, "commit", slow_commit)
+    first.save(blocking=False)  # ckpt-2, in a thread
+    second = ks.CheckpointManager(tmp_path, model=model)
+    assert second.save() == str(tmp_path / "ckpt-3")  # numbered after the one in flight
+    assert events == [("start", "ckpt-2"), ("end", "ckpt-2"), ("start", "ckpt-3"),
+                      ("end", "ckpt-3")]
+    first.wait()
+    second.close()
+
+
+def test_a_save_into_the_managers_directory_during_its_save_both_succeed(tmp_path,
+                                                                         monkeypatch):
+    """The manager cleans only temporaries whose writer is gone: not the in-flight
+    save_weights of another writer in its directory."""
+    from kerasave.formats.checkpoint import CheckpointHandler
+
+    model = _net()
+    _train(model)
+    other = ks.reference_model(seed=3)
+    writing, go_on = threading.Event(), threading.Event()
+    real_write = CheckpointHandler.write
+
+    def slow_write(self, m, path):
+        real_write(self, m, path)
+        writing.set()
+        assert go_on.wait(60)
+
+    monkeypatch.setattr(CheckpointHandler, "write", slow_write)
+    results = {}
+    saver = threading.Thread(
+        target=lambda: results.setdefault("x", ks.save_weights(other, tmp_path / "x")))
+    saver.start()
+    assert writing.wait(60)
+    monkeypatch.setattr(CheckpointHandler, "write", real_write)
+    in_flight = sorted(p.name for p in tmp_path.iterdir() if "kerasave-tmp" in p.name)
+    assert in_flight
+    manager = ks.CheckpointManager(tmp_path, model=model)
+    assert manager.save() == str(tmp_path / "ckpt-1")  # cleans dead temporaries only
+    assert set(in_flight) <= {p.name for p in tmp_path.iterdir()}
+    go_on.set()
+    saver.join(60)
+    assert results["x"].ok
+    fresh = ks.reference_model(seed=4)
+    ks.load_weights(fresh, tmp_path / "x")
+    assert_bit_exact(values(other.weights), fresh.weights)
+    assert [Path(p).name for p in manager.checkpoints] == ["ckpt-1"]
+    assert not [p for p in tmp_path.iterdir() if "kerasave-tmp" in p.name]
+    manager.close()
 
 
 def test_the_lock_dies_with_its_process(tmp_path):

@@ -13,9 +13,11 @@ import pytest
 import tensorflow as tf
 
 import kerasave as ks
-from kerasave import _atomic, _manifest, _registry
+from kerasave import _registry
 from kerasave._internals import fastkeras as _fastkeras
 from kerasave.formats.checkpoint import tensor_loader, tensor_locations, tensor_reader
+from kerasave.store import local as _atomic
+from kerasave.store import manifest as _manifest
 
 
 def _flip(path, offset):

@@ -27,11 +27,12 @@ when imported (``load_all`` imports every one, for ``doctor``).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import os
 import threading
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -104,8 +105,26 @@ def _warn(path: _FastPath) -> None:
                       FastPathWarning, stacklevel=4)
 
 
+_PATCHING = threading.local()  # .depth: patches this thread holds (see ``patching``)
+
+
+@contextlib.contextmanager
+def patching() -> Iterator[None]:
+    """Marks a block in which this thread holds a patch (and the patches' lock)."""
+    _PATCHING.depth = getattr(_PATCHING, "depth", 0) + 1
+    try:
+        yield
+    finally:
+        _PATCHING.depth -= 1
+
+
 def on(name: str) -> bool:
-    """Whether the fast path ``name`` may run: allowed, and its probe passed (run once)."""
+    """Whether the fast path ``name`` may run: allowed, and its probe passed (run once).
+
+    A thread that holds a patch cannot wait for a probe, which runs in a thread of
+    its own and may need the patches' lock: the public path serves that one call,
+    and the probe runs at the next call outside a patch.
+    """
     if not enabled():
         return False
     if _probing(name):
@@ -116,6 +135,8 @@ def on(name: str) -> bool:
     if path.state is None:
         if hasattr(_PROBING, "names"):  # a probe that needs another: probe it here
             _probe(path)
+        elif getattr(_PATCHING, "depth", 0):
+            return False
         else:
             # In a thread of its own: Keras' global state (automatic names, the dtype
             # policy, scopes) and TensorFlow's distribution strategy are per thread,

@@ -55,7 +55,7 @@ import keras
 import numpy as np
 
 from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError, KerasaveError
-from kerasave._internals import Unsupported, on
+from kerasave._internals import Unsupported, on, patching
 from kerasave._verify import fixed_config
 
 try:  # ISA-L's CRC-32 runs at ~10 GB/s, zlib's at ~1 GB/s; both give the zip's CRC-32
@@ -321,7 +321,7 @@ def _patched(owner: Any, name: str, patch: Callable[[Any], Any]) -> Iterator[Non
     The original is read under the lock: a thread that waited for another's
     patch to be removed must not take that patch for the original.
     """
-    with _PATCH_LOCK:
+    with _PATCH_LOCK, patching():
         original = getattr(owner, name)
         setattr(owner, name, patch(original))
         try:

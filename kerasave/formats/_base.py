@@ -45,12 +45,14 @@ class Handler:
     suffixes: ClassVar[tuple[str, ...]] = ()
     # A temporary artifact's name must end in this for the writer to accept it.
     temp_suffix: ClassVar[str] = ""
+    # Whether the integrity manifest lives inside the artifact (a directory) or beside it.
+    manifest_inside: ClassVar[bool] = False
 
     def members(self, path: Path) -> list[Path]:
         """The files (or directory) that make up the artifact at ``path``, if any.
 
         The integrity manifest beside a file comes first: renamed into place before
-        the file it describes (see ``kerasave._manifest``).
+        the file it describes (see ``kerasave.store.transaction``).
         """
         sidecar = path.with_name(path.name + ".kerasave.json")
         return [p for p in (sidecar, path) if p.exists()]

@@ -20,12 +20,12 @@ import tensorflow as tf
 from kerasave import _protowire
 from kerasave._errors import CorruptArtifactError
 from kerasave._internals import fastkeras as _fastkeras
-from kerasave._manifest import crc32c_of
 from kerasave._report import Check, Variable
 from kerasave._state import keras_warnings
 from kerasave._verify import compare_outputs, probe_inputs
 from kerasave.formats import checkpoint
 from kerasave.formats._base import Contents, Handler
+from kerasave.store.crc import crc32c_of
 
 __all__ = ["SavedModelHandler", "compare_serving"]
 
@@ -176,6 +176,7 @@ def compare_serving(model: keras.Model, served: Any, probe: Any) -> Check:
 class SavedModelHandler(Handler):
     name = "savedmodel"
     kind = "model"
+    manifest_inside = True
 
     def members(self, path: Path) -> list[Path]:
         return [path] if path.exists() else []

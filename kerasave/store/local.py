@@ -1,9 +1,14 @@
-"""Writing to a temporary sibling and renaming it into place.
+"""Local (POSIX) storage: the disk steps of a transaction.
 
-A save writes the whole artifact under a temporary name beside the target,
-verifies it there, fsyncs it, and only then renames each member over the old
-one (``os.replace``). A failed or refused save leaves the previous artifact as it
-was and removes its temporaries.
+Every change a save makes on disk goes through one of the calls here (each
+announced to ``_step``: the crash-point test stops a process at each one in
+turn): writing a small file, fsync, a hard link, a rename, a removal. Also the
+directory lock, the commit of a verified temporary (previous version hard-linked
+to its backup name first, then each member renamed over the old one) and the
+background work that overlaps a save's disk I/O with its verification.
+
+What a transaction does with them, and in which order, is
+``kerasave.store.transaction``'s business.
 """
 
 from __future__ import annotations
@@ -14,26 +19,46 @@ import glob
 import itertools
 import os
 import queue
-import secrets
 import shutil
 import stat
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
 from kerasave.formats._base import Handler
 
-__all__ = ["TMP_MARK", "temp_path", "commit", "discard", "locked", "clean_stale", "flushing",
-           "Flushed", "removing", "settle"]
+__all__ = ["commit", "discard", "locked", "Flushed", "removing", "settle",
+           "write_text", "link", "replace", "remove", "fsync_one"]
 
-TMP_MARK = ".kerasave-tmp-"
+# Called before each disk step with its kind ("write", "fsync", "link", "rename",
+# "unlink", "rmtree") and path; the crash-point test sets it, nothing else does.
+_hook: Callable[[str, Path], None] | None = None
 
 
-def temp_path(path: Path, suffix: str) -> Path:
-    """A hidden sibling of ``path`` that no artifact name can collide with."""
-    return path.with_name(f".{path.name}{TMP_MARK}{secrets.token_hex(6)}{suffix}")
+def _step(kind: str, path: Path) -> None:
+    if _hook is not None:
+        _hook(kind, path)
+
+
+def write_text(path: Path, text: str) -> None:
+    """A small file (a manifest), written and fsynced."""
+    _step("write", path)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def link(source: Path, name: Path) -> None:
+    _step("link", name)
+    os.link(source, name)
+
+
+def replace(source: Path, target: Path) -> None:
+    _step("rename", target)
+    os.replace(source, target)
 
 
 def _final_name(member: Path, tmp: Path, path: Path) -> Path:
@@ -42,8 +67,9 @@ def _final_name(member: Path, tmp: Path, path: Path) -> Path:
     return path.with_name(path.name + member.name[len(tmp.name):])
 
 
-def _fsync_one(path: Path) -> None:
+def fsync_one(path: Path) -> None:
     """fsync one file, or one directory's own entries (not what is under them)."""
+    _step("fsync", path)
     fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -56,8 +82,8 @@ def _fsync(member: Path) -> None:
     if member.is_dir() and not member.is_symlink():
         for child in member.rglob("*"):
             if not child.is_symlink():
-                _fsync_one(child)
-    _fsync_one(member)
+                fsync_one(child)
+    fsync_one(member)
 
 
 def _sync_file_range() -> Any:
@@ -83,7 +109,7 @@ class Flushed:
 
     ``written()`` says the temporary is complete: its checksums (for the
     manifest) and its fsync start, while the caller verifies it. ``files`` is
-    the manifest's table of its files once ``flushing`` has returned.
+    the manifest's table of its files once ``wait`` has returned.
     """
 
     files: dict[str, dict[str, Any]] | None = None
@@ -142,7 +168,7 @@ class Flushed:
             _fsync(member)
 
     def _checksum(self) -> None:
-        from kerasave._manifest import checksums
+        from kerasave.store.manifest import checksums
 
         self.files = checksums(self._handler, self._tmp, mapped=True)  # our own temporary
 
@@ -151,31 +177,11 @@ class Flushed:
         self._stop.set()
         self._threads += [self._start(self._flush), self._start(self._checksum)]
 
-    def _wait(self) -> list[BaseException]:
+    def wait(self) -> list[BaseException]:
         self._stop.set()
         for thread in self._threads:
             thread.join()
         return self._errors
-
-
-@contextlib.contextmanager
-def flushing(handler: Handler, tmp: Path) -> Iterator[Flushed]:
-    """Overlap a save's disk work with its writing and its verification.
-
-    Inside the block the caller writes the temporary, calls ``written()``, then
-    verifies it (reading it back from the page cache on the other core). Leaving
-    waits for the threads and raises what they raised, unless the block itself
-    raised: that error is the one to report. ``commit`` fsyncs again, cheaply.
-    """
-    flushed = Flushed(handler, tmp)
-    try:
-        yield flushed
-    except BaseException:
-        flushed._wait()
-        raise
-    errors = flushed._wait()
-    if errors:
-        raise errors[0]
 
 
 _FREE_LATER = 4 * 2**20  # bytes of a file whose disk blocks are freed in a thread
@@ -331,22 +337,24 @@ def _unlink(path: Path, held: list[int]) -> None:
             token = next(_tokens)
             _held[token] = _Held(fd, st.st_dev, st.st_ino)
             held.append(token)
+    _step("unlink", path)
     path.unlink(missing_ok=True)
 
 
-def _remove(path: Path, held: list[int] | None = None) -> None:
+def remove(path: Path, held: list[int] | None = None) -> None:
     """Remove a file or a directory tree now; large files' disk space is freed in a
     thread, when the ``removing`` block that gave ``held`` ends (at once when not
     given)."""
     if held is None:
         with removing() as gathered:
-            _remove(path, gathered)
+            remove(path, gathered)
         return
     if path.is_dir() and not path.is_symlink():
         for child in path.rglob("*"):
             if child.is_file() and not child.is_symlink():
                 with contextlib.suppress(OSError):  # rmtree decides, as before
                     _unlink(child, held)
+        _step("rmtree", path)
         shutil.rmtree(path, ignore_errors=True)
     else:
         _unlink(path, held)
@@ -358,16 +366,16 @@ def commit(handler: Handler, tmp: Path, path: Path) -> None:
     The current version is hard-linked (a directory: renamed) to its backup name
     first, so a reader finds a complete version whenever this is interrupted.
     """
-    from kerasave._manifest import backup_path
+    from kerasave.store.manifest import backup_path
 
     backup = backup_path(handler, path)
     for stale in handler.members(backup):
-        _remove(stale)
+        remove(stale)
     old = handler.members(path)
     for member in old:
         if member.is_file():
-            os.link(member, _final_name(member, path, backup))
-    _fsync_one(path.parent)
+            link(member, _final_name(member, path, backup))
+    fsync_one(path.parent)
     new = handler.members(tmp)
     for member in new:
         _fsync(member)
@@ -375,16 +383,16 @@ def commit(handler: Handler, tmp: Path, path: Path) -> None:
     for member in new:
         final = _final_name(member, tmp, path)
         if final.is_dir() and not final.is_symlink():
-            os.replace(final, _final_name(final, path, backup))
-        os.replace(member, final)
+            replace(final, _final_name(final, path, backup))
+        replace(member, final)
         placed.add(final)
     with removing() as held:
         for stale in set(old) - placed:
-            _remove(stale, held)
-        _fsync_one(path.parent)
+            remove(stale, held)
+        fsync_one(path.parent)
         for member in handler.members(backup):
-            _remove(member, held)
-        _fsync_one(path.parent)
+            remove(member, held)
+        fsync_one(path.parent)
 
 
 @contextlib.contextmanager
@@ -398,15 +406,9 @@ def locked(directory: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def clean_stale(path: Path) -> None:
-    """Remove temporaries a killed writer left for this target (call under ``locked``)."""
-    for stale in path.parent.glob(f".{glob.escape(path.name)}{TMP_MARK}*"):
-        _remove(stale)
-
-
 def discard(handler: Handler, tmp: Path) -> None:
     """Remove whatever a failed save left under the temporary name."""
     for member in handler.members(tmp):
-        _remove(member)
+        remove(member)
     if tmp.exists():
-        _remove(tmp)
+        remove(tmp)

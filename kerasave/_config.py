@@ -18,6 +18,7 @@ import keras
 import yaml
 
 from kerasave._errors import CorruptArtifactError, NotSerializableError, UnsafeArtifactError
+from kerasave._public import public
 from kerasave._safety import refuse_code
 from kerasave.formats._base import require_config
 
@@ -246,3 +247,6 @@ def unknown_class(exc: BaseException) -> str | None:
             return found.group(0)
         current = current.__cause__ or current.__context__
     return None
+
+
+public(model_from_json, model_from_yaml, to_json, to_yaml)

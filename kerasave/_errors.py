@@ -21,6 +21,8 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING
 
+from kerasave._public import public
+
 if TYPE_CHECKING:
     from kerasave._report import Report
 
@@ -80,3 +82,7 @@ class RoundTripError(KerasaveError):
         super().__init__(
             f"round trip of the {report.format!r} artifact failed: {lines}", path=report.path
         )
+
+
+public(ArchitectureMismatchError, ArtifactNotFoundError, CorruptArtifactError, KerasaveError,
+       NotSerializableError, RoundTripError, UnknownFormatError, UnsafeArtifactError)

@@ -26,6 +26,7 @@ from kerasave._errors import (
     UnsafeArtifactError,
 )
 from kerasave._internals import fastkeras as _fastkeras
+from kerasave._public import public
 from kerasave._report import Check, Inspection, Report
 from kerasave.formats._base import Handler, versions_now
 from kerasave.store import manifest as _manifest
@@ -255,3 +256,7 @@ def inspect(path: PathLike) -> Inspection:
         has_optimizer=contents.has_optimizer,
         versions=versions,
     )
+
+
+public(inspect, load_config, load_model, load_weights, save_config, save_model, save_weights,
+       verify)

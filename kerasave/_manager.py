@@ -37,6 +37,7 @@ from kerasave._errors import (
 from kerasave._internals import Unsupported
 from kerasave._internals import fastkeras as _fastkeras
 from kerasave._internals.trackables import snapshot
+from kerasave._public import public
 from kerasave._report import Check, Report
 from kerasave._verify import optimizer_of
 from kerasave.formats.checkpoint import (
@@ -519,3 +520,5 @@ class CheckpointManager:
                                        path=self.directory)
         return None
 
+
+public(CheckpointManager)

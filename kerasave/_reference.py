@@ -5,6 +5,8 @@ from __future__ import annotations
 import keras
 import numpy as np
 
+from kerasave._public import public
+
 __all__ = ["reference_model", "reference_data"]
 
 
@@ -60,3 +62,6 @@ def reference_data(n: int = 1000, *, seed: int = 0) -> tuple[np.ndarray, np.ndar
     data = rng.random((n, 32), dtype=np.float32)
     labels = np.eye(10, dtype=np.float32)[rng.integers(0, 10, size=n)]
     return data, labels
+
+
+public(reference_data, reference_model)

@@ -10,6 +10,8 @@ import html
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from kerasave._public import public
+
 __all__ = ["Check", "Report", "Variable", "Inspection"]
 
 
@@ -117,3 +119,6 @@ class Inspection:
         )
         rows = [(v.name, str(v.shape), v.dtype) for v in self.variables]
         return caption + _table(rows, ("variable", "shape", "dtype"))
+
+
+public(Check, Inspection, Report, Variable)

@@ -1,5 +1,7 @@
 """The public API is exactly DESIGN.md's, and the errors form its tree."""
 
+import pickle
+
 import kerasave as ks
 
 DESIGN_NAMES = {
@@ -46,3 +48,14 @@ def test_report_is_frozen_and_readable():
 def test_error_messages_name_the_path():
     err = ks.CorruptArtifactError("bad bytes", path="/tmp/m.h5")
     assert "/tmp/m.h5" in str(err) and err.path == "/tmp/m.h5"
+
+
+def test_public_names_report_the_package_as_their_module():
+    for name in ks.__all__:
+        if name != "__version__":
+            assert getattr(ks, name).__module__ == "kerasave", name
+    from kerasave import _errors
+
+    assert _errors.CorruptArtifactError.__module__ == "kerasave"  # however reached
+    error = ks.CorruptArtifactError("damaged", path="p.keras")
+    assert pickle.loads(pickle.dumps(error)).args == error.args

@@ -180,6 +180,31 @@ def test_tutorial_runs_and_prints_what_is_stored(venv_kernel):
                     f"not what it shows now; store the new ones with: {REFRESH}")
 
 
+def test_checkpoint_guide_as_a_notebook_with_its_manager_cell_run_again(venv_kernel):
+    """docs/checkpoints.md's code as notebook cells, in a kernel; then the manager's
+    cell again while the old manager lives on (a variable holds it, as Out[] would):
+    the new one takes over, resumes and saves; the old one's next save is refused."""
+    text = (DOCS / "checkpoints.md").read_text(encoding="utf-8")
+    blocks = [b for b in re.findall(r"```python\n(.*?)```", text, re.S)
+              if "model.fit(x" not in b]
+    manager_cell = next(b for b in blocks if "ks.CheckpointManager(\"./tf_ckpts\"" in b
+                        and "def train_and_checkpoint" in b)
+    cells = [*blocks, "old = manager", manager_cell,
+             "try:\n    old.save()\nexcept ks.KerasaveError as exc:\n"
+             "    print('refused:', exc)\n",
+             "print([p.rsplit('/', 1)[-1] for p in manager.checkpoints])"]
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(c) for c in cells])
+    execute(nb, venv_kernel)
+    assert list(_outputs(nb, "error")) == []
+    out = [c for c in nb.cells]
+    rerun = "".join(o.text for o in out[len(blocks) + 1].outputs if o.output_type == "stream")
+    assert "Restored from tf_ckpts/ckpt-5" in rerun and "step 100" in rerun, rerun
+    refused = "".join(o.text for o in out[-2].outputs if o.output_type == "stream")
+    assert "refused:" in refused and "superseded" in refused, refused
+    listed = "".join(o.text for o in out[-1].outputs if o.output_type == "stream")
+    assert listed.strip() == "['ckpt-8', 'ckpt-9', 'ckpt-10']", listed
+
+
 def write():
     """Execute the tutorial and store both notebooks with its outputs (same code, same outputs)."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")

@@ -1,7 +1,7 @@
 """A saver that dies at a given disk step: the crash-point test's child processes.
 
 Reads one JSON request per line on stdin (``case``, ``dir``, ``seed``, ``crash_at``,
-``log``, and optionally ``copy_from``, ``units``, ``dump``) and for each forks a
+``log``, and optionally ``copy_from``, ``units``, ``dump``, ``verify``) and for each forks a
 child that copies ``copy_from`` (the old version) into ``dir`` and saves the model
 of ``seed`` there with ``kerasave.store.local._hook`` counting the disk steps of
 the transaction, ending the process with ``os._exit`` just before step
@@ -48,29 +48,29 @@ CASES = {
 
 
 def version(seed: int, units: int = 64) -> keras.Model:
-    """The model of one version (the reference model's layout, ``units`` wide)."""
+    """The model of one version (the reference model's layout, ``units`` wide), its
+    optimizer state drawn from ``seed`` too, so versions differ everywhere."""
     keras.utils.set_random_seed(seed)
     model = keras.Sequential([keras.Input((32,)), keras.layers.Dense(units, activation="relu"),
                               keras.layers.Dense(10, activation="softmax")])
-    model.compile(optimizer=keras.optimizers.Adam(0.001), loss="categorical_crossentropy",
-                  metrics=["accuracy"])
-    data, labels = ks.reference_data(64, seed=seed)
-    model.train_on_batch(data, labels)  # optimizer state that differs between versions
+    model.compile(optimizer=keras.optimizers.Adam(0.001), loss="categorical_crossentropy")
+    model.optimizer.build(model.trainable_variables)
+    rng = np.random.default_rng(seed)
+    for variable in model.optimizer.variables:
+        variable.assign(rng.random(variable.shape).astype(variable.dtype) * 1e-3
+                        if variable.dtype != "int64" else seed)
     return model
 
 
-def manager_for(model: keras.Model, directory: Path) -> ks.CheckpointManager:
-    return ks.CheckpointManager(directory, model=model, max_to_keep=2,
-                                step=tf.Variable(int(model.optimizer.iterations)))
-
-
-def save(case: str, model: keras.Model, directory: Path) -> None:
+def save(case: str, model: keras.Model, directory: Path, verify: bool) -> None:
     call, rel = CASES[case]
     if call is None:
-        with manager_for(model, directory / rel) as manager:
+        with ks.CheckpointManager(directory / rel, model=model, max_to_keep=2, verify=verify,
+                                  step=tf.Variable(int(model.optimizer.iterations), dtype=tf.int64),
+                                  ) as manager:
             manager.save()
         return
-    getattr(ks, call)(model, directory / rel)
+    getattr(ks, call)(model, directory / rel, verify=verify)
 
 
 def values(model: keras.Model) -> dict[str, np.ndarray]:
@@ -101,7 +101,7 @@ def child(request: dict) -> None:
                 os._exit(CRASHED)
 
     local._hook = hook
-    save(case, model, directory)
+    save(case, model, directory, request.get("verify", True))
     local._hook = None
     log.write_text(json.dumps(steps))
     os._exit(0)

@@ -25,7 +25,6 @@ from kerasave._errors import (
     RoundTripError,
     UnsafeArtifactError,
 )
-from kerasave._internals import fastkeras as _fastkeras
 from kerasave._report import Check, Inspection, Report
 from kerasave.formats._base import Handler, versions_now
 
@@ -99,9 +98,8 @@ def _save_once(kind: str, model: keras.Model, path: PathLike, format: str | None
                         path=target) from exc
                 flushed.written()
                 if verify:
-                    with _fastkeras.private_files():
-                        checks = tuple(_named_as(c, tmp, target)
-                                       for c in handler.check(model, tmp))
+                    checks = tuple(_named_as(c, tmp, target)
+                                   for c in handler.check(model, tmp, own=True))
                 else:
                     checks = (Check("verify", True, "skipped (verify=False)"),)
             report = Report(str(target), handler.name, all(c.ok for c in checks), checks)

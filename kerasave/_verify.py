@@ -351,8 +351,8 @@ def compare_whole_models(model: keras.Model, loaded: keras.Model,
     """Config, variables, optimizer, compile settings and predictions.
 
     ``recorded`` holds the file's values of loaded variables that were recorded
-    instead of assigned (``_fastkeras.recorded``): they are compared, and used
-    for the predictions, in place of the variables' memory. ``build_configs``
+    instead of assigned (``kerasave._internals.patches.recorded``): they are
+    compared, and used for the predictions, in place of the variables' memory. ``build_configs``
     False: the format does not hold the layers' build configs (legacy h5), so
     the loaded ones are what the loader derived and are not compared; the
     variables' shapes still are.

@@ -171,6 +171,17 @@ def fixed_config(model: keras.Model) -> None:
 
 
 # The config a save's preflight serialized, for the checks of the same save.
+#
+# The one context variable kerasave keeps, on purpose: a memo, not a mode. It
+# changes no result, only how often one save serializes the same model's config
+# (``to_json`` costs as much as a small save's write). Passing the config
+# instead would thread it from ``Handler.preflight`` through the save pipeline
+# into every handler's ``check`` and every comparison in this module, for
+# nothing but speed; outside ``one_save`` (``verify()``, the manager, tests)
+# every call serializes afresh, as it would without the memo. It is valid for
+# exactly one save because nothing changes the model between that save's
+# preflight and its checks, and a context variable keeps two threads' (or two
+# tasks') saves apart.
 _SAVING: contextvars.ContextVar[dict[int, tuple[Any, Any]] | None] = contextvars.ContextVar(
     "kerasave_saving_configs", default=None)
 

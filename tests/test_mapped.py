@@ -486,3 +486,28 @@ def test_repeated_exports_trace_the_model_once_and_keep_nothing_alive(tmp_path, 
     del model, served
     gc.collect()
     assert gone() is None
+
+
+@pytest.mark.parametrize("name", ["m.keras", "m.h5", "w.weights.h5", "ckpt/p", "serving"])
+def test_a_save_maps_its_own_temporary_and_verify_maps_no_users_file(trained, tmp_path,
+                                                                      monkeypatch, name):
+    """Mapped or read is the caller's argument (``check(..., own=True)``): a save's
+    check maps the temporary it just wrote; ``verify`` of the same path maps nothing
+    (another process could truncate a user's file under the mapping: SIGBUS)."""
+    import mmap
+
+    maps = []
+    real = mmap.mmap
+
+    def counting(*args, **kwargs):
+        maps.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mmap, "mmap", counting)
+    path = tmp_path / name
+    save = ks.save_weights if name in ("w.weights.h5", "ckpt/p") else ks.save_model
+    assert save(trained, path).ok
+    assert maps  # the save's own check read its temporary's pages
+    maps.clear()
+    assert ks.verify(trained, path).ok
+    assert maps == []

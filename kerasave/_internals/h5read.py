@@ -89,7 +89,7 @@ class Window(io.RawIOBase):
         return got
 
 
-def read_exact(fd: int, array: np.ndarray, offset: int, path: Path) -> None:
+def _read_exact(fd: int, array: np.ndarray, offset: int, path: Path) -> None:
     """Fill ``array`` with the bytes of ``fd`` from ``offset``, or CorruptArtifactError."""
     view = memoryview(array.reshape(-1)).cast("B")
     done = 0
@@ -159,7 +159,7 @@ class Source:
         if self._map is not None:
             return np.frombuffer(self._map, dtype, count, start).reshape(shape)
         array = aligned(shape, dtype)
-        read_exact(self.fd, array, start, self.path)
+        _read_exact(self.fd, array, start, self.path)
         return array
 
 

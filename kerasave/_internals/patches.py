@@ -155,7 +155,6 @@ def initialize_rest(created: list[Any]) -> None:
         variable._initializer = None
 
 
-
 @contextlib.contextmanager
 def legacy_reads(source: Source) -> Iterator[None]:
     """Keras' legacy HDF5 weight loader, in this thread, reads datasets from ``source``.
@@ -192,7 +191,6 @@ def legacy_reads(source: Source) -> Iterator[None]:
         yield
 
 
-
 @contextlib.contextmanager
 def legacy_writes() -> Iterator[None]:
     """Keras' legacy HDF5 writer, in this thread, writes views of the variables.
@@ -224,4 +222,3 @@ def legacy_writes() -> Iterator[None]:
 
     with _patched(legacy_h5_format, "backend", Views):
         yield
-

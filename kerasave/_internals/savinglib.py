@@ -80,7 +80,6 @@ def _store_class() -> type:
     return FastStore
 
 
-
 def _raise_failure(saving_lib: Any, errors: dict[int, Any]) -> None:
     """What went wrong while Keras' traversal read the values: ours first, as raised."""
     for _, error in errors.values():
@@ -115,7 +114,6 @@ def _read_state(model: keras.Model, source: Source, replay: Any = None) -> None:
         store.close()
     if failed:
         _raise_failure(saving_lib, errors)
-
 
 
 def load_keras(path: Path, config: dict[str, Any], *, compile: bool, safe_mode: bool,
@@ -320,4 +318,3 @@ def read_weights(model: keras.Model, path: Path) -> Callable[[], None]:
             variable.assign(values.pop(key))
 
     return apply
-

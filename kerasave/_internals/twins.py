@@ -202,5 +202,4 @@ def _keras_only(model: keras.Model) -> bool:
     return own(config)
 
 
-
 TWINS = Twins()

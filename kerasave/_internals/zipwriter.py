@@ -36,7 +36,7 @@ def _dos_time() -> tuple[int, int]:
 
 def _local_header(name: bytes, crc: int, size: int, when: tuple[int, int]) -> bytes:
     return LOCAL_HEADER.pack(b"PK\x03\x04", 20, 0, zipfile.ZIP_STORED, when[0], when[1],
-                              crc, size, size, len(name), 0) + name
+                             crc, size, size, len(name), 0) + name
 
 
 def _has_assets(model: keras.Model) -> bool:

@@ -356,6 +356,7 @@ class H5ModelHandler(Handler):
             return model
 
         def read(model: keras.Model, replay: Any = None) -> Recorded:
+            # (``replay``, from ``lent_twin``: Keras' legacy loader is never replayed)
             fd = os.open(path, os.O_RDONLY)
             try:
                 source = Source(fd, 0, os.fstat(fd).st_size, path, mapped=mapped)

@@ -25,7 +25,6 @@ from kerasave._errors import (
     RoundTripError,
     UnsafeArtifactError,
 )
-from kerasave._internals import fastkeras as _fastkeras
 from kerasave._public import public
 from kerasave._report import Check, Inspection, Report
 from kerasave.formats._base import Handler, versions_now
@@ -87,8 +86,7 @@ def _save_once(kind: str, model: keras.Model, path: PathLike, format: str | None
     with Transaction(handler, target) as txn:
         txn.write(lambda tmp: _write(handler, model, tmp, target))
         if verify:
-            with _fastkeras.private_files():
-                checks = txn.verify(lambda tmp: handler.check(model, tmp))
+            checks = txn.verify(lambda tmp: handler.check(model, tmp, own=True))
         else:
             checks = (Check("verify", True, "skipped (verify=False)"),)
         report = Report(str(target), handler.name, all(c.ok for c in checks), checks)

@@ -35,7 +35,6 @@ from kerasave._errors import (
     RoundTripError,
 )
 from kerasave._internals import Unsupported
-from kerasave._internals import fastkeras as _fastkeras
 from kerasave._internals.trackables import snapshot
 from kerasave._public import public
 from kerasave._report import Check, Report
@@ -379,8 +378,7 @@ class CheckpointManager:
                                   extra=self.trackables)
         if copies is not None:  # compare with the values as they were when saved
             pairing.pairs[:] = [(k, copies.get(v, v), g) for k, v, g in pairing.pairs]
-        with _fastkeras.private_files():
-            checks = compare_pairing(pairing, reader, tensor_reader(tmp, reader))
+        checks = compare_pairing(pairing, reader, tensor_reader(tmp, reader, mapped=True))
         if not all(c.ok for c in checks):
             raise RoundTripError(Report(str(path), "checkpoint", False, tuple(checks),
                                         0, time.perf_counter() - start))

@@ -1,19 +1,39 @@
-"""Model state helpers: every variable, snapshots for all-or-nothing, fresh twins."""
+"""Model state: every variable, snapshots for all-or-nothing, and twins.
+
+A twin is a fresh model of the same architecture, for a check or a test to load
+into or record against. This module is the one place twins are built:
+
+- from a live model's config: ``fresh_twin`` (initialized as usual),
+  ``empty_twin`` (its variables have no memory and run no initializer until
+  loaded into) and ``compiled_twin`` (compiled like the model, for
+  ``kerasave.testing``);
+- lent to one check at a time, built once per architecture and kept for the
+  next save's check: ``model_twin`` (a live model's), ``keras_twin`` (a
+  ``.keras`` archive's) and ``lent_twin`` (any other build a format describes,
+  such as a legacy ``.h5`` file's). The cache behind them
+  (``kerasave._internals.twins``) is an optimisation: it never changes a result.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import AbstractContextManager
+from pathlib import Path
 from typing import Any
 
 import keras
 import numpy as np
 
-from kerasave._internals import FastPathWarning
+from kerasave._internals import FastPathWarning, patches, savinglib
+from kerasave._internals.patches import Recorded
+from kerasave._internals.twins import TWINS, Read
 from kerasave._verify import optimizer_of, to_numpy
 
-__all__ = ["all_variables", "Snapshot", "empty_twin", "fresh_twin", "keras_warnings"]
+__all__ = ["all_variables", "Snapshot", "NoTwin", "compiled_twin", "empty_twin",
+           "fresh_twin", "keras_twin", "keras_warnings", "lent_twin", "model_twin"]
 
 
 def all_variables(model: keras.Model) -> list[Any]:
@@ -39,9 +59,32 @@ class Snapshot:
         return [(v, old) for v, old in self._values if to_numpy(v).tobytes() != old.tobytes()]
 
 
+# -- twins of a live model ----------------------------------------------------------------
+
+def _layouts(variables: Iterable[Any]) -> list[tuple[tuple[int, ...], str]]:
+    return [(tuple(v.shape), str(v.dtype)) for v in variables]
+
+
+def _from_config(model: keras.Model, *, empty: bool) -> tuple[keras.Model | None, list[Any]]:
+    """A new model from ``model``'s config, built as it is (``empty``: deferred), with
+    the same variable shapes and dtypes; None when it has no config that does that."""
+    try:
+        config = model.get_config()
+        scope = patches.uninitialized() if empty else contextlib.nullcontext([])
+        with scope as created:
+            twin = type(model).from_config(config)
+            if not twin.built:  # (built here: a config may build it differently)
+                twin.build_from_config(model.get_build_config())
+    except Exception:
+        return None, []
+    if _layouts(twin.variables) != _layouts(model.variables):
+        return None, []
+    return twin, created
+
+
 def fresh_twin(model: keras.Model) -> keras.Model | None:
     """A new, built model of the same architecture, or None when it has no usable config."""
-    twin, _ = _twin(model, empty=False)
+    twin, _ = _from_config(model, empty=False)
     return twin
 
 
@@ -49,26 +92,108 @@ def empty_twin(model: keras.Model) -> tuple[keras.Model | None, list[Any]]:
     """``fresh_twin`` whose variables have no memory and ran no initializer yet.
 
     For loading into right away: afterwards, pass the returned list to
-    ``kerasave._internals.fastkeras.initialize_rest``.
+    ``kerasave._internals.patches.initialize_rest``.
     """
-    return _twin(model, empty=True)
+    return _from_config(model, empty=True)
 
 
-def _twin(model: keras.Model, *, empty: bool) -> tuple[keras.Model | None, list[Any]]:
-    from kerasave._internals import fastkeras as _fastkeras
+def compiled_twin(model: keras.Model) -> tuple[keras.Model | None, str]:
+    """A fresh model of the same architecture to load into, compiled like ``model``
+    with its optimizer not built yet, and how it was made; ``(None, "")`` if none.
 
+    Made from the model's config, or, for a subclassed model without one, by
+    calling its class with no arguments (that twin is not built either, so
+    ``load_weights`` builds it).
+    """
+    twin, _ = _from_config(model, empty=False)
     try:
-        config = model.get_config()
-        scope = _fastkeras.uninitialized() if empty else contextlib.nullcontext([])
-        with scope as created:
-            twin = type(model).from_config(config)
-            if not twin.built:
-                twin.build_from_config(model.get_build_config())
+        if twin is not None:
+            return _compiled_like(twin, model), "a twin made from the model's config"
+    except Exception:  # not compiled like the model: try the next way
+        pass
+    try:  # a subclassed model whose constructor needs nothing: left unbuilt
+        twin = type(model)()
+        if not twin.built and not twin.variables:
+            return (_compiled_like(twin, model),
+                    f"a fresh, unbuilt {type(model).__name__}() that load_weights built")
     except Exception:
-        return None, []
-    if [tuple(v.shape) for v in twin.variables] != [tuple(v.shape) for v in model.variables]:
-        return None, []
-    return twin, created
+        pass
+    return None, ""
+
+
+def _compiled_like(twin: keras.Model, model: keras.Model) -> keras.Model:
+    """The twin compiled like the model, its optimizer left unbuilt for the load to build.
+
+    (``compile_from_config`` would build the optimizer of a built twin even when the
+    model's own optimizer was never built.)
+    """
+    config = model.get_compile_config() if optimizer_of(model) is not None else None
+    if config:
+        twin.compile(**keras.saving.deserialize_keras_object(config))
+    return twin
+
+
+# -- twins lent for a check -----------------------------------------------------------------
+
+class NoTwin(Exception):
+    """``model_twin``: the model has no config a twin can be built from."""
+
+
+def lent_twin(key: Any, build: Callable[[], keras.Model],
+              read: Read) -> AbstractContextManager[tuple[keras.Model, Recorded]]:
+    """``(twin, recorded)`` while the block runs: the model ``build`` makes (run with
+    initializers deferred), or one kept for ``key`` by an earlier check, and what
+    ``read(twin, replay)`` records against its variables (pass ``replay`` on to
+    ``kerasave._internals.savinglib``'s readers). Variables nothing was recorded
+    for are initialized as a load initializes them.
+    """
+    return TWINS.lend(key, build, read)
+
+
+def _twin_key(model: keras.Model) -> Any:
+    """What identifies ``model``'s architecture among kept twins, or None."""
+    try:
+        return ("model", type(model), json.dumps(model.get_config(), sort_keys=True),
+                json.dumps(model.get_build_config(), sort_keys=True, default=list))
+    except Exception:  # no config (subclassed), or one JSON cannot hold
+        return None
+
+
+def model_twin(model: keras.Model,
+               read: Read) -> AbstractContextManager[tuple[keras.Model, Recorded]]:
+    """``lent_twin`` of a twin of ``model`` (``fresh_twin``, kept per architecture).
+
+    Raises:
+        NoTwin: ``model`` has no config a twin can be built from.
+    """
+    key = _twin_key(model)
+    if key is None:
+        raise NoTwin()
+
+    def build() -> keras.Model:
+        twin = fresh_twin(model)
+        if twin is None:
+            raise NoTwin()
+        return twin
+
+    return lent_twin(key, build, read)
+
+
+def keras_twin(path: Path, config: dict[str, Any], *,
+               mapped: bool = False) -> AbstractContextManager[tuple[keras.Model, Recorded]]:
+    """``lent_twin`` of the model a ``.keras`` archive loads as, holding no copies.
+
+    The twin is built and compiled from the archive's config (``config``) and
+    Keras' own traversal runs over it, but every value Keras would assign is
+    recorded instead: compare those, and run the twin in a
+    ``keras.StatelessScope`` that maps its variables to them. ``mapped``: the
+    archive is kerasave's own temporary, written by this process just now, and
+    the values are read-only views of its pages.
+
+    Raises:
+        Unsupported: only Keras' own loader can read the archive.
+    """
+    return lent_twin(*savinglib.keras_twin_recipe(path, config, mapped=mapped))
 
 
 @contextlib.contextmanager

@@ -171,6 +171,17 @@ def fixed_config(model: keras.Model) -> None:
 
 
 # The config a save's preflight serialized, for the checks of the same save.
+#
+# The one context variable kerasave keeps, on purpose: a memo, not a mode. It
+# changes no result, only how often one save serializes the same model's config
+# (``to_json`` costs as much as a small save's write). Passing the config
+# instead would thread it from ``Handler.preflight`` through the save pipeline
+# into every handler's ``check`` and every comparison in this module, for
+# nothing but speed; outside ``one_save`` (``verify()``, the manager, tests)
+# every call serializes afresh, as it would without the memo. It is valid for
+# exactly one save because nothing changes the model between that save's
+# preflight and its checks, and a context variable keeps two threads' (or two
+# tasks') saves apart.
 _SAVING: contextvars.ContextVar[dict[int, tuple[Any, Any]] | None] = contextvars.ContextVar(
     "kerasave_saving_configs", default=None)
 
@@ -351,8 +362,8 @@ def compare_whole_models(model: keras.Model, loaded: keras.Model,
     """Config, variables, optimizer, compile settings and predictions.
 
     ``recorded`` holds the file's values of loaded variables that were recorded
-    instead of assigned (``_fastkeras.recorded``): they are compared, and used
-    for the predictions, in place of the variables' memory. ``build_configs``
+    instead of assigned (``kerasave._internals.patches.recorded``): they are
+    compared, and used for the predictions, in place of the variables' memory. ``build_configs``
     False: the format does not hold the layers' build configs (legacy h5), so
     the loaded ones are what the loader derived and are not compared; the
     variables' shapes still are.

@@ -65,6 +65,7 @@ from kerasave._facade import (
     save_weights,
 )
 from kerasave._report import Check, Report
+from kerasave._state import compiled_twin
 from kerasave._verify import (
     compare_arrays,
     compare_configs,
@@ -133,38 +134,6 @@ def _shapes(variables: Iterable[Any]) -> list[tuple[tuple[int, ...], str]]:
     return [(tuple(v.shape), str(v.dtype)) for v in variables]
 
 
-def _compiled_like(twin: keras.Model, model: keras.Model) -> keras.Model:
-    """The twin compiled like the model, its optimizer left unbuilt for the load to build.
-
-    (``compile_from_config`` would build the optimizer of a built twin even when the
-    model's own optimizer was never built.)
-    """
-    config = model.get_compile_config() if optimizer_of(model) is not None else None
-    if config:
-        twin.compile(**keras.saving.deserialize_keras_object(config))
-    return twin
-
-
-def _twin(model: keras.Model) -> tuple[keras.Model | None, str]:
-    """A fresh model of the same architecture to load into, and how it was made."""
-    try:  # from the config; built here, since a config may build it differently
-        twin = type(model).from_config(model.get_config())
-        if not twin.built:
-            twin.build_from_config(model.get_build_config())
-        if _shapes(twin.variables) == _shapes(model.variables):
-            return _compiled_like(twin, model), "a twin made from the model's config"
-    except Exception:  # no usable config: try the next way
-        pass
-    try:  # a subclassed model whose constructor needs nothing: left unbuilt
-        twin = type(model)()
-        if not twin.built and not twin.variables:
-            return (_compiled_like(twin, model),
-                    f"a fresh, unbuilt {type(model).__name__}() that load_weights built")
-    except Exception:
-        pass
-    return None, ""
-
-
 def _all_variables(model: keras.Model) -> list[Any]:
     optimizer = optimizer_of(model)
     return list(model.variables) + (list(optimizer.variables) if optimizer else [])
@@ -186,7 +155,7 @@ def _weights_back(which: str) -> Callable[[keras.Model, Path], list[Check]]:
     def reload(model: keras.Model, path: Path) -> list[Check]:
         saved_optimizer = which == "checkpoint" or inspect(path).has_optimizer
         optimizer = optimizer_of(model)
-        twin, how = _twin(model)
+        twin, how = compiled_twin(model)
         if twin is not None:
             report = load_weights(twin, path)
             checks = [Check("load_weights", report.ok, f"into {how}")]

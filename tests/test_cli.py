@@ -78,7 +78,7 @@ def test_demo_fails_loudly_when_a_round_trip_fails(tmp_path, monkeypatch, capsys
     from kerasave.formats.config import YamlHandler
 
     monkeypatch.setattr(YamlHandler, "check",
-                        lambda self, model, path: [ks.Check("config", False, "injected")])
+                        lambda self, model, path, **_: [ks.Check("config", False, "injected")])
     assert cli.main(["demo", "--dir", str(tmp_path)]) == 1
     out = capsys.readouterr().out
     assert "6 of 7 formats verified; 1 FAILED" in out

@@ -124,7 +124,7 @@ def test_failed_verification_leaves_the_previous_artifact(trained, tmp_path, mon
     ks.save_weights(first, prefix)
     before = {p.name: p.read_bytes() for p in (tmp_path / "w").iterdir()}
 
-    def broken_check(self, model, path):
+    def broken_check(self, model, path, own=False):
         return [ks.Check("model variables", False, "injected failure")]
 
     monkeypatch.setattr(CheckpointHandler, "check", broken_check)
@@ -139,7 +139,7 @@ def test_failed_verification_leaves_the_previous_artifact(trained, tmp_path, mon
 
 def test_a_failed_round_trip_names_the_artifact_not_its_temporary(trained, tmp_path,
                                                                    monkeypatch):
-    def failing_check(self, model, path):
+    def failing_check(self, model, path, own=False):
         raise_here = ks.CorruptArtifactError("could not read the weights", path=path)
         return [ks.Check("load", False, str(raise_here)),
                 ks.Check("model variables", False, f"{path.name}: 1 of 3 values differ")]

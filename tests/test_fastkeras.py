@@ -7,7 +7,8 @@ import numpy as np
 import pytest
 
 import kerasave as ks
-from kerasave._internals import fastkeras as _fastkeras
+from kerasave._internals import zipwriter
+from kerasave._internals.h5read import member_span
 
 from .conftest import all_vars, assert_bit_exact, values
 
@@ -53,7 +54,7 @@ def test_a_plain_keras_file_with_a_flipped_weight_byte_is_refused(trained, tmp_p
     path = tmp_path / "m.keras"
     trained.save(path)  # no kerasave manifest: the zip's CRC-32 is the check
     with zipfile.ZipFile(path) as zf:
-        start, size = _fastkeras.member_span(path, zf, "model.weights.h5")
+        start, size = member_span(path, zf, "model.weights.h5")
     raw = bytearray(path.read_bytes())
     raw[start + size - 100] ^= 0xFF
     path.write_bytes(bytes(raw))
@@ -73,7 +74,7 @@ def test_a_deflated_archive_loads_through_keras(trained, tmp_path):
 
 
 def test_models_with_assets_are_written_by_keras(trained, tmp_path, monkeypatch):
-    monkeypatch.setattr(_fastkeras, "_has_assets", lambda model: True)
+    monkeypatch.setattr(zipwriter, "_has_assets", lambda model: True)
     saved = []
     original = keras.Model.save
     monkeypatch.setattr(keras.Model, "save",
@@ -115,7 +116,7 @@ def test_configs_of_any_size_fill_the_userblock_exactly(tmp_path, units):
     ks.save_model(model, path)
     with zipfile.ZipFile(path) as zf:
         assert zf.testzip() is None
-        start, _ = _fastkeras.member_span(path, zf, "model.weights.h5")
+        start, _ = member_span(path, zf, "model.weights.h5")
         assert start >= 512 and start & (start - 1) == 0  # a power of two
     loaded = keras.saving.load_model(path)
     assert_bit_exact(values(all_vars(model)), all_vars(loaded))

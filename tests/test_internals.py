@@ -22,7 +22,7 @@ import pytest
 
 import kerasave as ks
 from kerasave import _internals
-from kerasave._internals import FastPathWarning, fastkeras
+from kerasave._internals import FastPathWarning, savinglib
 from tests.conftest import all_vars, assert_bit_exact, perturb, values
 
 ROOT = Path(__file__).parents[1]
@@ -136,8 +136,8 @@ def test_a_fast_path_that_raises_mid_operation_falls_back_and_damage_is_still_da
     assert _internals.on("keras_reader")
     monkeypatch.setattr(path, "warned", False)
     monkeypatch.setattr(path, "state", True)
-    real = fastkeras.load_keras
-    monkeypatch.setattr(fastkeras, "load_keras",
+    real = savinglib.load_keras
+    monkeypatch.setattr(savinglib, "load_keras",
                         lambda *a, **k: (_ for _ in ()).throw(AttributeError("moved")))
     # A damaged copy: the fast path raises, and so does Keras' reader: the artifact's fault.
     damaged = tmp_path / "d.keras"  # (written by Keras: no manifest to catch it first)
@@ -152,7 +152,7 @@ def test_a_fast_path_that_raises_mid_operation_falls_back_and_damage_is_still_da
         loaded = ks.load_model(tmp_path / "m.keras")
     assert_bit_exact(values(all_vars(trained)), values(all_vars(loaded)))
     assert path.state is False
-    monkeypatch.setattr(fastkeras, "load_keras", real)
+    monkeypatch.setattr(savinglib, "load_keras", real)
 
 
 def test_public_twins_give_the_fast_paths_results_for_keras2_configs():

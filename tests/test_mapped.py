@@ -5,8 +5,6 @@ model in memory), and checks that the handler's comparison sees it: the mapped
 views must be the file's bytes, at the right offsets, for the right variables.
 """
 
-import contextlib
-
 import h5py
 import numpy as np
 import pytest
@@ -14,7 +12,10 @@ import tensorflow as tf
 
 import kerasave as ks
 from kerasave import _registry
-from kerasave._internals import fastkeras as _fastkeras
+from kerasave._internals import patches
+from kerasave._internals.h5read import member_span
+from kerasave._internals.twins import TWINS, _Replay
+from kerasave._state import keras_twin
 from kerasave.formats.checkpoint import tensor_loader, tensor_locations, tensor_reader
 from kerasave.store import local as _atomic
 from kerasave.store import manifest as _manifest
@@ -47,10 +48,7 @@ def _kernel_offset(path):
 def _checks(model, path, mapped=True):
     """The handler's checks, as a save runs them (mapped) or as ``verify`` does."""
     handler = _registry.detect(path)
-    if not mapped:
-        return {c.name: c for c in handler.check(model, path)}
-    with _fastkeras.private_files():
-        return {c.name: c for c in handler.check(model, path)}
+    return {c.name: c for c in handler.check(model, path, own=mapped)}
 
 
 @pytest.mark.parametrize("mapped", [True, False], ids=["mapped", "read"])
@@ -63,7 +61,7 @@ def test_whole_model_check_sees_a_changed_byte_in_the_file(trained, tmp_path, na
         import zipfile
 
         with zipfile.ZipFile(path) as zf:
-            start, _ = _fastkeras.member_span(path, zf, "model.weights.h5")
+            start, _ = member_span(path, zf, "model.weights.h5")
         with open(path, "rb") as f:
             f.seek(start)
             raw = f.read()
@@ -89,8 +87,7 @@ def test_the_twin_holds_views_of_the_file_only_for_kerasave_temporaries(trained,
     ks.save_model(trained, path, verify=False)
     with zipfile.ZipFile(path) as zf:
         config = json.loads(zf.read("config.json"))
-    scope = _fastkeras.private_files() if private else contextlib.nullcontext()
-    with scope, _fastkeras.twin_keras(path, config) as (twin, recorded):
+    with keras_twin(path, config, mapped=private) as (twin, recorded):
         n = len(trained.weights) + len(trained.optimizer.variables)
         assert len(recorded) == n
         assert all(a.flags.writeable != private for _, a in recorded.values())
@@ -101,15 +98,15 @@ def test_the_twin_holds_views_of_the_file_only_for_kerasave_temporaries(trained,
 @pytest.mark.parametrize("name", ["m.keras", "m.h5", "w.weights.h5"])
 def test_twins_are_kept_for_the_next_save_and_still_see_changes(trained, tmp_path, name,
                                                                 monkeypatch):
-    _fastkeras.TWINS.clear()
+    TWINS.clear()
     built = []
-    real = _fastkeras.uninitialized
+    real = patches.uninitialized
 
     def counting():
         built.append(1)
         return real()
 
-    monkeypatch.setattr(_fastkeras, "uninitialized", counting)
+    monkeypatch.setattr(patches, "uninitialized", counting)
     save = ks.save_weights if "weights" in name else ks.save_model
     save(trained, tmp_path / name)
     first = len(built)
@@ -125,13 +122,13 @@ def test_twins_are_kept_for_the_next_save_and_still_see_changes(trained, tmp_pat
 
 def _counting_replays(monkeypatch):
     replays = []
-    real = _fastkeras._Replay.run
+    real = _Replay.run
 
     def run(self, model, source):
         replays.append(real(self, model, source))
         return replays[-1]
 
-    monkeypatch.setattr(_fastkeras._Replay, "run", run)
+    monkeypatch.setattr(_Replay, "run", run)
     return replays
 
 
@@ -140,7 +137,7 @@ def test_a_kept_twin_replays_exactly_the_reads_of_keras_traversal(trained, tmp_p
     import json
     import zipfile
 
-    _fastkeras.TWINS.clear()
+    TWINS.clear()
     replays = _counting_replays(monkeypatch)
     path = tmp_path / "m.keras"
     ks.save_model(trained, path, verify=False)
@@ -148,7 +145,7 @@ def test_a_kept_twin_replays_exactly_the_reads_of_keras_traversal(trained, tmp_p
         config = json.loads(zf.read("config.json"))
     seen = []
     for _ in range(2):
-        with _fastkeras.private_files(), _fastkeras.twin_keras(path, config) as (twin, recorded):
+        with keras_twin(path, config, mapped=True) as (twin, recorded):
             seen.append({id(v): (v.path, a.shape, a.dtype, a.tobytes())
                          for v, a in recorded.values()})
     assert replays == [False, True]  # Keras' traversal, then its replay
@@ -158,7 +155,7 @@ def test_a_kept_twin_replays_exactly_the_reads_of_keras_traversal(trained, tmp_p
 
 @pytest.mark.parametrize("name", ["m.keras", "w.weights.h5"])
 def test_a_replayed_check_still_sees_a_changed_byte(trained, tmp_path, name, monkeypatch):
-    _fastkeras.TWINS.clear()
+    TWINS.clear()
     replays = _counting_replays(monkeypatch)
     path = tmp_path / name
     save = ks.save_weights if "weights" in name else ks.save_model
@@ -170,7 +167,7 @@ def test_a_replayed_check_still_sees_a_changed_byte(trained, tmp_path, name, mon
         import zipfile
 
         with zipfile.ZipFile(path) as zf:
-            start, _ = _fastkeras.member_span(path, zf, "model.weights.h5")
+            start, _ = member_span(path, zf, "model.weights.h5")
         inner = tmp_path / "inner.h5"
         with open(path, "rb") as f:
             f.seek(start)
@@ -197,7 +194,7 @@ def test_a_layer_doing_more_with_what_it_reads_is_never_replayed(tmp_path, monke
                                    idf_weights=[1.0, 1.5, 2.0])(inputs)
     model = keras.Model(inputs, keras.layers.Dense(2)(x))
     model.compile("adam", "mse")
-    _fastkeras.TWINS.clear()
+    TWINS.clear()
     replays = _counting_replays(monkeypatch)
     path = tmp_path / "m.keras"
     assert ks.save_model(model, path).ok
@@ -205,7 +202,7 @@ def test_a_layer_doing_more_with_what_it_reads_is_never_replayed(tmp_path, monke
     assert True not in replays
     # The IDF weights changed in the file: the kept twin's check must see it.
     with zipfile.ZipFile(path) as zf:
-        start, size = _fastkeras.member_span(path, zf, "model.weights.h5")
+        start, size = member_span(path, zf, "model.weights.h5")
     with h5py.File(io.BytesIO(path.read_bytes()[start:start + size]), "r") as f:
         names = []
         f.visit(names.append)
@@ -217,7 +214,7 @@ def test_a_layer_doing_more_with_what_it_reads_is_never_replayed(tmp_path, monke
 
 
 def test_a_file_with_other_names_is_traversed_again(trained, tmp_path, monkeypatch):
-    _fastkeras.TWINS.clear()
+    TWINS.clear()
     replays = _counting_replays(monkeypatch)
     path = tmp_path / "w.weights.h5"
     ks.save_weights(trained, path, verify=False)
@@ -246,17 +243,17 @@ def test_twins_of_custom_classes_are_not_kept(tmp_path):
 
     model = keras.Sequential([keras.Input((4,)), Scale()])
     model.compile(optimizer="adam", loss="mse")
-    _fastkeras.TWINS.clear()
+    TWINS.clear()
     ks.save_model(model, tmp_path / "m.keras")
-    assert not _fastkeras.TWINS._kept
+    assert not TWINS._kept
     # A Keras layer naming a registered function of the user's is not kept either:
     # the function could be registered again, with another body, under the same name.
     named = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, activation=double)])
     named.compile(optimizer="adam", loss="mse")
     ks.save_model(named, tmp_path / "n.keras")
-    assert not _fastkeras.TWINS._kept
+    assert not TWINS._kept
     ks.save_model(ks.reference_model(), tmp_path / "r.keras")
-    assert len(_fastkeras.TWINS._kept) == 1
+    assert len(TWINS._kept) == 1
 
 
 @pytest.mark.parametrize("name", ["m.keras", "m.h5"])
@@ -273,8 +270,7 @@ def test_a_layer_deriving_state_from_its_variables_saves_and_loads(tmp_path, nam
     ks.save_model(model, path, verify=False)
     loaded = ks.load_model(path)
     assert np.array_equal(loaded.predict(data, verbose=0), model.predict(data, verbose=0))
-    with _fastkeras.private_files():
-        checks = _registry.detect(path).check(model, path)
+    checks = _registry.detect(path).check(model, path, own=True)
     # Judged by a real load where the twin cannot show it: only the batch size the
     # layer was adapted with differs (its build config), never the values.
     assert {c.name for c in checks if not c.ok} <= {"config"}
@@ -307,8 +303,7 @@ def test_checkpoint_locations_agree_with_tensorflow(trained, tmp_path):
     shapes = reader.get_variable_to_shape_map()
     plain = {k for k in shapes if k != "_CHECKPOINTABLE_OBJECT_GRAPH"}
     assert plain <= set(where)
-    with _fastkeras.private_files():
-        read = tensor_reader(prefix, reader)
+    read = tensor_reader(prefix, reader, mapped=True)
     for key in plain:
         expected = np.asarray(reader.get_tensor(key))
         mapped = read(key)
@@ -393,13 +388,13 @@ def test_patches_of_two_threads_leave_keras_as_it_was():
     inside, release = threading.Event(), threading.Event()
 
     def first():
-        with _fastkeras.recorded(None), _fastkeras.uninitialized():
+        with patches.recorded(None), patches.uninitialized():
             inside.set()
             release.wait(10)
 
     def second():
         inside.wait(10)
-        with _fastkeras.recorded(None), _fastkeras.uninitialized():
+        with patches.recorded(None), patches.uninitialized():
             pass  # waits for the first thread's patches to be removed
 
     threads = [threading.Thread(target=first), threading.Thread(target=second)]
@@ -427,8 +422,7 @@ def test_a_saves_own_export_is_served_from_its_mapped_pages(trained, batch, tmp_
     probe = batch[0][:4]
     loaded = tf.saved_model.load(str(path))  # (held: its function needs its variables)
     native = loaded.serve(probe).numpy()
-    with _fastkeras.private_files():
-        served, variables = savedmodel._restored(path)  # the fast path, for a Keras export
+    served, variables = savedmodel._restored(path)  # the fast path, for a Keras export
     assert np.array_equal(served.serve(probe).numpy(), native)
     savedmodel._release(variables)
     data = str(path / "variables")
@@ -439,15 +433,13 @@ def test_a_saves_own_export_is_served_from_its_mapped_pages(trained, batch, tmp_
     for where in tensor_locations(prefix).values():
         if where.shape == (10,):
             _flip(where.shard, where.offset + 1)
-    with _fastkeras.private_files():
-        assert savedmodel._restored(path) is None
-        checks = _checks(trained, path)
+    assert savedmodel._restored(path) is None
+    checks = _checks(trained, path)
     assert not all(c.ok for c in checks.values())
     assert not any(f.startswith(data) for f in _mapped_files())
     # Past the CRC32C, the served outputs come from the file's pages, so they change.
     monkeypatch.setattr(savedmodel, "_intact", lambda array, found: True)
-    with _fastkeras.private_files():
-        served, variables = savedmodel._restored(path)
+    served, variables = savedmodel._restored(path)
     assert not np.array_equal(served.serve(probe).numpy(), native)
     savedmodel._release(variables)
 
@@ -496,3 +488,28 @@ def test_repeated_exports_trace_the_model_once_and_keep_nothing_alive(tmp_path, 
     del model, served
     gc.collect()
     assert gone() is None
+
+
+@pytest.mark.parametrize("name", ["m.keras", "m.h5", "w.weights.h5", "ckpt/p", "serving"])
+def test_a_save_maps_its_own_temporary_and_verify_maps_no_users_file(trained, tmp_path,
+                                                                      monkeypatch, name):
+    """Mapped or read is the caller's argument (``check(..., own=True)``): a save's
+    check maps the temporary it just wrote; ``verify`` of the same path maps nothing
+    (another process could truncate a user's file under the mapping: SIGBUS)."""
+    import mmap
+
+    maps = []
+    real = mmap.mmap
+
+    def counting(*args, **kwargs):
+        maps.append(args)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(mmap, "mmap", counting)
+    path = tmp_path / name
+    save = ks.save_weights if name in ("w.weights.h5", "ckpt/p") else ks.save_model
+    assert save(trained, path).ok
+    assert maps  # the save's own check read its temporary's pages
+    maps.clear()
+    assert ks.verify(trained, path).ok
+    assert maps == []

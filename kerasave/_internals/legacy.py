@@ -26,7 +26,8 @@ from typing import Any
 import keras
 
 from kerasave._internals import attempt
-from kerasave._internals.fastkeras import Source, legacy_reads, legacy_writes
+from kerasave._internals.h5read import Source
+from kerasave._internals.patches import legacy_reads, legacy_writes
 
 __all__ = ["keras2_model", "save_h5_model", "load_h5_weights", "keras2_modules", "named",
            "training_optimizer"]

@@ -23,7 +23,7 @@ import h5py
 import keras
 import numpy as np
 
-from kerasave._internals import fastkeras, register
+from kerasave._internals import dlpack, h5read, patches, register, savinglib, zipwriter
 
 __all__: list[str] = []
 
@@ -71,7 +71,7 @@ def _workdir() -> Iterator[Path]:
 def _probe_views() -> None:
     variable = keras.Variable(np.arange(12, dtype="float32").reshape(3, 4) + 0.5,
                               name="kerasave_probe_view")
-    view = fastkeras.variable_view(variable)
+    view = dlpack.variable_view(variable)
     if view is None or view.flags.owndata:
         raise AssertionError("no view of the variable's memory")
     _same(_values([variable]), [np.asarray(view)], "a variable's view")
@@ -82,7 +82,7 @@ def _probe_adopt() -> None:
     import tensorflow as tf
 
     expected = (np.arange(12, dtype="float32").reshape(3, 4) + 0.25)
-    loaded = fastkeras._aligned((3, 4), np.dtype("float32"))
+    loaded = dlpack.aligned((3, 4), np.dtype("float32"))
     loaded[...] = expected
     tensor = tf.experimental.dlpack.from_dlpack(loaded.view(np.ndarray).__dlpack__())
     variable = keras.Variable(np.zeros((3, 4), "float32"), name="kerasave_probe_adopt")
@@ -92,14 +92,14 @@ def _probe_adopt() -> None:
 
 @register("deferred_init", "models built to be loaded into run no initializers")
 def _probe_deferred() -> None:
-    with fastkeras.uninitialized() as created:
+    with patches.uninitialized() as created:
         layer = keras.layers.Dense(3, name="kerasave_probe_deferred")
         layer.build((None, 2))
     if len(created) != 2 or any(v._value.is_initialized() for v in created):
         raise AssertionError("variables were initialized or not deferred")
     kernel = np.arange(6, dtype="float32").reshape(2, 3)
     layer.kernel.assign(kernel)
-    fastkeras.initialize_rest(created)
+    patches.initialize_rest(created)
     _same([kernel, np.zeros(3, "float32")], [layer.kernel, layer.bias], "a deferred build")
 
 
@@ -107,7 +107,7 @@ def _probe_deferred() -> None:
 def _probe_recorded() -> None:
     variable = keras.Variable(np.zeros(4, "float32"), name="kerasave_probe_recorded")
     value = np.arange(4, dtype="float32")
-    with fastkeras.recorded([variable]) as got:
+    with patches.recorded([variable]) as got:
         variable.assign(value)
     if id(variable) not in got or got[id(variable)][1] is not value:
         raise AssertionError("the assignment was not recorded")
@@ -123,7 +123,7 @@ def _probe_reader() -> None:
         model.save(str(archive))
         with zipfile.ZipFile(archive) as zf:
             config = json.loads(zf.read("config.json"))
-        loaded = fastkeras.load_keras(archive, config, compile=True, safe_mode=True,
+        loaded = savinglib.load_keras(archive, config, compile=True, safe_mode=True,
                                       custom_objects=None, checksummed=False)
         public = keras.saving.load_model(str(archive))
         _same(_values(_variables(public)), _variables(loaded), ".keras load")
@@ -131,7 +131,7 @@ def _probe_reader() -> None:
         weights = tmp / "probe.weights.h5"
         model.save_weights(str(weights))
         into = _tiny()
-        fastkeras.read_weights(into, weights)()
+        savinglib.read_weights(into, weights)()
         _same(expected, _variables(into), "weights load")
 
 
@@ -141,10 +141,10 @@ def _probe_writer() -> None:
         model = _tiny()
         expected = _values(_variables(model))
         archive = tmp / "probe.keras"
-        fastkeras.save_keras(model, archive)
+        zipwriter.save_keras(model, archive)
         _same(expected, _variables(keras.saving.load_model(str(archive))), ".keras save")
         weights = tmp / "probe.weights.h5"
-        fastkeras.write_weights(model, weights)
+        savinglib.write_weights(model, weights)
         into = _tiny()
         into.load_weights(str(weights))
         _same(expected, _variables(into), "weights save")
@@ -166,7 +166,7 @@ def _probe_legacy() -> None:
 
         fd = os.open(path, os.O_RDONLY)
         try:
-            source = fastkeras.Source(fd, 0, os.fstat(fd).st_size, path)
+            source = h5read.Source(fd, 0, os.fstat(fd).st_size, path)
             with h5py.File(path, "r") as f:
                 legacy.load_h5_weights(into, path, f["model_weights"], source)
         finally:

@@ -71,7 +71,14 @@ class Handler:
     def write(self, model: keras.Model, path: Path) -> None:
         raise NotImplementedError
 
-    def check(self, model: keras.Model, path: Path) -> list[Check]:
+    def check(self, model: keras.Model, path: Path, *, own: bool = False) -> list[Check]:
+        """Compare the artifact at ``path`` with ``model``, bit for bit.
+
+        ``own=True``: ``path`` is kerasave's own temporary, written by this process
+        just now (a save verifying itself), so it may be memory-mapped and the
+        safety walks meant for foreign files may be skipped. ``verify()`` of a
+        user's file passes ``own=False``: careful reads, every check.
+        """
         raise NotImplementedError
 
     def contents(self, path: Path) -> Contents:

@@ -28,7 +28,7 @@ from google.protobuf.message import DecodeError
 
 from kerasave import _protowire
 from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError
-from kerasave._internals import fastkeras as _fastkeras
+from kerasave._internals.h5read import Source
 from kerasave._report import Check, Variable
 from kerasave._verify import compare_arrays, optimizer_of, view
 from kerasave.formats._base import Contents, Handler, build_if_needed, versions_now
@@ -478,14 +478,18 @@ def tensor_locations(prefix: Path) -> dict[str, Location]:
     return found
 
 
-def tensor_reader(prefix: Path, reader: Any) -> Callable[[str], np.ndarray]:
-    """Saved tensors by key, as read-only views of the data files' pages where it can.
+def tensor_reader(prefix: Path, reader: Any, *,
+                  mapped: bool = False) -> Callable[[str], np.ndarray]:
+    """Saved tensors by key, for verification.
 
-    Verification of a save (``_fastkeras.private_files``) compares them with the
-    live variables where they lie: no copy and no allocation (the page cache
-    holds what was just written). Anything else is read by TensorFlow's reader.
+    ``mapped``: the checkpoint is kerasave's own temporary, written by this process
+    just now, so the tensors are read-only views of the data files' pages where it
+    can, compared with the live variables where they lie: no copy and no
+    allocation (the page cache holds what was just written). Otherwise (a user's
+    files, which another process could truncate under a mapping) TensorFlow's
+    reader reads them.
     """
-    return _located(prefix, reader, mapped=True) if _fastkeras.may_map() else (
+    return _located(prefix, reader, mapped=True) if mapped else (
         lambda key: np.asarray(reader.get_tensor(key)))
 
 
@@ -502,7 +506,7 @@ def tensor_loader(prefix: Path, reader: Any, *, checksummed: bool) -> Callable[[
 
 
 def _located(prefix: Path, reader: Any, *, mapped: bool) -> Callable[[str], Any]:
-    """Tensors read where the ``.index`` says they lie (``_fastkeras.Source``: mapped
+    """Tensors read where the ``.index`` says they lie (``Source``: mapped
     views or aligned reads); TensorFlow's reader for the rest, or for all of them
     when the index holds a surprise."""
     try:
@@ -513,8 +517,8 @@ def _located(prefix: Path, reader: Any, *, mapped: bool) -> Callable[[str], Any]
     try:
         for shard in {found.shard for found in where.values()} if mapped else ():
             with open(shard, "rb") as f:  # a mapping outlives its descriptor
-                maps[shard] = _fastkeras.Source(f.fileno(), 0, os.fstat(f.fileno()).st_size,
-                                                shard, mapped=True)
+                maps[shard] = Source(f.fileno(), 0, os.fstat(f.fileno()).st_size, shard,
+                                     mapped=True)
     except OSError:  # a shard gone: TensorFlow's reader reports it, in the check
         where, maps = {}, {}
 
@@ -526,8 +530,8 @@ def _located(prefix: Path, reader: Any, *, mapped: bool) -> Callable[[str], Any]
         if mapped:
             return maps[shard].raw(offset, shape, dtype, key)
         with open(shard, "rb") as f:
-            return _fastkeras.Source(f.fileno(), 0, os.fstat(f.fileno()).st_size,
-                                     shard).raw(offset, shape, dtype, key)
+            return Source(f.fileno(), 0, os.fstat(f.fileno()).st_size,
+                          shard).raw(offset, shape, dtype, key)
 
     return read
 
@@ -622,10 +626,12 @@ class CheckpointHandler(Handler):
 
     # -- verification and inspection -----------------------------------------------
 
-    def check(self, model: keras.Model, path: Path) -> list[Check]:
+    def check(self, model: keras.Model, path: Path, *, own: bool = False) -> list[Check]:
+        """``own``: ``path`` is kerasave's own temporary, written by this process just
+        now, and may be read as mapped pages."""
         reader = _reader(path)
         return compare_pairing(pair_checkpoint(model, path, reader), reader,
-                               tensor_reader(path, reader))
+                               tensor_reader(path, reader, mapped=own))
 
     def contents(self, path: Path) -> Contents:
         reader = _reader(path)

@@ -53,7 +53,8 @@ class _ConfigHandler(Handler):
         return model_from_config(self.read(path), custom_objects=custom_objects,
                                  safe_mode=safe_mode, source=str(path))
 
-    def check(self, model: keras.Model, path: Path) -> list[Check]:
+    def check(self, model: keras.Model, path: Path, *, own: bool = False) -> list[Check]:
+        # (``own`` changes nothing: a config is read the same way whoever wrote it.)
         try:
             fresh = self.load(path)
         except Exception as exc:  # any failure to rebuild is a failed check

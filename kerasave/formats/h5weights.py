@@ -19,12 +19,12 @@ import keras
 import numpy as np
 
 from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError, KerasaveError
-from kerasave._internals import Unsupported, attempt, failed
-from kerasave._internals import fastkeras as _fastkeras
+from kerasave._internals import Unsupported, attempt, failed, savinglib
 from kerasave._internals.legacy import load_h5_weights, named
+from kerasave._internals.patches import Recorded, initialize_rest
 from kerasave._report import Check, Variable
 from kerasave._safety import check_h5
-from kerasave._state import Snapshot, empty_twin, fresh_twin, keras_warnings
+from kerasave._state import NoTwin, Snapshot, empty_twin, keras_warnings, model_twin
 from kerasave._verify import (
     compare_arrays,
     optimizer_of,
@@ -150,7 +150,7 @@ class H5WeightsHandler(Handler):
             path.unlink(missing_ok=True)
             model.save_weights(str(path))
 
-        attempt("keras_writer", lambda: _fastkeras.write_weights(model, path), public,
+        attempt("keras_writer", lambda: savinglib.write_weights(model, path), public,
                 passthrough=(KerasaveError,))
         with h5py.File(path, "r+") as f:
             f.attrs[BUILD_ATTR] = json.dumps(model.get_build_config(), default=list)
@@ -193,7 +193,7 @@ class H5WeightsHandler(Handler):
         if legacy:
             return None, None
         try:
-            return _fastkeras.read_weights(model, path), None
+            return savinglib.read_weights(model, path), None
         except Unsupported:
             return None, None
         except (KerasaveError, ValueError):
@@ -255,9 +255,11 @@ class H5WeightsHandler(Handler):
 
     # -- verification and inspection -----------------------------------------------
 
-    def _map(self, twin: keras.Model, path: Path) -> _fastkeras.Recorded | None:
-        """What loading would assign to ``twin``, as views of the file (no copies);
-        None when only Keras' reader can read the file."""
+    def _map(self, twin: keras.Model, path: Path, *, mapped: bool = False,
+             replay: Any = None) -> Recorded | None:
+        """What loading would assign to ``twin``, recorded, not assigned (``mapped``:
+        as views of kerasave's own temporary); None when only Keras' reader can
+        read the file."""
         with open_h5(path) as f:
             if _is_legacy(f):
                 return None
@@ -267,7 +269,7 @@ class H5WeightsHandler(Handler):
             raise ArchitectureMismatchError(problem, path=path)
         try:
             with keras_warnings() as caught:
-                recorded = _fastkeras.map_weights(twin, path)
+                recorded = savinglib.map_weights(twin, path, mapped=mapped, replay=replay)
         except Unsupported:
             return None
         except KerasaveError:
@@ -281,35 +283,37 @@ class H5WeightsHandler(Handler):
             raise ArchitectureMismatchError(skipped[0], path=path)
         return recorded
 
-    def _map_or_raise(self, twin: keras.Model, path: Path) -> _fastkeras.Recorded:
-        recorded = self._map(twin, path)
+    def _map_or_raise(self, twin: keras.Model, path: Path, *, mapped: bool,
+                      replay: Any) -> Recorded:
+        recorded = self._map(twin, path, mapped=mapped, replay=replay)
         if recorded is None:
             raise _Unmapped()
         return recorded
 
-    def check(self, model: keras.Model, path: Path) -> list[Check]:
-        key = _twin_key(model)
+    def check(self, model: keras.Model, path: Path, *, own: bool = False) -> list[Check]:
+        """``own``: ``path`` is kerasave's own temporary, written by this process just
+        now, and may be read as mapped pages."""
         fast_error: Exception | None = None
-        if key is not None:
-            try:
-                with _fastkeras.TWINS.lend(key, lambda: _config_twin(model),
-                                           lambda twin: self._map_or_raise(twin, path)) as (
-                        twin, recorded):
-                    return [Check("load", True, "into a fresh model of the same architecture"),
-                            compare_arrays("model variables", pair_variables(
-                                model.weights, twin.weights, recorded_reader(recorded)))]
-            except _Unmapped as unmapped:
-                # Keras 2 layout, or a model without a usable config: below; or the fast
-                # path raised, and Keras' reader judges whether the file is at fault
-                fast_error = unmapped.error
-            except (ArchitectureMismatchError, CorruptArtifactError) as exc:
-                return [Check("load", False, str(exc))]
+        try:
+            with model_twin(model, lambda twin, replay: self._map_or_raise(
+                    twin, path, mapped=own, replay=replay)) as (twin, recorded):
+                return [Check("load", True, "into a fresh model of the same architecture"),
+                        compare_arrays("model variables", pair_variables(
+                            model.weights, twin.weights, recorded_reader(recorded)))]
+        except NoTwin:
+            pass  # a model without a usable config: below
+        except _Unmapped as unmapped:
+            # Keras 2 layout: below; or the fast path raised, and Keras' reader
+            # judges whether the file is at fault
+            fast_error = unmapped.error
+        except (ArchitectureMismatchError, CorruptArtifactError) as exc:
+            return [Check("load", False, str(exc))]
         twin, empty = empty_twin(model)  # no initializers run: the file fills it
         if twin is not None:
             try:
                 with keras_warnings():
                     self.load(twin, path, rollback=False)
-                _fastkeras.initialize_rest(empty)
+                initialize_rest(empty)
             except (ArchitectureMismatchError, CorruptArtifactError) as exc:
                 return [Check("load", False, str(exc))]
             if fast_error is not None:
@@ -355,20 +359,3 @@ class _Unmapped(Exception):
     def __init__(self, error: Exception | None = None) -> None:
         super().__init__(error)
         self.error = error
-
-
-def _twin_key(model: keras.Model) -> Any:
-    """What identifies ``model``'s architecture for ``_fastkeras.TWINS``, or None."""
-    try:
-        return ("h5 weights", type(model), json.dumps(model.get_config(), sort_keys=True),
-                json.dumps(model.get_build_config(), sort_keys=True, default=list))
-    except Exception:  # no config (subclassed), or one JSON cannot hold
-        return None
-
-
-def _config_twin(model: keras.Model) -> keras.Model:
-    twin = fresh_twin(model)
-    if twin is None:
-        raise _Unmapped()
-    return twin
-

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from kerasave import _protowire
 from kerasave._errors import CorruptArtifactError
-from kerasave._internals import fastkeras as _fastkeras
+from kerasave._internals.dlpack import Loaded
 from kerasave._report import Check, Variable
 from kerasave._state import keras_warnings
 from kerasave._verify import compare_outputs, probe_inputs
@@ -40,8 +40,8 @@ def _restored(path: Path) -> tuple[Any, list[Any]] | None:
     tensor with the restored variable its object graph names, and gives the
     variable the file's pages, mapped copy-on-write: nothing is read or
     allocated but what the serving function touches. Every tensor's CRC32C is
-    checked, as TensorFlow's reader does. Only inside ``_fastkeras.private_files``
-    (a save's own export). None for anything but plain variables, or any damage.
+    checked, as TensorFlow's reader does. Only for a save's own export
+    (``check(..., own=True)``). None for anything but plain variables, or any damage.
     """
     prefix = path / "variables" / "variables"
     try:
@@ -104,7 +104,7 @@ def _restored(path: Path) -> tuple[Any, list[Any]] | None:
                 return None  # TensorFlow's load then reports the damage
             # The variable adopts the mapped pages where they are 64-byte aligned
             # (no copy at all); elsewhere TensorFlow copies them once.
-            variable.assign(array.view(_fastkeras._Loaded))
+            variable.assign(array.view(Loaded))
     except Exception:
         _release(variable for _, variable in pairs)
         return None
@@ -214,9 +214,11 @@ class SavedModelHandler(Handler):
             raise CorruptArtifactError(f"could not load the SavedModel: {first}",
                                        path=path) from exc
 
-    def check(self, model: keras.Model, path: Path) -> list[Check]:
+    def check(self, model: keras.Model, path: Path, *, own: bool = False) -> list[Check]:
+        """``own``: ``path`` is kerasave's own export, written by this process just
+        now, and its variables may be served from its mapped pages."""
         probe = probe_inputs(model)
-        restored = _restored(path) if _fastkeras.may_map() and probe is not None else None
+        restored = _restored(path) if own and probe is not None else None
         if restored is not None:
             served, variables = restored
             try:

@@ -31,13 +31,14 @@ from kerasave._errors import (
     NotSerializableError,
     UnsafeArtifactError,
 )
-from kerasave._internals import Unsupported, attempt, failed
-from kerasave._internals import fastkeras as _fastkeras
+from kerasave._internals import Unsupported, attempt, failed, savinglib, zipwriter
 from kerasave._internals.compiling import live_compile_config
+from kerasave._internals.h5read import Source, Window, member_span
 from kerasave._internals.legacy import load_h5_weights, save_h5_model, training_optimizer
+from kerasave._internals.patches import Recorded, build_deferred, initialize_rest, recorded
 from kerasave._report import Check
 from kerasave._safety import check_h5, check_zip, refuse_code
-from kerasave._state import keras_warnings
+from kerasave._state import keras_twin, keras_warnings, lent_twin
 from kerasave._verify import compare_whole_models
 from kerasave.formats._base import (
     Contents,
@@ -87,13 +88,12 @@ def _map_load_error(exc: Exception, path: Path) -> KerasaveError:
 def _weights_h5(path: Path, zf: zipfile.ZipFile) -> Iterator[h5py.File]:
     """The archive's weights as an open h5py file, read in place when stored uncompressed."""
     try:
-        start, size = _fastkeras.member_span(path, zf, "model.weights.h5")
-    except _fastkeras.Unsupported:
+        start, size = member_span(path, zf, "model.weights.h5")
+    except Unsupported:
         with zf.open("model.weights.h5") as inner, h5py.File(inner, "r") as f:
             yield f
         return
-    with open(path, "rb") as raw, h5py.File(_fastkeras.Window(raw.fileno(), start, size),
-                                             "r") as f:
+    with open(path, "rb") as raw, h5py.File(Window(raw.fileno(), start, size), "r") as f:
         yield f
 
 
@@ -116,7 +116,7 @@ class KerasHandler(Handler):
             path.unlink(missing_ok=True)
             model.save(str(path))
 
-        attempt("keras_writer", lambda: _fastkeras.save_keras(model, path), public,
+        attempt("keras_writer", lambda: zipwriter.save_keras(model, path), public,
                 passthrough=(KerasaveError,))
 
     def _config(self, path: Path) -> dict[str, Any]:
@@ -142,7 +142,7 @@ class KerasHandler(Handler):
             with keras_warnings() as caught:
                 model = attempt(
                     "keras_reader",
-                    lambda: _fastkeras.load_keras(
+                    lambda: savinglib.load_keras(
                         path, config, compile=compile, safe_mode=safe_mode,
                         custom_objects=custom_objects, checksummed=checksummed),
                     lambda: keras.saving.load_model(str(path), custom_objects=custom_objects,
@@ -160,13 +160,16 @@ class KerasHandler(Handler):
             warnings.warn(f"{path}: {text}", UserWarning, stacklevel=2)
         return model
 
-    def check(self, model: keras.Model, path: Path) -> list[Check]:
+    def check(self, model: keras.Model, path: Path, *, own: bool = False) -> list[Check]:
+        """``own``: ``path`` is kerasave's own temporary, written by this process just
+        now, and may be read as mapped pages."""
         with contextlib.ExitStack() as lent:  # the twin goes back once the checks ran
             try:
                 config = self._config(path)
                 refuse_code(config, str(path))
                 with keras_warnings():
-                    loaded, recorded = lent.enter_context(_fastkeras.twin_keras(path, config))
+                    loaded, recorded = lent.enter_context(
+                        keras_twin(path, config, mapped=own))
             except Unsupported:
                 return _loaded_check(model, path, self.load)
             except KerasaveError as exc:
@@ -188,7 +191,7 @@ class KerasHandler(Handler):
         return Contents(variables, has_opt, versions)
 
 
-def _read(source: _fastkeras.Source, dataset: Any) -> np.ndarray:
+def _read(source: Source, dataset: Any) -> np.ndarray:
     """A dataset's values: through ``source`` when it can, else h5py's copy."""
     fast = source.array(dataset) if isinstance(dataset, h5py.Dataset) else None
     return fast if fast is not None else np.asarray(dataset)
@@ -217,7 +220,7 @@ def _judged(model: keras.Model, path: Path, load: Any, fast_path: str,
 
 
 def _twin_check(model: keras.Model, path: Path, twin: keras.Model,
-                recorded: _fastkeras.Recorded, load: Any, *,
+                recorded: Recorded, load: Any, *,
                 build_configs: bool = True) -> list[Check]:
     """Verification against a twin holding the file's values as recorded views.
 
@@ -314,19 +317,21 @@ class H5ModelHandler(Handler):
         dataset is read once, into memory the variable adopts.
         """
         build, read, _ = self._steps(path, compile=compile, safe_mode=safe_mode,
-                                     custom_objects=custom_objects, mapped=False)
-        model, created = _fastkeras.build_deferred(build)
+                                     custom_objects=custom_objects, record=False)
+        model, created = build_deferred(build)
         read(model)
-        _fastkeras.initialize_rest(created)
+        initialize_rest(created)
         return model
 
     def _steps(self, path: Path, *, compile: bool, safe_mode: bool, custom_objects: Any,
-               mapped: bool) -> tuple[Any, Any, Any]:
+               record: bool, mapped: bool = False) -> tuple[Any, Any, Any]:
         """How to build the file's model (compiled, optimizer built), how to read its
-        values into it, and what identifies the build (for ``_fastkeras.TWINS``).
+        values into it, and what identifies the build (for ``lent_twin``).
 
-        ``mapped`` (verification) records read-only views of the file's pages
-        instead of assigning them (see ``_fastkeras.recorded``).
+        ``record`` (verification) records the values instead of assigning them (see
+        ``kerasave._internals.patches.recorded``); ``mapped``: the file is kerasave's
+        own temporary, written by this process just now, so the values are read-only
+        views of its pages, and it is not walked for safety again.
         """
         with open_h5(path) as f:
             raw = f.attrs.get("model_config")
@@ -350,13 +355,14 @@ class H5ModelHandler(Handler):
                     model.optimizer.build(model.trainable_variables)
             return model
 
-        def read(model: keras.Model) -> _fastkeras.Recorded:
+        def read(model: keras.Model, replay: Any = None) -> Recorded:
+            # (``replay``, from ``lent_twin``: Keras' legacy loader is never replayed)
             fd = os.open(path, os.O_RDONLY)
             try:
-                source = _fastkeras.Source(fd, 0, os.fstat(fd).st_size, path, mapped=mapped)
+                source = Source(fd, 0, os.fstat(fd).st_size, path, mapped=mapped)
                 # A save's own temporary was checked a moment ago, in _steps.
-                with _fastkeras.recorded(None if mapped else ()) as values, \
-                        open_h5(path, check=not _fastkeras.may_map()) as f:
+                with recorded(None if record else ()) as values, \
+                        open_h5(path, check=not mapped) as f:
                     try:
                         # Shapes before bytes: nothing is read that fits no variable.
                         problem = _layout_problem(_datasets(f["model_weights"]),
@@ -400,7 +406,7 @@ class H5ModelHandler(Handler):
                 path=path) from exc
 
     def _load_optimizer(self, model: keras.Model, f: h5py.File, path: Path,
-                        source: _fastkeras.Source) -> None:
+                        source: Source) -> None:
         optimizer = model.optimizer
         if "optimizer_weights" not in f:
             return
@@ -427,12 +433,14 @@ class H5ModelHandler(Handler):
         for variable, value in zip(optimizer.variables, values):
             variable.assign(value)
 
-    def check(self, model: keras.Model, path: Path) -> list[Check]:
+    def check(self, model: keras.Model, path: Path, *, own: bool = False) -> list[Check]:
+        """``own``: ``path`` is kerasave's own temporary, written by this process just
+        now, and may be read as mapped pages."""
         with contextlib.ExitStack() as lent:  # the twin goes back once the checks ran
             try:
                 build, read, key = self._steps(path, compile=True, safe_mode=True,
-                                               custom_objects=None, mapped=True)
-                loaded, recorded = lent.enter_context(_fastkeras.TWINS.lend(key, build, read))
+                                               custom_objects=None, record=True, mapped=own)
+                loaded, recorded = lent.enter_context(lent_twin(key, build, read))
             except Unsupported:
                 return _loaded_check(model, path, self.load, build_configs=False)
             except Exception as exc:

@@ -195,8 +195,7 @@ def load_weights(model: keras.Model, path: PathLike, *, format: str | None = Non
         handler = _registry.detect(source, "weights", format)
         actual, integrity, checksummed = _manifest.resolve_checked(handler, source)
         checks = (Check("integrity", True, integrity),
-                  *handler.load(model, actual,  # type: ignore[attr-defined]
-                                checksummed=checksummed))
+                  *handler.load(model, actual, checksummed=checksummed))
     return Report(str(source), handler.name, True, checks, _size(handler, actual),
                   time.perf_counter() - start)
 
@@ -208,8 +207,7 @@ def load_config(path: PathLike, *, custom_objects: Mapping[str, Any] | None = No
     with _reading(source):
         handler = _registry.detect(source, "config")
         actual, _ = _manifest.resolve(handler, source)
-        return handler.load(actual, custom_objects=custom_objects,  # type: ignore[attr-defined]
-                            safe_mode=safe_mode)
+        return handler.load(actual, custom_objects=custom_objects, safe_mode=safe_mode)
 
 
 def load_model(path: PathLike, *, compile: bool = True, safe_mode: bool = True,
@@ -223,9 +221,8 @@ def load_model(path: PathLike, *, compile: bool = True, safe_mode: bool = True,
     with _reading(source):
         handler = _registry.detect(source, "model")
         actual, _, checksummed = _manifest.resolve_checked(handler, source)
-        return handler.load(actual, compile=compile,  # type: ignore[attr-defined]
-                            safe_mode=safe_mode, custom_objects=custom_objects,
-                            checksummed=checksummed)
+        return handler.load(actual, compile=compile, safe_mode=safe_mode,
+                            custom_objects=custom_objects, checksummed=checksummed)
 
 
 def verify(model: keras.Model, path: PathLike, *, format: str | None = None) -> Report:

@@ -1,0 +1,431 @@
+"""Artifacts as the command line reads them: each checked once, then read through its
+format's handler.
+
+``open_artifact`` finds an artifact's handler and checks its integrity manifest
+(the one CRC32C pass over its files), as every public call does; what the
+command then reads (``inspect``'s contents, every stored array, a load) reads
+that checked version through the handler, without checking it again.
+
+Names. Formats name variables differently, and some names depend on the Python
+objects that wrote them (``sequential_1/dense_2/kernel`` for the second model of
+a process). When an architecture is at hand, variables get *model names* that
+depend only on the model's structure, the way Keras' own weights files address
+layers (class name in snake case, numbered in order)::
+
+    dense/kernel, dense/bias, dense_1/kernel, ...
+    optimizer/iteration, optimizer/learning_rate, optimizer/dense/kernel/momentum, ...
+
+A whole model (``.keras``, legacy ``.h5``) carries its architecture. A
+weights-only artifact (checkpoint, HDF5 weights, SavedModel variables) is read
+into a model whose architecture comes from the other side of a comparison or
+from a config the caller names. Without one, names are those ``inspect`` lists
+(the handler's ``arrays``), which line up only between artifacts of one format.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import warnings
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+from typing import Any, cast
+
+import keras
+import numpy as np
+
+from kerasave import _facade, _manifest, _registry
+from kerasave._errors import ArchitectureMismatchError, KerasaveError, UnknownFormatError
+from kerasave._report import Check, Inspection
+from kerasave._state import fresh_twin
+from kerasave._verify import optimizer_of, to_numpy
+from kerasave.formats._base import (
+    ConfigFormat,
+    Contents,
+    Handler,
+    ModelFormat,
+    WeightsFormat,
+)
+from kerasave.formats.savedmodel import SavedModelHandler
+
+__all__ = ["Opened", "open_artifact", "Arrays", "NeedsArchitecture", "DoesNotFit",
+           "architecture", "model_names", "read", "read_pair", "load_into"]
+
+PathLike = str | os.PathLike[str]
+
+
+class NeedsArchitecture(KerasaveError):
+    """The two artifacts name their variables differently and no architecture is known."""
+
+
+class DoesNotFit(KerasaveError):
+    """A weights-only artifact does not fit the architecture of the other side."""
+
+
+# -- one artifact, checked once ----------------------------------------------------------
+
+
+@dataclass
+class Opened:
+    """An artifact whose manifest was checked: ``actual`` is the version to read."""
+
+    source: Path
+    handler: Handler
+    actual: Path
+    detail: str  # what the integrity check found, in words
+    checksummed: bool  # every byte matched the CRC32C its manifest records
+    manifest: Path | None  # the manifest, when there is one
+
+    @property
+    def whole(self) -> bool:
+        """A whole model: weights with the architecture they belong to."""
+        return self.handler.kind == "model" and self.handler.holds_architecture
+
+    @cached_property
+    def contents(self) -> Contents:
+        with _facade._reading(self.source):
+            return self.handler.contents(self.actual)
+
+    def arrays(self) -> Iterator[tuple[str, np.ndarray]]:
+        """Every stored array, by the names ``inspect`` lists."""
+        with _facade._reading(self.source):
+            yield from self.handler.arrays(self.actual)
+
+    def inspection(self) -> Inspection:
+        """What ``kerasave.inspect`` gives for the artifact."""
+        contents = self.contents
+        with _facade._reading(self.source):
+            recorded = (_manifest.read(self.handler, self.actual) or {}).get("versions")
+        versions = dict(contents.versions)
+        if isinstance(recorded, dict):
+            versions.update({str(k): str(v) for k, v in recorded.items() if k not in versions})
+        members = self.handler.members(self.actual)
+        return Inspection(path=str(self.source), format=self.handler.name,
+                          files=tuple(str(m) for m in members), bytes=_facade._size(
+                              self.handler, self.actual),
+                          variables=contents.variables, has_optimizer=contents.has_optimizer,
+                          versions=versions)
+
+    def load_config(self) -> keras.Model:
+        with _facade._reading(self.source):
+            return cast(ConfigFormat, self.handler).load(self.actual)
+
+    def load_model(self) -> Any:
+        with _facade._reading(self.source):
+            return cast(ModelFormat, self.handler).load(self.actual,
+                                                        checksummed=self.checksummed)
+
+    def load_weights(self, model: keras.Model) -> list[Check]:
+        with _facade._reading(self.source):
+            return cast(WeightsFormat, self.handler).load(model, self.actual,
+                                                          checksummed=self.checksummed)
+
+
+def open_artifact(path: PathLike, handler: Handler | None = None) -> Opened:
+    """The artifact at ``path``, its manifest checked (``CorruptArtifactError`` on a
+    mismatch, as every public call raises it)."""
+    source = Path(os.fspath(path))
+    with _facade._reading(source):
+        handler = handler or _registry.detect(source)
+        where = _manifest.manifest_path(handler, source)
+        present = where.is_file()
+        actual, detail, checksummed = _manifest.resolve_checked(handler, source)
+    return Opened(source, handler, actual, detail, checksummed, where if present else None)
+
+
+# -- model names -------------------------------------------------------------------------
+
+
+def _snake(name: str) -> str:
+    """Keras' ``to_snake_case``: the name its weights files give a layer of this class."""
+    name = re.sub(r"\W+", "", name)
+    name = re.sub("(.)([A-Z][a-z]+)", r"\1_\2", name)
+    return re.sub("([a-z])([A-Z])", r"\1_\2", name).lower()
+
+
+def _layers(obj: Any) -> list[Any]:
+    try:
+        found = obj.layers
+    except Exception:  # some layers raise when asked for sublayers
+        return []
+    return list(found) if isinstance(found, (list, tuple)) else []
+
+
+def model_names(model: keras.Model) -> list[tuple[str, Any]]:
+    """``(name, variable)`` for every weight of the model, in ``model.weights`` order.
+
+    A weight is named by the path of its layer in the model, each layer being its
+    class in snake case numbered among its siblings (``dense``, ``dense_1``; nested
+    models recurse), then its path inside that layer (``kernel``). Layer names
+    chosen by Keras at run time (``dense_7``) play no part.
+    """
+    named: dict[int, str] = {}
+
+    def visit(container: Any, prefix: str) -> None:
+        counts: Counter[str] = Counter()
+        for layer in _layers(container):
+            base = _snake(type(layer).__name__)
+            key = prefix + (base if counts[base] == 0 else f"{base}_{counts[base]}")
+            counts[base] += 1
+            if isinstance(layer, keras.Model):
+                visit(layer, key + "/")
+            own = getattr(layer, "path", None) or layer.name
+            for v in layer.weights:
+                if id(v) in named:
+                    continue
+                path = getattr(v, "path", None) or v.name
+                inner = path[len(own) + 1:] if path.startswith(own + "/") else v.name
+                named[id(v)] = f"{key}/{inner}"
+
+    visit(model, "")
+    result: list[tuple[str, Any]] = []
+    taken: set[str] = set()
+    for v in model.weights:
+        name = named.get(id(v)) or getattr(v, "path", None) or v.name
+        result.append((_unique(name, taken), v))
+    return result
+
+
+def _unique(name: str, taken: set[str]) -> str:
+    candidate, n = name, 1
+    while candidate in taken:
+        n += 1
+        candidate = f"{name}#{n}"
+    taken.add(candidate)
+    return candidate
+
+
+def _optimizer_name(full: str, model_paths: dict[str, str]) -> str:
+    """``optimizer/<model name>/<slot>`` for a slot variable, else ``optimizer/<name>``.
+
+    ``model_paths`` maps the model variables' paths to their names. Keras 3 names
+    a slot ``<optimizer>/<variable path with _ for />_<slot>``; Keras 2
+    ``<Optimizer>/<slot>/<variable path>``.
+    """
+    rest = full.split("/", 1)[1] if "/" in full else full
+    flat = sorted(((p.replace("/", "_"), n) for p, n in model_paths.items()),
+                  key=lambda item: -len(item[0]))
+    for key, name in flat:
+        if rest.startswith(key + "_"):
+            return f"optimizer/{name}/{rest[len(key) + 1:]}"
+    for path, name in model_paths.items():
+        if rest.endswith("/" + path):
+            return f"optimizer/{name}/{rest[:-len(path) - 1]}"
+    return f"optimizer/{rest}"
+
+
+def _optimizer_arrays(model: keras.Model, named: list[tuple[str, Any]]) -> dict[str, np.ndarray]:
+    optimizer = optimizer_of(model)
+    if optimizer is None:
+        return {}
+    paths = {getattr(v, "path", None) or v.name: n for n, v in named}
+    taken: set[str] = set()
+    return {_unique(_optimizer_name(getattr(v, "path", None) or v.name, paths), taken): to_numpy(v)
+            for v in optimizer.variables}
+
+
+# -- the arrays of one artifact ------------------------------------------------------------
+
+
+@dataclass
+class Arrays:
+    """The arrays of one artifact, split into model and optimizer variables.
+
+    ``optimizer`` is None when the artifact holds no optimizer state (or it could
+    not be read into the architecture used). ``naming`` says which names these
+    are: ``"model"`` (from an architecture), else the format's own (those
+    ``inspect`` lists); ``names`` says it in words.
+    """
+
+    path: str
+    format: str
+    kind: str
+    naming: str
+    names: str
+    model: dict[str, np.ndarray]
+    optimizer: dict[str, np.ndarray] | None
+    notes: list[str] = field(default_factory=list)
+
+
+def architecture(source: Opened) -> keras.Model:
+    """A model of the architecture ``source`` holds: a JSON/YAML config, ``.keras`` or ``.h5``.
+
+    A config gives a fresh, uncompiled model (no optimizer); a whole model comes
+    compiled, so optimizer state can be read into it too.
+    """
+    if source.handler.kind == "config":
+        return source.load_config()
+    if source.whole:
+        return _load_whole(source)[0]
+    raise UnknownFormatError(
+        f"an architecture comes from a .json/.yaml config or a .keras/.h5 model; this is a "
+        f"{source.handler.name} {source.handler.kind} artifact", path=source.source)
+
+
+def _load_whole(source: Opened) -> tuple[keras.Model, list[str]]:
+    """The loaded model, and a note for every warning that says optimizer state was not read."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model = source.load_model()
+    notes = []
+    for w in caught:
+        text = " ".join(str(w.message).split())
+        if "optimizer" in text.lower():
+            notes.append(text)
+        warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
+    return model, notes
+
+
+def _from_model(source: Opened, model: keras.Model, names: str,
+                with_optimizer: bool) -> Arrays:
+    named = model_names(model)
+    arrays = {n: to_numpy(v) for n, v in named}
+    optimizer = _optimizer_arrays(model, named) if with_optimizer else None
+    return Arrays(str(source.source), source.handler.name, source.handler.kind, "model", names,
+                  arrays, optimizer or None)
+
+
+def _whole(source: Opened) -> tuple[Arrays, keras.Model]:
+    """A whole model's arrays by its own architecture, and the model it loaded as."""
+    model, notes = _load_whole(source)
+    has_opt = source.contents.has_optimizer and not notes and optimizer_of(model) is not None
+    result = _from_model(source, model, "model names from its own architecture", has_opt)
+    result.notes += notes
+    return result, model
+
+
+def _as_saved(source: Opened) -> Arrays:
+    """The arrays by the names the artifact gives them (``inspect``'s)."""
+    optimizer_names = set(source.contents.optimizer_variables)
+    model: dict[str, np.ndarray] = {}
+    optimizer: dict[str, np.ndarray] = {}
+    model_taken: set[str] = set()
+    for name, value in source.arrays():
+        if name in optimizer_names:
+            optimizer[name] = value
+        else:
+            model[_unique(name, model_taken)] = value
+    return Arrays(str(source.source), source.handler.name, source.handler.kind,
+                  source.handler.name, source.handler.array_names, model, optimizer or None)
+
+
+def load_into(model: keras.Model, source: Opened) -> keras.Model:
+    """Load a weights-only artifact (or a SavedModel's variables) into ``model``'s
+    architecture, all or nothing.
+
+    Returns the model that holds the values: ``model`` itself, or, when the artifact
+    holds no optimizer state and ``model`` has an optimizer, an uncompiled twin of it
+    (an HDF5 weights file without optimizer state does not load into a model whose
+    optimizer is built).
+    """
+    holds = source.handler.can_hold_optimizer and source.contents.has_optimizer
+    if not holds and optimizer_of(model) is not None:
+        model = fresh_twin(model) or model
+    if isinstance(source.handler, SavedModelHandler):
+        with _facade._reading(source.source):
+            source.handler.load_variables(model, source.actual)
+    else:
+        source.load_weights(model)
+    return model
+
+
+def read(source: Opened, *, into: keras.Model | None = None,
+         architecture_name: str | None = None) -> Arrays:
+    """The arrays of ``source``.
+
+    A whole model is read with its own architecture. A weights-only artifact is
+    loaded into ``into`` (all or nothing; a SavedModel's variables by position)
+    and named by that model, else read as saved.
+
+    Raises:
+        UnknownFormatError: a config, which holds no weights.
+        ArchitectureMismatchError: the artifact does not fit ``into``.
+    """
+    handler = source.handler
+    if handler.kind == "config":
+        raise UnknownFormatError(
+            f"this is a {handler.name} config: it holds an architecture, no weights",
+            path=source.source)
+    if source.whole:
+        return _whole(source)[0]
+    if into is None:
+        return _as_saved(source)
+    label = f"model names from the architecture of {architecture_name or 'the given model'}"
+    holds = handler.can_hold_optimizer and source.contents.has_optimizer
+    into = load_into(into, source)
+    has_opt = holds and optimizer_of(into) is not None
+    result = _from_model(source, into, label, has_opt)
+    if holds and not has_opt:
+        result.notes.append(f"{source.source} holds optimizer state, but the architecture of "
+                            f"{architecture_name} has no optimizer to read it into")
+    return result
+
+
+# -- two artifacts ---------------------------------------------------------------------
+
+
+def read_pair(a: PathLike, b: PathLike, *, config: PathLike | None = None
+              ) -> tuple[Arrays, Arrays]:
+    """Both artifacts' arrays, named the same way; each artifact is checked once.
+
+    Whole models are read with their own architectures. A weights-only side is
+    read into the architecture at ``config`` when given, else into the other
+    side's when that is a whole model, else as saved.
+
+    Raises:
+        DoesNotFit: a weights-only side does not fit the other side's architecture.
+        NeedsArchitecture: both are weights-only, named differently, and no config.
+    """
+    sides = [open_artifact(a)]
+    if Path(os.fspath(a)).resolve() == Path(os.fspath(b)).resolve():
+        # The same artifact twice: checked and read once.
+        if sides[0].handler.kind == "config":
+            raise _no_weights(sides[0])
+        first = read(sides[0], into=architecture(open_artifact(config)) if config is not None
+                     and not sides[0].whole else None,
+                     architecture_name=None if config is None else os.fspath(config))
+        return first, first
+    sides.append(open_artifact(b))
+    for side in sides:
+        if side.handler.kind == "config":
+            raise _no_weights(side)
+    result: list[Arrays | None] = [None, None]
+    loaded: list[keras.Model | None] = [None, None]
+    for i in (0, 1):
+        if sides[i].whole:
+            result[i], loaded[i] = _whole(sides[i])
+    shared = architecture(open_artifact(config)) if config is not None and not all(
+        s.whole for s in sides) else None
+    for i in (0, 1):
+        if result[i] is not None:
+            continue
+        other = loaded[1 - i]
+        if shared is not None:
+            result[i] = read(sides[i], into=shared, architecture_name=os.fspath(config or ""))
+        elif other is not None:
+            # The other side's arrays were copied out already: its model is free to reuse.
+            try:
+                result[i] = read(sides[i], into=other, architecture_name=str(sides[1 - i].source))
+            except ArchitectureMismatchError as exc:
+                raise DoesNotFit(
+                    f"{sides[i].source} does not fit the architecture of "
+                    f"{sides[1 - i].source}: {exc}") from exc
+        else:
+            result[i] = read(sides[i])
+    first, second = result
+    assert first is not None and second is not None
+    if first.naming != second.naming:
+        raise NeedsArchitecture(
+            f"{first.path} ({first.format}, {first.names}) and {second.path} "
+            f"({second.format}, {second.names}) name their variables differently and neither "
+            "holds an architecture to line them up")
+    return first, second
+
+
+def _no_weights(side: Opened) -> UnknownFormatError:
+    return UnknownFormatError(
+        f"this is a {side.handler.name} config: it holds an architecture, no weights to "
+        "compare", path=side.source)

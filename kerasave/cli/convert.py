@@ -77,7 +77,8 @@ def convert_command(src: str, dst: str, config: str | None, as_: str | None,
                 note(f"--config is not used: {src} holds its own architecture")
             model = source.load_model()
         else:
-            model = load_into(architecture(open_artifact(config or "")), source)
+            assert config is not None  # (refused above)
+            model = load_into(architecture(open_artifact(config)), source)
             if handler.can_hold_optimizer and source.contents.has_optimizer and \
                     getattr(model, "optimizer", None) is None:
                 note(f"the optimizer state in {src} is not converted: the architecture "

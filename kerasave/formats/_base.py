@@ -46,7 +46,7 @@ class Contents:
     recorded_optimizer_variables: int | None = None
 
 
-Arrays = Iterator[tuple[str, np.ndarray]]
+StoredArrays = Iterator[tuple[str, np.ndarray]]  # what ``arrays`` yields
 
 
 class Handler:
@@ -109,7 +109,7 @@ class Handler:
     def contents(self, path: Path) -> Contents:
         raise NotImplementedError
 
-    def arrays(self, path: Path) -> Arrays:
+    def arrays(self, path: Path) -> StoredArrays:
         raise NotImplementedError
 
 

@@ -216,7 +216,8 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
             out["load_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
         if impl == "verified":
             import kerasave as ks
-            from kerasave import _manifest, _registry
+            from kerasave import _registry
+            from kerasave.store import manifest as _manifest
 
             call, rel, _ = FORMATS[fmt]
             path, save_fn = work / rel, getattr(ks, call)

@@ -11,11 +11,13 @@ import contextlib
 import os
 import time
 from collections.abc import Iterator, Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
+from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import keras
+import numpy as np
 
 from kerasave import _registry, _safety, _verify
 from kerasave._errors import (
@@ -27,9 +29,16 @@ from kerasave._errors import (
 )
 from kerasave._public import public
 from kerasave._report import Check, Inspection, Report
-from kerasave.formats._base import Handler, versions_now
+from kerasave.formats._base import (
+    ConfigFormat,
+    Contents,
+    Handler,
+    ModelFormat,
+    WeightsFormat,
+    versions_now,
+)
 from kerasave.store import manifest as _manifest
-from kerasave.store.transaction import Transaction, resolve, resolve_checked
+from kerasave.store.transaction import Transaction, resolve_checked
 
 __all__ = [
     "save_weights",
@@ -81,7 +90,7 @@ def _save_once(kind: str, model: keras.Model, path: PathLike, format: str | None
     target = Path(os.fspath(path))
     handler = _registry.for_save(kind, target, format)
     handler.preflight(model, target)
-    if verify and handler.name != "savedmodel" and kind in ("model", "config"):
+    if verify and handler.verifiable_config:
         _refuse_unverifiable(model, handler.name, kind, target)
     with Transaction(handler, target) as txn:
         txn.write(lambda tmp: _write(handler, model, tmp, target))
@@ -169,6 +178,85 @@ def save_model(model: keras.Model, path: PathLike, *, format: str | None = None,
     return _save("model", model, path, format, verify)
 
 
+@dataclass
+class Opened:
+    """An artifact found and checked once: its handler, the version to read
+    (``actual``: the path, or the backup an interrupted commit left) and what its
+    integrity manifest said. Every read of it goes through the handler, inside
+    ``_reading``, without checksumming it again."""
+
+    source: Path
+    handler: Handler
+    actual: Path
+    detail: str  # what the integrity check found, in words
+    checksummed: bool  # every byte matched the CRC32C its manifest records
+    manifest: Path | None  # the manifest, when there is one
+
+    @property
+    def bytes(self) -> int:
+        return _size(self.handler, self.actual)
+
+    @cached_property
+    def contents(self) -> Contents:
+        with _reading(self.source):
+            return self.handler.contents(self.actual)
+
+    def arrays(self) -> Iterator[tuple[str, np.ndarray]]:
+        """Every stored array, by the names ``inspect`` lists."""
+        with _reading(self.source):
+            yield from self.handler.arrays(self.actual)
+
+    def inspection(self) -> Inspection:
+        """What ``kerasave.inspect`` gives for the artifact."""
+        contents = self.contents
+        # What the artifact records itself comes first; kerasave's manifest adds the
+        # versions a format has no place for (a .keras archive names only Keras').
+        with _reading(self.source):
+            recorded = (_manifest.read(self.handler, self.actual) or {}).get("versions")
+        versions = dict(contents.versions)
+        if isinstance(recorded, dict):
+            versions.update({str(k): str(v) for k, v in recorded.items() if k not in versions})
+        members = self.handler.members(self.actual)
+        return Inspection(path=str(self.source), format=self.handler.name,
+                          files=tuple(str(m) for m in members), bytes=self.bytes,
+                          variables=contents.variables, has_optimizer=contents.has_optimizer,
+                          versions=versions)
+
+    def check(self, model: keras.Model) -> tuple[Check, ...]:
+        with _reading(self.source):
+            return (Check("integrity", True, self.detail),
+                    *self.handler.check(model, self.actual))
+
+    def load_config(self, **options: Any) -> keras.Model:
+        with _reading(self.source):
+            return cast(ConfigFormat, self.handler).load(self.actual, **options)
+
+    def load_model(self, **options: Any) -> Any:
+        with _reading(self.source):
+            return cast(ModelFormat, self.handler).load(self.actual,
+                                                        checksummed=self.checksummed, **options)
+
+    def load_weights(self, model: keras.Model) -> tuple[Check, ...]:
+        with _reading(self.source):
+            return (Check("integrity", True, self.detail),
+                    *cast(WeightsFormat, self.handler).load(model, self.actual,
+                                                            checksummed=self.checksummed))
+
+
+def open_artifact(path: PathLike, kind: str | None = None, format: str | None = None, *,
+                  handler: Handler | None = None) -> Opened:
+    """The artifact at ``path`` (of ``kind``/``format`` when given), found and its
+    manifest checked: ``ArtifactNotFoundError``, ``UnknownFormatError``,
+    ``CorruptArtifactError`` as every public call raises them."""
+    source = Path(os.fspath(path))
+    with _reading(source):
+        handler = handler or _registry.detect(source, kind, format)
+        where = _manifest.manifest_path(handler, source)
+        present = where.is_file()
+        actual, detail, checksummed = resolve_checked(handler, source)
+    return Opened(source, handler, actual, detail, checksummed, where if present else None)
+
+
 def load_weights(model: keras.Model, path: PathLike, *, format: str | None = None) -> Report:
     """Restore saved variables into ``model``, all or nothing.
 
@@ -177,26 +265,17 @@ def load_weights(model: keras.Model, path: PathLike, *, format: str | None = Non
     the model and its optimizer is exactly as before.
     """
     start = time.perf_counter()
-    source = Path(os.fspath(path))
-    with _reading(source):
-        handler = _registry.detect(source, "weights", format)
-        actual, integrity, checksummed = resolve_checked(handler, source)
-        checks = (Check("integrity", True, integrity),
-                  *handler.load(model, actual,  # type: ignore[attr-defined]
-                                checksummed=checksummed))
-    return Report(str(source), handler.name, True, checks, _size(handler, actual),
+    opened = open_artifact(path, "weights", format)
+    checks = opened.load_weights(model)
+    return Report(str(opened.source), opened.handler.name, True, checks, opened.bytes,
                   time.perf_counter() - start)
 
 
 def load_config(path: PathLike, *, custom_objects: Mapping[str, Any] | None = None,
                 safe_mode: bool = True) -> keras.Model:
     """A freshly initialized, uncompiled model from a ``.json``/``.yaml`` config file."""
-    source = Path(os.fspath(path))
-    with _reading(source):
-        handler = _registry.detect(source, "config")
-        actual, _ = resolve(handler, source)
-        return handler.load(actual, custom_objects=custom_objects,  # type: ignore[attr-defined]
-                            safe_mode=safe_mode)
+    return open_artifact(path, "config").load_config(custom_objects=custom_objects,
+                                                     safe_mode=safe_mode)
 
 
 def load_model(path: PathLike, *, compile: bool = True, safe_mode: bool = True,
@@ -206,13 +285,8 @@ def load_model(path: PathLike, *, compile: bool = True, safe_mode: bool = True,
     A ``.keras`` or ``.h5`` model comes back compiled with its optimizer state,
     so training continues exactly where it stopped.
     """
-    source = Path(os.fspath(path))
-    with _reading(source):
-        handler = _registry.detect(source, "model")
-        actual, _, checksummed = resolve_checked(handler, source)
-        return handler.load(actual, compile=compile,  # type: ignore[attr-defined]
-                            safe_mode=safe_mode, custom_objects=custom_objects,
-                            checksummed=checksummed)
+    return open_artifact(path, "model").load_model(compile=compile, safe_mode=safe_mode,
+                                                   custom_objects=custom_objects)
 
 
 def verify(model: keras.Model, path: PathLike, *, format: str | None = None) -> Report:
@@ -222,38 +296,15 @@ def verify(model: keras.Model, path: PathLike, *, format: str | None = None) -> 
     not raise for a failed check.
     """
     start = time.perf_counter()
-    source = Path(os.fspath(path))
-    with _reading(source):
-        handler = _registry.detect(source, None, format)
-        actual, integrity = resolve(handler, source)
-        checks = (Check("integrity", True, integrity), *handler.check(model, actual))
-    return Report(str(source), handler.name, all(c.ok for c in checks), checks,
-                  _size(handler, actual), time.perf_counter() - start)
+    opened = open_artifact(path, None, format)
+    checks = opened.check(model)
+    return Report(str(opened.source), opened.handler.name, all(c.ok for c in checks), checks,
+                  opened.bytes, time.perf_counter() - start)
 
 
 def inspect(path: PathLike) -> Inspection:
     """What the artifact at ``path`` holds, read without building a model."""
-    source = Path(os.fspath(path))
-    with _reading(source):
-        handler = _registry.detect(source)
-        actual, _ = resolve(handler, source)
-        contents = handler.contents(actual)
-        # What the artifact records itself comes first; kerasave's manifest adds the
-        # versions a format has no place for (a .keras archive names only Keras').
-        recorded = (_manifest.read(handler, actual) or {}).get("versions")
-    versions = dict(contents.versions)
-    if isinstance(recorded, dict):
-        versions.update({str(k): str(v) for k, v in recorded.items() if k not in versions})
-    members = handler.members(actual)
-    return Inspection(
-        path=str(source),
-        format=handler.name,
-        files=tuple(str(m) for m in members),
-        bytes=_size(handler, actual),
-        variables=contents.variables,
-        has_optimizer=contents.has_optimizer,
-        versions=versions,
-    )
+    return open_artifact(path).inspection()
 
 
 public(inspect, load_config, load_model, load_weights, save_config, save_model, save_weights,

@@ -1,11 +1,16 @@
-"""The format registry: names and suffixes to handlers, one screen long."""
+"""The format registry: names and suffixes to handlers, one screen long.
+
+Asked for a kind, it answers with that kind's handler type (``WeightsFormat``,
+``ConfigFormat``, ``ModelFormat``), whose ``load`` has that kind's signature.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal, overload
 
 from kerasave._errors import ArtifactNotFoundError, CorruptArtifactError, UnknownFormatError
-from kerasave.formats._base import Handler
+from kerasave.formats._base import ConfigFormat, Handler, ModelFormat, WeightsFormat
 from kerasave.formats.checkpoint import CheckpointHandler
 from kerasave.formats.config import JsonHandler, YamlHandler
 from kerasave.formats.h5weights import H5WeightsHandler
@@ -54,6 +59,14 @@ def by_name(kind: str | None, name: str, path: Path) -> Handler:
     raise UnknownFormatError(f"unknown format {name!r}; expected one of: {allowed}", path=path)
 
 
+@overload
+def for_save(kind: Literal["weights"], path: Path, format: str | None) -> WeightsFormat: ...
+@overload
+def for_save(kind: Literal["config"], path: Path, format: str | None) -> ConfigFormat: ...
+@overload
+def for_save(kind: Literal["model"], path: Path, format: str | None) -> ModelFormat: ...
+@overload
+def for_save(kind: str, path: Path, format: str | None) -> Handler: ...
 def for_save(kind: str, path: Path, format: str | None) -> Handler:
     """The handler that writes ``path``: the named format, else by suffix, else the default."""
     if format is not None:
@@ -76,6 +89,14 @@ def for_save(kind: str, path: Path, format: str | None) -> Handler:
     )
 
 
+@overload
+def detect(path: Path, kind: Literal["weights"], format: str | None = None) -> WeightsFormat: ...
+@overload
+def detect(path: Path, kind: Literal["config"], format: str | None = None) -> ConfigFormat: ...
+@overload
+def detect(path: Path, kind: Literal["model"], format: str | None = None) -> ModelFormat: ...
+@overload
+def detect(path: Path, kind: str | None = None, format: str | None = None) -> Handler: ...
 def detect(path: Path, kind: str | None = None, format: str | None = None) -> Handler:
     """The handler of the artifact that exists at ``path``, found by its content."""
     handlers = _of_kind(kind)

@@ -54,9 +54,9 @@ import_tensorflow()  # (before keras: TensorFlow's load ignores TF_CPP_MIN_LOG_L
 import keras
 import numpy as np
 
+from kerasave import _registry
 from kerasave._errors import RoundTripError
 from kerasave._facade import (
-    inspect,
     load_config,
     load_model,
     load_weights,
@@ -153,7 +153,9 @@ def _scramble(variables: Iterable[Any]) -> None:
 
 def _weights_back(which: str) -> Callable[[keras.Model, Path], list[Check]]:
     def reload(model: keras.Model, path: Path) -> list[Check]:
-        saved_optimizer = which == "checkpoint" or inspect(path).has_optimizer
+        # (what the handler reads from the file: load_weights checks its manifest, once)
+        saved_optimizer = which == "checkpoint" or _registry.detect(
+            path, "weights").contents(path).has_optimizer
         optimizer = optimizer_of(model)
         twin, how = compiled_twin(model)
         if twin is not None:

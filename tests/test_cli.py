@@ -384,7 +384,7 @@ def test_diff_json_reports_every_variable(saved, tmp_path, capsys):
 
 
 def test_diff_json_numbers_stay_json():
-    from kerasave.cli import _json_number
+    from kerasave.cli.diff import _json_number
 
     assert _json_number(None) is None and _json_number(0.5) == 0.5
     assert [_json_number(x) for x in (np.inf, -np.inf, np.nan)] == ["inf", "-inf", "nan"]

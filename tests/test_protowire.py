@@ -30,7 +30,7 @@ from tensorflow.core.protobuf import saved_model_pb2, tensor_bundle_pb2
 from tensorflow.core.protobuf import trackable_object_graph_pb2 as graph_pb2
 
 from kerasave import _protowire as pw
-from kerasave.formats.checkpoint import _table_block, _varint
+from kerasave.formats._tfindex import _table_block, _varint
 
 ROOT = Path(__file__).resolve().parents[1]
 _EXAMPLES = os.environ.get("FUZZ_EXAMPLES")

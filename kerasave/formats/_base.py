@@ -7,11 +7,13 @@ into place and error mapping belong to the facade (``kerasave._facade``).
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import keras
+import numpy as np
 
 from kerasave._errors import ArchitectureMismatchError, NotSerializableError
 from kerasave._internals.compiling import live_compile_config
@@ -20,6 +22,9 @@ from kerasave._verify import serialized_config
 
 __all__ = [
     "Handler",
+    "WeightsFormat",
+    "ConfigFormat",
+    "ModelFormat",
     "Contents",
     "require_config",
     "versions_now",
@@ -35,10 +40,27 @@ class Contents:
     variables: tuple[Variable, ...] = ()
     has_optimizer: bool = False
     versions: dict[str, str] = field(default_factory=dict)
+    # Which of ``variables`` (by name) are optimizer state, and how many optimizer
+    # variables the writer recorded it saved (None: it recorded nothing).
+    optimizer_variables: tuple[str, ...] = ()
+    recorded_optimizer_variables: int | None = None
+
+
+StoredArrays = Iterator[tuple[str, np.ndarray]]  # what ``arrays`` yields
 
 
 class Handler:
-    """Base class of the format handlers."""
+    """What every format handler provides, whatever its kind.
+
+    A handler is one of ``WeightsFormat``, ``ConfigFormat`` or ``ModelFormat``,
+    which add ``load``. ``arrays`` yields every array stored in the artifact, read
+    from disk, by the names ``contents`` (and so ``kerasave.inspect``) lists,
+    with their exact dtype, shape and bytes; damage found while reading raises a
+    ``KerasaveError`` naming the path. No handler method checks the integrity
+    manifest: the caller resolves which version of an artifact to read first
+    (``kerasave.store.transaction.resolve_checked``), and says whether every byte of it
+    matched its CRC32C (``checksummed``).
+    """
 
     name: ClassVar[str]
     kind: ClassVar[str]  # "weights", "config" or "model"
@@ -47,6 +69,18 @@ class Handler:
     temp_suffix: ClassVar[str] = ""
     # Whether the integrity manifest lives inside the artifact (a directory) or beside it.
     manifest_inside: ClassVar[bool] = False
+    # What the artifact is, in words ("weights only", "whole model", ...).
+    description: ClassVar[str] = ""
+    # It holds an architecture a model can be built from (a config, a whole model).
+    holds_architecture: ClassVar[bool] = False
+    # It can hold optimizer state.
+    can_hold_optimizer: ClassVar[bool] = False
+    # Verifying a save reads the model's config back: a config that would run code
+    # when read is refused before anything is written.
+    verifiable_config: ClassVar[bool] = False
+    # What names ``arrays`` (and ``contents``) give, in words: two artifacts of one
+    # format name the same variables alike.
+    array_names: ClassVar[str] = ""
 
     def members(self, path: Path) -> list[Path]:
         """The files (or directory) that make up the artifact at ``path``, if any.
@@ -82,6 +116,46 @@ class Handler:
         raise NotImplementedError
 
     def contents(self, path: Path) -> Contents:
+        raise NotImplementedError
+
+    def arrays(self, path: Path) -> StoredArrays:
+        raise NotImplementedError
+
+
+class WeightsFormat(Handler):
+    """Variables (and optimizer state) only, read into a model the caller built."""
+
+    kind = "weights"
+    description = "weights only"
+
+    def load(self, model: keras.Model, path: Path, *,
+             checksummed: bool = False) -> list[Check]:
+        """Restore the artifact's values into ``model``, all or nothing."""
+        raise NotImplementedError
+
+
+class ConfigFormat(Handler):
+    """An architecture only, read as a fresh, uncompiled model."""
+
+    kind = "config"
+    description = "architecture only"
+    holds_architecture = True
+    verifiable_config = True
+
+    def load(self, path: Path, *, custom_objects: Mapping[str, Any] | None = None,
+             safe_mode: bool = True) -> keras.Model:
+        raise NotImplementedError
+
+
+class ModelFormat(Handler):
+    """A whole model (``holds_architecture``), or a serving export."""
+
+    kind = "model"
+
+    def load(self, path: Path, *, compile: bool = True, safe_mode: bool = True,
+             custom_objects: Mapping[str, Any] | None = None,
+             checksummed: bool = False) -> Any:
+        """What the artifact holds: a compiled Keras model, or the restored serving object."""
         raise NotImplementedError
 
 

@@ -16,22 +16,26 @@ import json
 import os
 import re
 import struct
-from collections.abc import Callable, Collection, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 from google.protobuf.message import DecodeError
 
-from kerasave import _protowire
 from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError
 from kerasave._internals.h5read import Source
 from kerasave._report import Check, Variable
 from kerasave._verify import compare_arrays, optimizer_of, view
-from kerasave.formats._base import Contents, Handler, build_if_needed, versions_now
+from kerasave.formats._base import Contents, WeightsFormat, build_if_needed, versions_now
+from kerasave.formats._graph import GRAPH_KEY as _GRAPH_KEY
+from kerasave.formats._graph import VALUE as _VALUE
+from kerasave.formats._graph import ObjectGraph, live_objects
+from kerasave.formats._graph import read_graph as _graph
+from kerasave.formats._tfindex import check_index, tensor_locations
 
 __all__ = [
     "CheckpointHandler",
@@ -46,14 +50,11 @@ __all__ = [
     "tensor_locations",
     "check_index",
     "tensor_reader",
-    "value_holders",
     "prepare",
     "write_checkpoint",
     "describe",
 ]
 
-_GRAPH_KEY = "_CHECKPOINTABLE_OBJECT_GRAPH"
-_VALUE = "VARIABLE_VALUE"
 _DATA = re.compile(r"\.data-\d{5}-of-\d{5}$")
 
 
@@ -95,28 +96,6 @@ def _reader(prefix: Path) -> Any:
     return reader
 
 
-def _graph(reader: Any, prefix: Path) -> Any:
-    try:
-        return _protowire.trackable_object_graph(reader.get_tensor(_GRAPH_KEY))
-    except Exception as exc:
-        raise CorruptArtifactError(
-            "the checkpoint has no readable object graph (is it a TF1 name-based "
-            f"checkpoint?): {exc}",
-            path=prefix,
-        ) from exc
-
-
-def _children(obj: Any) -> dict[str, Any]:
-    if isinstance(obj, dict):
-        return obj
-    if isinstance(obj, list):
-        return {str(i): v for i, v in enumerate(obj)}
-    try:
-        return dict(tf.train.TrackableView.children(obj))
-    except Exception:
-        return {}
-
-
 UNTRACKED = "kerasave_untracked"
 
 
@@ -126,14 +105,7 @@ def untracked_variables(model: keras.Model) -> list[Any]:
     Keras 3 seed generators are not TF trackables, so a plain checkpoint of the
     model drops their state; kerasave saves them beside it, in model order.
     """
-    seen: set[int] = set()
-    stack: list[Any] = [model]
-    while stack:
-        obj = stack.pop()
-        if id(obj) in seen:
-            continue
-        seen.add(id(obj))
-        stack.extend(_children(obj).values())
+    seen = {id(obj) for obj in live_objects(model)}
     return [v for v in model.variables if id(v) not in seen]
 
 
@@ -152,22 +124,6 @@ def checkpoint_roots(model: keras.Model, optimizer: Any = None,
             raise ValueError(f"{name!r} is reserved for kerasave's own checkpoint objects")
         roots[name] = obj
     return roots
-
-
-def value_holders(graph: Any, *, any_state: bool = False) -> Callable[[int], bool]:
-    """Whether anything under a node of the object graph is a saved variable value
-    (``any_state``: any saved attribute at all), remembered node by node."""
-    holds: dict[int, bool] = {}
-
-    def holds_values(node_id: int, trail: frozenset[int] = frozenset()) -> bool:
-        if node_id not in holds:
-            node = graph.nodes[node_id]
-            holds[node_id] = any(any_state or a.name == _VALUE for a in node.attributes) or any(
-                holds_values(c.node_id, trail | {node_id})
-                for c in node.children if c.node_id not in trail | {node_id})
-        return holds[node_id]
-
-    return holds_values
 
 
 def pair_checkpoint(model: keras.Model, prefix: Path, reader: Any = None, *,
@@ -195,19 +151,20 @@ def pair_checkpoint(model: keras.Model, prefix: Path, reader: Any = None, *,
     pairs: list[tuple[str, Any, str]] = []
     missing: list[str] = []
     other_state: set[str] = set()
-    seen: set[int] = set()
     saw_optimizer: list[bool] = []
     model_vars = {id(v) for v in model.variables}
     opt_vars = {id(v) for v in optimizer.variables} if optimizer is not None else set()
-    holds_values = value_holders(graph)
 
-    def walk(node_id: int, obj: Any, path: str) -> None:
-        if node_id in seen:
-            return
-        seen.add(node_id)
-        node = graph.nodes[node_id]
+    def skip(path: str, child: Any) -> bool:
+        if child.local_name == "optimizer" and path in ("", "/model"):
+            saw_optimizer.append(True)
+            return "optimizer" not in roots  # saved optimizer state nobody asked for
+        return False
+
+    for visit in graph.beside(roots, skip=skip):
+        path, obj = visit.path, visit.obj
         root = path.split("/")[1] if path.count("/") else ""
-        for attr in node.attributes:
+        for attr in visit.node.attributes:
             if attr.name != _VALUE:
                 other_state.add(root)
                 continue
@@ -217,22 +174,11 @@ def pair_checkpoint(model: keras.Model, prefix: Path, reader: Any = None, *,
             group = ("model" if id(obj) in model_vars else
                      "optimizer" if id(obj) in opt_vars else root)
             pairs.append((attr.checkpoint_key, obj, group))
-        children = _children(obj) if node.children else {}
-        for child in node.children:
-            live = children.get(child.local_name)
-            if child.local_name == "optimizer" and path in ("", "/model"):
-                saw_optimizer.append(True)
-                if "optimizer" not in roots:
-                    continue  # saved optimizer state nobody asked for
-            if live is None:
-                if path == "" and child.local_name not in roots:
-                    continue  # save_counter or an object the caller did not pass
-                if holds_values(child.node_id):  # bookkeeping without values is no loss
-                    missing.append(f"{path}/{child.local_name}".lstrip("/"))
-                continue
-            walk(child.node_id, live, f"{path}/{child.local_name}")
-
-    walk(0, roots, "")
+        for child in visit.unmatched:
+            if path == "" and child.local_name not in roots:
+                continue  # save_counter or an object the caller did not pass
+            if graph.holds_values(child.node_id):  # bookkeeping without values is no loss
+                missing.append(f"{path}/{child.local_name}".lstrip("/"))
     paired = {id(v) for _, v, _ in pairs}
     optimizer_saved = bool(saw_optimizer)
     expected: list[Any] = list(model.variables) if "model" in roots else []
@@ -333,151 +279,6 @@ def describe(model: keras.Model, optimizer: Any, fmt: str) -> dict[str, Any]:
     }
 
 
-_TABLE_MAGIC = 0xDB4775248B80FB57  # TensorFlow's (LevelDB's) table footer
-
-
-def _varint(data: bytes, at: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[at]
-        at += 1
-        value |= (byte & 0x7F) << shift
-        shift += 7
-        if byte < 0x80:
-            return value, at
-
-
-def _table_block(data: bytes, at: int, size: int) -> list[tuple[bytes, bytes]]:
-    """The (key, value) entries of one uncompressed block of a LevelDB-format table."""
-    if at + size + 5 > len(data) or data[at + size] != 0:  # trailer: type 0 is stored
-        raise ValueError("compressed or truncated index block")
-    block = data[at: at + size]
-    restarts = struct.unpack_from("<I", block, size - 4)[0]
-    end = size - 4 - 4 * restarts
-    entries, key, i = [], b"", 0
-    while i < end:
-        shared, i = _varint(block, i)
-        fresh, i = _varint(block, i)
-        length, i = _varint(block, i)
-        key = key[:shared] + block[i: i + fresh]
-        i += fresh
-        entries.append((key, block[i: i + length]))
-        i += length
-    return entries
-
-
-class Location(NamedTuple):
-    """Where a saved tensor's bytes lie, and their CRC32C as TensorFlow masks it."""
-
-    dtype: np.dtype
-    shape: tuple[int, ...]
-    shard: Path
-    offset: int
-    masked_crc32c: int
-
-
-def masked_crc32c(crc: int) -> int:
-    """TensorFlow's masking of a stored CRC32C (``crc32c::Mask``)."""
-    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-def _index(prefix: Path, *, any_endianness: bool = False) -> tuple[dict[str, Any], int]:
-    """The checkpoint's ``.index`` (a LevelDB-format table of ``BundleEntryProto``):
-    every entry by key, and how many data files there are. Any surprise in the
-    table raises ``ValueError``."""
-    data = prefix.with_name(prefix.name + ".index").read_bytes()
-    if len(data) < 48 or struct.unpack_from("<Q", data, len(data) - 8)[0] != _TABLE_MAGIC:
-        raise ValueError("not a TensorFlow table")
-    footer = data[-48:]
-    _, at = _varint(footer, 0)  # the metaindex handle: unused
-    _, at = _varint(footer, at)
-    index_at, at = _varint(footer, at)
-    index_size, _ = _varint(footer, at)
-    entries: dict[str, Any] = {}
-    shards = None
-    for _, handle in _table_block(data, index_at, index_size):
-        block_at, i = _varint(handle, 0)
-        block_size, _ = _varint(handle, i)
-        for key, value in _table_block(data, block_at, block_size):
-            if key == b"":
-                header = _protowire.bundle_header(value)
-                if (header.endianness != _protowire.BundleHeaderProto.LITTLE
-                        and not any_endianness):
-                    raise ValueError("big-endian checkpoint")
-                shards = header.num_shards
-                continue
-            entries[key.decode()] = _protowire.bundle_entry(value)
-    if not shards:
-        raise ValueError("no bundle header")
-    return entries, shards
-
-
-def _shard(prefix: Path, entry: Any, shards: int) -> Path:
-    return prefix.with_name(f"{prefix.name}.data-{entry.shard_id:05d}-of-{shards:05d}")
-
-
-def check_index(prefix: Path) -> None:
-    """Shapes before bytes: ``CorruptArtifactError`` for a tensor whose ``.index``
-    entry declares a size other than its shape's, or bytes past the end of its
-    data file. TensorFlow's reader allocates a tensor of the declared shape
-    before it reads a byte; each shape is compared with its variable's later,
-    and must then be what the data files can hold. Nothing but the index is read.
-    """
-    try:
-        entries, shards = _index(prefix, any_endianness=True)
-    except (OSError, ValueError, IndexError, struct.error, DecodeError) as exc:
-        raise CorruptArtifactError(f"an index kerasave cannot check: {exc}",
-                                   path=prefix) from exc
-    sizes: dict[Path, int] = {}
-    for key, entry in entries.items():
-        if entry.slices:
-            continue  # (a partitioned variable: its slices are entries of their own)
-        shard = _shard(prefix, entry, shards)
-        if shard not in sizes:
-            try:
-                sizes[shard] = shard.stat().st_size
-            except OSError as exc:
-                raise CorruptArtifactError(f"the data file of {key} is missing: {exc}",
-                                           path=prefix) from exc
-        dtype = tf.dtypes.as_dtype(entry.dtype)
-        shape = tuple(int(d.size) for d in entry.shape.dim)
-        if any(d < 0 for d in shape):
-            raise CorruptArtifactError(f"{key} declares shape {shape}", path=prefix)
-        if dtype.is_numpy_compatible and np.dtype(dtype.as_numpy_dtype).kind in "fiucb":
-            declared = int(np.prod(shape, dtype=object)) * dtype.size
-            if declared != entry.size:
-                raise CorruptArtifactError(
-                    f"{key} declares shape {shape} {dtype.name} ({declared:,} bytes) but "
-                    f"{entry.size:,} stored bytes", path=prefix)
-        if entry.offset + entry.size > sizes[shard]:
-            raise CorruptArtifactError(
-                f"{key} declares {entry.size:,} bytes at offset {entry.offset:,}, past the "
-                f"end of {shard.name} ({sizes[shard]:,} bytes)", path=prefix)
-
-
-def tensor_locations(prefix: Path) -> dict[str, Location]:
-    """Where each plain tensor's bytes lie (``Location``), by key.
-
-    Read from the checkpoint's ``.index`` (``_index``). Tensors stored another way
-    (strings, slices) are left out; any surprise in the table raises ``ValueError``.
-    """
-    entries, shards = _index(prefix)
-    found = {}
-    for key, entry in entries.items():
-        dtype = tf.dtypes.as_dtype(entry.dtype)
-        if entry.slices or not dtype.is_numpy_compatible:
-            continue
-        numpy_dtype = np.dtype(dtype.as_numpy_dtype)
-        if numpy_dtype.kind not in "fiucb":
-            continue
-        shape = tuple(int(d.size) for d in entry.shape.dim)
-        if int(np.prod(shape, dtype=np.int64)) * numpy_dtype.itemsize != entry.size:
-            continue
-        shard = _shard(prefix, entry, shards)
-        found[key] = Location(numpy_dtype, shape, shard, int(entry.offset), int(entry.crc32c))
-    return found
-
-
 def tensor_reader(prefix: Path, reader: Any, *,
                   mapped: bool = False) -> Callable[[str], np.ndarray]:
     """Saved tensors by key, for verification.
@@ -575,9 +376,36 @@ def compare_pairing(pairing: Pairing, reader: Any,
     return checks
 
 
-class CheckpointHandler(Handler):
+def _saved_names(graph: ObjectGraph) -> dict[str, str]:
+    """Every saved tensor's name, by key: what ``inspect`` lists."""
+    names = {}
+    for node in graph.nodes:
+        for attr in node.attributes:
+            key = attr.checkpoint_key
+            plain = key.replace(f"/.ATTRIBUTES/{_VALUE}", "").replace("/.ATTRIBUTES/", ":")
+            # Keras variables carry their path; a bare tf.Variable is named by its key.
+            names[key] = attr.full_name if "/" in attr.full_name else plain
+    return names
+
+
+def _optimizer_keys(graph: ObjectGraph) -> set[str]:
+    """The keys of the saved optimizer state: what ``tf.train.Checkpoint(optimizer=...)``
+    saved, or the optimizer of a model saved at the root (Keras 2 ``save_weights``),
+    less what the model itself holds."""
+    root = graph.children(0)
+    model_root = root.get("model", 0)
+    model_nodes = set(graph.reach(model_root, skip=lambda node_id, name: (
+        node_id in (0, model_root) and name in ("optimizer", "save_counter"))))
+    starts = [root.get("optimizer"), graph.children(model_root).get("optimizer")]
+    return {attr.checkpoint_key for start in starts if start is not None
+            for node_id in graph.reach(start) if node_id not in model_nodes
+            for attr in graph.nodes[node_id].attributes}
+
+
+class CheckpointHandler(WeightsFormat):
     name = "checkpoint"
-    kind = "weights"
+    can_hold_optimizer = True
+    array_names = "variable paths as saved"
 
     def members(self, path: Path) -> list[Path]:
         if not path.parent.is_dir():
@@ -636,20 +464,41 @@ class CheckpointHandler(Handler):
     def contents(self, path: Path) -> Contents:
         reader = _reader(path)
         graph = _graph(reader, path)
-        names = {}
-        for node in graph.nodes:
-            for attr in node.attributes:
-                key = attr.checkpoint_key
-                plain = key.replace(f"/.ATTRIBUTES/{_VALUE}", "").replace("/.ATTRIBUTES/", ":")
-                # Keras variables carry their path; a bare tf.Variable is named by its key.
-                names[key] = attr.full_name if "/" in attr.full_name else plain
+        names = _saved_names(graph)
         shapes = reader.get_variable_to_shape_map()
         dtypes = reader.get_variable_to_dtype_map()
+        keys = _keys(shapes, names)
         variables = tuple(
             Variable(names.get(k, k), tuple(int(d) for d in shapes[k]), dtypes[k].name)
-            for k in sorted(shapes, key=lambda k: names.get(k, k)) if k != _GRAPH_KEY
+            for k in keys
         )
         has_opt = any(k.startswith(("optimizer/", "model/optimizer/")) for k in shapes)
-        versions = read_manifest(path).get("versions", {})
-        return Contents(variables, has_opt, dict(versions))
+        optimizer = _optimizer_keys(graph)
+        manifest = read_manifest(path)
+        recorded = manifest.get("optimizer") or {}
+        return Contents(variables, has_opt, dict(manifest.get("versions", {})),
+                        tuple(names.get(k, k) for k in keys if k in optimizer),
+                        recorded.get("variables") if recorded.get("built") else None)
+
+    def arrays(self, path: Path) -> Iterator[tuple[str, np.ndarray]]:
+        reader = _reader(path)
+        names = _saved_names(_graph(reader, path))
+        for key in _keys(reader.get_variable_to_shape_map(), names):
+            try:  # TensorFlow's reader checks each tensor's CRC32C
+                value = np.asarray(reader.get_tensor(key))
+            except Exception as exc:
+                raise CorruptArtifactError(
+                    f"could not read the saved tensor {key}: {_first_line(exc)}",
+                    path=path) from exc
+            yield names.get(key, key), value
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _keys(shapes: Mapping[str, Any], names: Mapping[str, str]) -> list[str]:
+    """The saved tensors' keys, in the order of their names (the graph left out)."""
+    return sorted((k for k in shapes if k != _GRAPH_KEY), key=lambda k: names.get(k, k))
 

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import keras
+import numpy as np
 import yaml
 
 from kerasave._config import config_from_text, model_from_config, to_json, to_yaml
 from kerasave._errors import CorruptArtifactError
 from kerasave._report import Check
 from kerasave._verify import compare_configs, model_config
-from kerasave.formats._base import Contents, Handler, require_config, versions_now
+from kerasave.formats._base import ConfigFormat, Contents, require_config, versions_now
 
 __all__ = ["JsonHandler", "YamlHandler"]
 
@@ -29,8 +31,8 @@ def _stamped(config: dict[str, Any]) -> dict[str, Any]:
     return {**config, "keras_version": versions["keras"], "backend": keras.backend.backend()}
 
 
-class _ConfigHandler(Handler):
-    kind = "config"
+class _ConfigHandler(ConfigFormat):
+    array_names = "no arrays"
 
     def preflight(self, model: keras.Model, path: Path) -> None:
         require_config(model, path)
@@ -74,6 +76,9 @@ class _ConfigHandler(Handler):
     def contents(self, path: Path) -> Contents:
         version = self.read(path).get("keras_version")
         return Contents((), False, {"keras": str(version)} if version else {})
+
+    def arrays(self, path: Path) -> Iterator[tuple[str, np.ndarray]]:
+        return iter(())  # an architecture holds no arrays
 
     def sniff(self, path: Path) -> bool:
         return path.is_file() and path.suffix.lower() in self.suffixes

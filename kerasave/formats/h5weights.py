@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import h5py
 import keras
+import ml_dtypes
 import numpy as np
 
 from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError, KerasaveError
@@ -32,11 +34,13 @@ from kerasave._verify import (
     recorded_reader,
     to_numpy,
 )
-from kerasave.formats._base import Contents, Handler, build_if_needed, versions_now
+from kerasave.formats._base import Contents, WeightsFormat, build_if_needed, versions_now
 
-__all__ = ["H5WeightsHandler", "open_h5", "is_hdf5", "h5_variables"]
+__all__ = ["H5WeightsHandler", "open_h5", "is_hdf5", "h5_variables", "h5_arrays",
+           "optimizer_names"]
 
 _MAGIC = b"\x89HDF\r\n\x1a\n"
+_BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
 BUILD_ATTR = "kerasave_build_config"
 VERSIONS_ATTR = "kerasave_versions"
 
@@ -82,6 +86,27 @@ def h5_variables(group: h5py.Group) -> tuple[Variable, ...]:
     """Every array in an HDF5 group, as inspect() lists them."""
     return tuple(Variable(name, tuple(int(d) for d in d_.shape), str(d_.dtype))
                  for name, d_ in _datasets(group).items())
+
+
+def h5_arrays(group: h5py.Group, path: Path) -> Iterator[tuple[str, np.ndarray]]:
+    """Every array in an HDF5 group (of the file at ``path``), read, by the names
+    ``h5_variables`` gives."""
+    for name, dataset in _datasets(group).items():
+        try:
+            value = np.asarray(dataset)
+        except (OSError, KeyError, RuntimeError, ValueError) as exc:  # h5py's words for damage
+            raise CorruptArtifactError(f"could not read the array {name}: {exc}",
+                                       path=path) from exc
+        if _dtype_name(dataset) == "bfloat16" and value.dtype == np.dtype("V2"):
+            value = value.view(_BFLOAT16)  # the opaque bytes Keras stores, as it marks them
+        yield name, value
+
+
+def optimizer_names(variables: tuple[Variable, ...]) -> tuple[str, ...]:
+    """Which of an HDF5 file's arrays are optimizer state: Keras 3's ``optimizer/``
+    group, or the legacy whole-model ``optimizer_weights/``."""
+    return tuple(v.name for v in variables
+                 if v.name.startswith(("optimizer/", "optimizer_weights/")))
 
 
 def _is_legacy(f: h5py.File) -> bool:
@@ -135,9 +160,10 @@ def _layout_problem(saved: dict[str, Any], live: list[Any], what: str, holder: s
             f"only in the model: {_unmatched(live_named, _shape_counts(saved.values()))}")
 
 
-class H5WeightsHandler(Handler):
+class H5WeightsHandler(WeightsFormat):
     name = "h5"
-    kind = "weights"
+    can_hold_optimizer = True
+    array_names = "Keras' weights-file layout"
     suffixes = (".weights.h5", ".h5", ".hdf5")
     temp_suffix = ".weights.h5"
 
@@ -349,7 +375,11 @@ class H5WeightsHandler(Handler):
                 versions = {"keras": str(f.attrs["keras_version"])}
             elif "model_weights" in f and "keras_version" in f["model_weights"].attrs:
                 versions = {"keras": str(f["model_weights"].attrs["keras_version"])}
-        return Contents(variables, has_opt, versions)
+        return Contents(variables, has_opt, versions, optimizer_names(variables))
+
+    def arrays(self, path: Path) -> Iterator[tuple[str, np.ndarray]]:
+        with open_h5(path) as f:
+            yield from h5_arrays(f, path)
 
 
 class _Unmapped(Exception):

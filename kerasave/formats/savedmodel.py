@@ -10,6 +10,7 @@ from __future__ import annotations
 import mmap
 import shutil
 import weakref
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,15 @@ import numpy as np
 import tensorflow as tf
 
 from kerasave import _protowire
-from kerasave._errors import CorruptArtifactError
+from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError
 from kerasave._internals.dlpack import Loaded
 from kerasave._report import Check, Variable
 from kerasave._state import keras_warnings
 from kerasave._verify import compare_outputs, probe_inputs
 from kerasave.formats import checkpoint
-from kerasave.formats._base import Contents, Handler
+from kerasave.formats._base import Contents, ModelFormat
+from kerasave.formats._graph import GRAPH_KEY, VALUE
+from kerasave.formats._tfindex import Location, check_index, masked_crc32c, tensor_locations
 from kerasave.store.crc import crc32c_of
 
 __all__ = ["SavedModelHandler", "compare_serving"]
@@ -52,38 +55,27 @@ def _restored(path: Path) -> tuple[Any, list[Any]] | None:
     except Exception:
         return None
     pairs: list[tuple[str, Any]] = []
-    seen: set[int] = set()
-    holds_values = checkpoint.value_holders(graph, any_state=True)
 
-    def walk(node_id: int, obj: Any) -> bool:
-        if node_id in seen:
-            return True
-        seen.add(node_id)
-        node = graph.nodes[node_id]
-        for attr in node.attributes:
-            if attr.name != checkpoint._VALUE or not isinstance(obj, tf.Variable):
-                return False  # other saved state (tables, iterators): TensorFlow's load
-            pairs.append((attr.checkpoint_key, obj))
-        children = checkpoint._children(obj)
-        for child in node.children:
-            live = children.get(child.local_name)
-            if live is None:
-                if holds_values(child.node_id):
-                    return False
-                continue  # a function or signature: nothing saved under it
-            if not walk(child.node_id, live):
+    def walk() -> bool:
+        for visit in graph.beside(served):
+            for attr in visit.node.attributes:
+                if attr.name != VALUE or not isinstance(visit.obj, tf.Variable):
+                    return False  # other saved state (tables, iterators): TensorFlow's load
+                pairs.append((attr.checkpoint_key, visit.obj))
+            # (an unmatched child holding nothing is a function or a signature)
+            if any(graph.holds_values(c.node_id, any_state=True) for c in visit.unmatched):
                 return False
         return True
 
     try:
-        if not walk(0, served):
+        if not walk():
             return None
         keys = {key for key, _ in pairs}
         restored = {id(v) for _, v in pairs}
         if any(id(v) not in restored for v in getattr(served, "variables", ())) or (
-                set(reader.get_variable_to_shape_map()) - {checkpoint._GRAPH_KEY} != keys):
+                set(reader.get_variable_to_shape_map()) - {GRAPH_KEY} != keys):
             return None
-        where = checkpoint.tensor_locations(prefix)
+        where = tensor_locations(prefix)
         pages = {}
         for shard in {found.shard for found in where.values()}:
             with open(shard, "rb") as f:  # private pages: a write would copy, not reach the file
@@ -111,9 +103,9 @@ def _restored(path: Path) -> tuple[Any, list[Any]] | None:
     return served, [variable for _, variable in pairs]
 
 
-def _intact(array: np.ndarray, found: checkpoint.Location) -> bool:
+def _intact(array: np.ndarray, found: Location) -> bool:
     """Whether a saved tensor's bytes match the CRC32C stored with them."""
-    return checkpoint.masked_crc32c(crc32c_of(array)) == found.masked_crc32c
+    return masked_crc32c(crc32c_of(array)) == found.masked_crc32c
 
 
 def _release(variables: Any) -> None:
@@ -173,10 +165,12 @@ def compare_serving(model: keras.Model, served: Any, probe: Any) -> Check:
     return check
 
 
-class SavedModelHandler(Handler):
+class SavedModelHandler(ModelFormat):
     name = "savedmodel"
     kind = "model"
     manifest_inside = True
+    description = "serving export"
+    array_names = "checkpoint keys as saved"
 
     def members(self, path: Path) -> list[Path]:
         return [path] if path.exists() else []
@@ -199,14 +193,16 @@ class SavedModelHandler(Handler):
         finally:
             logger.setLevel(level)
 
-    def load(self, path: Path, **_: Any) -> Any:
+    def load(self, path: Path, *, compile: bool = True, safe_mode: bool = True,
+             custom_objects: Any = None, checksummed: bool = False) -> Any:
+        # (an export holds no Keras config or compile settings: nothing to choose)
         if not self.exists(path):
             raise CorruptArtifactError("not a SavedModel directory (no saved_model.pb)",
                                        path=path)
         prefix = path / "variables" / "variables"
         if prefix.with_name("variables.index").is_file():
             # TensorFlow's restore allocates every tensor the index declares.
-            checkpoint.check_index(prefix)
+            check_index(prefix)
         try:
             return tf.saved_model.load(str(path))
         except Exception as exc:
@@ -267,3 +263,61 @@ class SavedModelHandler(Handler):
         except Exception as exc:
             raise CorruptArtifactError(f"unreadable saved_model.pb: {exc}", path=path) from exc
         return Contents(variables, False, versions)
+
+    def arrays(self, path: Path) -> Iterator[tuple[str, np.ndarray]]:
+        if not self.exists(path):
+            raise CorruptArtifactError("not a SavedModel directory (no saved_model.pb)",
+                                       path=path)
+        prefix = path / "variables" / "variables"
+        reader = checkpoint._reader(prefix)
+        checkpoint._graph(reader, prefix)  # the object graph must parse
+        for key in sorted(reader.get_variable_to_shape_map()):
+            if key != GRAPH_KEY:
+                yield key, _tensor(reader, key, path)
+
+    def exported_variables(self, path: Path) -> list[tuple[str, np.ndarray]]:
+        """The export's model variables, in ``model.variables`` order, by key."""
+        prefix = path / "variables" / "variables"
+        reader = checkpoint._reader(prefix)
+        graph = checkpoint._graph(reader, prefix)
+        listed = graph.children(0).get("variables")
+        if listed is None:
+            raise CorruptArtifactError(
+                "the SavedModel lists no variables (not a Keras export?)", path=path)
+        found = []
+        for position, node_id in graph.children(listed).items():
+            for attr in graph.nodes[node_id].attributes:
+                if attr.name == VALUE:
+                    found.append((int(position), attr.checkpoint_key))
+        return [(key, _tensor(reader, key, path)) for _, key in sorted(found)]
+
+    def load_variables(self, model: keras.Model, path: Path) -> None:
+        """Assign the export's variables to ``model``'s, by position, all or nothing."""
+        saved = self.exported_variables(path)
+        live = list(model.variables)
+        if len(saved) != len(live):
+            raise ArchitectureMismatchError(
+                f"the SavedModel holds {len(saved)} variables, the model has {len(live)}",
+                path=path)
+        bad = [f"{getattr(v, 'path', v.name)}: saved {a.shape} {a.dtype}, live "
+               f"{tuple(v.shape)} {_dtype(v)}"
+               for (_, a), v in zip(saved, live) if (a.shape, a.dtype) != (tuple(v.shape),
+                                                                           _dtype(v))]
+        if bad:
+            raise ArchitectureMismatchError("; ".join(bad[:3]), path=path)
+        for (_, value), variable in zip(saved, live):
+            variable.assign(value)
+
+
+def _dtype(variable: Any) -> np.dtype:
+    return np.dtype(keras.backend.standardize_dtype(variable.dtype))
+
+
+def _tensor(reader: Any, key: str, path: Path) -> np.ndarray:
+    try:  # TensorFlow's reader checks each tensor's CRC32C
+        return np.asarray(reader.get_tensor(key))
+    except Exception as exc:
+        text = str(exc).strip()
+        raise CorruptArtifactError(
+            f"could not read the saved tensor {key}: "
+            f"{text.splitlines()[0] if text else type(exc).__name__}", path=path) from exc

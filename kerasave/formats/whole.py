@@ -42,7 +42,7 @@ from kerasave._state import keras_twin, keras_warnings, lent_twin
 from kerasave._verify import compare_whole_models
 from kerasave.formats._base import (
     Contents,
-    Handler,
+    ModelFormat,
     mend_compile_config,
     require_config,
     versions_now,
@@ -52,9 +52,11 @@ from kerasave.formats.h5weights import (
     _datasets,
     _layout,
     _layout_problem,
+    h5_arrays,
     h5_variables,
     is_hdf5,
     open_h5,
+    optimizer_names,
 )
 
 __all__ = ["KerasHandler", "H5ModelHandler"]
@@ -97,11 +99,15 @@ def _weights_h5(path: Path, zf: zipfile.ZipFile) -> Iterator[h5py.File]:
         yield f
 
 
-class KerasHandler(Handler):
+class KerasHandler(ModelFormat):
     name = "keras"
-    kind = "model"
     suffixes = (".keras",)
     temp_suffix = ".keras"
+    description = "whole model"
+    holds_architecture = True
+    can_hold_optimizer = True
+    verifiable_config = True
+    array_names = "Keras' weights-file layout"
 
     def preflight(self, model: keras.Model, path: Path) -> None:
         super().preflight(model, path)
@@ -188,7 +194,21 @@ class KerasHandler(Handler):
         except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
             raise CorruptArtifactError(f"not a readable .keras archive: {exc}", path=path) from exc
         versions = {"keras": str(meta.get("keras_version", "?"))}
-        return Contents(variables, has_opt, versions)
+        return Contents(variables, has_opt, versions, optimizer_names(variables))
+
+    def arrays(self, path: Path) -> Iterator[tuple[str, np.ndarray]]:
+        try:
+            zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise CorruptArtifactError(f"not a readable .keras archive: {exc}",
+                                       path=path) from exc
+        with zf:
+            check_zip(zf, path)
+            if "model.weights.h5" not in zf.namelist():
+                return  # (a model without variables)
+            with _weights_h5(path, zf) as f:  # read in place, not copied out
+                check_h5(f, path)
+                yield from h5_arrays(f, path)
 
 
 def _read(source: Source, dataset: Any) -> np.ndarray:
@@ -259,11 +279,15 @@ def _compile_value(cfg: Any, kind: str) -> Any:
     return cfg
 
 
-class H5ModelHandler(Handler):
+class H5ModelHandler(ModelFormat):
     name = "h5"
-    kind = "model"
     suffixes = (".h5", ".hdf5")
     temp_suffix = ".h5"
+    description = "whole model"
+    holds_architecture = True
+    can_hold_optimizer = True
+    verifiable_config = True
+    array_names = "the file's dataset paths"
 
     def preflight(self, model: keras.Model, path: Path) -> None:
         super().preflight(model, path)
@@ -457,4 +481,8 @@ class H5ModelHandler(Handler):
                 versions = json.loads(f.attrs[VERSIONS_ATTR])
             else:
                 versions = {"keras": str(f.attrs.get("keras_version", "?"))}
-        return Contents(variables, has_opt, versions)
+        return Contents(variables, has_opt, versions, optimizer_names(variables))
+
+    def arrays(self, path: Path) -> Iterator[tuple[str, np.ndarray]]:
+        with open_h5(path) as f:
+            yield from h5_arrays(f, path)

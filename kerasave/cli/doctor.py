@@ -1,0 +1,73 @@
+"""``kerasave doctor``: the versions kerasave runs on, and each fast path."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from typing import Any
+
+import click
+from rich.text import Text
+
+from kerasave.cli._ui import NO, OK, console, print_table, table
+
+__all__ = ["doctor"]
+
+
+def _doctor_data() -> dict[str, Any]:
+    from kerasave import _internals, _support
+
+    found = _support.versions()
+    paths = _internals.status()
+    return {
+        "versions": found,
+        "tested": {name: {"oldest": low, "newest": high}
+                   for name, (low, high) in _support.TESTED.items()},
+        "in_range": {name: _support.in_range(name, found.get(name)) for name in _support.TESTED},
+        "supported": _support.supported(found),
+        "fast_paths_enabled": _internals.enabled(),
+        "fast_paths": {name: entry["on"] for name, entry in paths.items()},
+        "fast_path_notes": {name: entry["reason"] for name, entry in paths.items()
+                            if not entry["on"]},
+    }
+
+
+@click.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON, for bug reports and scripts.")
+def doctor(as_json: bool) -> int:
+    """The versions kerasave runs on, whether they are tested, and each fast path.
+
+    Exit code 0 when every version is in the tested range, 1 when one is not.
+    KERASAVE_FAST_PATHS=0 turns every fast path off.
+    """
+    from kerasave import _internals
+
+    with warnings.catch_warnings():  # (a fast path that is off is in the report)
+        warnings.simplefilter("ignore", _internals.FastPathWarning)
+        data = _doctor_data()
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return OK if data["supported"] else NO
+    out = console()
+    versions = table("package", "version", "tested", "in range")
+    for name, version in data["versions"].items():
+        tested = data["tested"].get(name)
+        span = f"{tested['oldest']} - {tested['newest']}" if tested else ""
+        mark = "" if tested is None else ("ok" if data["in_range"][name] else "NOT TESTED")
+        versions.add_row(Text(name), Text(version or "missing"), Text(span), Text(mark))
+    print_table(out, versions)
+    out.print(Text("supported: " + ("yes, every version is in the tested range"
+                                    if data["supported"] else
+                                    "no: kerasave is not tested on this combination")))
+    out.print()
+    summaries = _internals.fast_paths()
+    paths = table("fast path", "state", "what it does", names=list(data["fast_paths"]))
+    for name, state in data["fast_paths"].items():
+        note = data["fast_path_notes"].get(name, "")
+        paths.add_row(Text(name), Text("on" if state else "off"),
+                      Text(summaries[name] + (f" (off: {note})" if note else "")))
+    print_table(out, paths)
+    if not data["fast_paths_enabled"]:
+        out.print(Text(f"{_internals.ENV}=0: every operation uses Keras' and "
+                       "TensorFlow's public API only"))
+    return OK if data["supported"] else NO

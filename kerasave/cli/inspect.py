@@ -1,0 +1,81 @@
+"""``kerasave inspect``: what an artifact holds, read without building a model."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+import numpy as np
+from rich.text import Text
+
+from kerasave.cli._artifacts import open_artifact
+from kerasave.cli._ui import OK, console, print_table, shape, size_of, status, table
+
+__all__ = ["inspect_command"]
+
+
+def _inspection(path: str) -> tuple[dict[str, Any], str]:
+    """What ``inspect --json`` prints (``kerasave.inspect`` plus kind, sizes and
+    manifest), and what the artifact is in words."""
+    with status(f"reading {path}"):
+        opened = open_artifact(path)  # (a manifest that does not match raises)
+        found = opened.inspection()
+    data = dataclasses.asdict(found)
+    data["variables"] = [{"name": v.name, "shape": list(v.shape), "dtype": v.dtype}
+                         for v in found.variables]
+    data["files"] = list(found.files)
+    data["versions"] = dict(found.versions)
+    data["kind"] = opened.handler.kind
+    data["file_bytes"] = {f: size_of(f) for f in found.files}
+    data["manifest"] = {"present": opened.manifest is not None,
+                        "manifest": None if opened.manifest is None else str(opened.manifest),
+                        "ok": True, "detail": opened.detail}
+    return data, opened.handler.description
+
+
+@click.command("inspect")
+@click.argument("path")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print JSON (the fields of kerasave.inspect, plus kind, file_bytes, "
+                   "manifest).")
+def inspect_command(path: str, as_json: bool) -> int:
+    """What the artifact at PATH holds: files, variables, optimizer, versions, manifest."""
+    data, description = _inspection(path)
+    if as_json:
+        click.echo(json.dumps(data, indent=2))
+        return OK
+    out = console()
+    manifest = data["manifest"]
+    if not manifest["present"]:
+        integrity = "none (not written by kerasave): " + manifest["detail"]
+    else:
+        integrity = f"{Path(manifest['manifest']).name}: {manifest['detail']}"
+    versions = ", ".join(f"{k} {v}" for k, v in data["versions"].items()) or "unknown"
+    facts = [
+        ("format", f"{data['format']} ({description})"),
+        ("size", f"{data['bytes']:,} bytes in {len(data['files'])} file(s)"),
+        ("written by", versions),
+        ("optimizer", "yes" if data["has_optimizer"] else "no"),
+        ("manifest", integrity),
+    ]
+    out.print(Text(data["path"], style="bold"))
+    for key, value in facts:
+        out.print(Text(f"  {key:<11}{value}"))
+    files = table("file", "bytes", right=("bytes",), names=list(data["file_bytes"]))
+    for name, size in data["file_bytes"].items():
+        files.add_row(Text(name), f"{size:,}")
+    out.print()
+    print_table(out, files)
+    if data["variables"]:
+        variables = table("variable", "shape", "dtype",
+                          names=[v["name"] for v in data["variables"]])
+        for v in data["variables"]:
+            variables.add_row(Text(v["name"]), shape(v["shape"]), v["dtype"])
+        out.print()
+        print_table(out, variables)
+    values = sum(int(np.prod(v["shape"], dtype=np.int64)) for v in data["variables"])
+    out.print(Text(f"{len(data['variables'])} variable(s), {values:,} values"))
+    return OK

@@ -1,0 +1,142 @@
+"""``kerasave verify``: an artifact checked on its own, with no model to compare with.
+
+Each artifact is checked against its manifest once (``open_artifact``); then
+every stored array is read (``arrays``: TensorFlow checkpoints check each
+tensor's own CRC32C, so damage is found without a manifest too) and the artifact
+is loaded the way ``load_model``, ``load_config`` and ``load_weights`` load it,
+through its handler.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import click
+import keras
+import numpy as np
+
+import kerasave as ks
+from kerasave import _registry
+from kerasave._verify import probe_inputs
+from kerasave.cli._artifacts import Opened, architecture, load_into, open_artifact
+from kerasave.cli._compare import fingerprint
+from kerasave.cli._ui import OK, No, note, status
+
+__all__ = ["verify_command"]
+
+_BAD = (No, ks.CorruptArtifactError, ks.UnsafeArtifactError, ks.NotSerializableError,
+        ks.ArchitectureMismatchError)
+
+
+def _loaded_fingerprints(loaded: Any) -> set[Any]:
+    variables = list(getattr(loaded, "variables", []))
+    optimizer = getattr(loaded, "optimizer", None)
+    if optimizer is not None:
+        variables += list(optimizer.variables)
+    variables += list(getattr(loaded, "metrics_variables", []) or [])
+    return {fingerprint(np.asarray(v.numpy())) for v in variables}
+
+
+def _probe_model(model: keras.Model) -> str:
+    try:
+        probe = probe_inputs(model)
+        if probe is None:
+            return "no input shapes known: not run"
+        model(probe, training=False)
+    except Exception as exc:  # loads, but cannot run: the artifact is not usable
+        raise No(f"the loaded model does not run on a probe batch: {exc}") from exc
+    return "runs on a probe batch"
+
+
+def _probe_served(served: Any) -> str:
+    signature = getattr(served, "signatures", {}).get("serving_default")
+    if signature is None:
+        return "no serving_default signature: not run"
+    _, specs = signature.structured_input_signature
+    if any(spec.shape.rank is None for spec in specs.values()):
+        return "inputs of unknown rank: not run"
+    feed = {name: np.zeros([1 if d is None else d for d in spec.shape],
+                           dtype=spec.dtype.as_numpy_dtype) for name, spec in specs.items()}
+    try:
+        signature(**feed)
+    except Exception as exc:
+        raise No(f"the restored object does not serve a probe batch: {exc}") from exc
+    return "serves a probe batch"
+
+
+def _facts(opened: Opened, into: keras.Model | None, config: str | None) -> list[str]:
+    """What makes the artifact good; raises No (or a KerasaveError) otherwise."""
+    handler = opened.handler
+    facts = [f"manifest: {opened.detail}" if opened.manifest is not None else opened.detail]
+    stored: dict[Any, str] = {}
+    count = 0
+    for name, value in opened.arrays():
+        stored.setdefault(fingerprint(value), name)
+        count += 1
+    if handler.kind == "config":
+        model = opened.load_config()
+        facts.append(f"rebuilds a {type(model).__name__} with {len(model.weights)} weights")
+        return facts
+    facts.append(f"{count} arrays read")
+    if opened.whole:
+        if config:
+            note(f"--config is not used: {opened.source} holds its own architecture")
+        model = opened.load_model()
+        loaded = _loaded_fingerprints(model)
+        missing = [n for fp, n in stored.items() if fp not in loaded]
+        optimizer = set(opened.contents.optimizer_variables)
+        if missing and all(n in optimizer or "optimizer" in n.split("/")[0] for n in missing):
+            raise No(f"its optimizer state ({len(missing)} of the {len(stored)} distinct "
+                     "stored arrays) does not load: the model comes back with a fresh "
+                     "optimizer, so resumed training would not match")
+        if missing:
+            raise No(f"{len(missing)} of the {len(stored)} distinct stored arrays are not in "
+                     f"the loaded model (e.g. {missing[0]}): it does not load as saved")
+        facts.append(f"loads with all {count} arrays")
+        facts.append(_probe_model(model))
+        return facts
+    if handler.kind == "model":  # a serving export
+        served = opened.load_model()
+        missing = [n for fp, n in stored.items() if fp not in _loaded_fingerprints(served)]
+        if missing:
+            raise No(f"{len(missing)} stored arrays are not in the restored object "
+                     f"(e.g. {missing[0]})")
+        facts.append("loads")
+        facts.append(_probe_served(served))
+    recorded = opened.contents.recorded_optimizer_variables
+    saved = len(opened.contents.optimizer_variables)
+    if recorded is not None and recorded != saved:
+        raise No(f"kerasave recorded {recorded} optimizer variables, the "
+                 f"{handler.name} holds {saved}")
+    if into is not None:
+        # All or nothing, so every saved array fits a variable of the architecture.
+        load_into(into, opened)
+        facts.append(f"loads into the architecture of {config}")
+    return facts
+
+
+@click.command("verify")
+@click.argument("path")
+@click.option("--config", metavar="CONFIG",
+              help="An architecture (.json/.yaml config, .keras or .h5 model) to load weights "
+                   "into, for weights-only artifacts.")
+def verify_command(path: str, config: str | None) -> int:
+    """Check the artifact at PATH on its own: manifest, every array, loading.
+
+    Prints one "ok" line and exits 0 when it is good; exits 1 with the reason
+    on stderr when it is not.
+    """
+    try:  # nothing there or no format at all is an error (2); damage is a "no" (1)
+        handler = _registry.detect(Path(path))
+    except _BAD as exc:
+        raise No(f"{path} failed verification: {exc}") from exc
+    what = f"{handler.name} {handler.description}"
+    into = architecture(open_artifact(config)) if config else None
+    try:
+        with status(f"verifying {path}"):
+            facts = _facts(open_artifact(path, handler=handler), into, config)
+    except _BAD as exc:
+        raise No(f"{path} ({what}) failed verification: {exc}") from exc
+    click.echo(f"ok: {path} ({what}): " + "; ".join(facts))
+    return OK

@@ -1,0 +1,167 @@
+"""TensorFlow's tensor-bundle index (a checkpoint's ``.index``), read without TensorFlow.
+
+The index is a LevelDB-format table of ``BundleEntryProto``: for every saved
+tensor, its dtype, shape, data file, offset, size and masked CRC32C. kerasave
+reads it to check declared shapes before TensorFlow allocates them
+(``check_index``) and to read tensors where they lie (``tensor_locations``).
+"""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import tensorflow as tf
+from google.protobuf.message import DecodeError
+
+from kerasave import _protowire
+from kerasave._errors import CorruptArtifactError
+
+__all__ = ["Location", "masked_crc32c", "check_index", "tensor_locations"]
+
+
+_TABLE_MAGIC = 0xDB4775248B80FB57  # TensorFlow's (LevelDB's) table footer
+
+
+def _varint(data: bytes, at: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[at]
+        at += 1
+        value |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            return value, at
+
+
+def _table_block(data: bytes, at: int, size: int) -> list[tuple[bytes, bytes]]:
+    """The (key, value) entries of one uncompressed block of a LevelDB-format table."""
+    if at + size + 5 > len(data) or data[at + size] != 0:  # trailer: type 0 is stored
+        raise ValueError("compressed or truncated index block")
+    block = data[at: at + size]
+    restarts = struct.unpack_from("<I", block, size - 4)[0]
+    end = size - 4 - 4 * restarts
+    entries, key, i = [], b"", 0
+    while i < end:
+        shared, i = _varint(block, i)
+        fresh, i = _varint(block, i)
+        length, i = _varint(block, i)
+        key = key[:shared] + block[i: i + fresh]
+        i += fresh
+        entries.append((key, block[i: i + length]))
+        i += length
+    return entries
+
+
+class Location(NamedTuple):
+    """Where a saved tensor's bytes lie, and their CRC32C as TensorFlow masks it."""
+
+    dtype: np.dtype
+    shape: tuple[int, ...]
+    shard: Path
+    offset: int
+    masked_crc32c: int
+
+
+def masked_crc32c(crc: int) -> int:
+    """TensorFlow's masking of a stored CRC32C (``crc32c::Mask``)."""
+    return ((((crc >> 15) | (crc << 17)) & 0xFFFFFFFF) + 0xA282EAD8) & 0xFFFFFFFF
+
+
+def _index(prefix: Path, *, any_endianness: bool = False) -> tuple[dict[str, Any], int]:
+    """The checkpoint's ``.index`` (a LevelDB-format table of ``BundleEntryProto``):
+    every entry by key, and how many data files there are. Any surprise in the
+    table raises ``ValueError``."""
+    data = prefix.with_name(prefix.name + ".index").read_bytes()
+    if len(data) < 48 or struct.unpack_from("<Q", data, len(data) - 8)[0] != _TABLE_MAGIC:
+        raise ValueError("not a TensorFlow table")
+    footer = data[-48:]
+    _, at = _varint(footer, 0)  # the metaindex handle: unused
+    _, at = _varint(footer, at)
+    index_at, at = _varint(footer, at)
+    index_size, _ = _varint(footer, at)
+    entries: dict[str, Any] = {}
+    shards = None
+    for _, handle in _table_block(data, index_at, index_size):
+        block_at, i = _varint(handle, 0)
+        block_size, _ = _varint(handle, i)
+        for key, value in _table_block(data, block_at, block_size):
+            if key == b"":
+                header = _protowire.bundle_header(value)
+                if (header.endianness != _protowire.BundleHeaderProto.LITTLE
+                        and not any_endianness):
+                    raise ValueError("big-endian checkpoint")
+                shards = header.num_shards
+                continue
+            entries[key.decode()] = _protowire.bundle_entry(value)
+    if not shards:
+        raise ValueError("no bundle header")
+    return entries, shards
+
+
+def _shard(prefix: Path, entry: Any, shards: int) -> Path:
+    return prefix.with_name(f"{prefix.name}.data-{entry.shard_id:05d}-of-{shards:05d}")
+
+
+def check_index(prefix: Path) -> None:
+    """Shapes before bytes: ``CorruptArtifactError`` for a tensor whose ``.index``
+    entry declares a size other than its shape's, or bytes past the end of its
+    data file. TensorFlow's reader allocates a tensor of the declared shape
+    before it reads a byte; each shape is compared with its variable's later,
+    and must then be what the data files can hold. Nothing but the index is read.
+    """
+    try:
+        entries, shards = _index(prefix, any_endianness=True)
+    except (OSError, ValueError, IndexError, struct.error, DecodeError) as exc:
+        raise CorruptArtifactError(f"an index kerasave cannot check: {exc}",
+                                   path=prefix) from exc
+    sizes: dict[Path, int] = {}
+    for key, entry in entries.items():
+        if entry.slices:
+            continue  # (a partitioned variable: its slices are entries of their own)
+        shard = _shard(prefix, entry, shards)
+        if shard not in sizes:
+            try:
+                sizes[shard] = shard.stat().st_size
+            except OSError as exc:
+                raise CorruptArtifactError(f"the data file of {key} is missing: {exc}",
+                                           path=prefix) from exc
+        dtype = tf.dtypes.as_dtype(entry.dtype)
+        shape = tuple(int(d.size) for d in entry.shape.dim)
+        if any(d < 0 for d in shape):
+            raise CorruptArtifactError(f"{key} declares shape {shape}", path=prefix)
+        if dtype.is_numpy_compatible and np.dtype(dtype.as_numpy_dtype).kind in "fiucb":
+            declared = int(np.prod(shape, dtype=object)) * dtype.size
+            if declared != entry.size:
+                raise CorruptArtifactError(
+                    f"{key} declares shape {shape} {dtype.name} ({declared:,} bytes) but "
+                    f"{entry.size:,} stored bytes", path=prefix)
+        if entry.offset + entry.size > sizes[shard]:
+            raise CorruptArtifactError(
+                f"{key} declares {entry.size:,} bytes at offset {entry.offset:,}, past the "
+                f"end of {shard.name} ({sizes[shard]:,} bytes)", path=prefix)
+
+
+def tensor_locations(prefix: Path) -> dict[str, Location]:
+    """Where each plain tensor's bytes lie (``Location``), by key.
+
+    Read from the checkpoint's ``.index`` (``_index``). Tensors stored another way
+    (strings, slices) are left out; any surprise in the table raises ``ValueError``.
+    """
+    entries, shards = _index(prefix)
+    found = {}
+    for key, entry in entries.items():
+        dtype = tf.dtypes.as_dtype(entry.dtype)
+        if entry.slices or not dtype.is_numpy_compatible:
+            continue
+        numpy_dtype = np.dtype(dtype.as_numpy_dtype)
+        if numpy_dtype.kind not in "fiucb":
+            continue
+        shape = tuple(int(d.size) for d in entry.shape.dim)
+        if int(np.prod(shape, dtype=np.int64)) * numpy_dtype.itemsize != entry.size:
+            continue
+        shard = _shard(prefix, entry, shards)
+        found[key] = Location(numpy_dtype, shape, shard, int(entry.offset), int(entry.crc32c))
+    return found

@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from kerasave.formats._base import Handler
+from kerasave.store.layout import Layout
 
 __all__ = ["commit", "discard", "locked", "Flushed", "removing", "settle",
            "write_text", "link", "replace", "remove", "fsync_one"]
@@ -114,8 +114,9 @@ class Flushed:
 
     files: dict[str, dict[str, Any]] | None = None
 
-    def __init__(self, handler: Handler, tmp: Path) -> None:
-        self._handler, self._tmp = handler, tmp
+    def __init__(self, handler: Layout, tmp: Path,
+                 checksums: Callable[[], dict[str, dict[str, Any]]]) -> None:
+        self._handler, self._tmp, self._checksums = handler, tmp, checksums
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
         self._threads = [self._start(self._writeback)]
@@ -168,9 +169,7 @@ class Flushed:
             _fsync(member)
 
     def _checksum(self) -> None:
-        from kerasave.store.manifest import checksums
-
-        self.files = checksums(self._handler, self._tmp, mapped=True)  # our own temporary
+        self.files = self._checksums()
 
     def written(self) -> None:
         """The temporary is complete: checksum it and flush it to disk, in threads."""
@@ -360,15 +359,12 @@ def remove(path: Path, held: list[int] | None = None) -> None:
         _unlink(path, held)
 
 
-def commit(handler: Handler, tmp: Path, path: Path) -> None:
+def commit(handler: Layout, tmp: Path, path: Path, backup: Path) -> None:
     """Move the verified artifact at ``tmp`` over whatever is at ``path``.
 
-    The current version is hard-linked (a directory: renamed) to its backup name
-    first, so a reader finds a complete version whenever this is interrupted.
+    The current version is hard-linked (a directory: renamed) to its ``backup``
+    name first, so a reader finds a complete version whenever this is interrupted.
     """
-    from kerasave.store.manifest import backup_path
-
-    backup = backup_path(handler, path)
     for stale in handler.members(backup):
         remove(stale)
     old = handler.members(path)
@@ -406,7 +402,7 @@ def locked(directory: Path) -> Iterator[None]:
         os.close(fd)
 
 
-def discard(handler: Handler, tmp: Path) -> None:
+def discard(handler: Layout, tmp: Path) -> None:
     """Remove whatever a failed save left under the temporary name."""
     for member in handler.members(tmp):
         remove(member)

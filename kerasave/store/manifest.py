@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from kerasave._errors import CorruptArtifactError
-from kerasave.formats._base import Handler
 from kerasave.store import local
 from kerasave.store.crc import crc32c
+from kerasave.store.layout import Layout
 
 __all__ = ["CHECKSUM", "PREV_MARK", "manifest_path", "backup_path", "checksums", "seal",
            "read", "mismatch"]
@@ -28,18 +28,18 @@ PREV_MARK = ".kerasave-prev"
 _THREADS = min(4, os.cpu_count() or 1)
 
 
-def manifest_path(handler: Handler, path: Path) -> Path:
+def manifest_path(handler: Layout, path: Path) -> Path:
     if handler.manifest_inside:  # a directory artifact holds its own
         return path / "kerasave.json"
     return path.with_name(path.name + ".kerasave.json")
 
 
-def backup_path(handler: Handler, path: Path) -> Path:
+def backup_path(handler: Layout, path: Path) -> Path:
     """Where the previous version waits while a save renames the new one into place."""
     return path.with_name(f".{path.name}{PREV_MARK}{handler.temp_suffix}")
 
 
-def _files(handler: Handler, path: Path) -> dict[str, Path]:
+def _files(handler: Layout, path: Path) -> dict[str, Path]:
     """The artifact's data files by the names the manifest uses (not the manifest)."""
     own = manifest_path(handler, path)
     found: dict[str, Path] = {}
@@ -57,7 +57,7 @@ def _files(handler: Handler, path: Path) -> dict[str, Path]:
     return found
 
 
-def read(handler: Handler, path: Path) -> dict[str, Any] | None:
+def read(handler: Layout, path: Path) -> dict[str, Any] | None:
     target = manifest_path(handler, path)
     try:
         text = target.read_text(encoding="utf-8")
@@ -74,14 +74,14 @@ def read(handler: Handler, path: Path) -> dict[str, Any] | None:
     return data
 
 
-def checksums(handler: Handler, path: Path, *, mapped: bool = False) -> dict[str, dict[str, Any]]:
+def checksums(handler: Layout, path: Path, *, mapped: bool = False) -> dict[str, dict[str, Any]]:
     """The manifest's table of the artifact's data files: sizes and checksums
     (``mapped``: see ``crc32c``)."""
     return {name: {"bytes": f.stat().st_size, CHECKSUM: crc32c(f, mapped=mapped)}
             for name, f in _files(handler, path).items()}
 
 
-def seal(handler: Handler, path: Path, fields: dict[str, Any],
+def seal(handler: Layout, path: Path, fields: dict[str, Any],
          files: dict[str, dict[str, Any]] | None = None) -> None:
     """Write (or complete) the manifest of the artifact at ``path``.
 
@@ -97,7 +97,7 @@ def seal(handler: Handler, path: Path, fields: dict[str, Any],
     local.write_text(target, json.dumps(manifest, indent=1, default=str) + "\n")
 
 
-def mismatch(handler: Handler, path: Path, manifest: dict[str, Any]) -> str | None:
+def mismatch(handler: Layout, path: Path, manifest: dict[str, Any]) -> str | None:
     if manifest.get("format") not in (None, handler.name):
         return f"the manifest says format {manifest.get('format')!r}, expected {handler.name!r}"
     table = manifest.get("files")

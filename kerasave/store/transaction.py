@@ -42,15 +42,15 @@ import fcntl
 import os
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 from kerasave._errors import CorruptArtifactError
 from kerasave._report import Check
-from kerasave.formats._base import Handler
 from kerasave.store import local, manifest
+from kerasave.store.layout import Layout
 from kerasave.store.manifest import backup_path
 
 __all__ = ["TMP_MARK", "Transaction", "clean", "resolve", "resolve_checked", "temp_path"]
@@ -148,7 +148,7 @@ class _Claimed:
 class Transaction:
     """One save of one artifact (see the module's docstring)."""
 
-    def __init__(self, handler: Handler, target: Path, *, suffix: str | None = None) -> None:
+    def __init__(self, handler: Layout, target: Path, *, suffix: str | None = None) -> None:
         self.handler = handler
         self.target = target
         self._suffix = handler.temp_suffix if suffix is None else suffix
@@ -169,7 +169,9 @@ class Transaction:
     def write(self, write: Callable[[Path], None]) -> None:
         """Write the temporary (``write(tmp)``); its checksums and fsync then start
         in threads, overlapping the verification that follows."""
-        self._flushed = local.Flushed(self.handler, self.tmp)
+        self._flushed = local.Flushed(  # (checksums mapped: our own temporary)
+            self.handler, self.tmp, lambda: manifest.checksums(self.handler, self.tmp,
+                                                               mapped=True))
         local._step("write", self.tmp)
         write(self.tmp)
         self._flushed.written()
@@ -197,7 +199,8 @@ class Transaction:
             files = flushed.files
         manifest.seal(self.handler, self.tmp, fields, files)
         with local.locked(self.target.parent):
-            local.commit(self.handler, self.tmp, self.target)
+            local.commit(self.handler, self.tmp, self.target,
+                         backup_path(self.handler, self.target))
             self.committed = True
             if then is not None:
                 then()
@@ -221,27 +224,16 @@ class Transaction:
                 local.remove(entry)
 
 
-def save(handler: Handler, target: Path, write: Callable[[Path], None],
-         check: Callable[[Path], Sequence[Check]] | None, fields: dict[str, Any],
-         ) -> tuple[Check, ...]:
-    """The whole transaction in one call; see ``Transaction``."""
-    with Transaction(handler, target) as txn:
-        txn.write(write)
-        checks = txn.verify(check) if check is not None else ()
-        txn.commit(fields)
-    return checks
-
-
 # -- the read side ------------------------------------------------------------------
 
 
-def resolve(handler: Handler, path: Path) -> tuple[Path, str]:
+def resolve(handler: Layout, path: Path) -> tuple[Path, str]:
     """The version of the artifact to read, and what was checked (see ``resolve_checked``)."""
     actual, message, _ = resolve_checked(handler, path)
     return actual, message
 
 
-def resolve_checked(handler: Handler, path: Path) -> tuple[Path, str, bool]:
+def resolve_checked(handler: Layout, path: Path) -> tuple[Path, str, bool]:
     """The version of the artifact to read, what was checked, and whether every
     byte of it matched the CRC32C its manifest records.
 

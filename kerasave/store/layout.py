@@ -1,0 +1,29 @@
+"""What the store needs to know of an artifact: its files, never what is in them.
+
+Every format handler (``kerasave.formats``) is a ``Layout``; the store takes one
+wherever it names, moves or checks an artifact's files.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Protocol
+
+__all__ = ["Layout"]
+
+
+class Layout(Protocol):
+    name: str  # the format's name, recorded in the manifest
+    # A temporary artifact's name must end in this for the format's writer to accept it.
+    temp_suffix: str
+    # Whether the integrity manifest lives inside the artifact (a directory) or beside it.
+    manifest_inside: bool
+
+    def members(self, path: Path) -> list[Path]:
+        """The files (or directory) that make up the artifact at ``path``, if any;
+        the manifest beside a file first (renamed into place before it)."""
+        ...
+
+    def exists(self, path: Path) -> bool:
+        """Whether a complete artifact of this format is at ``path``."""
+        ...

@@ -13,9 +13,10 @@ from kerasave._errors import ArtifactNotFoundError, CorruptArtifactError, Unknow
 from kerasave.formats._base import ConfigFormat, Handler, ModelFormat, WeightsFormat
 from kerasave.formats.checkpoint import CheckpointHandler
 from kerasave.formats.config import JsonHandler, YamlHandler
+from kerasave.formats.h5model import H5ModelHandler
 from kerasave.formats.h5weights import H5WeightsHandler
+from kerasave.formats.keras import KerasHandler
 from kerasave.formats.savedmodel import SavedModelHandler
-from kerasave.formats.whole import H5ModelHandler, KerasHandler
 from kerasave.store.manifest import backup_path
 
 __all__ = ["FORMATS", "for_save", "detect"]

@@ -160,7 +160,7 @@ def test_failed_write_leaves_nothing(trained, tmp_path, monkeypatch):
         path.write_bytes(b"half")
         raise OSError(28, "No space left on device")
 
-    from kerasave.formats.whole import KerasHandler
+    from kerasave.formats.keras import KerasHandler
 
     monkeypatch.setattr(KerasHandler, "write", boom)
     with pytest.raises(OSError):

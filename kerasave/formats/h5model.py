@@ -1,20 +1,14 @@
-"""Whole models: ``.keras`` (Keras 3's zip) and legacy HDF5 ``.h5``/``.hdf5``.
-
-Both hold config, variables, optimizer state and compile settings. Loading
-returns a compiled model whose optimizer state equals the saved one, so training
-continues exactly. The legacy HDF5 reader is kerasave's own on the compile side:
-Keras 3 cannot compile files whose loss is a string such as ``"mse"``, and it
-silently drops the optimizer state of the files it does compile.
-"""
+"""The legacy HDF5 whole model (``.h5``/``.hdf5``): config, variables, optimizer state
+and compile settings. The reader is kerasave's own on the compile side: Keras 3
+cannot compile files whose loss is a string such as ``"mse"``, and it silently
+drops the optimizer state of the files it does compile."""
 
 from __future__ import annotations
 
 import contextlib
 import json
 import os
-import re
 import warnings
-import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -23,23 +17,20 @@ import h5py
 import keras
 import numpy as np
 
-from kerasave._config import model_from_config, unknown_class
+from kerasave._config import model_from_config
 from kerasave._errors import (
     ArchitectureMismatchError,
     CorruptArtifactError,
     KerasaveError,
     NotSerializableError,
-    UnsafeArtifactError,
 )
-from kerasave._internals import Unsupported, attempt, failed, savinglib, zipwriter
+from kerasave._internals import Unsupported
 from kerasave._internals.compiling import live_compile_config
-from kerasave._internals.h5read import Source, Window, member_span
+from kerasave._internals.h5read import Source
 from kerasave._internals.legacy import load_h5_weights, save_h5_model, training_optimizer
 from kerasave._internals.patches import Recorded, build_deferred, initialize_rest, recorded
 from kerasave._report import Check
-from kerasave._safety import check_h5, check_zip, refuse_code
-from kerasave._state import keras_twin, keras_warnings, lent_twin
-from kerasave._verify import compare_whole_models
+from kerasave._state import keras_warnings, lent_twin
 from kerasave.formats._base import (
     Contents,
     ModelFormat,
@@ -47,6 +38,7 @@ from kerasave.formats._base import (
     require_config,
     versions_now,
 )
+from kerasave.formats._whole import first_line, loaded_check, map_load_error, twin_check
 from kerasave.formats.h5weights import (
     VERSIONS_ATTR,
     _datasets,
@@ -59,201 +51,16 @@ from kerasave.formats.h5weights import (
     optimizer_names,
 )
 
-__all__ = ["KerasHandler", "H5ModelHandler"]
+__all__ = ["H5ModelHandler"]
+
 
 _WRAPPED_ATTR = "kerasave_optimizer_wrapped_by_compile"
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
-def _map_load_error(exc: Exception, path: Path) -> KerasaveError:
-    if isinstance(exc, KerasaveError):
-        return exc
-    first = _first_line(exc)
-    if "Lambda" in first or "safe_mode" in first:
-        return UnsafeArtifactError(first, path=path)
-    unknown = unknown_class(exc)
-    if unknown or re.search(r"\blocate\b", first) or "Unknown" in first:  # (not "allocate")
-        return NotSerializableError(
-            f"the artifact names a class this process does not know: {unknown or first}; "
-            "register it "
-            "with keras.saving.register_keras_serializable() or pass custom_objects",
-            path=path,
-        )
-    return CorruptArtifactError(f"could not load the model: {first}", path=path)
-
-
-@contextlib.contextmanager
-def _weights_h5(path: Path, zf: zipfile.ZipFile) -> Iterator[h5py.File]:
-    """The archive's weights as an open h5py file, read in place when stored uncompressed."""
-    try:
-        start, size = member_span(path, zf, "model.weights.h5")
-    except Unsupported:
-        with zf.open("model.weights.h5") as inner, h5py.File(inner, "r") as f:
-            yield f
-        return
-    with open(path, "rb") as raw, h5py.File(Window(raw.fileno(), start, size), "r") as f:
-        yield f
-
-
-class KerasHandler(ModelFormat):
-    name = "keras"
-    suffixes = (".keras",)
-    temp_suffix = ".keras"
-    description = "whole model"
-    holds_architecture = True
-    can_hold_optimizer = True
-    verifiable_config = True
-    array_names = "Keras' weights-file layout"
-
-    def preflight(self, model: keras.Model, path: Path) -> None:
-        super().preflight(model, path)
-        mend_compile_config(model)  # (first: the config serialized next is the checks' too)
-        require_config(model, path)
-
-    def sniff(self, path: Path) -> bool:
-        return path.is_file() and zipfile.is_zipfile(path)
-
-    def write(self, model: keras.Model, path: Path) -> None:
-        def public() -> None:
-            path.unlink(missing_ok=True)
-            model.save(str(path))
-
-        attempt("keras_writer", lambda: zipwriter.save_keras(model, path), public,
-                passthrough=(KerasaveError,))
-
-    def _config(self, path: Path) -> dict[str, Any]:
-        """The archive's config, after checking the archive is safe to hand to Keras."""
-        try:
-            with zipfile.ZipFile(path) as zf:
-                check_zip(zf, path)
-                if "model.weights.h5" in zf.namelist():
-                    with _weights_h5(path, zf) as f:
-                        check_h5(f, path)
-                return json.loads(zf.read("config.json"))
-        except (UnsafeArtifactError, CorruptArtifactError):
-            raise
-        except (zipfile.BadZipFile, KeyError, ValueError, OSError, RuntimeError) as exc:
-            raise CorruptArtifactError(f"not a readable .keras archive: {exc}", path=path) from exc
-
-    def load(self, path: Path, *, compile: bool = True, safe_mode: bool = True,
-             custom_objects: Any = None, checksummed: bool = False) -> keras.Model:
-        config = self._config(path)
-        if safe_mode:
-            refuse_code(config, str(path), compiled=compile)
-        try:
-            with keras_warnings() as caught:
-                model = attempt(
-                    "keras_reader",
-                    lambda: savinglib.load_keras(
-                        path, config, compile=compile, safe_mode=safe_mode,
-                        custom_objects=custom_objects, checksummed=checksummed),
-                    lambda: keras.saving.load_model(str(path), custom_objects=custom_objects,
-                                                    compile=compile, safe_mode=safe_mode),
-                    passthrough=(KerasaveError,))
-        except Exception as exc:
-            raise _map_load_error(exc, path) from exc
-        for w in caught:
-            text = str(w.message)
-            # An optimizer saved before it was built holds only its step counter and
-            # learning rate: Keras builds fresh slots, which is the same state.
-            if "Skipping variable loading for optimizer" in text and re.search(
-                    r"saved optimizer has [0-2] variables", text):
-                continue
-            warnings.warn(f"{path}: {text}", UserWarning, stacklevel=2)
-        return model
-
-    def check(self, model: keras.Model, path: Path, *, own: bool = False) -> list[Check]:
-        """``own``: ``path`` is kerasave's own temporary, written by this process just
-        now, and may be read as mapped pages."""
-        with contextlib.ExitStack() as lent:  # the twin goes back once the checks ran
-            try:
-                config = self._config(path)
-                refuse_code(config, str(path))
-                with keras_warnings():
-                    loaded, recorded = lent.enter_context(
-                        keras_twin(path, config, mapped=own))
-            except Unsupported:
-                return _loaded_check(model, path, self.load)
-            except KerasaveError as exc:
-                return [Check("load", False, str(_map_load_error(exc, path)))]
-            except Exception as exc:
-                return _judged(model, path, self.load, "keras_reader", exc)
-            return _twin_check(model, path, loaded, recorded, self.load)
-
-    def contents(self, path: Path) -> Contents:
-        try:
-            with zipfile.ZipFile(path) as zf:
-                meta = json.loads(zf.read("metadata.json"))
-                with _weights_h5(path, zf) as f:
-                    variables = h5_variables(f)
-                    has_opt = "optimizer" in f
-        except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
-            raise CorruptArtifactError(f"not a readable .keras archive: {exc}", path=path) from exc
-        versions = {"keras": str(meta.get("keras_version", "?"))}
-        return Contents(variables, has_opt, versions, optimizer_names(variables))
-
-    def arrays(self, path: Path) -> Iterator[tuple[str, np.ndarray]]:
-        try:
-            zf = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise CorruptArtifactError(f"not a readable .keras archive: {exc}",
-                                       path=path) from exc
-        with zf:
-            check_zip(zf, path)
-            if "model.weights.h5" not in zf.namelist():
-                return  # (a model without variables)
-            with _weights_h5(path, zf) as f:  # read in place, not copied out
-                check_h5(f, path)
-                yield from h5_arrays(f, path)
 
 
 def _read(source: Source, dataset: Any) -> np.ndarray:
     """A dataset's values: through ``source`` when it can, else h5py's copy."""
     fast = source.array(dataset) if isinstance(dataset, h5py.Dataset) else None
     return fast if fast is not None else np.asarray(dataset)
-
-
-def _loaded_check(model: keras.Model, path: Path, load: Any, *,
-                  build_configs: bool = True) -> list[Check]:
-    """Verification by a real load: a fresh model from the file, compared."""
-    try:
-        # Every value is compared bit for bit: a zip CRC adds nothing.
-        loaded = load(path, checksummed=True)
-    except Exception as exc:
-        return [Check("load", False, str(_map_load_error(exc, path)))]
-    return [Check("load", True, "a fresh model from the file"),
-            *compare_whole_models(model, loaded, build_configs=build_configs)]
-
-
-def _judged(model: keras.Model, path: Path, load: Any, fast_path: str,
-            exc: Exception) -> list[Check]:
-    """A fast path raised while checking: a real load judges. If it passes, the fast
-    path was at fault (off from now on); if not, the artifact is, and it says why."""
-    checks = _loaded_check(model, path, load)
-    if checks[0].ok:
-        failed(fast_path, exc)
-    return checks
-
-
-def _twin_check(model: keras.Model, path: Path, twin: keras.Model,
-                recorded: Recorded, load: Any, *,
-                build_configs: bool = True) -> list[Check]:
-    """Verification against a twin holding the file's values as recorded views.
-
-    A layer may derive state from its variables as they are loaded (an adapted
-    ``Normalization`` recomputes its mean and variance): a twin whose variables
-    were never assigned cannot show that. So a check that fails here is judged
-    again by a real load, which is what a failure report must describe.
-    """
-    checks = [Check("load", True, "a fresh model from the file"),
-              *compare_whole_models(model, twin, recorded, build_configs=build_configs)]
-    if all(c.ok for c in checks):
-        return checks
-    return _loaded_check(model, path, load, build_configs=build_configs)
 
 
 def _compile_value(cfg: Any, kind: str) -> Any:
@@ -398,7 +205,7 @@ class H5ModelHandler(ModelFormat):
                         raise
                     except Exception as exc:
                         raise CorruptArtifactError(
-                            f"could not read the weights: {_first_line(exc)}",
+                            f"could not read the weights: {first_line(exc)}",
                             path=path) from exc
                     if training is not None:
                         self._load_optimizer(model, f, path, source)
@@ -426,7 +233,7 @@ class H5ModelHandler(ModelFormat):
             model.compile(**args)
         except Exception as exc:
             raise CorruptArtifactError(
-                f"could not compile the model from its training config: {_first_line(exc)}",
+                f"could not compile the model from its training config: {first_line(exc)}",
                 path=path) from exc
 
     def _load_optimizer(self, model: keras.Model, f: h5py.File, path: Path,
@@ -466,12 +273,12 @@ class H5ModelHandler(ModelFormat):
                                                custom_objects=None, record=True, mapped=own)
                 loaded, recorded = lent.enter_context(lent_twin(key, build, read))
             except Unsupported:
-                return _loaded_check(model, path, self.load, build_configs=False)
+                return loaded_check(model, path, self.load, build_configs=False)
             except Exception as exc:
-                return [Check("load", False, str(_map_load_error(exc, path)))]
+                return [Check("load", False, str(map_load_error(exc, path)))]
             # Keras' legacy writer leaves out the layers' build configs: a layer built
             # on a concrete batch (Normalization.adapt) comes back built on None.
-            return _twin_check(model, path, loaded, recorded, self.load, build_configs=False)
+            return twin_check(model, path, loaded, recorded, self.load, build_configs=False)
 
     def contents(self, path: Path) -> Contents:
         with open_h5(path) as f:

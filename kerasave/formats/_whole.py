@@ -1,0 +1,86 @@
+"""What the two whole-model formats (``.keras``, legacy ``.h5``) share: how a failed
+load is told apart (damage, code, an unknown class) and how a save is verified,
+by a twin holding the file's values or by a real load that judges."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from kerasave._config import unknown_class
+from kerasave._errors import (
+    CorruptArtifactError,
+    KerasaveError,
+    NotSerializableError,
+    UnsafeArtifactError,
+)
+from kerasave._internals import failed
+from kerasave._internals.patches import Recorded
+from kerasave._report import Check
+from kerasave._verify import compare_whole_models
+
+__all__ = ["first_line", "map_load_error", "loaded_check", "judged", "twin_check"]
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def map_load_error(exc: Exception, path: Path) -> KerasaveError:
+    if isinstance(exc, KerasaveError):
+        return exc
+    first = first_line(exc)
+    if "Lambda" in first or "safe_mode" in first:
+        return UnsafeArtifactError(first, path=path)
+    unknown = unknown_class(exc)
+    if unknown or re.search(r"\blocate\b", first) or "Unknown" in first:  # (not "allocate")
+        return NotSerializableError(
+            f"the artifact names a class this process does not know: {unknown or first}; "
+            "register it "
+            "with keras.saving.register_keras_serializable() or pass custom_objects",
+            path=path,
+        )
+    return CorruptArtifactError(f"could not load the model: {first}", path=path)
+
+
+def loaded_check(model: keras.Model, path: Path, load: Any, *,
+                  build_configs: bool = True) -> list[Check]:
+    """Verification by a real load: a fresh model from the file, compared."""
+    try:
+        # Every value is compared bit for bit: a zip CRC adds nothing.
+        loaded = load(path, checksummed=True)
+    except Exception as exc:
+        return [Check("load", False, str(map_load_error(exc, path)))]
+    return [Check("load", True, "a fresh model from the file"),
+            *compare_whole_models(model, loaded, build_configs=build_configs)]
+
+
+def judged(model: keras.Model, path: Path, load: Any, fast_path: str,
+            exc: Exception) -> list[Check]:
+    """A fast path raised while checking: a real load judges. If it passes, the fast
+    path was at fault (off from now on); if not, the artifact is, and it says why."""
+    checks = loaded_check(model, path, load)
+    if checks[0].ok:
+        failed(fast_path, exc)
+    return checks
+
+
+def twin_check(model: keras.Model, path: Path, twin: keras.Model,
+                recorded: Recorded, load: Any, *,
+                build_configs: bool = True) -> list[Check]:
+    """Verification against a twin holding the file's values as recorded views.
+
+    A layer may derive state from its variables as they are loaded (an adapted
+    ``Normalization`` recomputes its mean and variance): a twin whose variables
+    were never assigned cannot show that. So a check that fails here is judged
+    again by a real load, which is what a failure report must describe.
+    """
+    checks = [Check("load", True, "a fresh model from the file"),
+              *compare_whole_models(model, twin, recorded, build_configs=build_configs)]
+    if all(c.ok for c in checks):
+        return checks
+    return loaded_check(model, path, load, build_configs=build_configs)

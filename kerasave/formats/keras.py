@@ -1,0 +1,168 @@
+"""The ``.keras`` format: Keras 3's zip of config, weights (an HDF5 member) and
+optimizer state. Loading returns a compiled model whose optimizer state equals
+the saved one, so training continues exactly."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import re
+import warnings
+import zipfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import h5py
+import keras
+import numpy as np
+
+from kerasave._errors import (
+    CorruptArtifactError,
+    KerasaveError,
+    UnsafeArtifactError,
+)
+from kerasave._internals import Unsupported, attempt, savinglib, zipwriter
+from kerasave._internals.h5read import Window, member_span
+from kerasave._report import Check
+from kerasave._safety import check_h5, check_zip, refuse_code
+from kerasave._state import keras_twin, keras_warnings
+from kerasave.formats._base import (
+    Contents,
+    ModelFormat,
+    mend_compile_config,
+    require_config,
+)
+from kerasave.formats._whole import judged, loaded_check, map_load_error, twin_check
+from kerasave.formats.h5weights import (
+    h5_arrays,
+    h5_variables,
+    optimizer_names,
+)
+
+__all__ = ["KerasHandler"]
+
+
+@contextlib.contextmanager
+def _weights_h5(path: Path, zf: zipfile.ZipFile) -> Iterator[h5py.File]:
+    """The archive's weights as an open h5py file, read in place when stored uncompressed."""
+    try:
+        start, size = member_span(path, zf, "model.weights.h5")
+    except Unsupported:
+        with zf.open("model.weights.h5") as inner, h5py.File(inner, "r") as f:
+            yield f
+        return
+    with open(path, "rb") as raw, h5py.File(Window(raw.fileno(), start, size), "r") as f:
+        yield f
+
+
+class KerasHandler(ModelFormat):
+    name = "keras"
+    suffixes = (".keras",)
+    temp_suffix = ".keras"
+    description = "whole model"
+    holds_architecture = True
+    can_hold_optimizer = True
+    verifiable_config = True
+    array_names = "Keras' weights-file layout"
+
+    def preflight(self, model: keras.Model, path: Path) -> None:
+        super().preflight(model, path)
+        mend_compile_config(model)  # (first: the config serialized next is the checks' too)
+        require_config(model, path)
+
+    def sniff(self, path: Path) -> bool:
+        return path.is_file() and zipfile.is_zipfile(path)
+
+    def write(self, model: keras.Model, path: Path) -> None:
+        def public() -> None:
+            path.unlink(missing_ok=True)
+            model.save(str(path))
+
+        attempt("keras_writer", lambda: zipwriter.save_keras(model, path), public,
+                passthrough=(KerasaveError,))
+
+    def _config(self, path: Path) -> dict[str, Any]:
+        """The archive's config, after checking the archive is safe to hand to Keras."""
+        try:
+            with zipfile.ZipFile(path) as zf:
+                check_zip(zf, path)
+                if "model.weights.h5" in zf.namelist():
+                    with _weights_h5(path, zf) as f:
+                        check_h5(f, path)
+                return json.loads(zf.read("config.json"))
+        except (UnsafeArtifactError, CorruptArtifactError):
+            raise
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError, RuntimeError) as exc:
+            raise CorruptArtifactError(f"not a readable .keras archive: {exc}", path=path) from exc
+
+    def load(self, path: Path, *, compile: bool = True, safe_mode: bool = True,
+             custom_objects: Any = None, checksummed: bool = False) -> keras.Model:
+        config = self._config(path)
+        if safe_mode:
+            refuse_code(config, str(path), compiled=compile)
+        try:
+            with keras_warnings() as caught:
+                model = attempt(
+                    "keras_reader",
+                    lambda: savinglib.load_keras(
+                        path, config, compile=compile, safe_mode=safe_mode,
+                        custom_objects=custom_objects, checksummed=checksummed),
+                    lambda: keras.saving.load_model(str(path), custom_objects=custom_objects,
+                                                    compile=compile, safe_mode=safe_mode),
+                    passthrough=(KerasaveError,))
+        except Exception as exc:
+            raise map_load_error(exc, path) from exc
+        for w in caught:
+            text = str(w.message)
+            # An optimizer saved before it was built holds only its step counter and
+            # learning rate: Keras builds fresh slots, which is the same state.
+            if "Skipping variable loading for optimizer" in text and re.search(
+                    r"saved optimizer has [0-2] variables", text):
+                continue
+            warnings.warn(f"{path}: {text}", UserWarning, stacklevel=2)
+        return model
+
+    def check(self, model: keras.Model, path: Path, *, own: bool = False) -> list[Check]:
+        """``own``: ``path`` is kerasave's own temporary, written by this process just
+        now, and may be read as mapped pages."""
+        with contextlib.ExitStack() as lent:  # the twin goes back once the checks ran
+            try:
+                config = self._config(path)
+                refuse_code(config, str(path))
+                with keras_warnings():
+                    loaded, recorded = lent.enter_context(
+                        keras_twin(path, config, mapped=own))
+            except Unsupported:
+                return loaded_check(model, path, self.load)
+            except KerasaveError as exc:
+                return [Check("load", False, str(map_load_error(exc, path)))]
+            except Exception as exc:
+                return judged(model, path, self.load, "keras_reader", exc)
+            return twin_check(model, path, loaded, recorded, self.load)
+
+    def contents(self, path: Path) -> Contents:
+        try:
+            with zipfile.ZipFile(path) as zf:
+                meta = json.loads(zf.read("metadata.json"))
+                with _weights_h5(path, zf) as f:
+                    variables = h5_variables(f)
+                    has_opt = "optimizer" in f
+        except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
+            raise CorruptArtifactError(f"not a readable .keras archive: {exc}", path=path) from exc
+        versions = {"keras": str(meta.get("keras_version", "?"))}
+        return Contents(variables, has_opt, versions, optimizer_names(variables))
+
+    def arrays(self, path: Path) -> Iterator[tuple[str, np.ndarray]]:
+        try:
+            zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise CorruptArtifactError(f"not a readable .keras archive: {exc}",
+                                       path=path) from exc
+        with zf:
+            check_zip(zf, path)
+            if "model.weights.h5" not in zf.namelist():
+                return  # (a model without variables)
+            with _weights_h5(path, zf) as f:  # read in place, not copied out
+                check_h5(f, path)
+                yield from h5_arrays(f, path)

@@ -25,17 +25,9 @@ import tensorflow as tf
 
 import kerasave as ks
 
+from .scripts.crash_saver import CASES  # case -> (save call, relative path)
+
 SCRIPT = Path(__file__).parent / "scripts" / "crash_saver.py"
-CASES = {  # as in the script: case -> (save call, relative path)
-    "checkpoint": ("save_weights", "w/ckpt"),
-    "h5-weights": ("save_weights", "w.weights.h5"),
-    "json": ("save_config", "c.json"),
-    "yaml": ("save_config", "c.yaml"),
-    "keras": ("save_model", "m.keras"),
-    "h5-model": ("save_model", "m.h5"),
-    "savedmodel": ("save_model", "serving"),
-    "manager": (None, "ckpts"),
-}
 PROBE = np.linspace(-1, 1, 4 * 32, dtype=np.float32).reshape(4, 32)
 KINDS = {"write", "fsync", "link", "rename", "unlink", "rmtree"}
 

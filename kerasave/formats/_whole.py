@@ -21,8 +21,10 @@ from kerasave._internals import failed
 from kerasave._internals.patches import Recorded
 from kerasave._report import Check
 from kerasave._verify import compare_whole_models
+from kerasave.formats._base import ModelFormat, mend_compile_config, require_config
 
-__all__ = ["first_line", "map_load_error", "loaded_check", "judged", "twin_check"]
+__all__ = ["WholeModelFormat", "first_line", "map_load_error", "loaded_check", "judged",
+           "twin_check"]
 
 
 def first_line(exc: BaseException) -> str:
@@ -84,3 +86,17 @@ def twin_check(model: keras.Model, path: Path, twin: keras.Model,
     if all(c.ok for c in checks):
         return checks
     return loaded_check(model, path, load, build_configs=build_configs)
+
+
+class WholeModelFormat(ModelFormat):
+    """A whole model: config, variables, optimizer state and compile settings."""
+
+    description = "whole model"
+    holds_architecture = True
+    can_hold_optimizer = True
+    verifiable_config = True
+
+    def preflight(self, model: keras.Model, path: Path) -> None:
+        super().preflight(model, path)
+        mend_compile_config(model)  # (first: the config serialized next is the checks' too)
+        require_config(model, path)

@@ -33,12 +33,15 @@ from kerasave._report import Check
 from kerasave._state import keras_warnings, lent_twin
 from kerasave.formats._base import (
     Contents,
-    ModelFormat,
-    mend_compile_config,
-    require_config,
     versions_now,
 )
-from kerasave.formats._whole import first_line, loaded_check, map_load_error, twin_check
+from kerasave.formats._whole import (
+    WholeModelFormat,
+    first_line,
+    loaded_check,
+    map_load_error,
+    twin_check,
+)
 from kerasave.formats.h5weights import (
     VERSIONS_ATTR,
     _datasets,
@@ -86,20 +89,14 @@ def _compile_value(cfg: Any, kind: str) -> Any:
     return cfg
 
 
-class H5ModelHandler(ModelFormat):
+class H5ModelHandler(WholeModelFormat):
     name = "h5"
     suffixes = (".h5", ".hdf5")
     temp_suffix = ".h5"
-    description = "whole model"
-    holds_architecture = True
-    can_hold_optimizer = True
-    verifiable_config = True
     array_names = "the file's dataset paths"
 
     def preflight(self, model: keras.Model, path: Path) -> None:
         super().preflight(model, path)
-        mend_compile_config(model)  # (first: the config serialized next is the checks' too)
-        require_config(model, path)
         # Keras' legacy writer stores bfloat16 as 2 opaque bytes with no mark of what
         # they are, and its reader (Keras' or anyone's) cannot read them back.
         optimizer = getattr(model, "optimizer", None)

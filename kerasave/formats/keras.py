@@ -29,11 +29,14 @@ from kerasave._safety import check_h5, check_zip, refuse_code
 from kerasave._state import keras_twin, keras_warnings
 from kerasave.formats._base import (
     Contents,
-    ModelFormat,
-    mend_compile_config,
-    require_config,
 )
-from kerasave.formats._whole import judged, loaded_check, map_load_error, twin_check
+from kerasave.formats._whole import (
+    WholeModelFormat,
+    judged,
+    loaded_check,
+    map_load_error,
+    twin_check,
+)
 from kerasave.formats.h5weights import (
     h5_arrays,
     h5_variables,
@@ -56,20 +59,11 @@ def _weights_h5(path: Path, zf: zipfile.ZipFile) -> Iterator[h5py.File]:
         yield f
 
 
-class KerasHandler(ModelFormat):
+class KerasHandler(WholeModelFormat):
     name = "keras"
     suffixes = (".keras",)
     temp_suffix = ".keras"
-    description = "whole model"
-    holds_architecture = True
-    can_hold_optimizer = True
-    verifiable_config = True
     array_names = "Keras' weights-file layout"
-
-    def preflight(self, model: keras.Model, path: Path) -> None:
-        super().preflight(model, path)
-        mend_compile_config(model)  # (first: the config serialized next is the checks' too)
-        require_config(model, path)
 
     def sniff(self, path: Path) -> bool:
         return path.is_file() and zipfile.is_zipfile(path)

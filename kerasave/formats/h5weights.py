@@ -10,6 +10,7 @@ loaded into, and the versions that wrote the file. Files in the Keras 2 layout
 from __future__ import annotations
 
 import json
+import os
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,6 +23,7 @@ import numpy as np
 
 from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError, KerasaveError
 from kerasave._internals import Unsupported, attempt, failed, savinglib
+from kerasave._internals.h5read import Source
 from kerasave._internals.legacy import load_h5_weights, named
 from kerasave._internals.patches import Recorded, initialize_rest
 from kerasave._report import Check, Variable
@@ -317,8 +319,36 @@ class H5WeightsHandler(WeightsFormat):
         return recorded
 
     def check(self, model: keras.Model, path: Path, *, own: bool = False) -> list[Check]:
-        """``own``: ``path`` is kerasave's own temporary, written by this process just
-        now, and may be read as mapped pages."""
+        """Every model variable, and the optimizer's when the file holds them (a load
+        restores both), compared bit for bit. ``own``: ``path`` is kerasave's own
+        temporary, written by this process just now, and may be read as mapped pages."""
+        checks = self._check_model(model, path, own=own)
+        if all(c.ok for c in checks):
+            checks += self._check_optimizer(model, path, own=own)
+        return checks
+
+    def _check_optimizer(self, model: keras.Model, path: Path, *, own: bool) -> list[Check]:
+        """The file's optimizer state (``optimizer/vars/N``, the optimizer's variables
+        in order) against the model's optimizer."""
+        optimizer = optimizer_of(model)
+        with open_h5(path, check=not own) as f:
+            if _is_legacy(f) or "optimizer" not in f:
+                return []
+            saved = _datasets(f["optimizer"])
+            live = list(optimizer.variables) if optimizer is not None else []
+            if len(saved) != len(live):
+                return [Check("optimizer variables", False,
+                              f"the file holds {len(saved)} optimizer variables, the model's "
+                              f"optimizer has {len(live)}")]
+            order = sorted(saved, key=_position)
+            with open(path, "rb") as raw:
+                source = Source(raw.fileno(), 0, os.fstat(raw.fileno()).st_size, path,
+                                mapped=own)
+                pairs = [(getattr(v, "path", v.name), to_numpy(v), _values(source, saved[k]))
+                         for v, k in zip(live, order)]
+                return [compare_arrays("optimizer variables", pairs)]
+
+    def _check_model(self, model: keras.Model, path: Path, *, own: bool) -> list[Check]:
         fast_error: Exception | None = None
         try:
             with model_twin(model, lambda twin, replay: self._map_or_raise(
@@ -380,6 +410,19 @@ class H5WeightsHandler(WeightsFormat):
     def arrays(self, path: Path) -> Iterator[tuple[str, np.ndarray]]:
         with open_h5(path) as f:
             yield from h5_arrays(f, path)
+
+
+def _position(name: str) -> tuple[int, str]:
+    """``vars/10`` after ``vars/9``: the optimizer's variables in the order it saved them."""
+    last = name.rsplit("/", 1)[-1]
+    return (int(last), name) if last.isdigit() else (-1, name)
+
+
+def _values(source: Source, dataset: h5py.Dataset) -> np.ndarray:
+    """A dataset's values: through ``source`` when it can (mapped or one pread), else
+    h5py's copy."""
+    fast = source.array(dataset)
+    return fast if fast is not None else np.asarray(dataset)
 
 
 class _Unmapped(Exception):

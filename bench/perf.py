@@ -259,7 +259,7 @@ def interleaved(spec: dict[str, Any]) -> dict[str, Any]:
     replaced version is waited for and every dirty page is written back. Best and
     median of the rounds, and the quickest run of the probe batch through the model.
     """
-    from kerasave import _atomic
+    from kerasave.store import local as _atomic
 
     size, formats, repeat = spec["size"], spec["formats"], spec["repeat"]
     model = build(size)

@@ -196,6 +196,11 @@ class Opened:
     def bytes(self) -> int:
         return _size(self.handler, self.actual)
 
+    @property
+    def whole(self) -> bool:
+        """A whole model: weights with the architecture they belong to."""
+        return self.handler.kind == "model" and self.handler.holds_architecture
+
     @cached_property
     def contents(self) -> Contents:
         with _reading(self.source):

@@ -422,7 +422,10 @@ def _values(source: Source, dataset: h5py.Dataset) -> np.ndarray:
     """A dataset's values: through ``source`` when it can (mapped or one pread), else
     h5py's copy."""
     fast = source.array(dataset)
-    return fast if fast is not None else np.asarray(dataset)
+    value = fast if fast is not None else np.asarray(dataset)
+    if _dtype_name(dataset) == "bfloat16" and value.dtype == np.dtype("V2"):
+        value = value.view(_BFLOAT16)  # the opaque bytes Keras stores, as it marks them
+    return value
 
 
 class _Unmapped(Exception):

@@ -53,6 +53,14 @@ def test_private_names_appear_only_in_the_internals():
     assert found == []
 
 
+def test_no_module_is_over_600_lines():
+    package = Path(ks.__file__).parent  # (the installed copy, when run outside the tree)
+    sizes = {str(p.relative_to(package)): len(p.read_text().splitlines())
+             for p in package.rglob("*.py")}
+    assert len(sizes) > 40
+    assert {name: n for name, n in sizes.items() if n > 600} == {}
+
+
 def test_doctor_lists_every_fast_path_and_the_switch_turns_them_all_off():
     on = _doctor({})
     assert on["supported"] is True and on["fast_paths_enabled"] is True

@@ -35,6 +35,7 @@ from kerasave._verify import (
     pair_variables,
     recorded_reader,
     to_numpy,
+    view,
 )
 from kerasave.formats._base import Contents, WeightsFormat, build_if_needed, versions_now
 
@@ -344,7 +345,7 @@ class H5WeightsHandler(WeightsFormat):
             with open(path, "rb") as raw:
                 source = Source(raw.fileno(), 0, os.fstat(raw.fileno()).st_size, path,
                                 mapped=own)
-                pairs = [(getattr(v, "path", v.name), to_numpy(v), _values(source, saved[k]))
+                pairs = [(getattr(v, "path", v.name), view(v), _values(source, saved[k]))
                          for v, k in zip(live, order)]
                 return [compare_arrays("optimizer variables", pairs)]
 

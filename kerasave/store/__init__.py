@@ -1,3 +1,3 @@
 """Where artifacts are kept: the transaction every writer goes through
 (``transaction``), the local disk's steps (``local``), integrity manifests
-(``manifest``) and CRC32C (``crc``)."""
+(``manifest``), CRC32C (``crc``), and all the store knows of a format (``layout``)."""

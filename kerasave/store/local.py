@@ -29,7 +29,7 @@ from typing import Any, NamedTuple
 
 from kerasave.store.layout import Layout
 
-__all__ = ["commit", "discard", "locked", "Flushed", "removing", "settle",
+__all__ = ["commit", "locked", "Flushed", "removing", "settle",
            "write_text", "link", "replace", "remove", "fsync_one"]
 
 # Called before each disk step with its kind ("write", "fsync", "link", "rename",
@@ -400,11 +400,3 @@ def locked(directory: Path) -> Iterator[None]:
         yield
     finally:
         os.close(fd)
-
-
-def discard(handler: Layout, tmp: Path) -> None:
-    """Remove whatever a failed save left under the temporary name."""
-    for member in handler.members(tmp):
-        remove(member)
-    if tmp.exists():
-        remove(tmp)

@@ -31,7 +31,7 @@ version under its backup name (``kerasave.store.local.commit``); readers take
 whichever complete version the manifests vouch for.
 
 **The storage seam.** Every disk step is a call into ``kerasave.store.local``
-(``locked``, ``commit``, ``discard``, ``write_text``...); formats only ever see
+(``locked``, ``commit``, ``remove``, ``write_text``...); formats only ever see
 the temporary's local path. An object store slots in there: stage locally, upload
 under fresh names, commit by writing the manifest last.
 """
@@ -217,11 +217,10 @@ class Transaction:
     def _discard(self) -> None:
         """Remove whatever is left under the token (a failed save, a writer's extras)."""
         assert self._claim is not None
-        local.discard(self.handler, self.tmp)
-        token = self._claim.token
-        for entry in self.target.parent.glob(f"*{TMP_MARK}{token}*"):
-            if entry != self._claim.path:
-                local.remove(entry)
+        with local.removing() as held:
+            for entry in self.target.parent.glob(f"*{TMP_MARK}{self._claim.token}*"):
+                if entry != self._claim.path:
+                    local.remove(entry, held)
 
 
 # -- the read side ------------------------------------------------------------------

@@ -155,7 +155,6 @@ class Transaction:
         self._claim: _Claimed | None = None
         self._flushed: local.Flushed | None = None
         self.tmp = target  # set on entering
-        self.committed = False
 
     def __enter__(self) -> Transaction:
         directory = self.target.parent
@@ -201,7 +200,6 @@ class Transaction:
         with local.locked(self.target.parent):
             local.commit(self.handler, self.tmp, self.target,
                          backup_path(self.handler, self.target))
-            self.committed = True
             if then is not None:
                 then()
 

@@ -104,12 +104,18 @@ def is_keras2(config: Mapping[str, Any]) -> bool:
     return version.startswith("2.") or "module" not in config
 
 
+_RNN_CLASSES = frozenset({"LSTM", "GRU", "SimpleRNN", "RNN", "ConvLSTM1D", "ConvLSTM2D",
+                          "ConvLSTM3D"})
+
+
 def _upgrade_layer(layer: dict[str, Any]) -> Any:
     """Keras 2 layer config to what Keras 3 accepts; returns a dropped input shape."""
     inner = layer.get("config")
     if not isinstance(inner, dict):
         return None
     shape = inner.pop("batch_input_shape", None)
+    if layer.get("class_name") in _RNN_CLASSES:
+        inner.pop("time_major", None)  # Keras 2 only (always False from Keras itself)
     axis = inner.get("axis")
     if layer.get("class_name") == "BatchNormalization" and isinstance(axis, list) \
             and len(axis) == 1:

@@ -39,6 +39,7 @@ from kerasave._internals.trackables import snapshot
 from kerasave._public import public
 from kerasave._report import Check, Report
 from kerasave._verify import optimizer_of
+from kerasave.formats._graph import read_graph
 from kerasave.formats.checkpoint import (
     UNTRACKED,
     CheckpointHandler,
@@ -448,7 +449,7 @@ class CheckpointManager:
         checks = []
         if only is None or "model" in only:
             checks += prepare(self.model, self.optimizer if (only is None or "optimizer" in only)
-                              else None, manifest, prefix)
+                              else None, manifest, prefix, read_graph(reader, prefix))
         pairing = pair_checkpoint(self.model, prefix, reader, optimizer=self.optimizer,
                                   extra=self.trackables, only=only)
         if not strict:

@@ -23,9 +23,10 @@ from typing import Any, ClassVar
 
 __all__ = [  # and the DT_* DataType numbers
     "BundleEntryProto", "BundleHeaderProto", "Data", "Dim", "MetaGraphDef", "MetaInfoDef",
-    "NUMPY_NAMES", "ObjectReference", "SavedModel", "SerializedTensor", "SlotVariableReference",
+    "NUMPY_NAMES", "ObjectReference", "SavedMetadata", "SavedModel", "SavedObject",
+    "SerializedTensor", "SlotVariableReference",
     "TensorShapeProto", "TrackableObject", "TrackableObjectGraph", "VersionDef", "WireError",
-    "bundle_entry", "bundle_header", "saved_model_info", "trackable_object_graph",
+    "bundle_entry", "bundle_header", "saved_metadata", "saved_model_info", "trackable_object_graph",
 ]
 
 # tensorflow.DataType (types.proto): the numbers a BundleEntryProto's dtype holds.
@@ -321,6 +322,17 @@ class SavedModel(_Message):
     __slots__ = _slots(_FIELDS)
 
 
+class SavedObject(_Message):  # Keras 2's keras_metadata.pb (saved_metadata.proto)
+    _FIELDS = {2: ("node_id", "int32", False), 3: ("node_path", "string", False),
+               4: ("identifier", "string", False), 5: ("metadata", "string", False),
+               6: ("version", VersionDef, False)}
+    __slots__ = _slots(_FIELDS)
+
+
+class SavedMetadata(_Message):
+    _FIELDS = {1: ("nodes", SavedObject, True)}
+    __slots__ = _slots(_FIELDS)
+
 
 def trackable_object_graph(data: Data) -> TrackableObjectGraph:
     """A checkpoint's object graph (the ``_CHECKPOINTABLE_OBJECT_GRAPH`` tensor's bytes)."""
@@ -335,6 +347,11 @@ def bundle_header(data: Data) -> BundleHeaderProto:
 def bundle_entry(data: Data) -> BundleEntryProto:
     """One tensor's entry in a bundle's ``.index``: where its bytes lie and their CRC32C."""
     return _decode(BundleEntryProto, _view(data))
+
+
+def saved_metadata(data: Data) -> SavedMetadata:
+    """Keras 2's ``keras_metadata.pb``: each saved Keras object's JSON metadata."""
+    return _decode(SavedMetadata, _view(data))
 
 
 def saved_model_info(data: Data) -> SavedModel:

@@ -160,4 +160,9 @@ def training_optimizer(training: dict[str, Any], custom_objects: Mapping[str, An
                 arguments["learning_rate"] = keras.optimizers.schedules.deserialize(rate)
             return own(**arguments)
 
+    if str(config.get("class_name", "")).startswith("Custom>"):
+        # Keras 2's TF 2.11+ optimizers: Keras' legacy loader finds no class of that
+        # name and falls back to the built-in by name, with default arguments (an
+        # SGD(momentum=0.9) comes back with momentum 0): only the public path keeps them.
+        return public()
     return attempt("legacy_h5_io", fast, public)

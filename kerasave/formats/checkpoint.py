@@ -17,7 +17,7 @@ import os
 import re
 import struct
 from collections.abc import Callable, Collection, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError
 from kerasave._internals.h5read import Source
 from kerasave._report import Check, Variable
 from kerasave._verify import compare_arrays, optimizer_of, view
+from kerasave.formats import keras2
 from kerasave.formats._base import Contents, WeightsFormat, build_if_needed, versions_now
 from kerasave.formats._graph import GRAPH_KEY as _GRAPH_KEY
 from kerasave.formats._graph import VALUE as _VALUE
@@ -82,6 +83,12 @@ class Pairing:
     optimizer_saved: bool
     extra_roots: list[str]  # saved top-level objects nobody asked for: left as saved
     other_state: list[str]  # roots holding non-variable state (e.g. tf.data iterators)
+    keras2: str | None = None  # paired by Keras 2's layout: its optimizer generation, or "model"
+    kept: list[str] = field(default_factory=list)  # Keras 2 hyperparameters not restored
+
+    @property
+    def clean(self) -> bool:
+        return not self.missing_in_model and not self.not_in_checkpoint
 
 def _reader(prefix: Path) -> Any:
     """TensorFlow's reader of the checkpoint, once its ``.index`` was checked
@@ -132,12 +139,13 @@ def pair_checkpoint(model: keras.Model, prefix: Path, reader: Any = None, *,
     """Pair every tensor in the checkpoint with the live variable it belongs to.
 
     ``only`` limits the walk to some top-level objects (``"model"``,
-    ``"optimizer"`` or names of ``extra``); the others are left as saved.
+    ``"optimizer"`` or names of ``extra``); the others are left as saved. A
+    checkpoint Keras 2 wrote (``save_weights``, ``tf.train.Checkpoint``) is paired
+    by its own layout (``formats.keras2``) when Keras 3's does not fit it.
     """
     reader = reader or _reader(prefix)
     graph = _graph(reader, prefix)
     roots = checkpoint_roots(model, optimizer, extra)
-    optimizer = roots.get("optimizer")
     if only is not None:
         wanted = set(only) | ({UNTRACKED} if "model" in only else set())
         unknown = set(only) - set(roots)
@@ -145,23 +153,50 @@ def pair_checkpoint(model: keras.Model, prefix: Path, reader: Any = None, *,
             raise ValueError(f"nothing named {sorted(unknown)} to restore; "
                              f"known: {sorted(n for n in roots if n != UNTRACKED)}")
         roots = {k: v for k, v in roots.items() if k in wanted}
+    native = _pair_native(graph, roots, _model_key(graph, roots))
+    if native.clean or "model" not in roots:
+        return native
+    foreign = _pair_keras2(graph, reader, roots)
+    if foreign.clean or keras2.written_by_keras2(graph):
+        return foreign
+    return native
+
+
+def _model_key(graph: ObjectGraph, roots: Mapping[str, Any]) -> str:
+    """The saved name the model sits under: ``model``, or the one top-level name that
+    nothing else claims (the checkpoint guide's ``tf.train.Checkpoint(net=...)``)."""
+    saved = graph.children(0)
+    if "model" in saved or "model" not in roots:
+        return "model"
+    free = [name for name, node in saved.items()
+            if name not in roots and name not in ("save_counter", UNTRACKED)
+            and graph.holds_values(node)]
+    return free[0] if len(free) == 1 else "model"
+
+
+def _pair_native(graph: ObjectGraph, roots: Mapping[str, Any], key: str = "model") -> Pairing:
+    """The saved graph walked beside ``roots`` (Keras 3's layout), the model under
+    the saved name ``key``."""
+    model = roots.get("model")
+    optimizer = roots.get("optimizer")
+    walk = {(key if name == "model" else name): obj for name, obj in roots.items()}
     root_names = {c.local_name for c in graph.nodes[0].children}
-    extra_roots = sorted(root_names - set(roots) - {"save_counter", UNTRACKED})
+    extra_roots = sorted(root_names - set(walk) - {"save_counter", UNTRACKED})
 
     pairs: list[tuple[str, Any, str]] = []
     missing: list[str] = []
     other_state: set[str] = set()
     saw_optimizer: list[bool] = []
-    model_vars = {id(v) for v in model.variables}
+    model_vars = {id(v) for v in model.variables} if model is not None else set()
     opt_vars = {id(v) for v in optimizer.variables} if optimizer is not None else set()
 
     def skip(path: str, child: Any) -> bool:
-        if child.local_name == "optimizer" and path in ("", "/model"):
+        if child.local_name == "optimizer" and path in ("", f"/{key}"):
             saw_optimizer.append(True)
             return "optimizer" not in roots  # saved optimizer state nobody asked for
         return False
 
-    for visit in graph.beside(roots, skip=skip):
+    for visit in graph.beside(walk, skip=skip):
         path, obj = visit.path, visit.obj
         root = path.split("/")[1] if path.count("/") else ""
         for attr in visit.node.attributes:
@@ -175,14 +210,14 @@ def pair_checkpoint(model: keras.Model, prefix: Path, reader: Any = None, *,
                      "optimizer" if id(obj) in opt_vars else root)
             pairs.append((attr.checkpoint_key, obj, group))
         for child in visit.unmatched:
-            if path == "" and child.local_name not in roots:
+            if path == "" and child.local_name not in walk:
                 continue  # save_counter or an object the caller did not pass
             if graph.holds_values(child.node_id):  # bookkeeping without values is no loss
                 missing.append(f"{path}/{child.local_name}".lstrip("/"))
     paired = {id(v) for _, v, _ in pairs}
     optimizer_saved = bool(saw_optimizer)
-    expected: list[Any] = list(model.variables) if "model" in roots else []
-    if "optimizer" in roots and optimizer_saved:
+    expected: list[Any] = list(model.variables) if model is not None else []
+    if optimizer is not None and optimizer_saved:
         expected += list(optimizer.variables)
     for name, obj in roots.items():
         if name not in ("model", "optimizer", UNTRACKED) and hasattr(obj, "assign"):
@@ -190,6 +225,28 @@ def pair_checkpoint(model: keras.Model, prefix: Path, reader: Any = None, *,
     not_saved = [getattr(v, "path", None) or v.name for v in expected if id(v) not in paired]
     return Pairing(pairs, missing, not_saved, optimizer_saved, extra_roots,
                    sorted(other_state - {""}))
+
+
+def _pair_keras2(graph: ObjectGraph, reader: Any, roots: Mapping[str, Any]) -> Pairing:
+    """The model and optimizer paired by Keras 2's layout; other roots as saved."""
+    model, optimizer = roots["model"], roots.get("optimizer")
+    shapes = reader.get_variable_to_shape_map()
+    tried = [keras2.pair(graph, model, optimizer, shapes, node,
+                         with_optimizer="optimizer" in roots)
+             for node in keras2.model_nodes(graph, roots)]
+    best = next((t for t in tried if t.clean), max(tried, key=lambda t: len(t.pairs)))
+    rest = {name: obj for name, obj in roots.items()
+            if name not in ("model", "optimizer", UNTRACKED)}
+    others = _pair_native(graph, rest) if rest else Pairing([], [], [], False, [], [])
+    extra: list[str] = []
+    if best.model_node:  # the model under a name: the other saved names are left as saved
+        saved = graph.children(0)
+        extra = sorted(name for name, node in saved.items() if node != best.model_node
+                       and name not in set(rest) | {"optimizer", "save_counter", UNTRACKED})
+    return Pairing(best.pairs + others.pairs, best.missing + others.missing_in_model,
+                   best.not_saved + others.not_in_checkpoint, best.optimizer_saved,
+                   extra, others.other_state, keras2=best.generation or "model",
+                   kept=best.kept)
 
 
 def _listing(names: list[str], limit: int = 5) -> str:
@@ -209,12 +266,19 @@ def _mismatch_message(pairing: Pairing) -> str | None:
 
 
 def prepare(model: keras.Model, optimizer: Any, manifest: Mapping[str, Any],
-            path: Path) -> list[Check]:
-    """Build an unbuilt model (and its optimizer) from the saved shapes."""
+            path: Path, graph: ObjectGraph | None = None) -> list[Check]:
+    """Build an unbuilt model (and its optimizer) from the saved shapes.
+
+    A checkpoint kerasave did not write (Keras 2's, plain TensorFlow's) records no
+    shapes: the model must be built already, and its optimizer is built when the
+    checkpoint holds slots for it (more than a step counter and a learning rate).
+    """
     notes = build_if_needed(model, manifest.get("build_config"), path)
     optimizer = optimizer if optimizer is not None else optimizer_of(model)
     saved_opt = manifest.get("optimizer") or {}
-    if optimizer is not None and not optimizer.built and saved_opt.get("built"):
+    slots = saved_opt.get("built") if manifest or graph is None else (
+        len(_optimizer_keys(graph)) > 2)
+    if optimizer is not None and not optimizer.built and slots:
         optimizer.build(model.trainable_variables)
         notes.append(Check("build optimizer", True, "built the optimizer to receive its state"))
     return notes
@@ -402,6 +466,28 @@ def _optimizer_keys(graph: ObjectGraph) -> set[str]:
             for attr in graph.nodes[node_id].attributes}
 
 
+def restored_checks(pairing: Pairing, has_optimizer: bool) -> list[Check]:
+    """What a load restored, group by group (and what Keras 2's layout left out)."""
+    n_model = sum(g == "model" for _, _, g in pairing.pairs)
+    n_opt = sum(g == "optimizer" for _, _, g in pairing.pairs)
+    layout = " (Keras 2 layout)" if pairing.keras2 else ""
+    checks = [Check("model variables", True, f"{n_model} restored{layout}")]
+    if pairing.optimizer_saved and has_optimizer:
+        generation = (f" ({pairing.keras2})" if pairing.keras2 not in (None, "model") else "")
+        kept = (f"; saved hyperparameters {', '.join(pairing.kept)} left as the optimizer "
+                "is configured" if pairing.kept else "")
+        checks.append(Check("optimizer variables", True, f"{n_opt} restored{generation}{kept}"))
+    elif pairing.optimizer_saved:
+        checks.append(Check("optimizer variables", True,
+                            "saved, but the model has no optimizer: not restored"))
+    else:
+        checks.append(Check("optimizer variables", True, "none saved"))
+    if pairing.extra_roots:
+        checks.append(Check("other objects", True,
+                            "left for the caller: " + ", ".join(pairing.extra_roots)))
+    return checks
+
+
 class CheckpointHandler(WeightsFormat):
     name = "checkpoint"
     can_hold_optimizer = True
@@ -433,24 +519,11 @@ class CheckpointHandler(WeightsFormat):
 
     def load(self, model: keras.Model, path: Path, *, checksummed: bool = False) -> list[Check]:
         reader = _reader(path)
-        checks = prepare(model, None, read_manifest(path), path)
+        checks = prepare(model, None, read_manifest(path), path, _graph(reader, path))
         pairing = pair_checkpoint(model, path, reader)
         stage_and_assign(pairing, reader, path,
                          tensor_loader(path, reader, checksummed=checksummed))
-        n_model = sum(g == "model" for _, _, g in pairing.pairs)
-        n_opt = sum(g == "optimizer" for _, _, g in pairing.pairs)
-        checks.append(Check("model variables", True, f"{n_model} restored"))
-        if pairing.optimizer_saved and optimizer_of(model) is not None:
-            checks.append(Check("optimizer variables", True, f"{n_opt} restored"))
-        elif pairing.optimizer_saved:
-            checks.append(Check("optimizer variables", True,
-                                "saved, but the model has no optimizer: not restored"))
-        else:
-            checks.append(Check("optimizer variables", True, "none saved"))
-        if pairing.extra_roots:
-            checks.append(Check("other objects", True,
-                                "left for the caller: " + ", ".join(pairing.extra_roots)))
-        return checks
+        return checks + restored_checks(pairing, optimizer_of(model) is not None)
 
     # -- verification and inspection -----------------------------------------------
 
@@ -476,7 +549,8 @@ class CheckpointHandler(WeightsFormat):
         optimizer = _optimizer_keys(graph)
         manifest = read_manifest(path)
         recorded = manifest.get("optimizer") or {}
-        return Contents(variables, has_opt, dict(manifest.get("versions", {})),
+        versions = dict(manifest.get("versions", {})) if manifest else keras2.describe(graph)
+        return Contents(variables, has_opt or bool(optimizer), versions,
                         tuple(names.get(k, k) for k in keys if k in optimizer),
                         recorded.get("variables") if recorded.get("built") else None)
 

@@ -54,7 +54,7 @@ from kerasave.formats.h5weights import (
     optimizer_names,
 )
 
-__all__ = ["H5ModelHandler"]
+__all__ = ["H5ModelHandler", "compile_from_training"]
 
 
 _WRAPPED_ATTR = "kerasave_optimizer_wrapped_by_compile"
@@ -87,6 +87,30 @@ def _compile_value(cfg: Any, kind: str) -> Any:
     if isinstance(cfg, dict):
         return {k: _compile_value(v, kind) for k, v in cfg.items()}
     return cfg
+
+
+def compile_from_training(model: keras.Model, training: dict[str, Any], path: Path,
+                          custom_objects: Any, wrapped: bool = False) -> None:
+    """Compile ``model`` as a Keras 2-style ``training_config`` says (legacy ``.h5``
+    files, Keras 2 SavedModels): optimizer, losses, metrics, loss weights."""
+    try:
+        with keras_warnings():
+            args: dict[str, Any] = {
+                "optimizer": training_optimizer(training, custom_objects),
+                "loss_weights": training.get("loss_weights")}
+        args["loss"] = _compile_value(training.get("loss"), "loss")
+        args["metrics"] = _compile_value(training.get("metrics"), "metric")
+        args["weighted_metrics"] = _compile_value(training.get("weighted_metrics"), "metric")
+        given = args.get("optimizer")
+        policy = getattr(getattr(model, "dtype_policy", None), "name", None)
+        if (wrapped and policy == "mixed_float16"
+                and isinstance(given, keras.optimizers.LossScaleOptimizer)):
+            args["optimizer"] = given.inner_optimizer  # compile() wraps it again
+        model.compile(**args)
+    except Exception as exc:
+        raise CorruptArtifactError(
+            f"could not compile the model from its training config: {first_line(exc)}",
+            path=path) from exc
 
 
 class H5ModelHandler(WholeModelFormat):
@@ -177,7 +201,7 @@ class H5ModelHandler(WholeModelFormat):
             model = model_from_config(config, custom_objects=custom_objects,
                                       safe_mode=safe_mode, source=str(path))
             if training is not None:
-                self._compile(model, json.loads(training), path, custom_objects, wrapped)
+                compile_from_training(model, json.loads(training), path, custom_objects, wrapped)
                 # An optimizer saved before it was built holds only its step counter.
                 if saved_opt > 2 and not model.optimizer.built:
                     model.optimizer.build(model.trainable_variables)
@@ -211,27 +235,6 @@ class H5ModelHandler(WholeModelFormat):
             return values
 
         return build, read, ("h5", raw, training, saved_opt, safe_mode, wrapped)
-
-    def _compile(self, model: keras.Model, training: dict[str, Any], path: Path,
-                 custom_objects: Any, wrapped: bool = False) -> None:
-        try:
-            with keras_warnings():
-                args: dict[str, Any] = {
-                    "optimizer": training_optimizer(training, custom_objects),
-                    "loss_weights": training.get("loss_weights")}
-            args["loss"] = _compile_value(training.get("loss"), "loss")
-            args["metrics"] = _compile_value(training.get("metrics"), "metric")
-            args["weighted_metrics"] = _compile_value(training.get("weighted_metrics"), "metric")
-            given = args.get("optimizer")
-            policy = getattr(getattr(model, "dtype_policy", None), "name", None)
-            if (wrapped and policy == "mixed_float16"
-                    and isinstance(given, keras.optimizers.LossScaleOptimizer)):
-                args["optimizer"] = given.inner_optimizer  # compile() wraps it again
-            model.compile(**args)
-        except Exception as exc:
-            raise CorruptArtifactError(
-                f"could not compile the model from its training config: {first_line(exc)}",
-                path=path) from exc
 
     def _load_optimizer(self, model: keras.Model, f: h5py.File, path: Path,
                         source: Source) -> None:

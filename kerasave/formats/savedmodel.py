@@ -2,7 +2,9 @@
 
 An export holds the inference function and the variables it needs, not the
 optimizer or the Keras config: loading gives TensorFlow's restored serving
-object (call ``.serve(x)``), not a Keras model.
+object (call ``.serve(x)``), not a Keras model. A SavedModel Keras 2 wrote
+(``keras_metadata.pb`` beside ``saved_model.pb``) loads as a Keras 3 model
+instead: ``formats.keras2_savedmodel``.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from kerasave._internals.dlpack import Loaded
 from kerasave._report import Check, Variable
 from kerasave._state import keras_warnings
 from kerasave._verify import compare_outputs, probe_inputs
-from kerasave.formats import checkpoint
+from kerasave.formats import checkpoint, keras2_savedmodel
 from kerasave.formats._base import Contents, ModelFormat
 from kerasave.formats._graph import GRAPH_KEY, VALUE
 from kerasave.formats._tfindex import Location, check_index, masked_crc32c, tensor_locations
@@ -199,6 +201,10 @@ class SavedModelHandler(ModelFormat):
         if not self.exists(path):
             raise CorruptArtifactError("not a SavedModel directory (no saved_model.pb)",
                                        path=path)
+        if keras2_savedmodel.is_keras2(path):
+            return keras2_savedmodel.load(path, compile=compile, safe_mode=safe_mode,
+                                          custom_objects=custom_objects,
+                                          checksummed=checksummed)
         prefix = path / "variables" / "variables"
         if prefix.with_name("variables.index").is_file():
             # TensorFlow's restore allocates every tensor the index declares.
@@ -213,6 +219,8 @@ class SavedModelHandler(ModelFormat):
     def check(self, model: keras.Model, path: Path, *, own: bool = False) -> list[Check]:
         """``own``: ``path`` is kerasave's own export, written by this process just
         now, and its variables may be served from its mapped pages."""
+        if keras2_savedmodel.is_keras2(path):
+            return keras2_savedmodel.check(model, path)
         probe = probe_inputs(model)
         restored = _restored(path) if own and probe is not None else None
         if restored is not None:
@@ -262,7 +270,11 @@ class SavedModelHandler(ModelFormat):
                 versions["tensorflow"] = sm.meta_graphs[0].meta_info_def.tensorflow_version
         except Exception as exc:
             raise CorruptArtifactError(f"unreadable saved_model.pb: {exc}", path=path) from exc
-        return Contents(variables, False, versions)
+        has_optimizer = False
+        if keras2_savedmodel.is_keras2(path):
+            written, has_optimizer = keras2_savedmodel.describe(path)
+            versions.update(written)
+        return Contents(variables, has_optimizer, versions)
 
     def arrays(self, path: Path) -> Iterator[tuple[str, np.ndarray]]:
         if not self.exists(path):

@@ -1,0 +1,127 @@
+"""Keras 2 SavedModel directories (tf.keras ``model.save('dir')``), loaded as Keras 3 models.
+
+Keras 2's default whole-model format is a SavedModel with a ``keras_metadata.pb``
+beside ``saved_model.pb``: for every saved Keras object, a JSON record of its
+class, config, build shapes and (for the model) ``training_config``. Keras 3 only
+offers ``TFSMLayer`` on it, inference only. kerasave rebuilds the model from the
+recorded config (upgraded from Keras 2 as for ``.h5``), compiles it from the
+training config, and reads the weights and the optimizer state from the
+directory's ``variables/variables`` checkpoint, paired by Keras 2's layout
+(``formats.keras2``), all or nothing. No code in the directory is run: the traced
+functions in ``saved_model.pb`` are never loaded.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import keras
+
+from kerasave import _protowire
+from kerasave._config import model_from_config
+from kerasave._errors import CorruptArtifactError, NotSerializableError
+from kerasave._report import Check
+from kerasave.formats import checkpoint, keras2
+from kerasave.formats._graph import read_graph
+from kerasave.formats.h5model import compile_from_training
+
+__all__ = ["METADATA", "is_keras2", "root_metadata", "load", "check", "describe"]
+
+METADATA = "keras_metadata.pb"
+
+
+def is_keras2(path: Path) -> bool:
+    """Whether a SavedModel directory was written by Keras 2 (has ``keras_metadata.pb``)."""
+    return (path / METADATA).is_file()
+
+
+def root_metadata(path: Path) -> dict[str, Any]:
+    """The JSON Keras 2 recorded for the saved model itself (the node at ``root``)."""
+    try:
+        saved = _protowire.saved_metadata((path / METADATA).read_bytes())
+    except (OSError, ValueError) as exc:
+        raise CorruptArtifactError(f"unreadable {METADATA}: {exc}", path=path) from exc
+    for node in saved.nodes:
+        if node.node_path == "root":
+            try:
+                found = json.loads(node.metadata)
+            except ValueError as exc:
+                raise CorruptArtifactError(f"{METADATA}: the model's record is not JSON: "
+                                           f"{exc}", path=path) from exc
+            if isinstance(found, dict):
+                return found
+    raise CorruptArtifactError(f"{METADATA} records no model (no node at 'root')", path=path)
+
+
+def _plain(node: Any) -> Any:
+    """The metadata's JSON with Keras 2's tagged tuples and shapes as plain lists
+    (``{"class_name": "__tuple__", "items": [...]}``, the same for ``TensorShape``)."""
+    if isinstance(node, list):
+        return [_plain(item) for item in node]
+    if isinstance(node, dict):
+        if node.get("class_name") in ("__tuple__", "TensorShape") and set(node) <= {
+                "class_name", "items"}:
+            return [_plain(item) for item in node.get("items") or []]
+        return {key: _plain(value) for key, value in node.items()}
+    return node
+
+
+def _config(meta: dict[str, Any], path: Path) -> dict[str, Any]:
+    config = meta.get("model_config")
+    if not isinstance(config, dict) and isinstance(meta.get("config"), dict):
+        config = {"class_name": meta.get("class_name"), "config": meta["config"]}
+    if not isinstance(config, dict) or not isinstance(config.get("config"), dict) or (
+            not meta.get("is_graph_network", True) and not config["config"].get("layers")):
+        raise NotSerializableError(
+            f"Keras 2 saved a subclassed model ({meta.get('class_name')}) without a config "
+            "Keras 3 can rebuild it from: build the model in code, then "
+            f"kerasave.load_weights(model, '{path / 'variables' / 'variables'}')", path=path)
+    return dict(_plain(config), keras_version=str(meta.get("keras_version") or "2"))
+
+
+def _variables(path: Path) -> Path:
+    prefix = path / "variables" / "variables"
+    if not prefix.with_name("variables.index").is_file():
+        raise CorruptArtifactError("a SavedModel without variables/variables.index", path=path)
+    return prefix
+
+
+def load(path: Path, *, compile: bool = True, safe_mode: bool = True,
+         custom_objects: Any = None, checksummed: bool = False) -> keras.Model:
+    """The Keras 3 model a Keras 2 SavedModel describes, compiled as it was saved,
+    with every weight and (where saved) the optimizer state."""
+    meta = root_metadata(path)
+    model = model_from_config(_config(meta, path), custom_objects=custom_objects,
+                              safe_mode=safe_mode, source=str(path))
+    training = _plain(meta.get("training_config")) if compile else None
+    if isinstance(training, dict) and training.get("optimizer_config"):
+        compile_from_training(model, training, path, custom_objects)
+    prefix = _variables(path)
+    reader = checkpoint._reader(prefix)
+    checkpoint.prepare(model, None, {}, path, read_graph(reader, prefix))
+    pairing = checkpoint.pair_checkpoint(model, prefix, reader)
+    checkpoint.stage_and_assign(pairing, reader, path, checkpoint.tensor_loader(
+        prefix, reader, checksummed=checksummed))
+    return model
+
+
+def check(model: keras.Model, path: Path) -> list[Check]:
+    """Verification: the directory's variables against ``model``'s, bit for bit."""
+    prefix = _variables(path)
+    reader = checkpoint._reader(prefix)
+    return checkpoint.compare_pairing(checkpoint.pair_checkpoint(model, prefix, reader), reader)
+
+
+def describe(path: Path) -> tuple[dict[str, str], bool]:
+    """``inspect``'s versions (Keras 2's and the optimizer generation) and whether the
+    directory holds optimizer state."""
+    meta = root_metadata(path)
+    prefix = _variables(path)
+    graph = read_graph(checkpoint._reader(prefix), prefix)
+    versions = {"keras": str(meta.get("keras_version") or "2.x") + " (tf.keras)"}
+    gen = keras2.generation(graph, keras2.optimizer_node(graph, 0))
+    if gen:
+        versions["optimizer"] = gen
+    return versions, gen is not None

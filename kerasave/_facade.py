@@ -199,7 +199,7 @@ class Opened:
     @property
     def whole(self) -> bool:
         """A whole model: weights with the architecture they belong to."""
-        return self.handler.kind == "model" and self.handler.holds_architecture
+        return isinstance(self.handler, ModelFormat) and self.handler.whole_at(self.actual)
 
     @cached_property
     def contents(self) -> Contents:

@@ -406,6 +406,22 @@ class CheckpointManager:
                     local.remove(index, held)  # first: what makes the rest a checkpoint
                     for member in _HANDLER.members(e.path):
                         local.remove(member, held)
+        self._tell_tensorflow()
+
+    def _tell_tensorflow(self) -> None:
+        """Keep the ``checkpoint`` file of a directory ``tf.train.CheckpointManager``
+        wrote (and kerasave adopted) true to what is kept, so that TensorFlow's
+        ``latest_checkpoint`` and managers see kerasave's checkpoints too."""
+        state = self.directory / "checkpoint"
+        entries = self._entries()
+        if not state.is_file() or not entries:
+            return
+        lines = [f'model_checkpoint_path: "{entries[-1].path.name}"']
+        lines += [f'all_model_checkpoint_paths: "{e.path.name}"' for e in entries]
+        lines += [f"all_model_checkpoint_timestamps: {e.time!r}" for e in entries]
+        fresh = state.with_name("checkpoint.kerasave-new")
+        local.write_text(fresh, "\n".join(lines) + "\n")
+        local.replace(fresh, state)
 
     # -- reading ---------------------------------------------------------------------
 

@@ -123,3 +123,207 @@ def test_inspect_says_keras2_and_the_optimizer_generation(gen):
     assert GENERATIONS[gen] in found.versions["optimizer"]
     assert "Keras 2" in str(found)
     assert any(v.shape == (8,) for v in found.variables)
+
+
+def _guide_state():
+    """The checkpoint guide's objects, fresh, in Keras 3 (the model built)."""
+    import keras
+    import tensorflow as tf
+
+    from .keras2_twins import Net
+
+    net = Net()
+    net(tf.zeros((1, 1)))  # built: Keras 2 checkpoints record no build shapes
+    opt = keras.optimizers.Adam(0.1)
+    inputs = tf.range(10.)[:, None]
+    labels = inputs * 5. + tf.range(5.)[None, :]
+    dataset = tf.data.Dataset.from_tensor_slices(dict(x=inputs, y=labels)).repeat().batch(2)
+    return net, opt, tf.Variable(1), iter(dataset)
+
+
+@pytest.mark.parametrize("gen", GENERATIONS)
+def test_the_guides_keras2_tf_ckpts_resume_in_keras3(gen, tmp_path):
+    import shutil
+
+    import tensorflow as tf
+
+    directory = tmp_path / "tf_ckpts"
+    shutil.copytree(ARTIFACTS / f"tf_ckpts-{gen}", directory)
+    want = expected(directory / "ckpt-5")
+    net, opt, step, iterator = _guide_state()
+    manager = ks.CheckpointManager(directory, model=net, optimizer=opt, max_to_keep=3,
+                                   step=step, iterator=iterator)
+    assert [p.rsplit("/", 1)[1] for p in manager.checkpoints] == ["ckpt-3", "ckpt-4", "ckpt-5"]
+    assert differs(net, want)
+    assert manager.restore_or_initialize() == str(directory / "ckpt-5")
+    net.optimizer = opt  # (for assert_restored)
+    assert_restored(net, want)
+    assert int(step.numpy()) == int(want["step"]) == 50
+    following = next(iterator)  # the iterator goes on where Keras 2's stood
+    assert np.array_equal(following["x"].numpy(), want["next_x"])
+    assert np.array_equal(following["y"].numpy(), want["next_y"])
+    # Later saves continue the numbering, keep three, and TensorFlow sees them too.
+    step.assign_add(1)
+    assert manager.save() == str(directory / "ckpt-6")
+    assert [p.rsplit("/", 1)[1] for p in manager.checkpoints] == ["ckpt-4", "ckpt-5", "ckpt-6"]
+    assert not (directory / "ckpt-3.index").exists()
+    assert tf.train.latest_checkpoint(str(directory)) == str(directory / "ckpt-6")
+    state = tf.train.get_checkpoint_state(str(directory))
+    assert [p.rsplit("/", 1)[1] for p in state.all_model_checkpoint_paths] == [
+        "ckpt-4", "ckpt-5", "ckpt-6"]
+    again, opt2, step2, iterator2 = _guide_state()
+    ks.CheckpointManager(directory, model=again, optimizer=opt2, step=step2,
+                         iterator=iterator2).restore_or_initialize()
+    assert int(step2.numpy()) == 51
+    assert_bit_exact(values(net.weights), again.weights)
+
+
+def test_the_guides_tf_ckpts_written_by_keras3_resume_too(tmp_path):
+    """The guide's own loop under Keras 3 (tf.train.CheckpointManager, net= not model=)."""
+    import tensorflow as tf
+
+    net, opt, step, iterator = _guide_state()
+    ckpt = tf.train.Checkpoint(step=step, optimizer=opt, net=net, iterator=iterator)
+    tf_manager = tf.train.CheckpointManager(ckpt, str(tmp_path / "tf_ckpts"), max_to_keep=3)
+    for _ in range(19):
+        example = next(iterator)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.abs(net(example["x"]) - example["y"]))
+        opt.apply_gradients(zip(tape.gradient(loss, net.trainable_variables),
+                                net.trainable_variables))
+        step.assign_add(1)
+        if int(step) % 10 == 0:
+            tf_manager.save()
+    saved = values(list(net.weights) + list(opt.variables))
+    following = next(iterator)
+    net2, opt2, step2, iterator2 = _guide_state()
+    manager = ks.CheckpointManager(tmp_path / "tf_ckpts", model=net2, optimizer=opt2,
+                                   step=step2, iterator=iterator2)
+    assert manager.restore_or_initialize().endswith("ckpt-2")
+    assert_bit_exact(saved, list(net2.weights) + list(opt2.variables))
+    assert int(step2.numpy()) == 20
+    assert np.array_equal(next(iterator2)["x"].numpy(), following["x"].numpy())
+
+
+@pytest.mark.parametrize("gen", GENERATIONS)
+def test_load_weights_of_one_checkpoint_of_the_guide_leaves_the_rest_for_the_caller(gen):
+    net, opt, _, _ = _guide_state()
+    net.compile(optimizer=opt, loss="mae")
+    prefix = ARTIFACTS / f"tf_ckpts-{gen}" / "ckpt-5"
+    report = ks.load_weights(net, prefix)
+    assert_restored(net, expected(prefix))
+    left = [c.detail for c in report.checks if c.name == "other objects"]
+    assert left == ["left for the caller: iterator, step"]
+
+
+# -- Keras 2 SavedModel directories (model.save('dir') in tf.keras) -----------------------
+
+SAVEDMODELS = {  # name -> (optimizer class, hyperparameters the training config recorded)
+    "sequential-tf211-adam": ("Adam", {"learning_rate": 0.01, "beta_1": 0.9}),
+    "functional-v2-rmsprop": ("RMSprop", {"learning_rate": 0.01, "momentum": 0.5,
+                                          "centered": True}),
+    "functional-tf211-sgd": ("SGD", {"learning_rate": 0.01, "momentum": 0.9}),
+    "sequential-v2-sgd": ("SGD", {"learning_rate": 0.01, "momentum": 0.9}),
+}
+
+
+@pytest.mark.parametrize("name", SAVEDMODELS)
+def test_a_keras2_savedmodel_loads_as_a_compiled_keras3_model_with_its_state(name):
+    import keras
+
+    path = ARTIFACTS / "savedmodel" / name
+    model = ks.load_model(path)
+    assert isinstance(model, keras.Model) and model.compiled
+    cls, hyper = SAVEDMODELS[name]
+    assert type(model.optimizer).__name__ == cls
+    config = model.optimizer.get_config()
+    for key, value in hyper.items():
+        assert config[key] == pytest.approx(value), key
+    assert_restored(model, expected(path))
+    assert ks.verify(model, path).ok
+    found = ks.inspect(path)
+    assert found.versions["keras"].startswith("2.21") and found.has_optimizer
+
+
+def test_a_keras2_savedmodel_loads_uncompiled_when_asked_or_saved_so():
+    path = ARTIFACTS / "savedmodel" / "sequential-tf211-adam"
+    model = ks.load_model(path, compile=False)
+    assert getattr(model, "optimizer", None) is None
+    assert_restored(model, expected(path), optimizer=False)
+    bare = ks.load_model(ARTIFACTS / "savedmodel" / "sequential-uncompiled")
+    assert getattr(bare, "optimizer", None) is None and len(bare.weights) == 4
+    assert not ks.inspect(ARTIFACTS / "savedmodel" / "sequential-uncompiled").has_optimizer
+
+
+def test_a_damaged_keras_metadata_is_a_typed_error(tmp_path):
+    import shutil
+
+    path = tmp_path / "sm"
+    shutil.copytree(ARTIFACTS / "savedmodel" / "sequential-tf211-adam", path)
+    data = (path / "keras_metadata.pb").read_bytes()
+    (path / "keras_metadata.pb").write_bytes(data[: len(data) // 2])
+    with pytest.raises(ks.CorruptArtifactError, match="keras_metadata"):
+        ks.load_model(path)
+
+
+def test_a_keras2_savedmodel_whose_variables_do_not_fit_changes_nothing(tmp_path):
+    import shutil
+
+    path = tmp_path / "sm"
+    shutil.copytree(ARTIFACTS / "savedmodel" / "sequential-tf211-adam", path)
+    shutil.rmtree(path / "variables")
+    shutil.copytree(ARTIFACTS / "savedmodel" / "functional-tf211-sgd" / "variables",
+                    path / "variables")
+    with pytest.raises(ks.ArchitectureMismatchError, match="does not have"):
+        ks.load_model(path)
+
+
+def test_convert_a_keras2_savedmodel_to_a_keras_file_plain_keras_loads(tmp_path, capsys):
+    import keras
+
+    from kerasave import cli
+
+    src = ARTIFACTS / "savedmodel" / "functional-v2-rmsprop"
+    assert cli.main(["inspect", str(src)]) == 0
+    out = capsys.readouterr().out
+    assert "Keras 2 whole model" in out and "OptimizerV2" in out
+    dst = tmp_path / "model.keras"
+    assert cli.main(["convert", str(src), str(dst)]) == 0
+    assert "bit-exact" in capsys.readouterr().out
+    model = keras.saving.load_model(dst)  # plain Keras 3, no kerasave
+    assert_restored(model, expected(src))
+
+
+@pytest.mark.parametrize("dst", ["w.weights.h5", "m.h5", "ckpt"])
+def test_convert_a_keras2_savedmodel_to_the_other_formats(tmp_path, dst, capsys):
+    from kerasave import cli
+
+    src = ARTIFACTS / "savedmodel" / "sequential-v2-sgd"
+    args = ["convert", str(src), str(tmp_path / dst)] + (["--as", "weights"]
+                                                         if dst == "ckpt" else [])
+    assert cli.main(args) == 0
+    assert "bit-exact" in capsys.readouterr().out
+    if dst == "m.h5":
+        model = ks.load_model(tmp_path / dst)
+    else:  # the same architecture and optimizer, changed, then restored
+        model = ks.load_model(src)
+        for w in model.weights:
+            w.assign(w + 1.0)
+        model.optimizer.iterations.assign(0)
+        ks.load_weights(model, tmp_path / dst)
+    assert_restored(model, expected(src))
+
+
+def test_convert_a_keras2_checkpoint_with_an_architecture(tmp_path, capsys):
+    from kerasave import cli
+
+    arch = twin("functional", "adam")
+    arch.optimizer.build(arch.trainable_variables)
+    ks.save_model(arch, tmp_path / "arch.keras")
+    src = ARTIFACTS / "weights" / "functional-tf211-adam"
+    dst = tmp_path / "out.keras"
+    assert cli.main(["convert", str(src), str(dst), "--config", str(tmp_path / "arch.keras")]) == 0
+    assert "bit-exact" in capsys.readouterr().out
+    import keras
+
+    assert_restored(keras.saving.load_model(dst), expected(src))

@@ -10,6 +10,7 @@ import kerasave as ks
 from kerasave.cli._artifacts import architecture, load_into, open_artifact, read_pair
 from kerasave.cli._ui import OK, No, note, status
 from kerasave.cli.diff import STATUS, compare_arrays
+from kerasave.formats._base import ModelFormat
 
 __all__ = ["convert_command"]
 
@@ -63,7 +64,7 @@ def convert_command(src: str, dst: str, config: str | None, as_: str | None,
         raise click.UsageError(
             f"{src} is a {handler.name} config: it holds no weights, so it converts to a "
             ".json/.yaml config only")
-    whole = handler.kind == "model" and handler.holds_architecture
+    whole = isinstance(handler, ModelFormat) and handler.whole_at(Path(src))
     if not whole and handler.kind != "config" and not config:
         raise click.UsageError(
             f"{src} ({handler.name}) holds weights only: pass --config MODEL.json (or a .keras "

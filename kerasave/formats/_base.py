@@ -158,6 +158,12 @@ class ModelFormat(Handler):
         """What the artifact holds: a compiled Keras model, or the restored serving object."""
         raise NotImplementedError
 
+    def whole_at(self, path: Path) -> bool:
+        """Whether the artifact at ``path`` loads as a Keras model (weights with their
+        architecture): every artifact of a format that ``holds_architecture``, and
+        a Keras 2 SavedModel among serving exports."""
+        return self.holds_architecture
+
 
 # What Keras' own compile() records, less the optimizer the legacy writer pops.
 _COMPILE_KEYS_LESS_OPTIMIZER = {"loss", "loss_weights", "metrics", "weighted_metrics",

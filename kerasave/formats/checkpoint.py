@@ -170,7 +170,7 @@ def _model_key(graph: ObjectGraph, roots: Mapping[str, Any]) -> str:
         return "model"
     free = [name for name, node in saved.items()
             if name not in roots and name not in ("save_counter", UNTRACKED)
-            and graph.holds_values(node)]
+            and graph.nodes[node].children and graph.holds_values(node)]
     return free[0] if len(free) == 1 else "model"
 
 

@@ -122,14 +122,15 @@ def _saved_name(attr: Any) -> str:
 
 def model_nodes(graph: ObjectGraph, roots: Mapping[str, Any]) -> list[int]:
     """Where the model may sit in a Keras 2 graph, likeliest first: under ``model``
-    (``tf.train.Checkpoint(model=...)``); under the one saved name nobody else
-    claims (the checkpoint guide's ``net``); at the root (``save_weights``)."""
+    (``tf.train.Checkpoint(model=...)``); under the one saved object (not a bare
+    variable) nobody else claims (the checkpoint guide's ``net``); at the root
+    (``save_weights``)."""
     children = graph.children(0)
     if "model" in children:
         return [children["model"]]
     free = [node for name, node in children.items()
             if name not in roots and name not in _SKIP and not name.startswith("layer")
-            and graph.holds_values(node)]
+            and graph.nodes[node].children and graph.holds_values(node)]
     return free + [0] if len(free) == 1 else [0]
 
 

@@ -183,6 +183,9 @@ class SavedModelHandler(ModelFormat):
     def sniff(self, path: Path) -> bool:
         return path.is_dir() and self.exists(path)
 
+    def whole_at(self, path: Path) -> bool:
+        return keras2_savedmodel.is_keras2(path)
+
     def write(self, model: keras.Model, path: Path) -> None:
         if path.exists():
             shutil.rmtree(path)

@@ -18,11 +18,11 @@ CORE_TESTS    := test_roundtrip.py test_weights.py test_whole.py test_config.py 
                  test_fuzz.py test_errors.py test_integrity.py test_breakages.py \
                  test_reference.py test_api.py test_packaging.py test_internals.py \
                  test_testing.py test_kill.py test_shapes.py test_protowire.py \
-                 test_handlers.py
+                 test_handlers.py test_keras2.py
 # (the fit callback's resume needs fit_initial_epoch; legacy .h5 whole models need
 # compile_config: Keras' own writer strips the
 # optimizer from the caller's compile settings, and the save is refused by its own check)
-PUBLIC_TESTS  := test_roundtrip.py test_weights.py test_config.py test_manager.py \
+PUBLIC_TESTS  := test_roundtrip.py test_weights.py test_config.py test_manager.py test_keras2.py \
                  test_internals.py test_models.py
 PUBLIC_SKIP   := -k "(not h5 or weights) and not fit_" \
                  --deselect tests/test_roundtrip.py::test_verify_detects_a_different_model \

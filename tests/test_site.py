@@ -38,6 +38,7 @@ RUN_PAGES = [
     "formats/h5-model.md",
     "formats/savedmodel.md",
     "errors.md",
+    "keras2.md",
 ]
 
 # The tutorials' pages: (page, a line its outputs print).
@@ -139,6 +140,23 @@ def normalize(text: str) -> str:
     return "\n".join(lines)
 
 
+def _keras2_samples() -> None:
+    """docs/keras2.md reads tf-keras artifacts by the names the classic guides gave them."""
+    import shutil
+
+    keras2 = ROOT / "tests" / "fixtures" / "keras2"
+    Path("weights").mkdir()
+    for suffix in (".index", ".data-00000-of-00001"):
+        shutil.copy(keras2 / "ckpt" / f"reference{suffix}", Path("weights") / f"my_model{suffix}")
+    shutil.copytree(keras2 / "artifacts" / "savedmodel" / "sequential-tf211-adam",
+                    Path("saved_model") / "my_model")
+    shutil.copytree(keras2 / "artifacts" / "tf_ckpts-tf211", "tf_ckpts")
+
+
+# What a page's examples need in the directory they run in.
+SETUP = {"keras2.md": _keras2_samples}
+
+
 def run_page(page: str) -> list[tuple[str, str | None, str]]:
     """Run a page's Python blocks in order in the current directory.
 
@@ -147,6 +165,8 @@ def run_page(page: str) -> list[tuple[str, str | None, str]]:
     import keras
 
     keras.backend.clear_session()  # layer names as in a fresh process
+    if page in SETUP:
+        SETUP[page]()
     namespace: dict = {"__name__": "__docs__"}
     results = []
     for label, code, expected in blocks(page):

@@ -33,8 +33,7 @@ def _inspection(path: str) -> tuple[dict[str, Any], str]:
     data["manifest"] = {"present": opened.manifest is not None,
                         "manifest": None if opened.manifest is None else str(opened.manifest),
                         "ok": True, "detail": opened.detail}
-    return data, ("Keras 2 whole model" if opened.whole and opened.handler.name == "savedmodel"
-                  else opened.handler.description)
+    return data, opened.handler.description_at(opened.actual)
 
 
 @click.command("inspect")

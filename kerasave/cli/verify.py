@@ -84,7 +84,8 @@ def _facts(opened: Opened, into: keras.Model | None, config: str | None) -> list
             note(f"--config is not used: {opened.source} holds its own architecture")
         model = opened.load_model()
         loaded = _loaded_fingerprints(model)
-        missing = [n for fp, n in stored.items() if fp not in loaded]
+        left = handler.left_out(opened.actual)
+        missing = [n for fp, n in stored.items() if fp not in loaded and n not in left]
         optimizer = set(opened.contents.optimizer_variables)
         if missing and all(n in optimizer or "optimizer" in n.split("/")[0] for n in missing):
             raise No(f"its optimizer state ({len(missing)} of the {len(stored)} distinct "
@@ -93,7 +94,12 @@ def _facts(opened: Opened, into: keras.Model | None, config: str | None) -> list
         if missing:
             raise No(f"{len(missing)} of the {len(stored)} distinct stored arrays are not in "
                      f"the loaded model (e.g. {missing[0]}): it does not load as saved")
-        facts.append(f"loads with all {count} arrays")
+        if left:
+            kinds = sorted(set(left.values()))
+            facts.append(f"loads with all {count - len(left)} arrays of the model and its "
+                         f"optimizer ({len(left)} left out on purpose: {', '.join(kinds)})")
+        else:
+            facts.append(f"loads with all {count} arrays")
         facts.append(_probe_model(model))
         return facts
     if handler.kind == "model":  # a serving export
@@ -131,7 +137,7 @@ def verify_command(path: str, config: str | None) -> int:
         handler = _registry.detect(Path(path))
     except _BAD as exc:
         raise No(f"{path} failed verification: {exc}") from exc
-    what = f"{handler.name} {handler.description}"
+    what = f"{handler.name} {handler.description_at(Path(path))}"
     into = architecture(open_artifact(config)) if config else None
     try:
         with status(f"verifying {path}"):

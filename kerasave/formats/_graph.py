@@ -73,6 +73,13 @@ class ObjectGraph:
         self.proto = proto
         self.nodes = proto.nodes
         self._holds: dict[tuple[bool, int], bool] = {}
+        count = len(self.nodes)
+        for node in self.nodes:  # every reference names a node of the graph
+            ids = [c.node_id for c in node.children] + [
+                i for s in node.slot_variables
+                for i in (s.original_variable_node_id, s.slot_variable_node_id)]
+            if any(not 0 <= i < count for i in ids):
+                raise ValueError(f"a reference to a node the graph ({count} nodes) lacks")
 
     def children(self, node_id: int) -> dict[str, int]:
         """A node's saved children: local name to node id."""

@@ -188,12 +188,12 @@ def optimizer_node(graph: ObjectGraph, model_node: int) -> int | None:
 
 
 def written_by_keras2(graph: ObjectGraph) -> bool:
-    """Whether the graph has Keras 2's marks: ``layer_with_weights-N``, a Keras 2
-    optimizer, or layers that track ``kernel`` itself (Keras 3 tracks ``_kernel``)."""
+    """Whether the graph has Keras 2's marks: ``layer_with_weights-N`` (Sequential and
+    functional models) or a Keras 2 optimizer. (A subclassed Keras 2 model saved
+    without its optimizer has neither: it is still paired, when Keras 3's layout
+    does not fit, but ``inspect`` cannot say who wrote it.)"""
     for node in graph.nodes:
-        names = {c.local_name for c in node.children}
-        if "layer_with_weights-0" in names or ("kernel" in names and "_kernel" not in names
-                                               and "bias" in names):
+        if any(c.local_name == "layer_with_weights-0" for c in node.children):
             return True
     root = graph.children(0)
     start = root.get("model", 0)

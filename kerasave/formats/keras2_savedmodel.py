@@ -27,7 +27,7 @@ from kerasave.formats import checkpoint, keras2
 from kerasave.formats._graph import read_graph
 from kerasave.formats.h5model import compile_from_training
 
-__all__ = ["METADATA", "is_keras2", "root_metadata", "load", "check", "describe"]
+__all__ = ["METADATA", "is_keras2", "root_metadata", "load", "check", "describe", "left_out"]
 
 METADATA = "keras_metadata.pb"
 
@@ -112,6 +112,34 @@ def check(model: keras.Model, path: Path) -> list[Check]:
     prefix = _variables(path)
     reader = checkpoint._reader(prefix)
     return checkpoint.compare_pairing(checkpoint.pair_checkpoint(model, prefix, reader), reader)
+
+
+def left_out(path: Path) -> dict[str, str]:
+    """The directory's stored tensors a load leaves out on purpose, by key: the
+    metric totals Keras 2 kept under ``keras_api`` (the last epoch's running
+    sums, not model state) and OptimizerV2's hyperparameters (``beta_1``,
+    ``decay``...: the Keras 3 optimizer's config holds them)."""
+    prefix = _variables(path)
+    graph = read_graph(checkpoint._reader(prefix), prefix)
+    found: dict[str, str] = {}
+    for node in graph.nodes:
+        for child in node.children:
+            if child.local_name != "keras_api":
+                continue
+            for name, start in graph.children(child.node_id).items():
+                if name not in ("metrics", "layer_metrics"):
+                    continue
+                for nid in graph.reach(start):
+                    for attr in graph.nodes[nid].attributes:
+                        found.setdefault(attr.checkpoint_key, "Keras 2 metric totals")
+    opt = keras2.optimizer_node(graph, 0)
+    if keras2.generation(graph, opt) == keras2.OPTIMIZER_V2:
+        slots = {s.slot_variable_node_id for s in graph.nodes[opt].slot_variables}
+        for name, nid in graph.children(opt).items():
+            if nid not in slots and name not in ("iter", "learning_rate"):
+                for attr in graph.nodes[nid].attributes:
+                    found[attr.checkpoint_key] = "OptimizerV2 hyperparameters"
+    return found
 
 
 def describe(path: Path) -> tuple[dict[str, str], bool]:

@@ -186,6 +186,13 @@ class SavedModelHandler(ModelFormat):
     def whole_at(self, path: Path) -> bool:
         return keras2_savedmodel.is_keras2(path)
 
+    def description_at(self, path: Path) -> str:
+        return ("Keras 2 whole model" if keras2_savedmodel.is_keras2(path)
+                else self.description)
+
+    def left_out(self, path: Path) -> dict[str, str]:
+        return keras2_savedmodel.left_out(path) if keras2_savedmodel.is_keras2(path) else {}
+
     def write(self, model: keras.Model, path: Path) -> None:
         if path.exists():
             shutil.rmtree(path)

@@ -82,7 +82,20 @@ class Net(keras.Model):
         return self.l1(x)
 
 
-MODELS = {"sequential": sequential, "functional": functional, "subclassed": subclassed}
+def zoo():
+    tokens = keras.Input((7,), dtype="int32", name="tokens")
+    h = keras.layers.Embedding(20, 6)(tokens)
+    h = keras.layers.Conv1D(8, 3, padding="same", activation="relu")(h)
+    h = keras.layers.MultiHeadAttention(num_heads=2, key_dim=4)(h, h)
+    h = keras.layers.LayerNormalization()(h)
+    h = keras.layers.TimeDistributed(keras.layers.Dense(5))(h)
+    h = keras.layers.Bidirectional(keras.layers.LSTM(3))(h)
+    model = keras.Model(tokens, keras.layers.Dense(2, activation="softmax")(h))
+    return model, "categorical_crossentropy"
+
+
+MODELS = {"sequential": sequential, "functional": functional, "subclassed": subclassed,
+          "zoo": zoo}
 
 
 def twin(kind, optimizer):

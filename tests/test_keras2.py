@@ -20,7 +20,8 @@ from .keras2_twins import (
 
 GENERATIONS = {"tf211": "TF 2.11+", "v2": "OptimizerV2"}
 WEIGHTS = [(kind, gen, opt) for kind in ("sequential", "functional", "subclassed")
-           for gen in GENERATIONS for opt in ("adam", "sgd", "rmsprop")]
+           for gen in GENERATIONS for opt in ("adam", "sgd", "rmsprop")] + [
+    ("zoo", gen, "adam") for gen in GENERATIONS]
 
 
 @pytest.mark.parametrize("kind,gen,opt", WEIGHTS, ids=["-".join(w) for w in WEIGHTS])

@@ -465,7 +465,8 @@ class CheckpointManager:
         checks = []
         if only is None or "model" in only:
             checks += prepare(self.model, self.optimizer if (only is None or "optimizer" in only)
-                              else None, manifest, prefix, read_graph(reader, prefix))
+                              else None, manifest, prefix,
+                              None if manifest else read_graph(reader, prefix))
         pairing = pair_checkpoint(self.model, prefix, reader, optimizer=self.optimizer,
                                   extra=self.trackables, only=only)
         if not strict:

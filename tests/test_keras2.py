@@ -405,3 +405,33 @@ def test_load_weights_reads_a_keras2_savedmodels_variables_into_a_model_built_in
     assert differs(model, want)
     ks.load_weights(model, prefix)
     assert_restored(model, want)
+
+
+def test_a_non_strict_restore_of_a_keras2_checkpoint_restores_what_fits(tmp_path):
+    import shutil
+
+    import keras
+    import tensorflow as tf
+
+    class Wider(keras.Model):  # the guide's Net and one more layer
+        def __init__(self):
+            super().__init__()
+            self.l1 = keras.layers.Dense(5)
+            self.l2 = keras.layers.Dense(2)
+
+        def call(self, x):
+            return self.l2(self.l1(x))
+
+    shutil.copytree(ARTIFACTS / "tf_ckpts-v2", tmp_path / "tf_ckpts")
+    want = expected(tmp_path / "tf_ckpts" / "ckpt-5")
+    net = Wider()
+    net(tf.zeros((1, 1)))
+    extra = values(net.l2.weights)
+    manager = ks.CheckpointManager(tmp_path / "tf_ckpts", model=net, step=tf.Variable(1))
+    with pytest.raises(ks.ArchitectureMismatchError, match="does not hold") as info:
+        manager.restore()
+    assert f"{net.l2.kernel.path} (5, 2)" in str(info.value)
+    report = manager.restore(strict=False, only=("model", "step"))
+    assert np.array_equal(net.l1.kernel.numpy(), want["w0"])
+    assert_bit_exact(extra, net.l2.weights)
+    assert net.l2.kernel.path in next(c.detail for c in report.checks if c.name == "not matched")

@@ -519,7 +519,9 @@ class CheckpointHandler(WeightsFormat):
 
     def load(self, model: keras.Model, path: Path, *, checksummed: bool = False) -> list[Check]:
         reader = _reader(path)
-        checks = prepare(model, None, read_manifest(path), path, _graph(reader, path))
+        manifest = read_manifest(path)
+        checks = prepare(model, None, manifest, path,
+                         None if manifest else _graph(reader, path))
         pairing = pair_checkpoint(model, path, reader)
         stage_and_assign(pairing, reader, path,
                          tensor_loader(path, reader, checksummed=checksummed))

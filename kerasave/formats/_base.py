@@ -121,6 +121,15 @@ class Handler:
     def arrays(self, path: Path) -> StoredArrays:
         raise NotImplementedError
 
+    def description_at(self, path: Path) -> str:
+        """``description``, for the artifact at ``path``."""
+        return self.description
+
+    def left_out(self, path: Path) -> dict[str, str]:
+        """Stored arrays (by ``arrays``' names) a load leaves out on purpose, with why:
+        none, but for a Keras 2 SavedModel's metric totals and hyperparameters."""
+        return {}
+
 
 class WeightsFormat(Handler):
     """Variables (and optimizer state) only, read into a model the caller built."""
@@ -157,15 +166,6 @@ class ModelFormat(Handler):
              checksummed: bool = False) -> Any:
         """What the artifact holds: a compiled Keras model, or the restored serving object."""
         raise NotImplementedError
-
-    def description_at(self, path: Path) -> str:
-        """``description``, for the artifact at ``path``."""
-        return self.description
-
-    def left_out(self, path: Path) -> dict[str, str]:
-        """Stored arrays (by ``arrays``' names) a load leaves out on purpose, with why:
-        none, but for a Keras 2 SavedModel's metric totals and hyperparameters."""
-        return {}
 
     def whole_at(self, path: Path) -> bool:
         """Whether the artifact at ``path`` loads as a Keras model (weights with their

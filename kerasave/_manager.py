@@ -26,6 +26,7 @@ from typing import Any
 import keras
 import tensorflow as tf
 
+from kerasave import _adopted as adopted
 from kerasave import _internals as internals
 from kerasave._errors import (
     ArchitectureMismatchError,
@@ -152,6 +153,7 @@ class CheckpointManager:
         self._pending: threading.Thread | None = None
         self._error: BaseException | None = None
         self._copies: Any = None
+        self._saved_name: str | None = None  # the model's name in the files (_model_name)
 
     # -- listing ---------------------------------------------------------------------
 
@@ -284,6 +286,24 @@ class CheckpointManager:
     def _roots(self) -> dict[str, Any]:
         return checkpoint_roots(self.model, self.optimizer, self.trackables)
 
+    def _written_roots(self) -> dict[str, Any]:
+        """What a save writes: the model under the name the directory's checkpoints
+        give it (``model``; the checkpoint guide's ``net`` in a directory
+        ``tf.train.CheckpointManager`` wrote, so that TensorFlow code reading the
+        directory finds it in kerasave's checkpoints too)."""
+        roots = self._roots()
+        name = self._model_name()
+        if name != "model":
+            roots = {(name if k == "model" else k): v for k, v in roots.items()}
+        return roots
+
+    def _model_name(self) -> str:
+        if self._saved_name is None:
+            entries = self._entries()
+            name = adopted.model_name(entries[-1].path if entries else None, self._roots())
+            self._saved_name = "model" if name in self.trackables else name
+        return self._saved_name
+
     def save(self, *, step: int | None = None, metrics: Mapping[str, float] | None = None,
              metadata: Mapping[str, Any] | None = None, blocking: bool = True) -> str:
         """Write, verify and keep a numbered checkpoint; returns its path.
@@ -310,9 +330,11 @@ class CheckpointManager:
         manifest.update(step=number, time=self._now(),
                         metrics={k: float(v) for k, v in (metrics or {}).items()},
                         metadata=dict(metadata or {}), trackables=sorted(self.trackables))
+        if self._model_name() != "model":
+            manifest["model_name"] = self._model_name()
         snapshot = None if blocking else self._snapshot()
         if snapshot is None:
-            self._write(tf.train.Checkpoint(**self._roots()), None, path, manifest)
+            self._write(tf.train.Checkpoint(**self._written_roots()), None, path, manifest)
             return str(path)
         checkpoint, copies = snapshot
         self._pending = lease.pending = threading.Thread(
@@ -338,7 +360,8 @@ class CheckpointManager:
         the only part of a background save that the training loop waits for.
         """
         try:
-            checkpoint, self._copies = snapshot(self._roots(), self._copies, self.directory)
+            checkpoint, self._copies = snapshot(self._written_roots(), self._copies,
+                                                self.directory)
         except Unsupported:
             return None
         except KerasaveError:
@@ -399,6 +422,11 @@ class CheckpointManager:
                 if anchor is None or e.time - anchor >= self.keep_every_n_hours * 3600:
                     keep.add(e.number)
                     anchor = e.time
+        # TensorFlow's own record first: a crash before the deletes leaves it naming
+        # checkpoints that all exist.
+        kept = [e for e in entries if e.number in keep]
+        adopted.tell_tensorflow(self.directory, [(e.path.name, e.time) for e in kept],
+                                self.max_to_keep)
         with local.removing() as held:  # (disk space freed once all names are gone)
             for e in entries:
                 if e.number not in keep:
@@ -406,22 +434,6 @@ class CheckpointManager:
                     local.remove(index, held)  # first: what makes the rest a checkpoint
                     for member in _HANDLER.members(e.path):
                         local.remove(member, held)
-        self._tell_tensorflow()
-
-    def _tell_tensorflow(self) -> None:
-        """Keep the ``checkpoint`` file of a directory ``tf.train.CheckpointManager``
-        wrote (and kerasave adopted) true to what is kept, so that TensorFlow's
-        ``latest_checkpoint`` and managers see kerasave's checkpoints too."""
-        state = self.directory / "checkpoint"
-        entries = self._entries()
-        if not state.is_file() or not entries:
-            return
-        lines = [f'model_checkpoint_path: "{entries[-1].path.name}"']
-        lines += [f'all_model_checkpoint_paths: "{e.path.name}"' for e in entries]
-        lines += [f"all_model_checkpoint_timestamps: {e.time!r}" for e in entries]
-        fresh = state.with_name("checkpoint.kerasave-new")
-        local.write_text(fresh, "\n".join(lines) + "\n")
-        local.replace(fresh, state)
 
     # -- reading ---------------------------------------------------------------------
 
@@ -446,6 +458,22 @@ class CheckpointManager:
             CorruptArtifactError: the checkpoint is damaged; nothing was changed.
         """
         self.wait()
+        known = set(self._roots()) - {UNTRACKED}
+        if only is not None and set(only) - known:
+            raise ValueError(f"nothing named {sorted(set(only) - known)} to restore; "
+                             f"known: {sorted(known)}")
+        try:
+            return self._restore(path, only, strict)
+        except KerasaveError:
+            raise
+        except Exception as exc:  # whatever a damaged file makes a reader raise
+            text = str(exc).strip().splitlines()
+            raise CorruptArtifactError(
+                f"could not read the checkpoint ({type(exc).__name__}: "
+                f"{text[0] if text else ''})", path=path or self.directory) from exc
+
+    def _restore(self, path: str | os.PathLike[str] | None, only: Collection[str] | None,
+                 strict: bool) -> Report:
         start = time.perf_counter()
         if path is None:
             path = self.latest
@@ -466,7 +494,8 @@ class CheckpointManager:
         if only is None or "model" in only:
             checks += prepare(self.model, self.optimizer if (only is None or "optimizer" in only)
                               else None, manifest, prefix,
-                              None if manifest else read_graph(reader, prefix))
+                              None if manifest else read_graph(reader, prefix), reader,
+                              extra=self.trackables)
         pairing = pair_checkpoint(self.model, prefix, reader, optimizer=self.optimizer,
                                   extra=self.trackables, only=only)
         if not strict:

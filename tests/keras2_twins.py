@@ -129,15 +129,16 @@ def differs(model, want):
                for i, w in enumerate(model.weights))
 
 
-def assert_restored(model, want, optimizer=True):
-    """Every model variable and optimizer slot bit-equal to Keras 2's; predictions
-    equal within float rounding."""
+def assert_restored(model, want, optimizer=True, opt=None):
+    """Every model variable and optimizer slot bit-equal to Keras 2's (``opt``: the
+    optimizer, when it is not ``model.optimizer``); predictions equal within float
+    rounding."""
     weights = sorted(int(k[1:]) for k in want if k[0] == "w" and k[1:].isdigit())
     assert weights == list(range(len(model.weights)))
     for i, w in enumerate(model.weights):
         _exact(want[f"w{i}"], w, f"weight {i} ({w.path})")
     if optimizer:
-        opt = model.optimizer
+        opt = opt if opt is not None else model.optimizer
         _exact(want["iterations"], opt.iterations, "iterations")
         slots = [k for k in want if k.startswith("slot:")]
         assert slots

@@ -157,8 +157,7 @@ def test_the_guides_keras2_tf_ckpts_resume_in_keras3(gen, tmp_path):
     assert [p.rsplit("/", 1)[1] for p in manager.checkpoints] == ["ckpt-3", "ckpt-4", "ckpt-5"]
     assert differs(net, want)
     assert manager.restore_or_initialize() == str(directory / "ckpt-5")
-    net.optimizer = opt  # (for assert_restored)
-    assert_restored(net, want)
+    assert_restored(net, want, opt=opt)
     assert int(step.numpy()) == int(want["step"]) == 50
     following = next(iterator)  # the iterator goes on where Keras 2's stood
     assert np.array_equal(following["x"].numpy(), want["next_x"])
@@ -169,6 +168,14 @@ def test_the_guides_keras2_tf_ckpts_resume_in_keras3(gen, tmp_path):
     assert [p.rsplit("/", 1)[1] for p in manager.checkpoints] == ["ckpt-4", "ckpt-5", "ckpt-6"]
     assert not (directory / "ckpt-3.index").exists()
     assert tf.train.latest_checkpoint(str(directory)) == str(directory / "ckpt-6")
+    # The guide's own TensorFlow code reads kerasave's checkpoint: the model is
+    # written under the name the directory gives it (net).
+    net3, opt3, step3, iterator3 = _guide_state()
+    tf.train.Checkpoint(step=step3, optimizer=opt3, net=net3, iterator=iterator3).restore(
+        tf.train.latest_checkpoint(str(directory)))  # (as the guide restores)
+    assert int(step3.numpy()) == 51
+    assert_bit_exact(values(net.weights), net3.weights)
+    assert int(opt3.iterations.numpy()) == int(opt.iterations.numpy())
     state = tf.train.get_checkpoint_state(str(directory))
     assert [p.rsplit("/", 1)[1] for p in state.all_model_checkpoint_paths] == [
         "ckpt-4", "ckpt-5", "ckpt-6"]
@@ -435,3 +442,102 @@ def test_a_non_strict_restore_of_a_keras2_checkpoint_restores_what_fits(tmp_path
     assert np.array_equal(net.l1.kernel.numpy(), want["w0"])
     assert_bit_exact(extra, net.l2.weights)
     assert net.l2.kernel.path in next(c.detail for c in report.checks if c.name == "not matched")
+
+
+# -- what a pairing by structure must refuse rather than guess ---------------------------
+
+def _towers():
+    import keras
+
+    def tower(name):
+        x = keras.Input((4,))
+        return keras.Model(x, keras.layers.Dense(4, name="proj")(x), name=name)
+
+    x = keras.Input((4,))
+    model = keras.Model(x, keras.layers.Add()([tower("a")(x), tower("b")(x)]))
+    model.compile(keras.optimizers.Adam(0.01), "mse")
+    model.optimizer.build(model.trainable_variables)
+    return model
+
+
+def test_slots_whose_names_do_not_say_whose_they_are_are_refused_not_guessed(tmp_path):
+    """Two saved layers named proj: Keras 2's TF 2.11+ slot names cannot tell them apart."""
+    import shutil
+
+    prefix = ARTIFACTS / "hazards" / "same-names"
+    model = _towers()
+    before = values(all_vars(model))
+    with pytest.raises(ks.ArchitectureMismatchError, match="proj"):
+        ks.load_weights(model, prefix)
+    assert_bit_exact(before, all_vars(model))
+    # Non-strict: the model's weights (placed by structure) load; no slot is guessed.
+    for suffix in (".index", ".data-00000-of-00001"):
+        shutil.copy(f"{prefix}{suffix}", tmp_path / f"ckpt-1{suffix}")
+    ks.CheckpointManager(tmp_path, model=model).restore(strict=False)
+    want = expected(prefix)
+    for i, w in enumerate(model.weights):
+        assert np.array_equal(w.numpy(), want[f"w{i}"])
+    slots = [v for v in model.optimizer.variables if "proj" in v.path]
+    assert slots and all(not np.any(v.numpy()) for v in slots)  # all still zero
+
+
+def test_layers_keras2_counted_and_keras3_does_not_shift_nothing(tmp_path):
+    """Keras 2 counted a StringLookup among the layers with weights; Keras 3 does not."""
+    import shutil
+
+    import keras
+
+    look = keras.layers.StringLookup(vocabulary=["cat", "dog", "eel"])
+    x = keras.Input((1,), dtype="string")
+    h = keras.layers.CategoryEncoding(num_tokens=4, output_mode="one_hot")(look(x))
+    h = keras.layers.Dense(4, name="da")(keras.layers.Dense(4, name="db")(h))
+    model = keras.Model(x, keras.layers.Dense(4, name="dc")(h))
+    before = values(model.weights)
+    prefix = ARTIFACTS / "hazards" / "lookup"
+    with pytest.raises(ks.ArchitectureMismatchError):
+        ks.load_weights(model, prefix)
+    for suffix in (".index", ".data-00000-of-00001"):
+        shutil.copy(f"{prefix}{suffix}", tmp_path / f"ckpt-1{suffix}")
+    ks.CheckpointManager(tmp_path, model=model).restore(strict=False)
+    assert_bit_exact(before, model.weights)  # nothing placed by a shifted position
+
+
+def test_a_kerasave_checkpoint_is_never_paired_the_keras2_way(tmp_path):
+    """A Keras 3 checkpoint of Adam state does not load into an SGD model by
+    dropping the optimizer's state (as a Keras 2 pairing of the model alone would)."""
+    import keras
+
+    model = twin("sequential", "adam")
+    model.fit(np.zeros((8, 6), "float32"), np.zeros((8, 3), "float32"), verbose=0)
+    ks.save_weights(model, tmp_path / "ckpt")
+    other = twin("sequential", "sgd")
+    other.optimizer.build(other.trainable_variables)
+    before = values(all_vars(other))
+    with pytest.raises(ks.ArchitectureMismatchError):
+        ks.load_weights(other, tmp_path / "ckpt")
+    assert_bit_exact(before, all_vars(other))
+    assert not ks.verify(other, tmp_path / "ckpt").ok
+    del keras
+
+
+def test_a_failed_load_of_a_foreign_checkpoint_leaves_the_optimizer_unbuilt():
+    model = twin("sequential", "adam")
+    with pytest.raises(ks.ArchitectureMismatchError):
+        ks.load_weights(model, ARTIFACTS / "weights" / "functional-tf211-adam")
+    assert not model.optimizer.built
+
+
+def test_a_deep_object_graph_is_walked_without_recursion():
+    from tensorflow.core.protobuf import trackable_object_graph_pb2 as pb
+
+    from kerasave.formats._graph import ObjectGraph
+
+    graph = pb.TrackableObjectGraph()
+    for i in range(5000):
+        node = graph.nodes.add()
+        node.children.add(node_id=i + 1, local_name="inner")
+    graph.nodes.add().attributes.add(name="VARIABLE_VALUE", checkpoint_key="k")
+    from kerasave import _protowire
+
+    parsed = ObjectGraph(_protowire.trackable_object_graph(graph.SerializeToString()))
+    assert parsed.holds_values(0)

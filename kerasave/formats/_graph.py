@@ -108,17 +108,12 @@ class ObjectGraph:
 
     def holds_values(self, node_id: int, *, any_state: bool = False) -> bool:
         """Whether anything under a node is a saved variable value (``any_state``:
-        any saved attribute at all), remembered node by node."""
-        return self._holds_values(node_id, any_state, frozenset())
-
-    def _holds_values(self, node_id: int, any_state: bool, trail: frozenset[int]) -> bool:
+        any saved attribute at all), remembered node by node (no recursion)."""
         key = (any_state, node_id)
         if key not in self._holds:
-            node = self.nodes[node_id]
-            here = trail | {node_id}
-            self._holds[key] = any(any_state or a.name == VALUE for a in node.attributes) or any(
-                self._holds_values(c.node_id, any_state, here)
-                for c in node.children if c.node_id not in here)
+            self._holds[key] = any(
+                any_state or a.name == VALUE
+                for nid in self.reach(node_id) for a in self.nodes[nid].attributes)
         return self._holds[key]
 
     def beside(self, root: Any, *,

@@ -8,7 +8,9 @@ reads it to check declared shapes before TensorFlow allocates them
 
 from __future__ import annotations
 
+import os
 import struct
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -18,8 +20,10 @@ from google.protobuf.message import DecodeError
 
 from kerasave import _protowire
 from kerasave._errors import CorruptArtifactError
+from kerasave._internals.h5read import Source
 
-__all__ = ["Location", "masked_crc32c", "check_index", "tensor_locations"]
+__all__ = ["Location", "masked_crc32c", "check_index", "tensor_locations", "tensor_reader",
+           "tensor_loader"]
 
 
 _TABLE_MAGIC = 0xDB4775248B80FB57  # TensorFlow's (LevelDB's) table footer
@@ -165,3 +169,61 @@ def tensor_locations(prefix: Path) -> dict[str, Location]:
         shard = _shard(prefix, entry, shards)
         found[key] = Location(numpy_dtype, shape, shard, int(entry.offset), int(entry.crc32c))
     return found
+
+
+def tensor_reader(prefix: Path, reader: Any, *,
+                  mapped: bool = False) -> Callable[[str], np.ndarray]:
+    """Saved tensors by key, for verification.
+
+    ``mapped``: the checkpoint is kerasave's own temporary, written by this process
+    just now, so the tensors are read-only views of the data files' pages where it
+    can, compared with the live variables where they lie: no copy and no
+    allocation (the page cache holds what was just written). Otherwise (a user's
+    files, which another process could truncate under a mapping) TensorFlow's
+    reader reads them.
+    """
+    return _located(prefix, reader, mapped=True) if mapped else (
+        lambda key: np.asarray(reader.get_tensor(key)))
+
+
+def tensor_loader(prefix: Path, reader: Any, *, checksummed: bool) -> Callable[[str], Any]:
+    """Saved tensors by key, for loading.
+
+    When every byte of the files was just checked against kerasave's manifest
+    (``checksummed``), each tensor is read with one ``preadv`` into memory that
+    TensorFlow adopts on ``assign``: one copy instead of TensorFlow's reader's
+    two. Otherwise (plain TensorFlow checkpoints, strings, slices) TensorFlow's
+    reader reads it and checks the tensor's own CRC32C.
+    """
+    return _located(prefix, reader, mapped=False) if checksummed else reader.get_tensor
+
+
+def _located(prefix: Path, reader: Any, *, mapped: bool) -> Callable[[str], Any]:
+    """Tensors read where the ``.index`` says they lie (``Source``: mapped
+    views or aligned reads); TensorFlow's reader for the rest, or for all of them
+    when the index holds a surprise."""
+    try:
+        where = tensor_locations(prefix)
+    except (OSError, ValueError, IndexError, struct.error, DecodeError):
+        where = {}
+    maps = {}
+    try:
+        for shard in {found.shard for found in where.values()} if mapped else ():
+            with open(shard, "rb") as f:  # a mapping outlives its descriptor
+                maps[shard] = Source(f.fileno(), 0, os.fstat(f.fileno()).st_size, shard,
+                                     mapped=True)
+    except OSError:  # a shard gone: TensorFlow's reader reports it, in the check
+        where, maps = {}, {}
+
+    def read(key: str) -> Any:
+        found = where.get(key)
+        if found is None:
+            return np.asarray(reader.get_tensor(key))
+        dtype, shape, shard, offset, _ = found
+        if mapped:
+            return maps[shard].raw(offset, shape, dtype, key)
+        with open(shard, "rb") as f:
+            return Source(f.fileno(), 0, os.fstat(f.fileno()).st_size,
+                          shard).raw(offset, shape, dtype, key)
+
+    return read

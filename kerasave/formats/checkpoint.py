@@ -13,9 +13,7 @@ checks all of them, and only then assigns: all or nothing.
 from __future__ import annotations
 
 import json
-import os
 import re
-import struct
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +22,8 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from google.protobuf.message import DecodeError
 
 from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError
-from kerasave._internals.h5read import Source
 from kerasave._report import Check, Variable
 from kerasave._verify import compare_arrays, optimizer_of, view
 from kerasave.formats import keras2
@@ -36,10 +32,16 @@ from kerasave.formats._graph import GRAPH_KEY as _GRAPH_KEY
 from kerasave.formats._graph import VALUE as _VALUE
 from kerasave.formats._graph import ObjectGraph, live_objects
 from kerasave.formats._graph import read_graph as _graph
-from kerasave.formats._tfindex import check_index, tensor_locations
+from kerasave.formats._tfindex import (
+    check_index,
+    tensor_loader,
+    tensor_locations,
+    tensor_reader,
+)
 
 __all__ = [
     "CheckpointHandler",
+    "model_key",
     "Pairing",
     "pair_checkpoint",
     "read_manifest",
@@ -139,13 +141,17 @@ def pair_checkpoint(model: keras.Model, prefix: Path, reader: Any = None, *,
     """Pair every tensor in the checkpoint with the live variable it belongs to.
 
     ``only`` limits the walk to some top-level objects (``"model"``,
-    ``"optimizer"`` or names of ``extra``); the others are left as saved. A
-    checkpoint Keras 2 wrote (``save_weights``, ``tf.train.Checkpoint``) is paired
-    by its own layout (``formats.keras2``) when Keras 3's does not fit it.
+    ``"optimizer"`` or names of ``extra``); the others are left as saved.
+
+    A graph with Keras 2's marks (``formats.keras2.written_by_keras2``) is paired
+    by Keras 2's layout only; one with Keras 3's or kerasave's marks by Keras 3's
+    only; one with neither (a subclassed Keras 2 model saved without its
+    optimizer, or a Keras 3 model of layers that track their own names) by Keras
+    3's, then by Keras 2's when that one pairs everything.
     """
     reader = reader or _reader(prefix)
     graph = _graph(reader, prefix)
-    roots = checkpoint_roots(model, optimizer, extra)
+    full = roots = checkpoint_roots(model, optimizer, extra)
     if only is not None:
         wanted = set(only) | ({UNTRACKED} if "model" in only else set())
         unknown = set(only) - set(roots)
@@ -153,23 +159,24 @@ def pair_checkpoint(model: keras.Model, prefix: Path, reader: Any = None, *,
             raise ValueError(f"nothing named {sorted(unknown)} to restore; "
                              f"known: {sorted(n for n in roots if n != UNTRACKED)}")
         roots = {k: v for k, v in roots.items() if k in wanted}
-    native = _pair_native(graph, roots, _model_key(graph, roots))
-    if native.clean or "model" not in roots:
+    keras3 = keras2.written_by_keras3(graph)
+    if not keras3 and keras2.written_by_keras2(graph):
+        return _pair_keras2(graph, reader, full, roots)
+    native = _pair_native(graph, roots, model_key(graph, full))
+    if native.clean or keras3 or "model" not in roots:
         return native
-    foreign = _pair_keras2(graph, reader, roots)
-    if foreign.clean or keras2.written_by_keras2(graph):
-        return foreign
-    return native
+    foreign = _pair_keras2(graph, reader, full, roots)
+    return foreign if foreign.clean else native
 
 
-def _model_key(graph: ObjectGraph, roots: Mapping[str, Any]) -> str:
+def model_key(graph: ObjectGraph, roots: Mapping[str, Any]) -> str:
     """The saved name the model sits under: ``model``, or the one top-level name that
     nothing else claims (the checkpoint guide's ``tf.train.Checkpoint(net=...)``)."""
     saved = graph.children(0)
     if "model" in saved or "model" not in roots:
         return "model"
     free = [name for name, node in saved.items()
-            if name not in roots and name not in ("save_counter", UNTRACKED)
+            if name not in roots and name not in ("save_counter", "optimizer", UNTRACKED)
             and graph.nodes[node].children and graph.holds_values(node)]
     return free[0] if len(free) == 1 else "model"
 
@@ -227,13 +234,15 @@ def _pair_native(graph: ObjectGraph, roots: Mapping[str, Any], key: str = "model
                    sorted(other_state - {""}))
 
 
-def _pair_keras2(graph: ObjectGraph, reader: Any, roots: Mapping[str, Any]) -> Pairing:
-    """The model and optimizer paired by Keras 2's layout; other roots as saved."""
-    model, optimizer = roots["model"], roots.get("optimizer")
+def _pair_keras2(graph: ObjectGraph, reader: Any, full: Mapping[str, Any],
+                 roots: Mapping[str, Any]) -> Pairing:
+    """The model and optimizer paired by Keras 2's layout; other roots as saved.
+    ``full``: every object there is; ``roots``: those asked for (``only``)."""
+    model, optimizer = full["model"], full.get("optimizer")
     shapes = reader.get_variable_to_shape_map()
     tried = [keras2.pair(graph, model, optimizer, shapes, node,
-                         with_optimizer="optimizer" in roots)
-             for node in keras2.model_nodes(graph, roots)]
+                         with_optimizer="optimizer" in roots, with_model="model" in roots)
+             for node in keras2.model_nodes(graph, full)]
     best = next((t for t in tried if t.clean), max(tried, key=lambda t: len(t.pairs)))
     rest = {name: obj for name, obj in roots.items()
             if name not in ("model", "optimizer", UNTRACKED)}
@@ -266,12 +275,16 @@ def _mismatch_message(pairing: Pairing) -> str | None:
 
 
 def prepare(model: keras.Model, optimizer: Any, manifest: Mapping[str, Any],
-            path: Path, graph: ObjectGraph | None = None) -> list[Check]:
+            path: Path, graph: ObjectGraph | None = None, reader: Any = None,
+            prefix: Path | None = None, extra: Mapping[str, Any] | None = None) -> list[Check]:
     """Build an unbuilt model (and its optimizer) from the saved shapes.
 
-    A checkpoint kerasave did not write (Keras 2's, plain TensorFlow's) records no
-    shapes: the model must be built already, and its optimizer is built when the
-    checkpoint holds slots for it (more than a step counter and a learning rate).
+    A checkpoint kerasave did not write (Keras 2's, plain TensorFlow's: ``graph``
+    and ``reader`` given, read at ``prefix``) records no shapes: the model must be
+    built already, and its optimizer is built when the checkpoint holds slots for
+    it (more than a step counter and a learning rate), once the model's own
+    variables are known to fit (a checkpoint that fits no part leaves the
+    optimizer unbuilt).
     """
     notes = build_if_needed(model, manifest.get("build_config"), path)
     optimizer = optimizer if optimizer is not None else optimizer_of(model)
@@ -279,16 +292,27 @@ def prepare(model: keras.Model, optimizer: Any, manifest: Mapping[str, Any],
     slots = saved_opt.get("built") if manifest or graph is None else (
         len(_optimizer_keys(graph)) > 2)
     if optimizer is not None and not optimizer.built and slots:
+        if graph is not None and reader is not None:
+            where = prefix if prefix is not None else path
+            probe = pair_checkpoint(model, where, reader, extra=extra, only=("model",))
+            problem = _mismatch_message(probe) or _layout_message(probe, reader, where)
+            if problem:
+                raise ArchitectureMismatchError(problem, path=path)
         optimizer.build(model.trainable_variables)
         notes.append(Check("build optimizer", True, "built the optimizer to receive its state"))
     return notes
 
 
-def _layout_message(pairing: Pairing, reader: Any) -> str | None:
+def _layout_message(pairing: Pairing, reader: Any, path: Path | None = None) -> str | None:
     """Which saved tensors' declared shapes and dtypes (from the index) differ from
-    their variables'; None when none do."""
+    their variables'; None when none do. A tensor the graph names and the files do
+    not hold is damage (``CorruptArtifactError``)."""
     shapes = reader.get_variable_to_shape_map()
     dtypes = reader.get_variable_to_dtype_map()
+    absent = [key for key, _, _ in pairing.pairs if key not in shapes or key not in dtypes]
+    if absent:
+        raise CorruptArtifactError(f"the object graph names tensors the checkpoint does not "
+                                   f"hold: {_listing(absent)}", path=path)
     bad = []
     for key, var, _ in pairing.pairs:
         want = (tuple(var.shape), np.dtype(var.dtype.as_numpy_dtype
@@ -312,7 +336,7 @@ def stage(pairing: Pairing, reader: Any, path: Path,
     """Check every pair and read every value (``read``: see ``tensor_loader``);
     assigns nothing."""
     read = read or reader.get_tensor
-    problem = _mismatch_message(pairing) or _layout_message(pairing, reader)
+    problem = _mismatch_message(pairing) or _layout_message(pairing, reader, path)
     if problem:
         raise ArchitectureMismatchError(problem, path=path)
     try:  # every value is read (and its CRC checked) before any variable changes
@@ -341,64 +365,6 @@ def describe(model: keras.Model, optimizer: Any, fmt: str) -> dict[str, Any]:
             "variables": len(optimizer.variables),
         },
     }
-
-
-def tensor_reader(prefix: Path, reader: Any, *,
-                  mapped: bool = False) -> Callable[[str], np.ndarray]:
-    """Saved tensors by key, for verification.
-
-    ``mapped``: the checkpoint is kerasave's own temporary, written by this process
-    just now, so the tensors are read-only views of the data files' pages where it
-    can, compared with the live variables where they lie: no copy and no
-    allocation (the page cache holds what was just written). Otherwise (a user's
-    files, which another process could truncate under a mapping) TensorFlow's
-    reader reads them.
-    """
-    return _located(prefix, reader, mapped=True) if mapped else (
-        lambda key: np.asarray(reader.get_tensor(key)))
-
-
-def tensor_loader(prefix: Path, reader: Any, *, checksummed: bool) -> Callable[[str], Any]:
-    """Saved tensors by key, for loading.
-
-    When every byte of the files was just checked against kerasave's manifest
-    (``checksummed``), each tensor is read with one ``preadv`` into memory that
-    TensorFlow adopts on ``assign``: one copy instead of TensorFlow's reader's
-    two. Otherwise (plain TensorFlow checkpoints, strings, slices) TensorFlow's
-    reader reads it and checks the tensor's own CRC32C.
-    """
-    return _located(prefix, reader, mapped=False) if checksummed else reader.get_tensor
-
-
-def _located(prefix: Path, reader: Any, *, mapped: bool) -> Callable[[str], Any]:
-    """Tensors read where the ``.index`` says they lie (``Source``: mapped
-    views or aligned reads); TensorFlow's reader for the rest, or for all of them
-    when the index holds a surprise."""
-    try:
-        where = tensor_locations(prefix)
-    except (OSError, ValueError, IndexError, struct.error, DecodeError):
-        where = {}
-    maps = {}
-    try:
-        for shard in {found.shard for found in where.values()} if mapped else ():
-            with open(shard, "rb") as f:  # a mapping outlives its descriptor
-                maps[shard] = Source(f.fileno(), 0, os.fstat(f.fileno()).st_size, shard,
-                                     mapped=True)
-    except OSError:  # a shard gone: TensorFlow's reader reports it, in the check
-        where, maps = {}, {}
-
-    def read(key: str) -> Any:
-        found = where.get(key)
-        if found is None:
-            return np.asarray(reader.get_tensor(key))
-        dtype, shape, shard, offset, _ = found
-        if mapped:
-            return maps[shard].raw(offset, shape, dtype, key)
-        with open(shard, "rb") as f:
-            return Source(f.fileno(), 0, os.fstat(f.fileno()).st_size,
-                          shard).raw(offset, shape, dtype, key)
-
-    return read
 
 
 def compare_pairing(pairing: Pairing, reader: Any,
@@ -521,7 +487,7 @@ class CheckpointHandler(WeightsFormat):
         reader = _reader(path)
         manifest = read_manifest(path)
         checks = prepare(model, None, manifest, path,
-                         None if manifest else _graph(reader, path))
+                         None if manifest else _graph(reader, path), reader)
         pairing = pair_checkpoint(model, path, reader)
         stage_and_assign(pairing, reader, path,
                          tensor_loader(path, reader, checksummed=checksummed))

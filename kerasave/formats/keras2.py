@@ -23,6 +23,8 @@ shapes and assigns all or nothing.
 
 from __future__ import annotations
 
+import re
+from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,7 +32,7 @@ from typing import Any
 from kerasave.formats._graph import VALUE, ObjectGraph
 
 __all__ = ["TF211", "OPTIMIZER_V2", "Keras2Pairing", "pair", "generation", "written_by_keras2",
-           "model_nodes", "describe", "optimizer_node"]
+           "written_by_keras3", "model_nodes", "describe", "optimizer_node"]
 
 TF211 = "Keras 2 optimizer (TF 2.11+)"
 OPTIMIZER_V2 = "Keras 2 OptimizerV2 (TF 2.0-2.10)"
@@ -50,6 +52,11 @@ _SKIP = frozenset({
     "train_function", "train_tf_function", "predict_function", "test_function", "root",
 })
 _REACH_SKIP = frozenset({"optimizer", "save_counter", "keras_api"})
+_INDEX = re.compile(r"[0-9]+")
+# Names only Keras 3 (or kerasave) gives objects in a graph: such a graph is paired
+# Keras 3's way only.
+_KERAS3 = frozenset({"_trainable_variables", "_functional", "_tracked", "_kernel",
+                     "_compiled_trainable_state", "_inbound_nodes", "kerasave_untracked"})
 
 
 @dataclass
@@ -82,7 +89,7 @@ def _is_variable(obj: Any) -> bool:
 
 def _attribute(live: Any, name: str) -> Any:
     if isinstance(live, (list, tuple)):
-        return live[int(name)] if name.isdigit() and int(name) < len(live) else None
+        return live[int(name)] if _INDEX.fullmatch(name) and int(name) < len(live) else None
     if isinstance(live, Mapping):
         return live.get(name)
     try:
@@ -126,8 +133,8 @@ def model_nodes(graph: ObjectGraph, roots: Mapping[str, Any]) -> list[int]:
     variable) nobody else claims (the checkpoint guide's ``net``); at the root
     (``save_weights``)."""
     children = graph.children(0)
-    if "model" in children:
-        return [children["model"]]
+    if "model" in children:  # (or a Keras 2 model with an attribute named model)
+        return [children["model"], 0]
     free = [node for name, node in children.items()
             if name not in roots and name not in _SKIP and not name.startswith("layer")
             and graph.nodes[node].children and graph.holds_values(node)]
@@ -145,17 +152,20 @@ def _pair_model(graph: ObjectGraph, node_id: int, model: Any) -> dict[int, Any]:
         if nid in seen:
             continue
         seen.add(nid)
-        weighted: list[Any] | None = None
-        for child in graph.nodes[nid].children:
+        children = graph.nodes[nid].children
+        saved_weighted = sum(c.local_name.startswith("layer_with_weights-") for c in children)
+        weighted = _weighted_layers(live) if saved_weighted else []
+        for child in children:
             name = child.local_name
             if name in _SKIP or name.startswith("layer-"):
                 continue
             if name.startswith("layer_with_weights-"):
-                if weighted is None:
-                    weighted = _weighted_layers(live)
+                # By position, only when both sides count the same layers with weights
+                # (Keras 2 counted some Keras 3 has no weights for: lookup layers).
                 index = name.rpartition("-")[2]
-                counterpart = (weighted[int(index)] if index.isdigit()
-                               and int(index) < len(weighted) else None)
+                counterpart = (weighted[int(index)] if saved_weighted == len(weighted)
+                               and _INDEX.fullmatch(index) and int(index) < len(weighted)
+                               else None)
             else:
                 counterpart = _attribute(live, name)
             if counterpart is None:
@@ -185,6 +195,12 @@ def generation(graph: ObjectGraph, optimizer_node: int | None) -> str | None:
 
 def optimizer_node(graph: ObjectGraph, model_node: int) -> int | None:
     return graph.children(model_node).get("optimizer", graph.children(0).get("optimizer"))
+
+
+def written_by_keras3(graph: ObjectGraph) -> bool:
+    """Whether the graph has names only Keras 3 or kerasave give (``_kernel``,
+    ``_functional``, a Keras 3 optimizer's ``_trainable_variables``...)."""
+    return any(c.local_name in _KERAS3 for node in graph.nodes for c in node.children)
 
 
 def written_by_keras2(graph: ObjectGraph) -> bool:
@@ -229,7 +245,8 @@ def _slot_refs(graph: ObjectGraph, opt_node: int, gen: str,
     refs: list[tuple[str, int | None, int]] = []
     if gen == OPTIMIZER_V2:
         for ref in graph.nodes[opt_node].slot_variables:
-            refs.append((ref.slot_name, ref.original_variable_node_id,
+            original = ref.original_variable_node_id
+            refs.append((ref.slot_name, original if _value_attr(graph, original) else None,
                          ref.slot_variable_node_id))
         return refs, {r[2] for r in refs}
     listed = graph.children(opt_node).get("_variables")
@@ -261,13 +278,22 @@ def _pair_optimizer(graph: ObjectGraph, opt_node: int, gen: str, paired: Mapping
         names[full] = node
     for full in duplicate:
         del names[full]
+    opt_nodes = set(graph.reach(opt_node))
+    everywhere = Counter(attr.full_name for nid, node in enumerate(graph.nodes)
+                         if nid not in opt_nodes for attr in node.attributes
+                         if attr.name == VALUE)
+    for full in [f for f in names if everywhere[f] > 1]:
+        del names[full]  # two saved variables of one name: which slot is whose is unknown
     refs, slot_nodes = _slot_refs(graph, opt_node, gen, names)
     live = _live_slots(optimizer)
     done: set[int] = set()
 
-    def add(node: int, var: Any) -> None:
+    def add(node: int, var: Any) -> bool:
+        if id(var) in done:
+            return False  # (a second saved slot for one live slot: neither is trusted)
         out.pairs.append((_value_attr(graph, node).checkpoint_key, var, "optimizer"))
         done.add(id(var))
+        return True
 
     counter = children.get("_iterations", children.get("iter"))
     if counter is not None and _value_attr(graph, counter) is not None:
@@ -281,6 +307,9 @@ def _pair_optimizer(graph: ObjectGraph, opt_node: int, gen: str, paired: Mapping
             out.kept.append("learning_rate")
     for slot, original, node in refs:
         attr = _value_attr(graph, node)
+        if attr is None:
+            out.missing.append(f"an optimizer slot ({slot!r}) that is not a variable")
+            continue
         saved = f"{_saved_name(attr)} {_shape(shapes, attr.checkpoint_key)}"
         var = paired.get(original) if original is not None else None
         if var is None:
@@ -292,7 +321,8 @@ def _pair_optimizer(graph: ObjectGraph, opt_node: int, gen: str, paired: Mapping
             out.missing.append(f"{saved} (no {SLOTS.get(slot, slot)!r} slot for "
                                f"{_live_name(var)} in {type(optimizer).__name__})")
             continue
-        add(node, found[0])
+        if not add(node, found[0]):
+            out.missing.append(f"{saved} (a second saved slot for {wanted})")
     for name, node in children.items():  # OptimizerV2's hyperparameters (beta_1, decay...)
         if node in slot_nodes or node in (counter, rate) or name.startswith("_"):
             continue
@@ -304,10 +334,11 @@ def _pair_optimizer(graph: ObjectGraph, opt_node: int, gen: str, paired: Mapping
 
 
 def pair(graph: ObjectGraph, model: Any, optimizer: Any, shapes: Mapping[str, Any],
-         node_id: int, *, with_optimizer: bool = True) -> Keras2Pairing:
+         node_id: int, *, with_optimizer: bool = True, with_model: bool = True) -> Keras2Pairing:
     """The Keras 2 model (and optimizer) state under ``node_id`` paired with ``model``
     (and ``optimizer``), by structure. ``shapes``: the saved tensors' shapes, by key,
-    for the messages."""
+    for the messages. ``with_model=False``: the model is paired only to find the
+    optimizer's slots; its own state is left out of the result."""
     out = Keras2Pairing(model_node=node_id)
     paired = _pair_model(graph, node_id, model)
     for node, var in paired.items():
@@ -324,6 +355,17 @@ def pair(graph: ObjectGraph, model: Any, optimizer: Any, shapes: Mapping[str, An
     pairs_of = {id(v) for v in paired.values()}
     out.not_saved += [f"{_live_name(v)} {tuple(v.shape)}" for v in model.weights
                       if id(v) not in pairs_of]
-    if with_optimizer and optimizer is not None and opt_node is not None and out.generation:
+    if not with_model:
+        out.pairs.clear()
+        out.missing.clear()
+        out.not_saved.clear()
+    if not (with_optimizer and optimizer is not None and opt_node is not None):
+        return out
+    if out.generation:
         _pair_optimizer(graph, opt_node, out.generation, paired, optimizer, shapes, out)
+    else:  # optimizer state kerasave cannot place: said, never dropped
+        out.optimizer_saved = graph.holds_values(opt_node)
+        out.missing += [f"{_saved_name(a)} (optimizer state of an unknown layout)"
+                        for nid in graph.reach(opt_node) for a in graph.nodes[nid].attributes
+                        if a.name == VALUE]
     return out

@@ -1,0 +1,71 @@
+"""Directories ``tf.train.CheckpointManager`` wrote, adopted by ``CheckpointManager``.
+
+Such a directory holds ``ckpt-N`` checkpoints without kerasave's manifests and
+TensorFlow's own ``checkpoint`` file. kerasave numbers its checkpoints after
+TensorFlow's, writes the model under the name TensorFlow's checkpoints give it
+(the checkpoint guide's ``net``), and keeps the ``checkpoint`` file true, so that
+TensorFlow code reading the directory finds kerasave's checkpoints too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from kerasave._errors import KerasaveError
+from kerasave.formats._graph import read_graph
+from kerasave.formats.checkpoint import _reader, manifest_path, model_key
+from kerasave.store import local
+
+__all__ = ["model_name", "tell_tensorflow"]
+
+
+def model_name(newest: Path | None, roots: Mapping[str, Any]) -> str:
+    """The name the model has in a directory's checkpoints: what the newest one's
+    manifest records, or (one TensorFlow wrote) the name its graph gives the
+    model; ``model`` in a new directory."""
+    if newest is None:
+        return "model"
+    try:
+        manifest = json.loads(manifest_path(newest).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        manifest = None
+    if isinstance(manifest, dict):
+        return str(manifest.get("model_name") or "model")
+    try:
+        return model_key(read_graph(_reader(newest), newest), roots)
+    except KerasaveError:
+        return "model"  # (a damaged newest checkpoint: kerasave's own name)
+
+
+def tell_tensorflow(directory: Path, kept: list[tuple[str, float]],
+                    max_to_keep: int | None) -> None:
+    """Rewrite TensorFlow's ``checkpoint`` file, when the directory has one, to
+    name ``kept`` (checkpoint names and times, oldest first), atomically.
+
+    It lists the newest ``max_to_keep`` as the ones a TensorFlow manager may
+    rotate out: checkpoints kept for ``best_k`` or ``keep_every_n_hours`` are left
+    off its list, so that no TensorFlow manager deletes them. Its
+    ``last_preserved_timestamp`` is kept.
+    """
+    state = directory / "checkpoint"
+    if not state.is_file() or not kept:
+        return
+    try:
+        old = state.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        old = ""
+    rotating = kept if max_to_keep is None else kept[-max_to_keep:]
+    lines = [f'model_checkpoint_path: "{kept[-1][0]}"']
+    lines += [f'all_model_checkpoint_paths: "{name}"' for name, _ in rotating]
+    lines += [f"all_model_checkpoint_timestamps: {time!r}" for _, time in rotating]
+    preserved = re.search(r"^last_preserved_timestamp:\s*([0-9.eE+-]+)\s*$", old, re.M)
+    if preserved:
+        lines.append(f"last_preserved_timestamp: {preserved.group(1)}")
+    fresh = state.with_name("checkpoint.kerasave-new")
+    local.write_text(fresh, "\n".join(lines) + "\n")
+    local.replace(fresh, state)
+    local.fsync_one(directory)

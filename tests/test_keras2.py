@@ -541,3 +541,23 @@ def test_a_deep_object_graph_is_walked_without_recursion():
 
     parsed = ObjectGraph(_protowire.trackable_object_graph(graph.SerializeToString()))
     assert parsed.holds_values(0)
+
+
+def test_a_reader_failure_inside_a_restore_is_a_typed_error(tmp_path, monkeypatch):
+    import shutil
+
+    from kerasave import _manager
+
+    shutil.copytree(ARTIFACTS / "tf_ckpts-v2", tmp_path / "tf_ckpts")
+    net, opt, step, iterator = _guide_state()
+    manager = ks.CheckpointManager(tmp_path / "tf_ckpts", model=net, optimizer=opt,
+                                   step=step, iterator=iterator)
+
+    def broken(*args, **kwargs):
+        raise AttributeError("a reader surprised by the file")
+
+    monkeypatch.setattr(_manager, "pair_checkpoint", broken)
+    with pytest.raises(ks.CorruptArtifactError, match="AttributeError"):
+        manager.restore()
+    with pytest.raises(ValueError, match="nothing named"):
+        manager.restore(only=("nonesuch",))

@@ -278,11 +278,24 @@ def test_verify_refuses_a_hostile_config(capsys):
     assert "!!python/object/apply:os.system" in _one_error_line(err)
 
 
-def test_verify_reports_optimizer_state_that_does_not_load(capsys):
-    """A Keras 2 whole model loads, but with a fresh optimizer: not as saved."""
+def test_verify_reports_optimizer_state_that_does_not_load(capsys, tmp_path):
+    """A whole model that loads, but with a fresh optimizer: not as saved (here a
+    Keras 2 file whose first slot names a variable the model does not have)."""
+    import h5py
+
     from tests.conftest import FIXTURES
 
-    code, _, err = _main(capsys, "verify", FIXTURES / "keras2" / "reference_model.h5")
+    code, out, _ = _main(capsys, "verify", FIXTURES / "keras2" / "reference_model.h5")
+    assert code == 0 and out.startswith("ok: ")  # Keras 2's Adam state loads
+    path = tmp_path / "renamed.h5"
+    shutil.copy(FIXTURES / "keras2" / "reference_model.h5", path)
+    with h5py.File(path, "r+") as f:
+        group = f["optimizer_weights"]
+        names = [n.decode() if isinstance(n, bytes) else n for n in group.attrs["weight_names"]]
+        group.move(names[1], "Adam/m/nonesuch/kernel:0")
+        names[1] = "Adam/m/nonesuch/kernel:0"
+        group.attrs["weight_names"] = [n.encode() for n in names]
+    code, _, err = _main(capsys, "verify", path)
     assert code == 1
     lines = err.strip().splitlines()
     assert lines[0].startswith("kerasave: warning: ") and "optimizer state" in lines[0]

@@ -561,3 +561,16 @@ def test_a_reader_failure_inside_a_restore_is_a_typed_error(tmp_path, monkeypatc
         manager.restore()
     with pytest.raises(ValueError, match="nothing named"):
         manager.restore(only=("nonesuch",))
+
+
+# -- legacy .h5 whole models Keras 2 wrote -----------------------------------------------
+
+@pytest.mark.parametrize("name", ["sequential-tf211-adam", "sequential-v2-adam",
+                                  "functional-tf211-rmsprop", "functional-v2-sgd"])
+def test_a_keras2_h5_model_loads_with_its_optimizer_state(name):
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", UserWarning)  # no "fresh optimizer" warning
+        model = ks.load_model(ARTIFACTS / "h5" / f"{name}.h5")
+    assert_restored(model, expected(ARTIFACTS / "h5" / name))

@@ -31,6 +31,8 @@ from kerasave._internals.legacy import load_h5_weights, save_h5_model, training_
 from kerasave._internals.patches import Recorded, build_deferred, initialize_rest, recorded
 from kerasave._report import Check
 from kerasave._state import keras_warnings, lent_twin
+from kerasave._verify import view
+from kerasave.formats import keras2
 from kerasave.formats._base import (
     Contents,
     versions_now,
@@ -87,6 +89,32 @@ def _compile_value(cfg: Any, kind: str) -> Any:
     if isinstance(cfg, dict):
         return {k: _compile_value(v, kind) for k, v in cfg.items()}
     return cfg
+
+
+def _keras2_names(model: keras.Model, f: h5py.File, source: Source) -> dict[str, Any]:
+    """The model's variables by the names a Keras 2 file gives them
+    (``dense/kernel``), each confirmed by its value: the variable holds, bit for
+    bit, the dataset of that name (the weights were just read into them)."""
+    found: dict[str, Any] = {}
+    weights = f["model_weights"]
+    for layer_name in weights.attrs.get("layer_names", ()):
+        layer_name = layer_name.decode() if isinstance(layer_name, bytes) else str(layer_name)
+        group = weights[layer_name]
+        names = [n.decode() if isinstance(n, bytes) else str(n)
+                 for n in group.attrs.get("weight_names", ())]
+        try:
+            layer = model.get_layer(layer_name)
+        except ValueError:
+            continue
+        live = list(layer.trainable_weights) + list(layer.non_trainable_weights)
+        if len(live) != len(names):
+            continue
+        for name, var in zip(names, live):
+            saved = _read(source, group[name])
+            held = view(var)
+            if saved.dtype == held.dtype and np.array_equal(saved, held):
+                found[name[:-2] if name.endswith(":0") else name] = var
+    return found
 
 
 def compile_from_training(model: keras.Model, training: dict[str, Any], path: Path,
@@ -247,9 +275,15 @@ class H5ModelHandler(WholeModelFormat):
             return  # saved before the optimizer was built: nothing but the step counter
         # Shapes before bytes: the datasets' declared layouts are compared, then read.
         datasets = [f["optimizer_weights"][n] for n in names]
-        fits = len(datasets) == len(optimizer.variables) and all(
+        targets = list(optimizer.variables)
+        fits = len(datasets) == len(targets) and all(
             isinstance(d, h5py.Dataset) and _layout(d) == _layout(v)
-            for v, d in zip(optimizer.variables, datasets))
+            for v, d in zip(targets, datasets))
+        if not fits:  # Keras 2's state, named Keras 2's way
+            targets = keras2.named_slots(names, _keras2_names(model, f, source), optimizer) or []
+            fits = len(targets) == len(datasets) and all(
+                isinstance(d, h5py.Dataset) and _layout(d) == _layout(v)
+                for v, d in zip(targets, datasets))
         if not fits:
             warnings.warn(
                 f"{path}: the optimizer state in this file ({len(datasets)} arrays, "
@@ -261,7 +295,7 @@ class H5ModelHandler(WholeModelFormat):
             )
             return
         values = [_read(source, d) for d in datasets]
-        for variable, value in zip(optimizer.variables, values):
+        for variable, value in zip(targets, values):
             variable.assign(value)
 
     def check(self, model: keras.Model, path: Path, *, own: bool = False) -> list[Check]:

@@ -32,7 +32,7 @@ from typing import Any
 from kerasave.formats._graph import VALUE, ObjectGraph
 
 __all__ = ["TF211", "OPTIMIZER_V2", "Keras2Pairing", "pair", "generation", "written_by_keras2",
-           "written_by_keras3", "model_nodes", "describe", "optimizer_node"]
+           "written_by_keras3", "model_nodes", "describe", "optimizer_node", "named_slots"]
 
 TF211 = "Keras 2 optimizer (TF 2.11+)"
 OPTIMIZER_V2 = "Keras 2 OptimizerV2 (TF 2.0-2.10)"
@@ -264,6 +264,38 @@ def _slot_refs(graph: ObjectGraph, opt_node: int, gen: str,
             at = full.find("/", at + 1)
         refs.append(found or ("", None, node))
     return refs, {r[2] for r in refs}
+
+
+def named_slots(names: list[str], variables: Mapping[str, Any],
+                optimizer: Any) -> list[Any] | None:
+    """The Keras 3 optimizer variable for each of Keras 2's optimizer weight names
+    in a legacy ``.h5`` file (``iteration``, ``Adam/iter``; TF 2.11+'s
+    ``Adam/m/dense/kernel``, OptimizerV2's ``Adam/dense/kernel/m``), given the
+    model variables by their Keras 2 names; None unless every name has exactly one
+    counterpart and every Keras 3 optimizer variable but the learning rate has one."""
+    live = _live_slots(optimizer)
+    found: list[Any] = []
+    for raw in names:
+        name = raw[:-2] if raw.endswith(":0") else raw
+        rest = name.partition("/")[2]
+        if name == "iteration" or name.rpartition("/")[2] == "iter":
+            found.append(optimizer.iterations)
+            continue
+        slot, _, ref = rest.partition("/")
+        if ref not in variables:  # OptimizerV2: <optimizer>/<variable>/<slot>
+            ref, _, slot = rest.rpartition("/")
+        var = variables.get(ref)
+        target = live.get(f"{_live_name(var).replace('/', '_')}_{SLOTS.get(slot, slot)}", []) \
+            if var is not None else []
+        if len(target) != 1:
+            return None
+        found.append(target[0])
+    rate = getattr(optimizer, "learning_rate", None)
+    covered = {id(v) for v in found}
+    if len(covered) != len(found) or any(
+            id(v) not in covered and v is not rate for v in optimizer.variables):
+        return None
+    return found
 
 
 def _pair_optimizer(graph: ObjectGraph, opt_node: int, gen: str, paired: Mapping[int, Any],

@@ -491,13 +491,13 @@ class CheckpointManager:
         except (OSError, ValueError) as exc:
             raise CorruptArtifactError(f"unreadable manifest: {exc}", path=prefix) from exc
         checks = []
+        graph = read_graph(reader, prefix)  # (read once, for prepare and the pairing)
         if only is None or "model" in only:
             checks += prepare(self.model, self.optimizer if (only is None or "optimizer" in only)
-                              else None, manifest, prefix,
-                              None if manifest else read_graph(reader, prefix), reader,
+                              else None, manifest, prefix, None if manifest else graph, reader,
                               extra=self.trackables)
         pairing = pair_checkpoint(self.model, prefix, reader, optimizer=self.optimizer,
-                                  extra=self.trackables, only=only)
+                                  extra=self.trackables, only=only, graph=graph)
         if not strict:
             unmatched = pairing.missing_in_model + pairing.not_in_checkpoint
             shapes = reader.get_variable_to_shape_map()

@@ -137,11 +137,13 @@ def checkpoint_roots(model: keras.Model, optimizer: Any = None,
 
 def pair_checkpoint(model: keras.Model, prefix: Path, reader: Any = None, *,
                     optimizer: Any = None, extra: Mapping[str, Any] | None = None,
-                    only: Collection[str] | None = None) -> Pairing:
+                    only: Collection[str] | None = None,
+                    graph: ObjectGraph | None = None) -> Pairing:
     """Pair every tensor in the checkpoint with the live variable it belongs to.
 
     ``only`` limits the walk to some top-level objects (``"model"``,
     ``"optimizer"`` or names of ``extra``); the others are left as saved.
+    ``graph``: the checkpoint's object graph, when the caller has read it already.
 
     A graph with Keras 2's marks (``formats.keras2.written_by_keras2``) is paired
     by Keras 2's layout only; one with Keras 3's or kerasave's marks by Keras 3's
@@ -150,7 +152,7 @@ def pair_checkpoint(model: keras.Model, prefix: Path, reader: Any = None, *,
     3's, then by Keras 2's when that one pairs everything.
     """
     reader = reader or _reader(prefix)
-    graph = _graph(reader, prefix)
+    graph = graph if graph is not None else _graph(reader, prefix)
     full = roots = checkpoint_roots(model, optimizer, extra)
     if only is not None:
         wanted = set(only) | ({UNTRACKED} if "model" in only else set())
@@ -294,7 +296,8 @@ def prepare(model: keras.Model, optimizer: Any, manifest: Mapping[str, Any],
     if optimizer is not None and not optimizer.built and slots:
         if graph is not None and reader is not None:
             where = prefix if prefix is not None else path
-            probe = pair_checkpoint(model, where, reader, extra=extra, only=("model",))
+            probe = pair_checkpoint(model, where, reader, extra=extra, only=("model",),
+                                    graph=graph)
             problem = _mismatch_message(probe) or _layout_message(probe, reader, where)
             if problem:
                 raise ArchitectureMismatchError(problem, path=path)
@@ -486,9 +489,9 @@ class CheckpointHandler(WeightsFormat):
     def load(self, model: keras.Model, path: Path, *, checksummed: bool = False) -> list[Check]:
         reader = _reader(path)
         manifest = read_manifest(path)
-        checks = prepare(model, None, manifest, path,
-                         None if manifest else _graph(reader, path), reader)
-        pairing = pair_checkpoint(model, path, reader)
+        graph = _graph(reader, path)  # (read once, for prepare and the pairing)
+        checks = prepare(model, None, manifest, path, None if manifest else graph, reader)
+        pairing = pair_checkpoint(model, path, reader, graph=graph)
         stage_and_assign(pairing, reader, path,
                          tensor_loader(path, reader, checksummed=checksummed))
         return checks + restored_checks(pairing, optimizer_of(model) is not None)

@@ -100,8 +100,9 @@ def load(path: Path, *, compile: bool = True, safe_mode: bool = True,
         compile_from_training(model, training, path, custom_objects)
     prefix = _variables(path)
     reader = checkpoint._reader(prefix)
-    checkpoint.prepare(model, None, {}, path, read_graph(reader, prefix), reader, prefix)
-    pairing = checkpoint.pair_checkpoint(model, prefix, reader)
+    graph = read_graph(reader, prefix)
+    checkpoint.prepare(model, None, {}, path, graph, reader, prefix)
+    pairing = checkpoint.pair_checkpoint(model, prefix, reader, graph=graph)
     checkpoint.stage_and_assign(pairing, reader, path, checkpoint.tensor_loader(
         prefix, reader, checksummed=checksummed))
     return model

@@ -38,6 +38,7 @@ from kerasave.formats._base import (
     versions_now,
 )
 from kerasave.store import manifest as _manifest
+from kerasave.store import remote
 from kerasave.store.transaction import Transaction, resolve_checked
 
 __all__ = [
@@ -81,13 +82,22 @@ def _size(handler: Handler, path: Path) -> int:
 def _save(kind: str, model: keras.Model, path: PathLike, format: str | None,
           verify: bool) -> Report:
     with _verify.one_save():
-        return _save_once(kind, model, path, format, verify)
+        if not remote.is_url(path):
+            return _save_once(kind, model, remote.local_path(path), format, verify)
+        url = os.fspath(path).rstrip("/")
+        start = time.perf_counter()
+        with (remote.staged_save(url) as (store, local),
+              remote.at_url(local.parent, store.parent_url)):
+            report = _save_once(kind, model, local, format, verify)
+            handler = _registry.for_save(kind, local, format)
+            store.publish(local, _manifest.manifest_path(handler, local), local.parent)
+        return replace(remote.report_at(report, str(local.parent), store.parent_url),
+                       seconds=time.perf_counter() - start)
 
 
-def _save_once(kind: str, model: keras.Model, path: PathLike, format: str | None,
+def _save_once(kind: str, model: keras.Model, target: Path, format: str | None,
                verify: bool) -> Report:
     start = time.perf_counter()
-    target = Path(os.fspath(path))
     handler = _registry.for_save(kind, target, format)
     handler.preflight(model, target)
     if verify and handler.verifiable_config:
@@ -185,12 +195,34 @@ class Opened:
     integrity manifest said. Every read of it goes through the handler, inside
     ``_reading``, without checksumming it again."""
 
-    source: Path
+    source: Path | str  # what the caller named: a path or a URL
     handler: Handler
     actual: Path
     detail: str  # what the integrity check found, in words
     checksummed: bool  # every byte matched the CRC32C its manifest records
     manifest: Path | None  # the manifest, when there is one
+    # A URL's artifact is read from a local copy: (the copy's folder, the URL's folder),
+    # so that what is said about it names the URL, and what removes the copy.
+    shown: tuple[str, str] | None = None
+    _stage: Any = None
+
+    def close(self) -> None:
+        """Remove the local copy of a URL's artifact (reads of it are over)."""
+        if self._stage is not None:
+            self._stage.close()
+
+    @contextlib.contextmanager
+    def _reading(self) -> Iterator[None]:
+        with _reading(self.source):
+            if self.shown is None:
+                yield
+            else:
+                with remote.at_url(*self.shown):
+                    yield
+
+    def named(self, path: Path | str) -> str:
+        """How a file of the artifact is shown: under its URL for a URL's copy."""
+        return str(path) if self.shown is None else str(path).replace(*self.shown)
 
     @property
     def bytes(self) -> int:
@@ -203,12 +235,12 @@ class Opened:
 
     @cached_property
     def contents(self) -> Contents:
-        with _reading(self.source):
+        with self._reading():
             return self.handler.contents(self.actual)
 
     def arrays(self) -> Iterator[tuple[str, np.ndarray]]:
         """Every stored array, by the names ``inspect`` lists."""
-        with _reading(self.source):
+        with self._reading():
             yield from self.handler.arrays(self.actual)
 
     def inspection(self) -> Inspection:
@@ -216,33 +248,33 @@ class Opened:
         contents = self.contents
         # What the artifact records itself comes first; kerasave's manifest adds the
         # versions a format has no place for (a .keras archive names only Keras').
-        with _reading(self.source):
+        with self._reading():
             recorded = (_manifest.read(self.handler, self.actual) or {}).get("versions")
         versions = dict(contents.versions)
         if isinstance(recorded, dict):
             versions.update({str(k): str(v) for k, v in recorded.items() if k not in versions})
         members = self.handler.members(self.actual)
         return Inspection(path=str(self.source), format=self.handler.name,
-                          files=tuple(str(m) for m in members), bytes=self.bytes,
+                          files=tuple(self.named(m) for m in members), bytes=self.bytes,
                           variables=contents.variables, has_optimizer=contents.has_optimizer,
                           versions=versions)
 
     def check(self, model: keras.Model) -> tuple[Check, ...]:
-        with _reading(self.source):
+        with self._reading():
             return (Check("integrity", True, self.detail),
                     *self.handler.check(model, self.actual))
 
     def load_config(self, **options: Any) -> keras.Model:
-        with _reading(self.source):
+        with self._reading():
             return cast(ConfigFormat, self.handler).load(self.actual, **options)
 
     def load_model(self, **options: Any) -> Any:
-        with _reading(self.source):
+        with self._reading():
             return cast(ModelFormat, self.handler).load(self.actual,
                                                         checksummed=self.checksummed, **options)
 
     def load_weights(self, model: keras.Model) -> tuple[Check, ...]:
-        with _reading(self.source):
+        with self._reading():
             return (Check("integrity", True, self.detail),
                     *cast(WeightsFormat, self.handler).load(model, self.actual,
                                                             checksummed=self.checksummed))
@@ -252,8 +284,39 @@ def open_artifact(path: PathLike, kind: str | None = None, format: str | None = 
                   handler: Handler | None = None) -> Opened:
     """The artifact at ``path`` (of ``kind``/``format`` when given), found and its
     manifest checked: ``ArtifactNotFoundError``, ``UnknownFormatError``,
-    ``CorruptArtifactError`` as every public call raises them."""
-    source = Path(os.fspath(path))
+    ``CorruptArtifactError`` as every public call raises them.
+
+    A URL's artifact is copied to a local folder first (checked against its
+    manifest's sizes on the way); ``Opened.close`` removes the copy."""
+    if not remote.is_url(path):
+        return _open_local(remote.local_path(path), kind, format, handler)
+    url = os.fspath(path).rstrip("/")
+    stage = contextlib.ExitStack()
+    try:
+        store = remote.Remote(url)
+        shown = (str(stage.enter_context(remote.stage_dir())), store.parent_url)
+        with _reading(url), remote.at_url(*shown):
+            local = store.fetch(Path(shown[0]))
+            opened = _open_local(local, kind, format, handler)
+    except BaseException:
+        stage.close()
+        raise
+    opened.source, opened.shown, opened._stage = url, shown, stage
+    return opened
+
+
+@contextlib.contextmanager
+def _opened(path: PathLike, kind: str | None = None,
+            format: str | None = None) -> Iterator[Opened]:
+    opened = open_artifact(path, kind, format)
+    try:
+        yield opened
+    finally:
+        opened.close()
+
+
+def _open_local(source: Path, kind: str | None, format: str | None,
+                handler: Handler | None) -> Opened:
     with _reading(source):
         handler = handler or _registry.detect(source, kind, format)
         where = _manifest.manifest_path(handler, source)
@@ -270,17 +333,18 @@ def load_weights(model: keras.Model, path: PathLike, *, format: str | None = Non
     the model and its optimizer is exactly as before.
     """
     start = time.perf_counter()
-    opened = open_artifact(path, "weights", format)
-    checks = opened.load_weights(model)
-    return Report(str(opened.source), opened.handler.name, True, checks, opened.bytes,
+    with _opened(path, "weights", format) as opened:
+        checks = opened.load_weights(model)
+        size = opened.bytes
+    return Report(str(opened.source), opened.handler.name, True, checks, size,
                   time.perf_counter() - start)
 
 
 def load_config(path: PathLike, *, custom_objects: Mapping[str, Any] | None = None,
                 safe_mode: bool = True) -> keras.Model:
     """A freshly initialized, uncompiled model from a ``.json``/``.yaml`` config file."""
-    return open_artifact(path, "config").load_config(custom_objects=custom_objects,
-                                                     safe_mode=safe_mode)
+    with _opened(path, "config") as opened:
+        return opened.load_config(custom_objects=custom_objects, safe_mode=safe_mode)
 
 
 def load_model(path: PathLike, *, compile: bool = True, safe_mode: bool = True,
@@ -290,8 +354,9 @@ def load_model(path: PathLike, *, compile: bool = True, safe_mode: bool = True,
     A ``.keras`` or ``.h5`` model comes back compiled with its optimizer state,
     so training continues exactly where it stopped.
     """
-    return open_artifact(path, "model").load_model(compile=compile, safe_mode=safe_mode,
-                                                   custom_objects=custom_objects)
+    with _opened(path, "model") as opened:
+        return opened.load_model(compile=compile, safe_mode=safe_mode,
+                                 custom_objects=custom_objects)
 
 
 def verify(model: keras.Model, path: PathLike, *, format: str | None = None) -> Report:
@@ -301,15 +366,17 @@ def verify(model: keras.Model, path: PathLike, *, format: str | None = None) -> 
     not raise for a failed check.
     """
     start = time.perf_counter()
-    opened = open_artifact(path, None, format)
-    checks = opened.check(model)
+    with _opened(path, None, format) as opened:
+        checks = opened.check(model)
+        size = opened.bytes
     return Report(str(opened.source), opened.handler.name, all(c.ok for c in checks), checks,
-                  opened.bytes, time.perf_counter() - start)
+                  size, time.perf_counter() - start)
 
 
 def inspect(path: PathLike) -> Inspection:
     """What the artifact at ``path`` holds, read without building a model."""
-    return open_artifact(path).inspection()
+    with _opened(path) as opened:
+        return opened.inspection()
 
 
 public(inspect, load_config, load_model, load_weights, save_config, save_model, save_weights,

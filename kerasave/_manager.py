@@ -28,6 +28,7 @@ import tensorflow as tf
 
 from kerasave import _adopted as adopted
 from kerasave import _internals as internals
+from kerasave._distributed import cluster_of
 from kerasave._errors import (
     ArchitectureMismatchError,
     ArtifactNotFoundError,
@@ -55,7 +56,7 @@ from kerasave.formats.checkpoint import (
     tensor_loader,
     tensor_reader,
 )
-from kerasave.store import local
+from kerasave.store import local, remote
 from kerasave.store.transaction import Transaction, resolve_checked
 
 __all__ = ["CheckpointManager"]
@@ -72,13 +73,13 @@ class _Lease:
     interleave theirs; ``pending`` is a background write still running.
     """
 
-    def __init__(self, fd: int, key: tuple[int, int], holder: int) -> None:
+    def __init__(self, fd: int | None, key: tuple[Any, Any], holder: int) -> None:
         self.fd, self.key, self.holder = fd, key, holder
         self.writing = threading.Lock()
         self.pending: threading.Thread | None = None
 
 
-_leases: dict[tuple[int, int], _Lease] = {}  # by the directory's (st_dev, st_ino)
+_leases: dict[tuple[Any, Any], _Lease] = {}  # by the directory's (st_dev, st_ino), or URL
 _leases_lock = threading.Lock()
 _created = itertools.count(1)  # managers in order of creation: the newest writer wins
 
@@ -94,7 +95,7 @@ def _key(directory: Path) -> tuple[int, int] | None:
 @dataclass(frozen=True)
 class _Entry:
     number: int
-    path: Path
+    path: Path | str  # a URL's checkpoints by their URLs
     time: float
     metrics: dict[str, float] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -139,7 +140,9 @@ class CheckpointManager:
         reserved = {"model", "optimizer", UNTRACKED, "save_counter"} & set(trackables)
         if reserved:
             raise ValueError(f"these names are kerasave's own: {sorted(reserved)}")
-        self.directory = Path(os.fspath(directory))
+        # A URL's checkpoints are written and read through a private local folder.
+        self._url = os.fspath(directory).rstrip("/") if remote.is_url(directory) else None
+        self.directory: Path | str = self._url or remote.local_path(directory)
         self.model = model
         self._optimizer = optimizer
         self.max_to_keep = max_to_keep
@@ -162,6 +165,11 @@ class CheckpointManager:
         return self._optimizer if self._optimizer is not None else optimizer_of(self.model)
 
     def _entries(self) -> list[_Entry]:
+        if self._url is not None:
+            return [_Entry(n, url, float(m.get("time") or 0), dict(m.get("metrics") or {}),
+                           dict(m.get("metadata") or {}))
+                    for n, url, m in remote.series(self._url)]
+        assert isinstance(self.directory, Path)
         if not self.directory.is_dir():
             return []
         found = []
@@ -193,12 +201,17 @@ class CheckpointManager:
 
     def metadata(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         """What ``save(metadata=...)`` recorded with a checkpoint (the latest by default)."""
-        target = Path(os.fspath(path)) if path is not None else None
+        target = self._where(path) if path is not None else None
         for entry in reversed(self._entries()):
             if target is None or entry.path == target:
                 return dict(entry.metadata)
         raise CorruptArtifactError("no such checkpoint in the manager's directory",
                                    path=target or self.directory)
+
+    def _where(self, path: str | os.PathLike[str]) -> Path | str:
+        """A checkpoint's path as the listing names it."""
+        return (os.fspath(path).rstrip("/") if remote.is_url(path)
+                else remote.local_path(path))
 
     # -- writing ---------------------------------------------------------------------
 
@@ -220,9 +233,14 @@ class CheckpointManager:
                     "directory in this process (e.g. a notebook cell run again), which "
                     "now writes there; save through the newer one", path=self.directory)
             return lease
-        self.directory.mkdir(parents=True, exist_ok=True)
-        key = _key(self.directory)
-        assert key is not None
+        if self._url is not None:  # (other processes writing to the URL: see docs/scaling.md)
+            key: tuple[Any, Any] = ("url", self._url)
+        else:
+            assert isinstance(self.directory, Path)
+            self.directory.mkdir(parents=True, exist_ok=True)
+            found = _key(self.directory)
+            assert found is not None
+            key = found
         with _leases_lock:
             lease = _leases.get(key)
             if lease is not None:
@@ -232,6 +250,11 @@ class CheckpointManager:
                 lease.holder = self._number
                 self._lease = lease
                 return lease
+            if self._url is not None:
+                lease = _leases[key] = _Lease(None, key, self._number)
+                self._lease = lease
+                return lease
+            assert isinstance(self.directory, Path)
             fd = os.open(self.directory / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
                          0o644)
             try:
@@ -266,6 +289,8 @@ class CheckpointManager:
         pending = lease.pending
         if pending is not None and pending is not threading.current_thread():
             pending.join()
+        if lease.fd is None:
+            return
         fcntl.flock(lease.fd, fcntl.LOCK_UN)
         os.close(lease.fd)
 
@@ -298,6 +323,8 @@ class CheckpointManager:
         return roots
 
     def _model_name(self) -> str:
+        if self._saved_name is None and self._url is not None:
+            self._saved_name = "model"  # (TensorFlow never adopted an object-store series)
         if self._saved_name is None:
             entries = self._entries()
             name = adopted.model_name(entries[-1].path if entries else None, self._roots())
@@ -316,22 +343,30 @@ class CheckpointManager:
             blocking: When False, copy the state to host memory and return; the
                 checkpoint is written, verified and committed in a background
                 thread. The next ``save``, ``restore``, ``wait`` or ``close`` joins
-                it, and raises what it raised.
+                it, and raises what it raised. (Under ``MultiWorkerMirroredStrategy``
+                saves block: every worker takes part in them.)
         """
         self.wait()
-        lease = self._acquire()
-        before = lease.pending  # another manager's background write, superseded by this one
-        if before is not None:
+        cluster = cluster_of(self.model)
+        lease = self._acquire() if cluster is None or cluster.chief else None
+        before = lease.pending if lease is not None else None  # another manager's
+        if before is not None:  # background write, superseded by this one
             before.join()
         entries = self._entries()
         number = int(step) if step is not None else (entries[-1].number + 1 if entries else 1)
-        path = self.directory / f"ckpt-{number}"
+        path: Path | str = (f"{self._url}/ckpt-{number}" if self._url is not None
+                            else remote.local_path(self.directory) / f"ckpt-{number}")
         manifest = describe(self.model, self.optimizer, "checkpoint")
         manifest.update(step=number, time=self._now(),
                         metrics={k: float(v) for k, v in (metrics or {}).items()},
                         metadata=dict(metadata or {}), trackables=sorted(self.trackables))
         if self._model_name() != "model":
             manifest["model_name"] = self._model_name()
+        if cluster is not None:  # the chief writes; every worker takes part
+            cluster.save(lambda checkpoint, values: self._write(checkpoint, values, path,
+                                                                manifest),
+                         self._written_roots(), path)
+            return str(path)
         snapshot = None if blocking else self._snapshot()
         if snapshot is None:
             self._write(tf.train.Checkpoint(**self._written_roots()), None, path, manifest)
@@ -339,7 +374,7 @@ class CheckpointManager:
         checkpoint, copies = snapshot
         self._pending = lease.pending = threading.Thread(
             target=self._background, args=(checkpoint, copies, path, manifest),
-            name=f"kerasave-save-{path.name}")
+            name=f"kerasave-save-{_name(path)}")
         self._pending.start()
         return str(path)
 
@@ -371,14 +406,14 @@ class CheckpointManager:
             return None
         return checkpoint, self._copies
 
-    def _background(self, checkpoint: Any, copies: Any, path: Path,
+    def _background(self, checkpoint: Any, copies: Any, path: Path | str,
                     manifest: dict[str, Any]) -> None:
         try:
             self._write(checkpoint, copies, path, manifest)
         except BaseException as exc:  # surfaces on the next call
             self._error = exc
 
-    def _write(self, checkpoint: Any, copies: Any, path: Path,
+    def _write(self, checkpoint: Any, copies: Any, path: Path | str,
                manifest: dict[str, Any]) -> None:
         start = time.perf_counter()
         lease = self._lease
@@ -389,12 +424,24 @@ class CheckpointManager:
             local.write_text(manifest_path(tmp),
                              json.dumps(manifest, indent=1, default=str) + "\n")
 
-        with lease.writing, Transaction(_HANDLER, path, suffix="") as txn:
-            txn.write(write)
-            self._check(txn.tmp, path, copies, start)
-            txn.commit({}, then=self._retain)
+        with lease.writing:
+            if isinstance(path, Path):
+                with Transaction(_HANDLER, path, suffix="") as txn:
+                    txn.write(write)
+                    self._check(txn.tmp, path, copies, start)
+                    txn.commit({}, then=self._retain)
+                return
+            # A URL: the same transaction in a local folder, then uploaded and
+            # committed by its manifest (kerasave.store.remote).
+            with remote.staged_save(path) as (store, staged):
+                with Transaction(_HANDLER, staged, suffix="") as txn:
+                    txn.write(write)
+                    self._check(txn.tmp, path, copies, start)
+                    txn.commit({})
+                store.publish(staged, manifest_path(staged), staged.parent)
+            self._retain()
 
-    def _check(self, tmp: Path, path: Path, copies: Any, start: float) -> None:
+    def _check(self, tmp: Path, path: Path | str, copies: Any, start: float) -> None:
         if not self.verify:
             return
         reader = _reader(tmp)
@@ -424,12 +471,19 @@ class CheckpointManager:
                     anchor = e.time
         # TensorFlow's own record first: a crash before the deletes leaves it naming
         # checkpoints that all exist.
+        if self._url is not None:
+            for e in entries:
+                if e.number not in keep:
+                    remote.Remote(str(e.path)).delete()  # its commit record first
+            return
         kept = [e for e in entries if e.number in keep]
-        adopted.tell_tensorflow(self.directory, [(e.path.name, e.time) for e in kept],
+        assert isinstance(self.directory, Path)
+        adopted.tell_tensorflow(self.directory, [(_name(e.path), e.time) for e in kept],
                                 self.max_to_keep)
         with local.removing() as held:  # (disk space freed once all names are gone)
             for e in entries:
                 if e.number not in keep:
+                    assert isinstance(e.path, Path)
                     index = e.path.with_name(e.path.name + ".index")
                     local.remove(index, held)  # first: what makes the rest a checkpoint
                     for member in _HANDLER.members(e.path):
@@ -479,7 +533,15 @@ class CheckpointManager:
             path = self.latest
             if path is None:
                 raise CorruptArtifactError("no checkpoint to restore", path=self.directory)
-        prefix = Path(os.fspath(path))
+        if remote.is_url(path):  # read from a local copy (its sizes checked on the way)
+            store = remote.Remote(os.fspath(path))
+            with remote.stage_dir() as stage, remote.at_url(stage, store.parent_url):
+                report = self._restore_from(store.fetch(stage), only, strict, start)
+            return remote.report_at(report, str(stage), store.parent_url)
+        return self._restore_from(remote.local_path(path), only, strict, start)
+
+    def _restore_from(self, prefix: Path, only: Collection[str] | None, strict: bool,
+                      start: float) -> Report:
         if not _HANDLER.exists(prefix):
             raise ArtifactNotFoundError(f"no checkpoint at {prefix}", path=prefix)
         prefix, _, checksummed = resolve_checked(_HANDLER, prefix)
@@ -551,19 +613,23 @@ class CheckpointManager:
             try:
                 self.restore(entry.path)
             except CorruptArtifactError as exc:
-                damaged.append(f"{entry.path.name}: {exc}")
+                damaged.append(f"{_name(entry.path)}: {exc}")
                 continue
             except ArchitectureMismatchError:
                 raise
             if damaged:
                 warnings.warn(
                     f"skipped damaged checkpoint(s) in {self.directory}: {'; '.join(damaged)}; "
-                    f"restored {entry.path.name}", UserWarning, stacklevel=2)
+                    f"restored {_name(entry.path)}", UserWarning, stacklevel=2)
             return str(entry.path)
         if damaged:
             raise CorruptArtifactError("every checkpoint is damaged: " + "; ".join(damaged),
                                        path=self.directory)
         return None
+
+
+def _name(path: Path | str) -> str:
+    return os.path.basename(str(path))
 
 
 public(CheckpointManager)

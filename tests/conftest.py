@@ -83,3 +83,29 @@ def trained():
 @pytest.fixture
 def batch():
     return ks.reference_data(32, seed=5)
+
+
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 server on a free localhost port, for this test process
+    (``tests/s3server.py``); the AWS settings of the process point at it."""
+    from tests.s3server import S3Server
+
+    saved = {k: os.environ.get(k) for k in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY",
+                                            "AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN",
+                                            "AWS_ENDPOINT_URL")}
+    server = S3Server()
+    server.activate()
+    yield server
+    server.stop()
+    for k, v in saved.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture
+def bucket(s3_server):
+    """A fresh, empty bucket on the local S3 server: ``s3://kerasave-<hex>``."""
+    return s3_server.new_bucket()

@@ -13,10 +13,11 @@ artifacts of one format.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import keras
 import numpy as np
@@ -28,11 +29,31 @@ from kerasave._state import fresh_twin
 from kerasave._verify import optimizer_of, to_numpy
 from kerasave.cli._names import model_names, optimizer_arrays, unique
 from kerasave.formats.savedmodel import SavedModelHandler
+from kerasave.store import remote
 
 __all__ = ["Opened", "open_artifact", "Arrays", "NeedsArchitecture", "DoesNotFit",
-           "architecture", "read", "read_pair", "load_into"]
+           "architecture", "read", "read_pair", "load_into", "local_copy", "same_place"]
 
 PathLike = str | os.PathLike[str]
+
+
+@contextlib.contextmanager
+def local_copy(path: str) -> Iterator[str]:
+    """``path`` itself, or for a URL a local copy of its artifact (its sizes checked
+    on the way; the CRC32Cs are checked where it is opened), removed afterwards.
+    kerasave's errors inside name the URL."""
+    if not remote.is_url(path):
+        yield path
+        return
+    store = remote.Remote(path)
+    with remote.stage_dir() as stage, remote.at_url(stage, store.parent_url):
+        yield str(store.fetch(stage))
+
+
+def same_place(a: PathLike, b: PathLike) -> bool:
+    if remote.is_url(a) or remote.is_url(b):
+        return os.fspath(a).rstrip("/") == os.fspath(b).rstrip("/")
+    return remote.local_path(a).resolve() == remote.local_path(b).resolve()
 
 
 class NeedsArchitecture(KerasaveError):
@@ -199,7 +220,7 @@ def read_pair(a: PathLike, b: PathLike, *, config: PathLike | None = None
         NeedsArchitecture: both are weights-only, named differently, and no config.
     """
     sides = [open_artifact(a)]
-    if Path(os.fspath(a)).resolve() == Path(os.fspath(b)).resolve():
+    if same_place(a, b):
         # The same artifact twice: checked and read once.
         if sides[0].handler.kind == "config":
             raise _no_weights(sides[0])

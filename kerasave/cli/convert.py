@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 
 import click
 
 import kerasave as ks
-from kerasave.cli._artifacts import architecture, load_into, open_artifact, read_pair
+from kerasave.cli._artifacts import (
+    architecture,
+    load_into,
+    local_copy,
+    open_artifact,
+    read_pair,
+    same_place,
+)
 from kerasave.cli._ui import OK, No, note, status
 from kerasave.cli.diff import STATUS, compare_arrays
 from kerasave.formats._base import ModelFormat
@@ -31,7 +39,11 @@ def _destination_kind(dst: str, as_: str | None) -> str:
 
 
 def _exists(path: str) -> bool:
-    p = Path(path)
+    from kerasave.store import remote
+
+    if remote.is_url(path):
+        return remote.Remote(path).exists()
+    p = remote.local_path(path)
     return p.exists() or p.with_name(p.name + ".index").exists()
 
 
@@ -50,27 +62,34 @@ def convert_command(src: str, dst: str, config: str | None, as_: str | None,
     """Convert the artifact SRC into another format at DST, verified.
 
     The result is written with kerasave's save functions (verified by a round
-    trip), then compared with SRC variable by variable.
+    trip), then compared with SRC variable by variable. Either may be a URL.
     """
+    target = _destination_kind(dst, as_)
+    if same_place(src, dst):
+        raise click.UsageError("SRC and DST are the same path")
+    with status(f"fetching {src}") if "://" in src else contextlib.nullcontext(), \
+            local_copy(src) as local:
+        return _convert(src, local, dst, target, config, force)
+
+
+def _convert(src: str, local: str, dst: str, target: str, config: str | None,
+             force: bool) -> int:
     from kerasave import _registry
 
-    handler = _registry.detect(Path(src))
-    target = _destination_kind(dst, as_)
-    if Path(src).resolve() == Path(dst).resolve():
-        raise click.UsageError("SRC and DST are the same path")
+    handler = _registry.detect(Path(local))
     if _exists(dst) and not force:
         raise click.UsageError(f"{dst} already exists; pass --force to replace it")
     if handler.kind == "config" and target != "config":
         raise click.UsageError(
             f"{src} is a {handler.name} config: it holds no weights, so it converts to a "
             ".json/.yaml config only")
-    whole = isinstance(handler, ModelFormat) and handler.whole_at(Path(src))
+    whole = isinstance(handler, ModelFormat) and handler.whole_at(Path(local))
     if not whole and handler.kind != "config" and not config:
         raise click.UsageError(
             f"{src} ({handler.name}) holds weights only: pass --config MODEL.json (or a .keras "
             "or .h5 model) for its architecture")
     with status(f"reading {src}"):
-        source = open_artifact(src, handler=handler)
+        source = open_artifact(local, handler=handler)
         if handler.kind == "config":
             model = source.load_config()
         elif whole:
@@ -96,7 +115,7 @@ def convert_command(src: str, dst: str, config: str | None, as_: str | None,
     if target == "config":
         return OK
     with status(f"comparing {dst} with {src}"):
-        left, right = read_pair(src, dst, config=config)
+        left, right = read_pair(local, dst, config=config)
         result = compare_arrays(left, right)
     if not result.identical:
         bad = [e for e in result.entries if e.status != "same"]

@@ -11,7 +11,7 @@ import click
 import numpy as np
 from rich.text import Text
 
-from kerasave.cli._artifacts import open_artifact
+from kerasave.cli._artifacts import Opened, open_artifact
 from kerasave.cli._ui import OK, console, print_table, shape, size_of, status, table
 
 __all__ = ["inspect_command"]
@@ -22,16 +22,25 @@ def _inspection(path: str) -> tuple[dict[str, Any], str]:
     manifest), and what the artifact is in words."""
     with status(f"reading {path}"):
         opened = open_artifact(path)  # (a manifest that does not match raises)
-        found = opened.inspection()
+    try:
+        return _facts(opened)
+    finally:
+        opened.close()  # (a URL's local copy)
+
+
+def _facts(opened: Opened) -> tuple[dict[str, Any], str]:
+    found = opened.inspection()
     data = dataclasses.asdict(found)
     data["variables"] = [{"name": v.name, "shape": list(v.shape), "dtype": v.dtype}
                          for v in found.variables]
     data["files"] = list(found.files)
     data["versions"] = dict(found.versions)
     data["kind"] = opened.handler.kind
-    data["file_bytes"] = {f: size_of(f) for f in found.files}
+    data["file_bytes"] = {opened.named(m): size_of(str(m))
+                          for m in opened.handler.members(opened.actual)}
     data["manifest"] = {"present": opened.manifest is not None,
-                        "manifest": None if opened.manifest is None else str(opened.manifest),
+                        "manifest": None if opened.manifest is None else
+                        opened.named(opened.manifest),
                         "ok": True, "detail": opened.detail}
     return data, opened.handler.description_at(opened.actual)
 

@@ -19,7 +19,7 @@ import numpy as np
 import kerasave as ks
 from kerasave import _registry
 from kerasave._verify import probe_inputs
-from kerasave.cli._artifacts import Opened, architecture, load_into, open_artifact
+from kerasave.cli._artifacts import Opened, architecture, load_into, local_copy, open_artifact
 from kerasave.cli._compare import fingerprint
 from kerasave.cli._ui import OK, No, note, status
 
@@ -133,15 +133,23 @@ def verify_command(path: str, config: str | None) -> int:
     Prints one "ok" line and exits 0 when it is good; exits 1 with the reason
     on stderr when it is not.
     """
-    try:  # nothing there or no format at all is an error (2); damage is a "no" (1)
-        handler = _registry.detect(Path(path))
+    try:  # (a URL's copy: missing or wrong-sized objects are a "no" too)
+        with local_copy(path) as local:
+            return _verify(path, local, config)
     except _BAD as exc:
         raise No(f"{path} failed verification: {exc}") from exc
-    what = f"{handler.name} {handler.description_at(Path(path))}"
+
+
+def _verify(path: str, local: str, config: str | None) -> int:
+    try:  # nothing there or no format at all is an error (2); damage is a "no" (1)
+        handler = _registry.detect(Path(local))
+    except _BAD as exc:
+        raise No(f"{path} failed verification: {exc}") from exc
+    what = f"{handler.name} {handler.description_at(Path(local))}"
     into = architecture(open_artifact(config)) if config else None
     try:
         with status(f"verifying {path}"):
-            facts = _facts(open_artifact(path, handler=handler), into, config)
+            facts = _facts(open_artifact(local, handler=handler), into, config)
     except _BAD as exc:
         raise No(f"{path} ({what}) failed verification: {exc}") from exc
     click.echo(f"ok: {path} ({what}): " + "; ".join(facts))

@@ -46,7 +46,8 @@ class S3Server:
                     self.log.seek(0)
                     err = self.log.read().decode(errors="replace")
                     self.stop()
-                    raise RuntimeError(f"moto's S3 server did not start: {err[-2000:]}")
+                    raise RuntimeError(
+                        f"moto's S3 server did not start: {err[-2000:]}") from None
                 time.sleep(0.05)
 
     def env(self) -> dict[str, str]:

@@ -370,3 +370,46 @@ def test_command_line_on_s3(bucket, s3_server, trained, tmp_path):
     down = cli("convert", url, str(tmp_path / "local.h5"))
     assert down.returncode == 0, down.stdout + down.stderr
     assert_bit_exact(values(trained.variables), ks.load_model(tmp_path / "local.h5").variables)
+
+
+def test_fit_callback_on_s3_resumes_exactly(bucket):
+    from kerasave.callbacks import Checkpoint
+
+    data, labels = ks.reference_data(64)
+    plain = ks.reference_model(seed=0)
+    plain.fit(data, labels, epochs=3, batch_size=16, shuffle=False, verbose=0)
+
+    class Boom(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise RuntimeError("crash")
+
+    model = ks.reference_model(seed=0)
+    with pytest.raises(RuntimeError):
+        model.fit(data, labels, epochs=3, batch_size=16, shuffle=False, verbose=0,
+                  callbacks=[Checkpoint(f"{bucket}/fit"), Boom()])
+    again = ks.reference_model(seed=0)
+    history = again.fit(data, labels, epochs=3, batch_size=16, shuffle=False, verbose=0,
+                        callbacks=[Checkpoint(f"{bucket}/fit")])
+    assert history.epoch == [2]
+    assert_bit_exact(values(all_vars(plain)), all_vars(again))
+
+
+def test_transfers_report_progress_when_asked(bucket, monkeypatch):
+    import contextlib
+
+    seen = []
+
+    @contextlib.contextmanager
+    def bar(what, total):
+        counted = []
+        yield counted.append
+        seen.append((what, total, sum(counted)))
+
+    model = keras.Sequential([keras.Input((512,)), keras.layers.Dense(1024)])  # 2 MB
+    monkeypatch.setattr(remote, "progress", bar)
+    ks.save_weights(model, f"{bucket}/big.weights.h5")
+    ks.load_weights(model, f"{bucket}/big.weights.h5")
+    assert [w for w, _, _ in seen] == ["upload", "download"]
+    for _, total, counted in seen:
+        assert total > 2 * 2**20 and counted == total

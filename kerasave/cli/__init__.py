@@ -75,6 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (the console script exits with it)."""
     state = State()
     args = list(sys.argv[1:] if argv is None else argv)
+    if sys.stderr.isatty():  # object-store transfers draw a bar
+        from kerasave.cli._ui import transfer_bar
+        from kerasave.store import remote
+
+        remote.progress = transfer_bar
     message, code, error = None, OK, None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

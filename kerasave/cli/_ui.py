@@ -5,8 +5,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 from rich import box
@@ -41,11 +42,43 @@ def console() -> Console:
 @contextlib.contextmanager
 def status(message: str) -> Iterator[None]:
     """A spinner on stderr while a long step runs, on a terminal only."""
+    global _spinner
     if tty() and sys.stderr.isatty():
-        with Console(stderr=True).status(message):
-            yield
+        with Console(stderr=True).status(message) as spinner:
+            _spinner = spinner
+            try:
+                yield
+            finally:
+                _spinner = None
     else:
         yield
+
+
+_spinner: Any = None  # the spinner running, which a transfer's bar replaces meanwhile
+
+
+@contextlib.contextmanager
+def transfer_bar(what: str, total: int) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr for an object-store transfer (``kerasave.store.remote``)."""
+    from rich.progress import (
+        BarColumn,
+        DownloadColumn,
+        Progress,
+        TextColumn,
+        TransferSpeedColumn,
+    )
+
+    spinner = _spinner
+    if spinner is not None:
+        spinner.stop()
+    try:
+        with Progress(TextColumn(what), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                      transient=True, console=Console(stderr=True)) as bar:
+            task = bar.add_task(what, total=total)
+            yield lambda n: bar.advance(task, n)
+    finally:
+        if spinner is not None:
+            spinner.start()
 
 
 def one_line(text: str) -> str:

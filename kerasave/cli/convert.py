@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 from pathlib import Path
 
 import click
@@ -67,8 +66,7 @@ def convert_command(src: str, dst: str, config: str | None, as_: str | None,
     target = _destination_kind(dst, as_)
     if same_place(src, dst):
         raise click.UsageError("SRC and DST are the same path")
-    with status(f"fetching {src}") if "://" in src else contextlib.nullcontext(), \
-            local_copy(src) as local:
+    with local_copy(src) as local:  # (a URL's copy: its transfer draws its own bar)
         return _convert(src, local, dst, target, config, force)
 
 

@@ -33,7 +33,6 @@ import posixpath
 import re
 import secrets
 import shutil
-import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -57,9 +56,11 @@ _EXTRA = "pip install 'kerasave[remote]'"
 # Called before each object-store step with its kind ("put", "commit", "delete")
 # and URL; the crash-point tests set it, nothing else does.
 _hook: Callable[[str, str], None] | None = None
-# Whether transfers draw a progress bar on stderr (the command line sets it when
-# stderr is a terminal).
-progress = False
+# What draws a progress bar for a transfer: ``progress(what, total_bytes)`` is a
+# context manager giving ``advance(n_bytes)``; the command line sets it when stderr
+# is a terminal (``kerasave.cli._ui.transfer_bar``).
+progress: Callable[[str, int], contextlib.AbstractContextManager[Callable[[int], None]]] \
+    | None = None
 
 
 def _step(kind: str, url: str) -> None:
@@ -355,28 +356,24 @@ def _clear(directory: Path) -> None:
 
 @contextlib.contextmanager
 def _progress(what: str, total: int) -> Iterator[Any]:
-    """An fsspec callback: a progress bar on stderr when ``progress`` is on."""
+    """An fsspec callback that advances ``progress``'s bar, when one is set."""
     from fsspec.callbacks import Callback, NoOpCallback
 
-    if not progress or total < 2**20 or not sys.stderr.isatty():
+    if progress is None or total < 2**20:
         yield NoOpCallback()
         return
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TransferSpeedColumn
+    with progress(what, total) as advance:
 
-    class _Bar(Callback):  # type: ignore[misc]
-        def set_size(self, size: int) -> None:
-            pass  # per file; the bar counts the whole transfer
+        class _Bar(Callback):  # type: ignore[misc]
+            def set_size(self, size: int) -> None:
+                pass  # per file; the bar counts the whole transfer
 
-        def absolute_update(self, value: int) -> None:
-            pass
+            def absolute_update(self, value: int) -> None:
+                pass
 
-        def relative_update(self, inc: int = 1) -> None:
-            bar.advance(task, inc)
+            def relative_update(self, inc: int = 1) -> None:
+                advance(inc)
 
-    with Progress(TextColumn(what), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                  transient=True, console=Console(stderr=True)) as bar:
-        task = bar.add_task(what, total=total)
         yield _Bar()
 
 

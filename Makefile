@@ -28,7 +28,7 @@ PUBLIC_SKIP   := -k "(not h5 or weights) and not fit_" \
                  --deselect tests/test_roundtrip.py::test_verify_detects_a_different_model \
                  --deselect tests/test_roundtrip.py::test_save_does_not_change_the_callers_model
 
-.PHONY: demo test test-oldest test-public lint venv clean reliability bench docs dist
+.PHONY: demo test test-oldest test-public lint venv clean reliability bench bench-remote docs dist
 
 venv: $(STAMP)
 
@@ -65,6 +65,10 @@ reliability: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/perf.py
+
+# Object storage: kerasave on a local S3 server (moto) against plain fsspec put/get.
+bench-remote: $(STAMP)
+	$(BIN)/python bench/remote.py
 
 # The tutorials are rendered with the outputs stored in them (tests/test_notebooks.py
 # checks those are current). NO_MKDOCS_2_WARNING: mkdocs-material's banner, not a warning.

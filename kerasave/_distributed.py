@@ -37,6 +37,7 @@ class Cluster:
     def __init__(self, strategy: Any) -> None:
         self.strategy = strategy
         self.chief = bool(strategy.extended.should_checkpoint)
+        self._agree: Any = None
 
     def values(self, checkpoint: Any) -> Any:
         """Every variable ``checkpoint`` saves, read on every worker in one order:
@@ -73,10 +74,16 @@ class Cluster:
 
     def agree(self, ok: bool) -> bool:
         """An all-reduce over the workers: whether any said ``ok``."""
-        strategy = self.strategy
-        flags = strategy.run(lambda: tf.constant(1.0 if ok else 0.0))
-        total = strategy.reduce(tf.distribute.ReduceOp.SUM, flags, axis=None)
-        return float(total) > 0.0
+        if self._agree is None:
+            strategy = self.strategy
+
+            @tf.function  # (traced once; eagerly, TensorFlow warns at every call)
+            def agree(flag: Any) -> Any:
+                flags = strategy.run(lambda: tf.identity(flag))
+                return strategy.reduce(tf.distribute.ReduceOp.SUM, flags, axis=None)
+
+            self._agree = agree
+        return float(self._agree(tf.constant(1.0 if ok else 0.0))) > 0.0
 
 
 class _ByIdentity:

@@ -157,6 +157,7 @@ class CheckpointManager:
         self._error: BaseException | None = None
         self._copies: Any = None
         self._saved_name: str | None = None  # the model's name in the files (_model_name)
+        self._cluster: Any = False  # the model's multi-worker cluster (None: one process)
 
     # -- listing ---------------------------------------------------------------------
 
@@ -347,13 +348,18 @@ class CheckpointManager:
                 saves block: every worker takes part in them.)
         """
         self.wait()
-        cluster = cluster_of(self.model)
+        if self._cluster is False:  # (found once: the model's strategy stays)
+            self._cluster = cluster_of(self.model)
+        cluster = self._cluster
         lease = self._acquire() if cluster is None or cluster.chief else None
         before = lease.pending if lease is not None else None  # another manager's
         if before is not None:  # background write, superseded by this one
             before.join()
         entries = self._entries()
-        number = int(step) if step is not None else (entries[-1].number + 1 if entries else 1)
+        if step is not None:  # (a variable under a strategy has no __int__ of its own)
+            number = int(step.numpy() if hasattr(step, "numpy") else step)
+        else:
+            number = entries[-1].number + 1 if entries else 1
         path: Path | str = (f"{self._url}/ckpt-{number}" if self._url is not None
                             else remote.local_path(self.directory) / f"ckpt-{number}")
         manifest = describe(self.model, self.optimizer, "checkpoint")

@@ -9,8 +9,6 @@ with it.
 
 from __future__ import annotations
 
-import fcntl
-import itertools
 import json
 import math
 import os
@@ -38,6 +36,7 @@ from kerasave._errors import (
 )
 from kerasave._internals import Unsupported
 from kerasave._internals.trackables import snapshot
+from kerasave._lease import Lease, give_back, next_number, take
 from kerasave._public import public
 from kerasave._report import Check, Report
 from kerasave._verify import optimizer_of
@@ -62,35 +61,6 @@ from kerasave.store.transaction import Transaction, resolve_checked
 __all__ = ["CheckpointManager"]
 
 _HANDLER = CheckpointHandler()
-_LOCK_NAME = ".kerasave-writer.lock"
-
-
-class _Lease:
-    """This process' hold on a directory's writer lock file, which passes from
-    manager to manager: the newest ``CheckpointManager`` of the directory holds it.
-
-    ``writing`` is held for each write, so two managers of one process never
-    interleave theirs; ``pending`` is a background write still running.
-    """
-
-    def __init__(self, fd: int | None, key: tuple[Any, Any], holder: int) -> None:
-        self.fd, self.key, self.holder = fd, key, holder
-        self.writing = threading.Lock()
-        self.pending: threading.Thread | None = None
-
-
-_leases: dict[tuple[Any, Any], _Lease] = {}  # by the directory's (st_dev, st_ino), or URL
-_leases_lock = threading.Lock()
-_created = itertools.count(1)  # managers in order of creation: the newest writer wins
-
-
-def _key(directory: Path) -> tuple[int, int] | None:
-    try:
-        st = directory.stat()
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
 
 @dataclass(frozen=True)
 class _Entry:
@@ -150,8 +120,8 @@ class CheckpointManager:
         self.verify = verify
         self.best_k, self.metric, self.mode = best_k, metric, mode
         self.trackables = dict(trackables)
-        self._number = next(_created)
-        self._lease: _Lease | None = None
+        self._number = next_number()
+        self._lease: Lease | None = None
         self._now = time.time  # tests move the clock
         self._pending: threading.Thread | None = None
         self._error: BaseException | None = None
@@ -216,61 +186,16 @@ class CheckpointManager:
 
     # -- writing ---------------------------------------------------------------------
 
-    def _acquire(self) -> _Lease:
-        """The directory's lease, taken when this manager first writes: from the
-        process' last manager of the directory when there is one (a notebook cell run
-        again creates a new manager while the old one lives on), else by locking the
-        directory's writer lock file, which excludes managers of other processes.
+    def _acquire(self) -> Lease:
+        """The directory's lease, taken when this manager first writes
+        (``kerasave._lease.take``).
 
         Raises:
             KerasaveError: a newer manager of this process took the directory over,
                 or a manager of another process holds it.
         """
-        lease = self._lease
-        if lease is not None:
-            if lease.holder != self._number or _leases.get(lease.key) is not lease:
-                raise KerasaveError(
-                    "this CheckpointManager was superseded by a newer one for the same "
-                    "directory in this process (e.g. a notebook cell run again), which "
-                    "now writes there; save through the newer one", path=self.directory)
-            return lease
-        if self._url is not None:  # (other processes writing to the URL: see docs/scaling.md)
-            key: tuple[Any, Any] = ("url", self._url)
-        else:
-            assert isinstance(self.directory, Path)
-            self.directory.mkdir(parents=True, exist_ok=True)
-            found = _key(self.directory)
-            assert found is not None
-            key = found
-        with _leases_lock:
-            lease = _leases.get(key)
-            if lease is not None:
-                if lease.holder > self._number:
-                    self._lease = lease
-                    return self._acquire()  # raises: superseded
-                lease.holder = self._number
-                self._lease = lease
-                return lease
-            if self._url is not None:
-                lease = _leases[key] = _Lease(None, key, self._number)
-                self._lease = lease
-                return lease
-            assert isinstance(self.directory, Path)
-            fd = os.open(self.directory / _LOCK_NAME, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC,
-                         0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                holder = os.pread(fd, 64, 0).decode(errors="replace").strip() or "?"
-                os.close(fd)
-                raise KerasaveError(
-                    f"another CheckpointManager (process {holder}) is writing to this "
-                    "directory; only one writer at a time", path=self.directory) from None
-            os.ftruncate(fd, 0)
-            os.pwrite(fd, str(os.getpid()).encode(), 0)
-            lease = _leases[key] = _Lease(fd, key, self._number)
-            self._lease = lease
-            return lease  # released by close() or when the process dies
+        self._lease = take(self._lease, self._number, self.directory)
+        return self._lease
 
     def close(self) -> None:
         """Finish a background save, then release the directory's writer lock."""
@@ -281,19 +206,8 @@ class CheckpointManager:
 
     def _release(self) -> None:
         lease, self._lease = self._lease, None
-        if lease is None:
-            return
-        with _leases_lock:
-            if lease.holder != self._number or _leases.get(lease.key) is not lease:
-                return  # superseded: the lease is the newer manager's
-            del _leases[lease.key]
-        pending = lease.pending
-        if pending is not None and pending is not threading.current_thread():
-            pending.join()
-        if lease.fd is None:
-            return
-        fcntl.flock(lease.fd, fcntl.LOCK_UN)
-        os.close(lease.fd)
+        if lease is not None:
+            give_back(lease, self._number)
 
     def __enter__(self) -> CheckpointManager:
         return self

@@ -39,6 +39,7 @@ RUN_PAGES = [
     "formats/savedmodel.md",
     "errors.md",
     "keras2.md",
+    "scaling.md",
 ]
 
 # The tutorials' pages: (page, a line its outputs print).

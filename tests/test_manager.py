@@ -401,6 +401,19 @@ def test_failed_verification_commits_nothing(tmp_path, monkeypatch):
 def test_fit_callback_epoch_resume_in_process(tmp_path):
     from kerasave.callbacks import Checkpoint
 
+    plain, data, labels = fit_callback_resumes(tmp_path)
+    # A finished run is marked complete: running it again trains no further.
+    third = ks.reference_model(seed=5)
+    third.fit(data, labels, epochs=3, batch_size=16, shuffle=False, verbose=0,
+              callbacks=[Checkpoint(tmp_path)])
+    assert_bit_exact(values(all_vars(plain)), all_vars(third))
+
+
+def fit_callback_resumes(directory):
+    """A fit with kerasave's callback into ``directory`` that crashes after its second
+    epoch, run again, ends where an uninterrupted fit ends (also tests/test_remote.py)."""
+    from kerasave.callbacks import Checkpoint
+
     data, labels = ks.reference_data(64)
     plain = ks.reference_model(seed=0)
     plain.fit(data, labels, epochs=3, batch_size=16, shuffle=False, verbose=0)
@@ -413,14 +426,10 @@ def test_fit_callback_epoch_resume_in_process(tmp_path):
     model = ks.reference_model(seed=0)
     with pytest.raises(RuntimeError):
         model.fit(data, labels, epochs=3, batch_size=16, shuffle=False, verbose=0,
-                  callbacks=[Checkpoint(tmp_path), Boom()])
+                  callbacks=[Checkpoint(directory), Boom()])
     again = ks.reference_model(seed=0)
     history = again.fit(data, labels, epochs=3, batch_size=16, shuffle=False, verbose=0,
-                        callbacks=[Checkpoint(tmp_path)])
+                        callbacks=[Checkpoint(directory)])
     assert history.epoch == [2]
     assert_bit_exact(values(all_vars(plain)), all_vars(again))
-    # A finished run is marked complete: running it again trains no further.
-    third = ks.reference_model(seed=5)
-    third.fit(data, labels, epochs=3, batch_size=16, shuffle=False, verbose=0,
-              callbacks=[Checkpoint(tmp_path)])
-    assert_bit_exact(values(all_vars(plain)), all_vars(third))
+    return plain, data, labels

@@ -184,3 +184,23 @@ def test_shared_directory_holds_exactly_the_kept_series(runs, tmp_path):
     _assert_series(_listing(runs["A"]), [4, 6], reference_6)
     _assert_series(runs["listing_b4"], [2, 4], reference_4)  # B after its first cluster
     _assert_series(_listing(runs["B"]), [4, 6], reference_6)
+
+
+@pytest.mark.slow
+def test_two_workers_on_s3_resume_like_a_straight_run(runs, s3_server, tmp_path):
+    """The same clusters with the directory on the local S3 server (the workers
+    inherit its settings from the environment)."""
+    import fsspec
+
+    url = f"{s3_server.new_bucket()}/mw"
+    _cluster(tmp_path, "s3-first", url, 4)
+    resumed, _ = _cluster(tmp_path, "s3-resumed", url, 6)
+    for index in range(WORKERS):
+        _assert_same(runs["straight"][index], resumed[index], f"worker {index}: on S3")
+    fs, path = fsspec.core.url_to_fs(url)
+    fs.invalidate_cache()
+    names = sorted(p[len(path) + 1:] for p in fs.find(path))
+    assert [n for n in names if not n.startswith(".")] == [
+        "ckpt-4.kerasave.json", "ckpt-6.kerasave.json"], names
+    assert {n.split("/")[0] for n in names if n.startswith(".")} == {
+        ".ckpt-4.kerasave-v", ".ckpt-6.kerasave-v"}, names

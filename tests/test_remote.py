@@ -20,6 +20,7 @@ import kerasave as ks
 from kerasave.store import remote
 
 from .conftest import all_vars, assert_bit_exact, perturb, values
+from .test_manager import _net, _train, fit_callback_resumes
 
 SCRIPTS = Path(__file__).parent / "scripts"
 
@@ -259,18 +260,6 @@ def test_no_backend_names_the_extra(trained):
 
 # -- CheckpointManager --------------------------------------------------------------
 
-def _net():
-    model = keras.Sequential([keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)])
-    model.compile(optimizer=keras.optimizers.Adam(0.01), loss="mse")
-    return model
-
-
-def _train(model, steps=2, seed=0):
-    rng = np.random.default_rng(seed)
-    for _ in range(steps):
-        model.train_on_batch(rng.random((4, 5), np.float32), rng.random((4, 3), np.float32))
-
-
 @pytest.mark.parametrize("blocking", [True, False])
 def test_manager_on_s3_numbers_retains_and_restores_exactly(bucket, blocking):
     directory = f"{bucket}/run/ckpts"
@@ -373,26 +362,7 @@ def test_command_line_on_s3(bucket, s3_server, trained, tmp_path):
 
 
 def test_fit_callback_on_s3_resumes_exactly(bucket):
-    from kerasave.callbacks import Checkpoint
-
-    data, labels = ks.reference_data(64)
-    plain = ks.reference_model(seed=0)
-    plain.fit(data, labels, epochs=3, batch_size=16, shuffle=False, verbose=0)
-
-    class Boom(keras.callbacks.Callback):
-        def on_epoch_end(self, epoch, logs=None):
-            if epoch == 1:
-                raise RuntimeError("crash")
-
-    model = ks.reference_model(seed=0)
-    with pytest.raises(RuntimeError):
-        model.fit(data, labels, epochs=3, batch_size=16, shuffle=False, verbose=0,
-                  callbacks=[Checkpoint(f"{bucket}/fit"), Boom()])
-    again = ks.reference_model(seed=0)
-    history = again.fit(data, labels, epochs=3, batch_size=16, shuffle=False, verbose=0,
-                        callbacks=[Checkpoint(f"{bucket}/fit")])
-    assert history.epoch == [2]
-    assert_bit_exact(values(all_vars(plain)), all_vars(again))
+    fit_callback_resumes(f"{bucket}/fit")
 
 
 def test_transfers_report_progress_when_asked(bucket, monkeypatch):

@@ -383,3 +383,22 @@ def test_transfers_report_progress_when_asked(bucket, monkeypatch):
     assert [w for w, _, _ in seen] == ["upload", "download"]
     for _, total, counted in seen:
         assert total > 2 * 2**20 and counted == total
+
+
+def test_a_load_racing_a_save_reads_one_whole_version(bucket, monkeypatch):
+    """A save that replaces the version a load is downloading (and deletes its
+    objects) makes the load start again on the new version, not report damage."""
+    url = f"{bucket}/m.keras"
+    old, new = ks.reference_model(seed=1), ks.reference_model(seed=2)
+    ks.save_model(old, url)
+    original, raced = remote.Remote._get, []
+
+    def racing(self, objects, into, sizes):
+        if not raced:
+            raced.append(True)
+            ks.save_model(new, url)  # while this load is about to download the old one
+        return original(self, objects, into, sizes)
+
+    monkeypatch.setattr(remote.Remote, "_get", racing)
+    assert_bit_exact(values(all_vars(new)), all_vars(ks.load_model(url)))
+    assert raced

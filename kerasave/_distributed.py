@@ -64,11 +64,17 @@ class Cluster:
                 raise error
             return
         scratch = tempfile.mkdtemp(prefix="kerasave-worker-")
+        failed: BaseException | None = None
         try:  # the same collectives as the chief's write, into nowhere that stays
             checkpoint.write(os.path.join(scratch, "ckpt"))
+        except BaseException as exc:  # the chief waits for the verdict: take part
+            failed = exc
         finally:
             shutil.rmtree(scratch, ignore_errors=True)
-        if not self.agree(False):
+        committed = self.agree(False)
+        if failed is not None:
+            raise failed
+        if not committed:
             raise KerasaveError("the chief could not write, verify or commit this "
                                 "checkpoint (its error says why)", path=where)
 

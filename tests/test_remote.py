@@ -237,14 +237,15 @@ def test_a_save_killed_mid_upload_by_sigkill(bucket, s3_server, tmp_path):
     child = subprocess.Popen([sys.executable, "-c", code, url, "2", "stall"], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert child.stdout.readline().strip() == "uploading"
-    time.sleep(0.3)  # 32 MB on its way
+    time.sleep(0.1)  # 32 MB on its way (moto takes about 0.4 s for them here)
     child.send_signal(signal.SIGKILL)
     child.wait(60)
     child.stdout.close()
-    loaded = ks.load_model(url)
-    want = keras.random.normal((1024, 8192), seed=1)
-    assert np.array_equal(keras.ops.convert_to_numpy(loaded.layers[0].kernel),
-                          keras.ops.convert_to_numpy(want))
+    kernel = keras.ops.convert_to_numpy(ks.load_model(url).layers[0].kernel)
+    versions = [keras.ops.convert_to_numpy(keras.random.normal((1024, 8192), seed=s))
+                for s in (1, 2)]
+    # One whole version: the old one unless the upload and its commit beat the kill.
+    assert any(np.array_equal(kernel, v) for v in versions)
 
 
 def test_no_backend_names_the_extra(trained):

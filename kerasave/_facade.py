@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import weakref
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, replace
 from functools import cached_property
@@ -302,6 +303,7 @@ def open_artifact(path: PathLike, kind: str | None = None, format: str | None = 
         stage.close()
         raise
     opened.source, opened.shown, opened._stage = url, shown, stage
+    weakref.finalize(opened, stage.close)  # (a copy nobody closed goes with it, or at exit)
     return opened
 
 

@@ -353,7 +353,8 @@ class CheckpointManager:
                 return
             # A URL: the same transaction in a local folder, then uploaded and
             # committed by its manifest (kerasave.store.remote).
-            with remote.staged_save(path) as (store, staged):
+            with (remote.staged_save(path) as (store, staged),
+                  remote.at_url(staged.parent, store.parent_url)):
                 with Transaction(_HANDLER, staged, suffix="") as txn:
                     txn.write(write)
                     self._check(txn.tmp, path, copies, start)

@@ -404,3 +404,23 @@ def test_a_load_racing_a_save_reads_one_whole_version(bucket, monkeypatch):
     monkeypatch.setattr(remote.Remote, "_get", racing)
     assert_bit_exact(values(all_vars(new)), all_vars(ks.load_model(url)))
     assert raced
+
+
+def test_a_manifest_naming_another_folder_is_refused_and_deletes_nothing(bucket, trained):
+    url = f"{bucket}/m.keras"
+    ks.save_model(trained, url)
+    fs = _fs(url)
+    fs.pipe_file(f"{bucket}/data/keep.txt", b"someone else's")
+    manifest = json.loads(fs.cat_file(f"{url}.kerasave.json"))
+    manifest["remote"]["objects"] = "data"
+    fs.pipe_file(f"{url}.kerasave.json", json.dumps(manifest).encode())
+    with pytest.raises(ks.CorruptArtifactError, match="not a version folder"):
+        ks.load_model(url)
+    ks.save_model(trained, url)  # replaces the damaged manifest: deletes no sibling
+    assert fs.cat_file(f"{bucket}/data/keep.txt") == b"someone else's"
+    assert_bit_exact(values(all_vars(trained)), all_vars(ks.load_model(url)))
+
+
+def test_a_url_must_name_an_object_inside_a_bucket(bucket, trained):
+    with pytest.raises(ks.KerasaveError, match="names no object"):
+        ks.save_model(trained, bucket)

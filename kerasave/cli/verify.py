@@ -136,6 +136,8 @@ def verify_command(path: str, config: str | None) -> int:
     try:  # (a URL's copy: missing or wrong-sized objects are a "no" too)
         with local_copy(path) as local:
             return _verify(path, local, config)
+    except No:
+        raise  # (said already)
     except _BAD as exc:
         raise No(f"{path} failed verification: {exc}") from exc
 

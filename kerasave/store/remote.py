@@ -50,6 +50,8 @@ VERSIONS = ".kerasave-v"
 MANIFEST = ".kerasave.json"
 GRACE = float(os.environ.get("KERASAVE_REMOTE_GRACE", 3600))  # seconds
 _MANIFEST_LIMIT = 64 * 2**20  # a manifest larger than this is not one
+_TOKEN = r"\d{10}-[0-9a-f]{12}"  # a version's name: when its upload began, and a nonce
+CHECKSUM = "crc32c"
 _SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 _EXTRA = "pip install 'kerasave[remote]'"
 
@@ -114,12 +116,14 @@ class Remote:
     """One artifact at a URL (see the module's docstring)."""
 
     def __init__(self, url: str) -> None:
-        self.url = url.rstrip("/")
+        scheme, _, rest = url.partition("://")
+        self.url = f"{scheme}://{rest.rstrip('/')}"
         self.fs, path = _filesystem(self.url)
         self.path = path.rstrip("/")
         self.parent, self.name = posixpath.split(self.path)
-        if not self.name:
-            raise KerasaveError("the URL names no object", path=url)
+        if not self.name or not self.parent.strip("/") and self.fs.root_marker != "/":
+            raise KerasaveError("the URL names no object inside a bucket or folder "
+                                "(expected e.g. s3://bucket/model.keras)", path=url)
         self.manifest_path = f"{self.path}{MANIFEST}"
         self.versions = posixpath.join(self.parent, f".{self.name}{VERSIONS}")
 
@@ -151,14 +155,23 @@ class Remote:
         try:
             manifest = json.loads(data)
             place = manifest["remote"]
-            prefix = posixpath.join(self.parent, _relative(place["objects"]))
+            objects = place["objects"]
+            # Only a version folder of this very artifact: a save deletes what it names.
+            if not isinstance(objects, str) or not re.fullmatch(
+                    re.escape(f".{self.name}{VERSIONS}/") + _TOKEN, objects):
+                raise ValueError(f"not a version folder of this artifact: {objects!r}")
+            prefix = posixpath.join(self.parent, objects)
             paths = {str(k): _relative(v) for k, v in place["paths"].items()}
             manifest_at = _relative(place["manifest"])
             files = manifest["files"]
+            for name, entry in files.items():
+                size = entry["bytes"]
+                if type(size) is not int or size < 0 or not isinstance(entry[CHECKSUM], str):
+                    raise ValueError(f"no size and checksum for {name!r}")
         except (ValueError, KeyError, TypeError, AttributeError) as exc:
             raise CorruptArtifactError(f"not a kerasave manifest of an object-store artifact "
                                        f"({type(exc).__name__}: {exc})", path=where) from None
-        if not isinstance(files, dict) or set(files) != set(paths):
+        if set(files) != set(paths):
             raise CorruptArtifactError("the manifest's file table and object names differ",
                                        path=where)
         return Version(manifest, prefix, paths, manifest_at)
@@ -211,6 +224,9 @@ class Remote:
                            for name, rel in version.paths.items()})
             except FileNotFoundError as exc:
                 again = self.committed()
+                if again is None:  # deleted meanwhile (retention, another writer)
+                    raise ArtifactNotFoundError("the artifact was deleted while it was read",
+                                                path=self.url) from None
                 if again is not None and again.prefix != version.prefix and attempt < 2:
                     _clear(into)  # a newer save replaced this version meanwhile
                     continue
@@ -285,6 +301,8 @@ class Remote:
         except (FileNotFoundError, OSError):
             return
         now = time.time()
+        current = self.committed_or_none()  # (another writer may have committed since)
+        keep = keep | ({current.prefix} if current is not None else set())
         for entry in entries:
             entry = entry.rstrip("/")
             if entry in keep:
@@ -296,13 +314,12 @@ class Remote:
             self._delete_prefix(entry)
 
     def delete(self) -> None:
-        """Remove the artifact: its commit record first, then its objects."""
-        version = self.committed_or_none()
+        """Remove the artifact: its commit record first, then every version of it
+        (killed uploads too: nothing saves this name again to clean them)."""
         _step("delete", self._url(self.manifest_path))
         with contextlib.suppress(FileNotFoundError):
             self.fs.rm_file(self.manifest_path)
-        if version is not None:
-            self._delete_prefix(version.prefix)
+        self._delete_prefix(self.versions)
 
     def _delete_prefix(self, prefix: str) -> None:
         _step("delete", self._url(prefix))

@@ -63,20 +63,27 @@ class Cluster:
             if error is not None:
                 raise error
             return
-        scratch = tempfile.mkdtemp(prefix="kerasave-worker-")
         failed: BaseException | None = None
         try:  # the same collectives as the chief's write, into nowhere that stays
-            checkpoint.write(os.path.join(scratch, "ckpt"))
+            _scratch_write(checkpoint)
         except BaseException as exc:  # the chief waits for the verdict: take part
             failed = exc
-        finally:
-            shutil.rmtree(scratch, ignore_errors=True)
         committed = self.agree(False)
         if failed is not None:
             raise failed
         if not committed:
             raise KerasaveError("the chief could not write, verify or commit this "
                                 "checkpoint (its error says why)", path=where)
+
+    def abort(self, roots: dict[str, Any], where: Any) -> None:
+        """This worker failed before its save began: take part in the collectives the
+        others' saves make, and say no."""
+        checkpoint = tf.train.Checkpoint(**roots)
+        self.values(checkpoint)
+        try:
+            _scratch_write(checkpoint)
+        finally:
+            self.agree(False)
 
     def agree(self, ok: bool) -> bool:
         """An all-reduce over the workers: whether any said ``ok``."""
@@ -90,6 +97,15 @@ class Cluster:
 
             self._agree = agree
         return float(self._agree(tf.constant(1.0 if ok else 0.0))) > 0.0
+
+
+def _scratch_write(checkpoint: Any) -> None:
+    """TensorFlow's write, for its collectives, into a folder removed at once."""
+    scratch = tempfile.mkdtemp(prefix="kerasave-worker-")
+    try:
+        checkpoint.write(os.path.join(scratch, "ckpt"))
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
 
 
 class _ByIdentity:

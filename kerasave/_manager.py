@@ -261,10 +261,39 @@ class CheckpointManager:
                 it, and raises what it raised. (Under ``MultiWorkerMirroredStrategy``
                 saves block: every worker takes part in them.)
         """
-        self.wait()
         if self._cluster is False:  # (found once: the model's strategy stays)
             self._cluster = cluster_of(self.model)
         cluster = self._cluster
+        if cluster is None:
+            lease, path, manifest = self._planned(None, step, metrics, metadata)
+        else:  # the chief writes; every worker takes part
+            try:
+                lease, path, manifest = self._planned(cluster, step, metrics, metadata)
+            except BaseException:
+                cluster.abort(self._written_roots(), self.directory)  # (the others wait)
+                raise
+            cluster.save(lambda checkpoint, values: self._write(checkpoint, values, path,
+                                                                manifest),
+                         self._written_roots(), path)
+            return str(path)
+        assert lease is not None
+        snapshot = None if blocking else self._snapshot()
+        if snapshot is None:
+            self._write(tf.train.Checkpoint(**self._written_roots()), None, path, manifest)
+            return str(path)
+        checkpoint, copies = snapshot
+        self._pending = lease.pending = threading.Thread(
+            target=self._background, args=(checkpoint, copies, path, manifest),
+            name=f"kerasave-save-{_name(path)}")
+        self._pending.start()
+        return str(path)
+
+    def _planned(self, cluster: Any, step: Any, metrics: Mapping[str, float] | None,
+                 metadata: Mapping[str, Any] | None
+                 ) -> tuple[Lease | None, Path | str, dict[str, Any]]:
+        """What a save writes: this writer's lease (none on a worker that is not the
+        chief), the checkpoint's path and its manifest."""
+        self.wait()
         lease = self._acquire() if cluster is None or cluster.chief else None
         before = lease.pending if lease is not None else None  # another manager's
         if before is not None:  # background write, superseded by this one
@@ -282,21 +311,7 @@ class CheckpointManager:
                         metadata=dict(metadata or {}), trackables=sorted(self.trackables))
         if self._model_name() != "model":
             manifest["model_name"] = self._model_name()
-        if cluster is not None:  # the chief writes; every worker takes part
-            cluster.save(lambda checkpoint, values: self._write(checkpoint, values, path,
-                                                                manifest),
-                         self._written_roots(), path)
-            return str(path)
-        snapshot = None if blocking else self._snapshot()
-        if snapshot is None:
-            self._write(tf.train.Checkpoint(**self._written_roots()), None, path, manifest)
-            return str(path)
-        checkpoint, copies = snapshot
-        self._pending = lease.pending = threading.Thread(
-            target=self._background, args=(checkpoint, copies, path, manifest),
-            name=f"kerasave-save-{_name(path)}")
-        self._pending.start()
-        return str(path)
+        return lease, path, manifest
 
     def wait(self) -> None:
         """Wait for a background save to finish; raise what it raised, if anything."""

@@ -49,7 +49,8 @@ def _tail(path, lines=40):
     return "\n".join(text[-lines:])
 
 
-def _cluster(tmp_path, name, directory, steps, save_every=SAVE_EVERY):
+def _cluster(tmp_path, name, directory, steps, save_every=SAVE_EVERY, *extra,
+             failing=False):
     """Train on a fresh two-worker cluster until the step is ``steps``; returns the
     workers' final states (one dict of arrays each) and the wall time."""
     run = tmp_path / "runs" / name
@@ -68,7 +69,8 @@ def _cluster(tmp_path, name, directory, steps, save_every=SAVE_EVERY):
                 procs.append(subprocess.Popen(
                     [sys.executable, str(SCRIPT), "--index", str(index), "--ports", ports,
                      "--directory", str(directory), "--steps", str(steps),
-                     "--save-every", str(save_every), "--out", str(run / f"worker{index}.npz")],
+                     "--save-every", str(save_every), "--out", str(run / f"worker{index}.npz"),
+                     *extra],
                     stdout=stdout, stderr=stderr, env=env, start_new_session=True))
         deadline = start + TIMEOUT
         while any(p.poll() is None for p in procs) and time.perf_counter() < deadline:
@@ -84,6 +86,8 @@ def _cluster(tmp_path, name, directory, steps, save_every=SAVE_EVERY):
                        for i, p in enumerate(procs))
     if hung:
         pytest.fail(f"cluster {name!r} hung past {TIMEOUT}s (workers {hung} killed)\n{report}")
+    if failing:
+        return [p.returncode for p in procs], [_tail(err) for _, err in logs]
     if any(p.returncode != 0 for p in procs):
         pytest.fail(f"cluster {name!r} failed after {seconds:.1f}s\n{report}")
     leftovers = sorted(p.relative_to(scratch).as_posix() for p in scratch.rglob("*"))
@@ -204,3 +208,14 @@ def test_two_workers_on_s3_resume_like_a_straight_run(runs, s3_server, tmp_path)
         "ckpt-4.kerasave.json", "ckpt-6.kerasave.json"], names
     assert {n.split("/")[0] for n in names if n.startswith(".")} == {
         ".ckpt-4.kerasave-v", ".ckpt-6.kerasave-v"}, names
+
+
+@pytest.mark.slow
+def test_a_chief_whose_save_fails_before_it_begins_stops_every_worker(tmp_path):
+    """No worker waits forever in a collective the chief never joins."""
+    codes, errors = _cluster(tmp_path, "failing", tmp_path / "C", 4, SAVE_EVERY,
+                             "--chief-fails-at", "4", failing=True)
+    assert codes == [1, 1], errors
+    assert "the listing failed (on purpose)" in errors[0]
+    assert "the chief could not write, verify or commit" in errors[1]
+    assert [p.name for p in (tmp_path / "C").iterdir() if "ckpt-4" in p.name] == []

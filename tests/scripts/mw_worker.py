@@ -28,6 +28,8 @@ def parse(argv=None):
     parser.add_argument("--steps", type=int, required=True, help="train until the step is this")
     parser.add_argument("--save-every", type=int, required=True, help="save every k steps")
     parser.add_argument("--out", required=True, help="the .npz written at the end")
+    parser.add_argument("--chief-fails-at", type=int, default=None,
+                        help="at this step the chief's save fails before it begins")
     args = parser.parse_args(argv)
     ports = args.ports.split(",")
     if len(ports) != WORKERS:
@@ -141,6 +143,11 @@ def main(argv=None):
         train_step(x, y)
         step.assign_add(1)
         if int(step.numpy()) % args.save_every == 0:
+            if int(step.numpy()) == args.chief_fails_at and args.index == 0:
+                def broken():
+                    raise kerasave.KerasaveError("the listing failed (on purpose)")
+
+                manager._entries = broken  # (the chief's save fails before it writes)
             manager.save(step=step)  # ckpt-<step>
     manager.close()
 

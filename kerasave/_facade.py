@@ -87,11 +87,10 @@ def _save(kind: str, model: keras.Model, path: PathLike, format: str | None,
             return _save_once(kind, model, remote.local_path(path), format, verify)
         url = os.fspath(path).rstrip("/")
         start = time.perf_counter()
-        with (remote.staged_save(url) as (store, local),
-              remote.at_url(local.parent, store.parent_url)):
+        with remote.staged_save(url) as (store, local):
             report = _save_once(kind, model, local, format, verify)
             handler = _registry.for_save(kind, local, format)
-            store.publish(local, _manifest.manifest_path(handler, local), local.parent)
+            store.publish(local, _manifest.manifest_path(handler, local))
         return replace(remote.report_at(report, str(local.parent), store.parent_url),
                        seconds=time.perf_counter() - start)
 
@@ -294,11 +293,10 @@ def open_artifact(path: PathLike, kind: str | None = None, format: str | None = 
     url = os.fspath(path).rstrip("/")
     stage = contextlib.ExitStack()
     try:
-        store = remote.Remote(url)
-        shown = (str(stage.enter_context(remote.stage_dir())), store.parent_url)
-        with _reading(url), remote.at_url(*shown):
-            local = store.fetch(Path(shown[0]))
-            opened = _open_local(local, kind, format, handler)
+        with _reading(url):
+            local, shown = stage.enter_context(remote.fetched(url))
+            with remote.at_url(*shown):
+                opened = _open_local(local, kind, format, handler)
     except BaseException:
         stage.close()
         raise

@@ -368,13 +368,12 @@ class CheckpointManager:
                 return
             # A URL: the same transaction in a local folder, then uploaded and
             # committed by its manifest (kerasave.store.remote).
-            with (remote.staged_save(path) as (store, staged),
-                  remote.at_url(staged.parent, store.parent_url)):
+            with remote.staged_save(path) as (store, staged):
                 with Transaction(_HANDLER, staged, suffix="") as txn:
                     txn.write(write)
                     self._check(txn.tmp, path, copies, start)
                     txn.commit({})
-                store.publish(staged, manifest_path(staged), staged.parent)
+                store.publish(staged, manifest_path(staged))
             self._retain()
 
     def _check(self, tmp: Path, path: Path | str, copies: Any, start: float) -> None:
@@ -470,10 +469,9 @@ class CheckpointManager:
             if path is None:
                 raise CorruptArtifactError("no checkpoint to restore", path=self.directory)
         if remote.is_url(path):  # read from a local copy (its sizes checked on the way)
-            store = remote.Remote(os.fspath(path))
-            with remote.stage_dir() as stage, remote.at_url(stage, store.parent_url):
-                report = self._restore_from(store.fetch(stage), only, strict, start)
-            return remote.report_at(report, str(stage), store.parent_url)
+            with remote.fetched(os.fspath(path)) as (local, shown):
+                report = self._restore_from(local, only, strict, start)
+            return remote.report_at(report, *shown)
         return self._restore_from(remote.local_path(path), only, strict, start)
 
     def _restore_from(self, prefix: Path, only: Collection[str] | None, strict: bool,

@@ -45,9 +45,8 @@ def local_copy(path: str) -> Iterator[str]:
     if not remote.is_url(path):
         yield path
         return
-    store = remote.Remote(path)
-    with remote.stage_dir() as stage, remote.at_url(stage, store.parent_url):
-        yield str(store.fetch(stage))
+    with remote.fetched(path) as (local, _):
+        yield str(local)
 
 
 def same_place(a: PathLike, b: PathLike) -> bool:

@@ -258,9 +258,10 @@ class Remote:
 
     # -- writing ---------------------------------------------------------------------
 
-    def publish(self, local: Path, manifest_at: Path, stage: Path) -> None:
-        """Upload the local artifact ``local`` (its files under ``stage``, its sealed
+    def publish(self, local: Path, manifest_at: Path) -> None:
+        """Upload the staged artifact ``local`` (its files in its folder, its sealed
         manifest at ``manifest_at``) as a new version, then commit it."""
+        stage = local.parent
         try:
             manifest = json.loads(manifest_at.read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
@@ -438,18 +439,21 @@ def stage_dir() -> Iterator[Path]:
 @contextlib.contextmanager
 def staged_save(url: str) -> Iterator[tuple[Remote, Path]]:
     """``(remote, local)``: save to ``local`` (a staged path with the URL's name)
-    inside the block; publish it with ``remote.publish`` before leaving."""
+    inside the block and publish it with ``remote.publish`` before leaving;
+    kerasave's errors inside name the URL."""
     remote = Remote(url)
-    with stage_dir() as stage:
+    with stage_dir() as stage, at_url(stage, remote.parent_url):
         yield remote, stage / remote.name
 
 
 @contextlib.contextmanager
-def fetched(url: str) -> Iterator[Path]:
-    """A local, size-checked copy of what is at ``url``, removed afterwards."""
+def fetched(url: str) -> Iterator[tuple[Path, tuple[str, str]]]:
+    """``(local, shown)``: a local, size-checked copy of what is at ``url``, removed
+    afterwards, and ``(its folder, the URL's folder)`` for naming what is in it
+    (``report_at``); kerasave's errors inside name the URL."""
     remote = Remote(url)
-    with stage_dir() as stage:
-        yield remote.fetch(stage)
+    with stage_dir() as stage, at_url(stage, remote.parent_url):
+        yield remote.fetch(stage), (str(stage), remote.parent_url)
 
 
 def series(url: str, pattern: str = r"ckpt-(\d+)") -> list[tuple[int, str, dict[str, Any]]]:

@@ -26,14 +26,16 @@ _WHERE = {name: module for module, names in {
     "kerasave._report": ("Check", "Inspection", "Report", "Variable"),
 }.items() for name in names}
 _SUBMODULES = {"callbacks", "testing", "formats", "cli"}
+_LIGHT = {"kerasave._errors", "kerasave._report"}  # (import neither TensorFlow nor Keras)
 
 
 def __getattr__(name: str) -> Any:
     if name not in _SUBMODULES and name not in _WHERE:
         raise AttributeError(f"module 'kerasave' has no attribute {name!r}")
-    from kerasave._quiet import import_tensorflow
+    if _WHERE.get(name) not in _LIGHT:
+        from kerasave._quiet import import_tensorflow
 
-    import_tensorflow()  # (TensorFlow's load ignores a TF_CPP_MIN_LOG_LEVEL set to hide it)
+        import_tensorflow()  # (TensorFlow's load ignores a TF_CPP_MIN_LOG_LEVEL set to hide it)
     if name in _SUBMODULES:
         return importlib.import_module(f"kerasave.{name}")
     value = getattr(importlib.import_module(_WHERE[name]), name)

@@ -14,10 +14,10 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-import keras
 import yaml
 
 from kerasave._errors import CorruptArtifactError, NotSerializableError, UnsafeArtifactError
+from kerasave._lazy import keras
 from kerasave._public import public
 from kerasave._safety import refuse_code
 from kerasave.formats._base import require_config

@@ -23,10 +23,8 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-import keras
-import tensorflow as tf
-
 from kerasave._errors import KerasaveError
+from kerasave._lazy import keras, tf
 
 __all__ = ["Cluster", "cluster_of"]
 

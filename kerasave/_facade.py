@@ -17,7 +17,6 @@ from functools import cached_property
 from pathlib import Path
 from typing import Any, cast
 
-import keras
 import numpy as np
 
 from kerasave import _registry, _safety, _verify
@@ -28,6 +27,7 @@ from kerasave._errors import (
     RoundTripError,
     UnsafeArtifactError,
 )
+from kerasave._lazy import keras
 from kerasave._public import public
 from kerasave._report import Check, Inspection, Report
 from kerasave.formats._base import (

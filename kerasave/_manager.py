@@ -21,9 +21,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import keras
-import tensorflow as tf
-
 from kerasave import _adopted as adopted
 from kerasave import _internals as internals
 from kerasave._distributed import cluster_of
@@ -36,6 +33,7 @@ from kerasave._errors import (
 )
 from kerasave._internals import Unsupported
 from kerasave._internals.trackables import snapshot
+from kerasave._lazy import keras, tf
 from kerasave._lease import Lease, give_back, next_number, take
 from kerasave._public import public
 from kerasave._report import Check, Report

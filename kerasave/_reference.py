@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import keras
 import numpy as np
 
+from kerasave._lazy import keras
 from kerasave._public import public
 
 __all__ = ["reference_model", "reference_data"]

@@ -24,12 +24,12 @@ from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 
 from kerasave._internals import FastPathWarning, patches, savinglib
 from kerasave._internals.patches import Recorded
 from kerasave._internals.twins import TWINS, Read
+from kerasave._lazy import keras
 from kerasave._verify import optimizer_of, to_numpy
 
 __all__ = ["all_variables", "Snapshot", "NoTwin", "compiled_twin", "empty_twin",

@@ -13,9 +13,9 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
-import keras
 import numpy as np
 
+from kerasave._lazy import keras
 from kerasave._report import Check
 
 __all__ = [
@@ -51,7 +51,7 @@ def view(value: Any) -> np.ndarray:
     every array. Anything else (other devices, other types) is copied.
     """
     try:
-        import tensorflow as tf
+        from kerasave._lazy import tf
 
         inner = value.value if isinstance(value, keras.Variable) else value
         if isinstance(inner, tf.Variable):
@@ -331,7 +331,7 @@ def _predict(model: keras.Model, loaded: keras.Model, probe: Any,
     """
     if not recorded:
         return lambda: loaded(probe, training=False)
-    import tensorflow as tf
+    from kerasave._lazy import tf
 
     originals = {id(a): e for e, a in zip(model.weights, loaded.weights)}
     originals.update((id(a), e) for e, a in zip(seed_states(model), seed_states(loaded)))

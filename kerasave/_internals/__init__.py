@@ -36,6 +36,8 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from kerasave._quiet import import_tensorflow
+
 __all__ = ["ENV", "FastPathWarning", "Unsupported", "attempt", "enabled", "fast_paths",
            "failed", "load_all", "on", "register", "status"]
 
@@ -127,6 +129,7 @@ def on(name: str) -> bool:
     """
     if not enabled():
         return False
+    import_tensorflow()  # (a fast path's private imports may be the process' first)
     if _probing(name):
         return True  # (the probe runs the fast path itself)
     if name not in _PATHS:

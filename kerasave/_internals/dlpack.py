@@ -29,7 +29,7 @@ class Loaded(np.ndarray):
     """
 
     def __tf_tensor__(self, dtype: Any = None, name: Any = None) -> Any:
-        import tensorflow as tf
+        from kerasave._lazy import tf
 
         base = self.view(np.ndarray)
         if (not on("dlpack_adopt")
@@ -67,7 +67,7 @@ class _Exported:
         self._tensor = tensor
 
     def __dlpack__(self, **_: Any) -> Any:
-        import tensorflow as tf
+        from kerasave._lazy import tf
 
         return tf.experimental.dlpack.to_dlpack(self._tensor)
 

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import keras
 import numpy as np
 
 from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError
 from kerasave._internals import Unsupported
 from kerasave._internals.dlpack import aligned
+from kerasave._lazy import keras
 
 try:  # ISA-L's CRC-32 runs at ~10 GB/s, zlib's at ~1 GB/s; both give the zip's CRC-32
     from isal.isal_zlib import crc32 as _crc32

@@ -23,11 +23,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
-import keras
-
 from kerasave._internals import attempt
 from kerasave._internals.h5read import Source
 from kerasave._internals.patches import legacy_reads, legacy_writes
+from kerasave._lazy import keras
 
 __all__ = ["keras2_model", "save_h5_model", "load_h5_weights", "keras2_modules", "named",
            "training_optimizer"]

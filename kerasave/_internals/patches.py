@@ -20,13 +20,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import h5py
-import keras
 import numpy as np
 
 from kerasave._errors import KerasaveError
 from kerasave._internals import Unsupported, on, patching
 from kerasave._internals.dlpack import variable_view
 from kerasave._internals.h5read import Source
+from kerasave._lazy import keras
 
 __all__ = ["Recorded", "build_deferred", "initialize_rest", "legacy_reads", "legacy_writes",
            "recorded", "uninitialized"]

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import keras
 import numpy as np
 
 from kerasave._internals import dlpack, h5read, patches, register, savinglib, zipwriter
+from kerasave._lazy import keras
 
 __all__: list[str] = []
 
@@ -79,7 +79,7 @@ def _probe_views() -> None:
 
 @register("dlpack_adopt", "loaded arrays become variables' memory (DLPack), not a copy")
 def _probe_adopt() -> None:
-    import tensorflow as tf
+    from kerasave._lazy import tf
 
     expected = (np.arange(12, dtype="float32").reshape(3, 4) + 0.25)
     loaded = dlpack.aligned((3, 4), np.dtype("float32"))
@@ -203,9 +203,8 @@ def _probe_twins() -> None:
 
 @register("background_copies", "save(blocking=False) copies the state and writes it later")
 def _probe_copies() -> None:
-    import tensorflow as tf
-
     from kerasave._internals.trackables import snapshot
+    from kerasave._lazy import tf
 
     with _workdir() as tmp:
         model = _tiny()

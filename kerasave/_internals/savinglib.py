@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import keras
 import numpy as np
 
 from kerasave._errors import CorruptArtifactError
@@ -45,6 +44,7 @@ from kerasave._internals.h5read import (
 )
 from kerasave._internals.patches import Recorded, build_deferred, initialize_rest, recorded
 from kerasave._internals.twins import Read
+from kerasave._lazy import keras
 
 __all__ = ["keras_twin_recipe", "load_keras", "map_weights", "read_weights", "write_weights"]
 

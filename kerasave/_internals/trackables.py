@@ -13,11 +13,9 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import keras
-import tensorflow as tf
-
 from kerasave._errors import KerasaveError
 from kerasave._internals import Unsupported, on
+from kerasave._lazy import keras, tf
 
 __all__ = ["snapshot"]
 

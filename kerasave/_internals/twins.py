@@ -15,11 +15,11 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import h5py
-import keras
 
 from kerasave._internals import on
 from kerasave._internals.h5read import Source
 from kerasave._internals.patches import Recorded, build_deferred, initialize_rest
+from kerasave._lazy import keras
 from kerasave._verify import fixed_config
 
 __all__ = ["TWINS", "Read", "Twins"]
@@ -27,7 +27,7 @@ __all__ = ["TWINS", "Read", "Twins"]
 # How a lent twin is filled: ``read(twin, replay)`` records the file's values
 # against the twin's variables; ``replay`` (None unless the twin is kept) is
 # handed to ``kerasave._internals.savinglib``'s traversal, which replays or learns.
-Read = Callable[[keras.Model, "_Replay | None"], Recorded]
+Read = Callable[["keras.Model", "_Replay | None"], Recorded]
 
 
 class _Twin:

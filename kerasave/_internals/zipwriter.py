@@ -15,11 +15,10 @@ import zipfile
 import zlib
 from pathlib import Path
 
-import keras
-
 from kerasave._internals import Unsupported, on
 from kerasave._internals.h5read import LOCAL_HEADER, WEIGHTS, crc32_span
 from kerasave._internals.savinglib import write_weights
+from kerasave._lazy import keras
 
 __all__ = ["save_keras"]
 

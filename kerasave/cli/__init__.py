@@ -18,10 +18,6 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from kerasave._quiet import import_tensorflow  # noqa: E402
-
-import_tensorflow()  # before anything imports it: TensorFlow 2.21 logs at load
-
 import sys  # noqa: E402
 import traceback  # noqa: E402
 import warnings  # noqa: E402
@@ -30,7 +26,8 @@ from collections.abc import Sequence  # noqa: E402
 
 import click  # noqa: E402
 
-import kerasave as ks  # noqa: E402
+from kerasave._errors import KerasaveError  # noqa: E402
+from kerasave._version import __version__  # noqa: E402
 from kerasave.cli._ui import ERROR, NO, OK, No, State, one_line  # noqa: E402
 from kerasave.cli.convert import convert_command  # noqa: E402
 from kerasave.cli.demo import demo  # noqa: E402
@@ -43,7 +40,7 @@ __all__ = ["main", "cli"]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(ks.__version__, "--version", prog_name="kerasave",
+@click.version_option(__version__, "--version", prog_name="kerasave",
                       message="%(prog)s %(version)s")
 @click.option("--debug", is_flag=True, help="On an error, show the full traceback.")
 @click.pass_context
@@ -99,7 +96,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             message, code, error = "interrupted", 130, exc
         except No as exc:
             message, code, error = str(exc), NO, exc
-        except ks.KerasaveError as exc:
+        except KerasaveError as exc:
             message, code, error = str(exc), ERROR, exc
         except Exception as exc:
             message, code, error = f"{type(exc).__name__}: {exc}", ERROR, exc
@@ -107,7 +104,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if error is not None and state.debug:
         traceback.print_exception(type(error), error, error.__traceback__, file=sys.stderr)
     if message is not None:
-        hint = "" if state.debug or error is None or isinstance(error, (No, ks.KerasaveError)) \
+        hint = "" if state.debug or error is None or isinstance(error, (No, KerasaveError)) \
             else " (run with --debug for the traceback)"
         click.echo(f"kerasave: error: {one_line(message)}{hint}", err=True)
     return code

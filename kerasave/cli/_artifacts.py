@@ -19,12 +19,12 @@ import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-import keras
 import numpy as np
 
 from kerasave import _facade
 from kerasave._errors import ArchitectureMismatchError, KerasaveError, UnknownFormatError
 from kerasave._facade import Opened, open_artifact
+from kerasave._lazy import keras
 from kerasave._state import fresh_twin
 from kerasave._verify import optimizer_of, to_numpy
 from kerasave.cli._names import model_names, optimizer_arrays, unique

@@ -16,9 +16,9 @@ import re
 from collections import Counter
 from typing import Any
 
-import keras
 import numpy as np
 
+from kerasave._lazy import keras
 from kerasave._verify import optimizer_of, to_numpy
 
 __all__ = ["model_names", "optimizer_arrays", "unique"]

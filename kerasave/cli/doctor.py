@@ -14,22 +14,38 @@ from kerasave.cli._ui import NO, OK, console, print_table, table
 __all__ = ["doctor"]
 
 
-def _doctor_data() -> dict[str, Any]:
-    from kerasave import _internals, _support
+def _version_data() -> dict[str, Any]:
+    """The versions part of the report: read from the packages' metadata, so it is
+    printed before TensorFlow is imported."""
+    from kerasave import _support
 
     found = _support.versions()
-    paths = _internals.status()
     return {
         "versions": found,
         "tested": {name: {"oldest": low, "newest": high}
                    for name, (low, high) in _support.TESTED.items()},
         "in_range": {name: _support.in_range(name, found.get(name)) for name in _support.TESTED},
         "supported": _support.supported(found),
+    }
+
+
+def _fast_path_data() -> dict[str, Any]:
+    """Each fast path, probed (this imports Keras and TensorFlow)."""
+    from kerasave import _internals
+
+    with warnings.catch_warnings():  # (a fast path that is off is in the report)
+        warnings.simplefilter("ignore", _internals.FastPathWarning)
+        paths = _internals.status()
+    return {
         "fast_paths_enabled": _internals.enabled(),
         "fast_paths": {name: entry["on"] for name, entry in paths.items()},
         "fast_path_notes": {name: entry["reason"] for name, entry in paths.items()
                             if not entry["on"]},
     }
+
+
+def _doctor_data() -> dict[str, Any]:
+    return {**_version_data(), **_fast_path_data()}
 
 
 @click.command("doctor")
@@ -38,16 +54,16 @@ def doctor(as_json: bool) -> int:
     """The versions kerasave runs on, whether they are tested, and each fast path.
 
     Exit code 0 when every version is in the tested range, 1 when one is not.
-    KERASAVE_FAST_PATHS=0 turns every fast path off.
+    KERASAVE_FAST_PATHS=0 turns every fast path off. The versions come first, at
+    once; the fast paths follow once their probes ran (they import TensorFlow).
     """
     from kerasave import _internals
 
-    with warnings.catch_warnings():  # (a fast path that is off is in the report)
-        warnings.simplefilter("ignore", _internals.FastPathWarning)
-        data = _doctor_data()
     if as_json:
+        data = _doctor_data()
         click.echo(json.dumps(data, indent=2))
         return OK if data["supported"] else NO
+    data = _version_data()
     out = console()
     versions = table("package", "version", "tested", "in range")
     for name, version in data["versions"].items():
@@ -60,6 +76,8 @@ def doctor(as_json: bool) -> int:
                                     if data["supported"] else
                                     "no: kerasave is not tested on this combination")))
     out.print()
+    out.file.flush()
+    data.update(_fast_path_data())
     summaries = _internals.fast_paths()
     paths = table("fast path", "state", "what it does", names=list(data["fast_paths"]))
     for name, state in data["fast_paths"].items():

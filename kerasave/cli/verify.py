@@ -13,11 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-import keras
 import numpy as np
 
 import kerasave as ks
 from kerasave import _registry
+from kerasave._lazy import keras
 from kerasave._verify import probe_inputs
 from kerasave.cli._artifacts import Opened, architecture, load_into, local_copy, open_artifact
 from kerasave.cli._compare import fingerprint

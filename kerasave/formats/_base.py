@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
-import keras
 import numpy as np
 
 from kerasave._errors import ArchitectureMismatchError, NotSerializableError
 from kerasave._internals.compiling import live_compile_config
+from kerasave._lazy import keras
 from kerasave._report import Check, Variable
 from kerasave._verify import serialized_config
 
@@ -242,8 +242,7 @@ def require_config(model: keras.Model, path: Path | None = None) -> dict[str, An
 
 def versions_now() -> dict[str, str]:
     """The versions of the libraries that write an artifact now."""
-    import tensorflow as tf
-
+    from kerasave._lazy import tf
     from kerasave._version import __version__
 
     return {"kerasave": __version__, "keras": keras.__version__, "tensorflow": tf.__version__}

@@ -19,10 +19,9 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
-import tensorflow as tf
-
 from kerasave import _protowire
 from kerasave._errors import CorruptArtifactError
+from kerasave._lazy import tf
 
 __all__ = ["GRAPH_KEY", "VALUE", "ObjectGraph", "Visit", "read_graph", "live_children",
            "live_objects"]

@@ -15,15 +15,15 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
-import tensorflow as tf
 from google.protobuf.message import DecodeError
 
 from kerasave import _protowire
 from kerasave._errors import CorruptArtifactError
 from kerasave._internals.h5read import Source
+from kerasave._lazy import tf
 
-__all__ = ["Location", "masked_crc32c", "check_index", "tensor_locations", "tensor_reader",
-           "tensor_loader"]
+__all__ = ["Location", "Listing", "masked_crc32c", "check_index", "listing", "tensor_locations",
+           "tensor_reader", "tensor_loader", "dtype_name", "numpy_dtype"]
 
 
 _TABLE_MAGIC = 0xDB4775248B80FB57  # TensorFlow's (LevelDB's) table footer
@@ -67,6 +67,36 @@ class Location(NamedTuple):
     shard: Path
     offset: int
     masked_crc32c: int
+
+
+# The names TensorFlow gives the DataTypes that are not plain NumPy ones (types.proto).
+_OTHER_NAMES = {
+    _protowire.DT_STRING: "string", _protowire.DT_QINT8: "qint8", _protowire.DT_QUINT8: "quint8",
+    _protowire.DT_QINT32: "qint32", _protowire.DT_BFLOAT16: "bfloat16",
+    _protowire.DT_QINT16: "qint16", _protowire.DT_QUINT16: "quint16",
+    _protowire.DT_RESOURCE: "resource", _protowire.DT_VARIANT: "variant",
+    **dict(enumerate(("float8_e5m2", "float8_e4m3fn", "float8_e4m3fnuz", "float8_e4m3b11fnuz",
+                      "float8_e5m2fnuz", "int4", "uint4", "int2", "uint2", "float4_e2m1fn"),
+                     start=24)),
+}
+_FLOAT8_E5M2 = 24  # (the one ml_dtypes type NumPy counts as a float: kind "f")
+
+
+def dtype_name(enum: int) -> str:
+    """TensorFlow's name of a ``DataType`` number (``tf.dtypes.as_dtype(enum).name``);
+    TensorFlow itself is asked only for a number kerasave does not know."""
+    name = _protowire.NUMPY_NAMES.get(enum) or _OTHER_NAMES.get(enum)
+    return name if name is not None else tf.dtypes.as_dtype(enum).name
+
+
+def numpy_dtype(enum: int) -> np.dtype | None:
+    """The NumPy dtype of a plain numeric or bool ``DataType``; None for any other."""
+    if enum == _FLOAT8_E5M2:
+        import ml_dtypes  # (a second to import: only for a file that holds one)
+
+        return np.dtype(ml_dtypes.float8_e5m2)
+    name = _protowire.NUMPY_NAMES.get(enum)
+    return None if name is None else np.dtype(name)
 
 
 def masked_crc32c(crc: int) -> int:
@@ -132,15 +162,16 @@ def check_index(prefix: Path) -> None:
             except OSError as exc:
                 raise CorruptArtifactError(f"the data file of {key} is missing: {exc}",
                                            path=prefix) from exc
-        dtype = tf.dtypes.as_dtype(entry.dtype)
+        dtype = numpy_dtype(entry.dtype)
         shape = tuple(int(d.size) for d in entry.shape.dim)
         if any(d < 0 for d in shape):
             raise CorruptArtifactError(f"{key} declares shape {shape}", path=prefix)
-        if dtype.is_numpy_compatible and np.dtype(dtype.as_numpy_dtype).kind in "fiucb":
-            declared = int(np.prod(shape, dtype=object)) * dtype.size
+        if dtype is not None:
+            declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
             if declared != entry.size:
                 raise CorruptArtifactError(
-                    f"{key} declares shape {shape} {dtype.name} ({declared:,} bytes) but "
+                    f"{key} declares shape {shape} {dtype_name(entry.dtype)} "
+                    f"({declared:,} bytes) but "
                     f"{entry.size:,} stored bytes", path=prefix)
         if entry.offset + entry.size > sizes[shard]:
             raise CorruptArtifactError(
@@ -157,18 +188,68 @@ def tensor_locations(prefix: Path) -> dict[str, Location]:
     entries, shards = _index(prefix)
     found = {}
     for key, entry in entries.items():
-        dtype = tf.dtypes.as_dtype(entry.dtype)
-        if entry.slices or not dtype.is_numpy_compatible:
-            continue
-        numpy_dtype = np.dtype(dtype.as_numpy_dtype)
-        if numpy_dtype.kind not in "fiucb":
+        dtype = numpy_dtype(entry.dtype)
+        if entry.slices or dtype is None:
             continue
         shape = tuple(int(d.size) for d in entry.shape.dim)
-        if int(np.prod(shape, dtype=np.int64)) * numpy_dtype.itemsize != entry.size:
+        if int(np.prod(shape, dtype=np.int64)) * dtype.itemsize != entry.size:
             continue
         shard = _shard(prefix, entry, shards)
-        found[key] = Location(numpy_dtype, shape, shard, int(entry.offset), int(entry.crc32c))
+        found[key] = Location(dtype, shape, shard, int(entry.offset), int(entry.crc32c))
     return found
+
+
+class Listing(NamedTuple):
+    """What a checkpoint holds, read from its ``.index`` alone (``listing``)."""
+
+    shapes: dict[str, tuple[int, ...]]  # every saved tensor's shape, by key
+    dtypes: dict[str, str]  # and its dtype, by TensorFlow's name
+    graph: bytes | None  # the object graph's serialized bytes (None: there is none)
+
+
+def listing(prefix: Path, graph_key: str) -> Listing | None:
+    """Every saved tensor's shape and dtype, and the object graph's bytes (the
+    string tensor under ``graph_key``, its CRC32C checked), without TensorFlow.
+
+    None when anything is not plain: a table or header kerasave cannot read, a
+    partitioned tensor, a graph that is not one string or whose bytes do not
+    match their CRC32C, a data file too short. The caller then asks TensorFlow's
+    reader, which says what is wrong in its own words.
+    """
+    try:
+        entries, shards = _index(prefix)
+        if any(entry.slices for entry in entries.values()):
+            return None
+        shapes = {key: tuple(int(d.size) for d in entry.shape.dim)
+                  for key, entry in entries.items()}
+        dtypes = {key: dtype_name(entry.dtype) for key, entry in entries.items()}
+        entry = entries.get(graph_key)
+        if entry is None:
+            return Listing(shapes, dtypes, None)
+        if entry.dtype != _protowire.DT_STRING or entry.shape.dim:
+            return None
+        with open(_shard(prefix, entry, shards), "rb") as f:
+            raw = os.pread(f.fileno(), entry.size, entry.offset)
+        graph = _string_scalar(raw, entry.crc32c)
+    except (OSError, ValueError, IndexError, struct.error, DecodeError):
+        return None
+    return None if graph is None else Listing(shapes, dtypes, graph)
+
+
+def _string_scalar(raw: bytes, masked: int) -> bytes | None:
+    """A scalar string tensor as a bundle stores it (``WriteStringTensor``: the
+    varint length, the masked CRC32C of the length as 4 bytes, the bytes), or None
+    when it is not one or its CRC32C does not match the entry's."""
+    import google_crc32c
+
+    length, at = _varint(raw, 0)
+    if at + 4 + length != len(raw) or length > 0xFFFFFFFF:
+        return None
+    crc = google_crc32c.value(struct.pack("<I", length))
+    if struct.unpack_from("<I", raw, at)[0] != masked_crc32c(crc):
+        return None
+    crc = google_crc32c.extend(crc, raw[at: at + 4 + length])
+    return raw[at + 4:] if masked_crc32c(crc) == masked else None
 
 
 def tensor_reader(prefix: Path, reader: Any, *,

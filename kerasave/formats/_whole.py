@@ -8,8 +8,6 @@ import re
 from pathlib import Path
 from typing import Any
 
-import keras
-
 from kerasave._config import unknown_class
 from kerasave._errors import (
     CorruptArtifactError,
@@ -19,6 +17,7 @@ from kerasave._errors import (
 )
 from kerasave._internals import failed
 from kerasave._internals.patches import Recorded
+from kerasave._lazy import keras
 from kerasave._report import Check
 from kerasave._verify import compare_whole_models
 from kerasave.formats._base import ModelFormat, mend_compile_config, require_config

@@ -19,11 +19,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
-import tensorflow as tf
 
+from kerasave import _protowire
 from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError
+from kerasave._lazy import keras, tf
 from kerasave._report import Check, Variable
 from kerasave._verify import compare_arrays, optimizer_of, view
 from kerasave.formats import keras2
@@ -34,6 +34,7 @@ from kerasave.formats._graph import ObjectGraph, live_objects
 from kerasave.formats._graph import read_graph as _graph
 from kerasave.formats._tfindex import (
     check_index,
+    listing,
     tensor_loader,
     tensor_locations,
     tensor_reader,
@@ -41,6 +42,7 @@ from kerasave.formats._tfindex import (
 
 __all__ = [
     "CheckpointHandler",
+    "listed",
     "model_key",
     "Pairing",
     "pair_checkpoint",
@@ -91,6 +93,26 @@ class Pairing:
     @property
     def clean(self) -> bool:
         return not self.missing_in_model and not self.not_in_checkpoint
+
+def listed(prefix: Path) -> tuple[ObjectGraph, dict[str, tuple[int, ...]], dict[str, str]]:
+    """The checkpoint's object graph, and every saved tensor's shape and dtype name
+    by key: read from its ``.index`` without TensorFlow where everything in it is
+    plain (``_tfindex.listing``), else by TensorFlow's reader, which names what is
+    wrong. Either way the index is checked first (``check_index``)."""
+    found = listing(prefix, _GRAPH_KEY)
+    if found is not None and found.graph is not None:
+        check_index(prefix)
+        try:
+            return (ObjectGraph(_protowire.trackable_object_graph(found.graph)), found.shapes,
+                    found.dtypes)
+        except ValueError:
+            pass  # (TensorFlow's reader and ``read_graph`` say how it is damaged)
+    reader = _reader(prefix)
+    shapes = {key: tuple(int(d) for d in shape)
+              for key, shape in reader.get_variable_to_shape_map().items()}
+    dtypes = {key: dtype.name for key, dtype in reader.get_variable_to_dtype_map().items()}
+    return _graph(reader, prefix), shapes, dtypes
+
 
 def _reader(prefix: Path) -> Any:
     """TensorFlow's reader of the checkpoint, once its ``.index`` was checked
@@ -506,16 +528,10 @@ class CheckpointHandler(WeightsFormat):
                                tensor_reader(path, reader, mapped=own))
 
     def contents(self, path: Path) -> Contents:
-        reader = _reader(path)
-        graph = _graph(reader, path)
+        graph, shapes, dtypes = listed(path)
         names = _saved_names(graph)
-        shapes = reader.get_variable_to_shape_map()
-        dtypes = reader.get_variable_to_dtype_map()
         keys = _keys(shapes, names)
-        variables = tuple(
-            Variable(names.get(k, k), tuple(int(d) for d in shapes[k]), dtypes[k].name)
-            for k in keys
-        )
+        variables = tuple(Variable(names.get(k, k), shapes[k], dtypes[k]) for k in keys)
         has_opt = any(k.startswith(("optimizer/", "model/optimizer/")) for k in shapes)
         optimizer = _optimizer_keys(graph)
         manifest = read_manifest(path)

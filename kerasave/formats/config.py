@@ -7,12 +7,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
 import yaml
 
 from kerasave._config import config_from_text, model_from_config, to_json, to_yaml
 from kerasave._errors import CorruptArtifactError
+from kerasave._lazy import keras
 from kerasave._report import Check
 from kerasave._verify import compare_configs, model_config
 from kerasave.formats._base import ConfigFormat, Contents, require_config, versions_now

@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import keras
 import numpy as np
 
 from kerasave._config import model_from_config
@@ -29,6 +28,7 @@ from kerasave._internals.compiling import live_compile_config
 from kerasave._internals.h5read import Source
 from kerasave._internals.legacy import load_h5_weights, save_h5_model, training_optimizer
 from kerasave._internals.patches import Recorded, build_deferred, initialize_rest, recorded
+from kerasave._lazy import keras
 from kerasave._report import Check
 from kerasave._state import keras_warnings, lent_twin
 from kerasave._verify import view

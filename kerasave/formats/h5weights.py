@@ -17,8 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import keras
-import ml_dtypes
 import numpy as np
 
 from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError, KerasaveError
@@ -26,6 +24,7 @@ from kerasave._internals import Unsupported, attempt, failed, savinglib
 from kerasave._internals.h5read import Source
 from kerasave._internals.legacy import load_h5_weights, named
 from kerasave._internals.patches import Recorded, initialize_rest
+from kerasave._lazy import keras
 from kerasave._report import Check, Variable
 from kerasave._safety import check_h5
 from kerasave._state import NoTwin, Snapshot, empty_twin, keras_warnings, model_twin
@@ -43,7 +42,14 @@ __all__ = ["H5WeightsHandler", "open_h5", "is_hdf5", "h5_variables", "h5_arrays"
            "optimizer_names"]
 
 _MAGIC = b"\x89HDF\r\n\x1a\n"
-_BFLOAT16 = np.dtype(ml_dtypes.bfloat16)
+
+
+def _bfloat16() -> np.dtype:
+    import ml_dtypes  # (a second to import: only when a file holds bfloat16)
+
+    return np.dtype(ml_dtypes.bfloat16)
+
+
 BUILD_ATTR = "kerasave_build_config"
 VERSIONS_ATTR = "kerasave_versions"
 
@@ -101,7 +107,7 @@ def h5_arrays(group: h5py.Group, path: Path) -> Iterator[tuple[str, np.ndarray]]
             raise CorruptArtifactError(f"could not read the array {name}: {exc}",
                                        path=path) from exc
         if _dtype_name(dataset) == "bfloat16" and value.dtype == np.dtype("V2"):
-            value = value.view(_BFLOAT16)  # the opaque bytes Keras stores, as it marks them
+            value = value.view(_bfloat16())  # the opaque bytes Keras stores, as it marks them
         yield name, value
 
 
@@ -425,7 +431,7 @@ def _values(source: Source, dataset: h5py.Dataset) -> np.ndarray:
     fast = source.array(dataset)
     value = fast if fast is not None else np.asarray(dataset)
     if _dtype_name(dataset) == "bfloat16" and value.dtype == np.dtype("V2"):
-        value = value.view(_BFLOAT16)  # the opaque bytes Keras stores, as it marks them
+        value = value.view(_bfloat16())  # the opaque bytes Keras stores, as it marks them
     return value
 
 

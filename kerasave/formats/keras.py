@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import h5py
-import keras
 import numpy as np
 
 from kerasave._errors import (
@@ -24,6 +23,7 @@ from kerasave._errors import (
 )
 from kerasave._internals import Unsupported, attempt, savinglib, zipwriter
 from kerasave._internals.h5read import Window, member_span
+from kerasave._lazy import keras
 from kerasave._report import Check
 from kerasave._safety import check_h5, check_zip, refuse_code
 from kerasave._state import keras_twin, keras_warnings

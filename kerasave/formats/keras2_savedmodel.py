@@ -17,11 +17,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-import keras
-
 from kerasave import _protowire
 from kerasave._config import model_from_config
 from kerasave._errors import CorruptArtifactError, NotSerializableError
+from kerasave._lazy import keras
 from kerasave._report import Check
 from kerasave.formats import checkpoint, keras2
 from kerasave.formats._graph import read_graph
@@ -121,7 +120,7 @@ def left_out(path: Path) -> dict[str, str]:
     sums, not model state) and OptimizerV2's hyperparameters (``beta_1``,
     ``decay``...: the Keras 3 optimizer's config holds them)."""
     prefix = _variables(path)
-    graph = read_graph(checkpoint._reader(prefix), prefix)
+    graph, _, _ = checkpoint.listed(prefix)
     found: dict[str, str] = {}
     for node in graph.nodes:
         for child in node.children:
@@ -148,7 +147,7 @@ def describe(path: Path) -> tuple[dict[str, str], bool]:
     directory holds optimizer state."""
     meta = root_metadata(path)
     prefix = _variables(path)
-    graph = read_graph(checkpoint._reader(prefix), prefix)
+    graph, _, _ = checkpoint.listed(prefix)
     versions = {"keras": str(meta.get("keras_version") or "2.x") + " (tf.keras)"}
     gen = keras2.generation(graph, keras2.optimizer_node(graph, 0))
     if gen:

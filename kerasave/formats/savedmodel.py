@@ -16,13 +16,12 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
-import tensorflow as tf
 
 from kerasave import _protowire
 from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError
 from kerasave._internals.dlpack import Loaded
+from kerasave._lazy import keras, tf
 from kerasave._report import Check, Variable
 from kerasave._state import keras_warnings
 from kerasave._verify import compare_outputs, probe_inputs
@@ -263,16 +262,12 @@ class SavedModelHandler(ModelFormat):
                                        path=path)
         prefix = path / "variables" / "variables"
         try:
-            listed = tf.train.list_variables(str(prefix))
-        except Exception as exc:
+            _, shapes, dtypes = checkpoint.listed(prefix)
+        except CorruptArtifactError as exc:
             raise CorruptArtifactError(f"unreadable SavedModel variables: {exc}",
                                        path=path) from exc
-        reader = tf.train.load_checkpoint(str(prefix))
-        dtypes = reader.get_variable_to_dtype_map()
-        variables = tuple(
-            Variable(name, tuple(int(d) for d in shape), dtypes[name].name)
-            for name, shape in listed if name != "_CHECKPOINTABLE_OBJECT_GRAPH"
-        )
+        variables = tuple(Variable(name, shapes[name], dtypes[name])
+                          for name in sorted(shapes) if name != GRAPH_KEY)
         versions = {}
         try:
             sm = _protowire.saved_model_info((path / "saved_model.pb").read_bytes())

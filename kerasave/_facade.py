@@ -348,15 +348,25 @@ def load_config(path: PathLike, *, custom_objects: Mapping[str, Any] | None = No
 
 
 def load_model(path: PathLike, *, compile: bool = True, safe_mode: bool = True,
-               custom_objects: Mapping[str, Any] | None = None) -> Any:
+               custom_objects: Mapping[str, Any] | None = None, mmap: bool = False) -> Any:
     """Load a whole model; for a SavedModel directory, the restored serving object.
 
     A ``.keras`` or ``.h5`` model comes back compiled with its optimizer state,
     so training continues exactly where it stopped.
+
+    ``mmap=True`` (``.keras`` and legacy ``.h5``): after the same integrity
+    checks, each variable's memory is the file's pages, mapped copy-on-write, so
+    a load copies nothing and touches only what is used (a variable's first
+    write copies that variable; the file never changes). The file must then
+    not be truncated or rewritten in place while the model lives: another
+    program doing so (native ``model.save`` to the same path) ends this
+    process with SIGBUS. kerasave's own saves replace files by renaming, which
+    is safe. Datasets that do not start on 64 bytes (files Keras wrote itself,
+    mostly) are copied as usual.
     """
     with _opened(path, "model") as opened:
         return opened.load_model(compile=compile, safe_mode=safe_mode,
-                                 custom_objects=custom_objects)
+                                 custom_objects=custom_objects, mmap=mmap)
 
 
 def verify(model: keras.Model, path: PathLike, *, format: str | None = None) -> Report:

@@ -25,7 +25,7 @@ import numpy as np
 
 from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError
 from kerasave._internals import Unsupported
-from kerasave._internals.dlpack import aligned
+from kerasave._internals.dlpack import ALIGN, Loaded, aligned
 from kerasave._lazy import keras
 
 try:  # ISA-L's CRC-32 runs at ~10 GB/s, zlib's at ~1 GB/s; both give the zip's CRC-32
@@ -109,18 +109,27 @@ class Source:
     cache still holds what was written). ``mapped=True`` says the file is
     kerasave's own temporary, written by this process just now: a file another
     process truncates under a mapping kills the reader with SIGBUS, so a user's
-    file is never mapped. ``begin``/``end`` bound the HDF5 file inside the file at
-    ``fd`` (a zip member), and HDF5 offsets count from ``begin``. Anything else
+    file is never mapped that way. ``private=True`` (``load_model(..., mmap=True)``)
+    maps the file copy-on-write instead: each dataset that starts on ``ALIGN``
+    bytes is returned as a ``Loaded`` view of the file's pages, which a variable
+    adopts as its memory (one that does not is read into aligned memory); the
+    caller asked for the mapping and its risk. ``begin``/``end`` bound the HDF5
+    file inside the file at ``fd`` (a zip member), and HDF5 offsets count from
+    ``begin``. Anything else
     (chunked, compressed, never written) returns None.
     """
 
-    def __init__(self, fd: int, begin: int, end: int, path: Path, *, mapped: bool = False):
+    def __init__(self, fd: int, begin: int, end: int, path: Path, *, mapped: bool = False,
+                 private: bool = False):
         self.fd, self.begin, self.end, self.path = fd, begin, end, path
-        self.mapped = mapped
+        self.mapped, self.private = mapped, private and not mapped
         self.reads: list[tuple[Any, str]] | None = None  # (array, dataset), when asked
         self._map = None
         if mapped and end > begin:
             self._map = mmap.mmap(fd, 0, flags=mmap.MAP_SHARED, prot=mmap.PROT_READ)
+        elif self.private and end > begin:
+            self._map = mmap.mmap(fd, 0, flags=mmap.MAP_PRIVATE,
+                                  prot=mmap.PROT_READ | mmap.PROT_WRITE)
 
     def window(self) -> Window:
         """The HDF5 file, as a file object for h5py."""
@@ -147,7 +156,8 @@ class Source:
 
     def raw(self, offset: int, shape: tuple[int, ...], dtype: Any, what: str) -> np.ndarray:
         """``shape``/``dtype`` values stored as they are in memory at ``offset`` (from
-        ``begin``): a view of the mapped file, or one ``preadv`` into aligned memory."""
+        ``begin``): a view of the mapped file (``private``: where it is aligned), or
+        one ``preadv`` into aligned memory."""
         dtype = np.dtype(dtype)
         count = int(np.prod(shape, dtype=np.int64))
         if count == 0:
@@ -157,7 +167,11 @@ class Source:
             raise CorruptArtifactError(f"{what} runs past the end of {self.path.name}",
                                        path=self.path)
         if self._map is not None:
-            return np.frombuffer(self._map, dtype, count, start).reshape(shape)
+            view = np.frombuffer(self._map, dtype, count, start).reshape(shape)
+            if not self.private:
+                return view
+            if view.ctypes.data % ALIGN == 0:
+                return view.view(Loaded)  # (a variable adopts the pages as its memory)
         array = aligned(shape, dtype)
         _read_exact(self.fd, array, start, self.path)
         return array

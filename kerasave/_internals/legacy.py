@@ -23,7 +23,10 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
+import h5py
+
 from kerasave._internals import attempt
+from kerasave._internals.dlpack import ALIGN
 from kerasave._internals.h5read import Source
 from kerasave._internals.patches import legacy_reads, legacy_writes
 from kerasave._lazy import keras
@@ -99,8 +102,10 @@ def save_h5_model(model: keras.Model, path: Path) -> None:
     def fast() -> None:
         from keras.src.legacy.saving import legacy_h5_format
 
-        with legacy_writes():
-            legacy_h5_format.save_model_to_hdf5(model, str(path))
+        # Datasets aligned as kerasave's other writers align them (``mmap=True`` loads).
+        with legacy_writes(), h5py.File(path, "w", alignment_threshold=ALIGN,
+                                        alignment_interval=ALIGN) as f:
+            legacy_h5_format.save_model_to_hdf5(model, f)
 
     def public() -> None:
         path.unlink(missing_ok=True)

@@ -33,7 +33,7 @@ import numpy as np
 
 from kerasave._errors import CorruptArtifactError
 from kerasave._internals import Unsupported, on
-from kerasave._internals.dlpack import variable_view
+from kerasave._internals.dlpack import ALIGN, variable_view
 from kerasave._internals.h5read import (
     WEIGHTS,
     Source,
@@ -117,18 +117,21 @@ def _read_state(model: keras.Model, source: Source, replay: Any = None) -> None:
 
 
 def load_keras(path: Path, config: dict[str, Any], *, compile: bool, safe_mode: bool,
-               custom_objects: Any, checksummed: bool) -> keras.Model:
+               custom_objects: Any, checksummed: bool, mmap: bool = False) -> keras.Model:
     """Load a ``.keras`` archive like ``keras.saving.load_model``, at disk speed.
 
     ``checksummed`` says the whole file was already checked (kerasave's manifest);
     otherwise the zip's own CRC-32 of the weights member is checked first.
+    ``mmap``: the variables' memory is the archive's pages, mapped copy-on-write,
+    where a dataset starts on 64 bytes (kerasave's writers align them).
 
     Raises:
         Unsupported: the caller should use Keras' reader instead (nothing was changed).
         CorruptArtifactError: the archive is damaged.
     """
     model, _ = _restore_keras(path, config, compile=compile, safe_mode=safe_mode,
-                              custom_objects=custom_objects, checksummed=checksummed)
+                              custom_objects=custom_objects, checksummed=checksummed,
+                              mmap=mmap)
     return model
 
 
@@ -153,13 +156,14 @@ def keras_twin_recipe(path: Path, config: dict[str, Any], *,
 
 
 def _restore_keras(path: Path, config: dict[str, Any], *, compile: bool, safe_mode: bool,
-                   custom_objects: Any, checksummed: bool) -> tuple[keras.Model, Recorded]:
+                   custom_objects: Any, checksummed: bool,
+                   mmap: bool = False) -> tuple[keras.Model, Recorded]:
     from keras.src.saving import saving_lib
 
     _check_saving_lib(saving_lib)
     model, created = build_deferred(lambda: saving_lib._model_from_config(
         json.dumps(config), custom_objects, compile, safe_mode))
-    values = _read_keras(path, model, checksummed=checksummed, record=False)
+    values = _read_keras(path, model, checksummed=checksummed, record=False, private=mmap)
     initialize_rest([v for v in created if id(v) not in values])
     return model, values
 
@@ -174,9 +178,10 @@ def _check_saving_lib(saving_lib: Any) -> None:
 
 
 def _read_keras(path: Path, model: keras.Model, *, checksummed: bool, record: bool,
-                mapped: bool = False, replay: Any = None) -> Recorded:
+                mapped: bool = False, replay: Any = None, private: bool = False) -> Recorded:
     """Keras' traversal of ``model`` over the archive's weights: assigned, or, when
-    ``record``, recorded (``mapped``: as views of kerasave's own temporary)."""
+    ``record``, recorded (``mapped``: as views of kerasave's own temporary;
+    ``private``: assigned as copy-on-write views of the archive's pages)."""
     from keras.src.saving import saving_lib
 
     _check_saving_lib(saving_lib)
@@ -191,7 +196,7 @@ def _read_keras(path: Path, model: keras.Model, *, checksummed: bool, record: bo
     try:
         if not checksummed and crc32_span(fd, start, size, path) != crc:
             raise CorruptArtifactError(f"{WEIGHTS} fails its zip CRC-32", path=path)
-        source = Source(fd, start, start + size, path, mapped=mapped)
+        source = Source(fd, start, start + size, path, mapped=mapped, private=private)
         with recorded(twin_variables(model) if record else ()) as values:
             _read_state(model, source, replay)
         return values
@@ -214,9 +219,10 @@ def write_weights(model: keras.Model, path: Path, *, userblock: int = 0) -> None
 
     class Store(saving_lib.H5IOStore):  # type: ignore[misc, name-defined]
         def _get_h5_file(self, path_or_io: Any, mode: str | None = None) -> h5py.File:
-            if userblock:
-                return h5py.File(path_or_io, "w", userblock_size=userblock)
-            return h5py.File(path_or_io, "w")
+            # Every dataset of 64 bytes or more starts on 64 (from the file's start: a
+            # userblock is a power of two), so ``load_model(..., mmap=True)`` can map it.
+            return h5py.File(path_or_io, "w", userblock_size=userblock or 0,
+                             alignment_threshold=ALIGN, alignment_interval=ALIGN)
 
         def __setitem__(self, key: str, value: Any) -> None:
             array = None

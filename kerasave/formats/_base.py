@@ -163,8 +163,12 @@ class ModelFormat(Handler):
 
     def load(self, path: Path, *, compile: bool = True, safe_mode: bool = True,
              custom_objects: Mapping[str, Any] | None = None,
-             checksummed: bool = False) -> Any:
-        """What the artifact holds: a compiled Keras model, or the restored serving object."""
+             checksummed: bool = False, mmap: bool = False) -> Any:
+        """What the artifact holds: a compiled Keras model, or the restored serving object.
+
+        ``mmap``: the variables' memory is the file's pages, mapped copy-on-write
+        (``.keras`` and legacy ``.h5``; the others refuse it).
+        """
         raise NotImplementedError
 
     def whole_at(self, path: Path) -> bool:

@@ -190,21 +190,25 @@ class H5ModelHandler(WholeModelFormat):
                 f.attrs[_WRAPPED_ATTR] = "LossScaleOptimizer"
 
     def load(self, path: Path, *, compile: bool = True, safe_mode: bool = True,
-             custom_objects: Any = None, checksummed: bool = False) -> keras.Model:
+             custom_objects: Any = None, checksummed: bool = False,
+             mmap: bool = False) -> keras.Model:
         """The model in the file: built without running initializers, then filled.
 
         Keras' legacy loader decides which dataset goes to which variable; each
-        dataset is read once, into memory the variable adopts.
+        dataset is read once, into memory the variable adopts (``mmap``: the
+        variable adopts the file's pages, mapped copy-on-write, where aligned).
         """
         build, read, _ = self._steps(path, compile=compile, safe_mode=safe_mode,
-                                     custom_objects=custom_objects, record=False)
+                                     custom_objects=custom_objects, record=False,
+                                     private=mmap)
         model, created = build_deferred(build)
         read(model)
         initialize_rest(created)
         return model
 
     def _steps(self, path: Path, *, compile: bool, safe_mode: bool, custom_objects: Any,
-               record: bool, mapped: bool = False) -> tuple[Any, Any, Any]:
+               record: bool, mapped: bool = False,
+               private: bool = False) -> tuple[Any, Any, Any]:
         """How to build the file's model (compiled, optimizer built), how to read its
         values into it, and what identifies the build (for ``lent_twin``).
 
@@ -239,7 +243,8 @@ class H5ModelHandler(WholeModelFormat):
             # (``replay``, from ``lent_twin``: Keras' legacy loader is never replayed)
             fd = os.open(path, os.O_RDONLY)
             try:
-                source = Source(fd, 0, os.fstat(fd).st_size, path, mapped=mapped)
+                source = Source(fd, 0, os.fstat(fd).st_size, path, mapped=mapped,
+                                private=private)
                 # A save's own temporary was checked a moment ago, in _steps.
                 with recorded(None if record else ()) as values, \
                         open_h5(path, check=not mapped) as f:

@@ -91,7 +91,8 @@ class KerasHandler(WholeModelFormat):
             raise CorruptArtifactError(f"not a readable .keras archive: {exc}", path=path) from exc
 
     def load(self, path: Path, *, compile: bool = True, safe_mode: bool = True,
-             custom_objects: Any = None, checksummed: bool = False) -> keras.Model:
+             custom_objects: Any = None, checksummed: bool = False,
+             mmap: bool = False) -> keras.Model:
         config = self._config(path)
         if safe_mode:
             refuse_code(config, str(path), compiled=compile)
@@ -101,7 +102,7 @@ class KerasHandler(WholeModelFormat):
                     "keras_reader",
                     lambda: savinglib.load_keras(
                         path, config, compile=compile, safe_mode=safe_mode,
-                        custom_objects=custom_objects, checksummed=checksummed),
+                        custom_objects=custom_objects, checksummed=checksummed, mmap=mmap),
                     lambda: keras.saving.load_model(str(path), custom_objects=custom_objects,
                                                     compile=compile, safe_mode=safe_mode),
                     passthrough=(KerasaveError,))

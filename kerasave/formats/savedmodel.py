@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from kerasave import _protowire
-from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError
+from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError, UnknownFormatError
 from kerasave._internals.dlpack import Loaded
 from kerasave._lazy import keras, tf
 from kerasave._report import Check, Variable
@@ -205,8 +205,13 @@ class SavedModelHandler(ModelFormat):
             logger.setLevel(level)
 
     def load(self, path: Path, *, compile: bool = True, safe_mode: bool = True,
-             custom_objects: Any = None, checksummed: bool = False) -> Any:
+             custom_objects: Any = None, checksummed: bool = False,
+             mmap: bool = False) -> Any:
         # (an export holds no Keras config or compile settings: nothing to choose)
+        if mmap:
+            raise UnknownFormatError(
+                "mmap=True maps the variables of a .keras or legacy .h5 model; a SavedModel "
+                "is read by TensorFlow's loader: load it without mmap", path=path)
         if not self.exists(path):
             raise CorruptArtifactError("not a SavedModel directory (no saved_model.pb)",
                                        path=path)

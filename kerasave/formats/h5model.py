@@ -215,9 +215,9 @@ class H5ModelHandler(WholeModelFormat):
         ``record`` (verification) records the values instead of assigning them (see
         ``kerasave._internals.patches.recorded``); ``mapped``: the file is kerasave's
         own temporary, written by this process just now, so the values are read-only
-        views of its pages, and it is not walked for safety again.
+        views of its pages, and it is not walked for safety (that is for foreign files).
         """
-        with open_h5(path) as f:
+        with open_h5(path, check=not mapped) as f:
             raw = f.attrs.get("model_config")
             if raw is None:
                 raise CorruptArtifactError(

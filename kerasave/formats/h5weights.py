@@ -293,9 +293,9 @@ class H5WeightsHandler(WeightsFormat):
     def _map(self, twin: keras.Model, path: Path, *, mapped: bool = False,
              replay: Any = None) -> Recorded | None:
         """What loading would assign to ``twin``, recorded, not assigned (``mapped``:
-        as views of kerasave's own temporary); None when only Keras' reader can
-        read the file."""
-        with open_h5(path) as f:
+        as views of kerasave's own temporary, which is not walked for safety); None
+        when only Keras' reader can read the file."""
+        with open_h5(path, check=not mapped) as f:
             if _is_legacy(f):
                 return None
             self._prepare(twin, f, path)

@@ -76,12 +76,13 @@ class KerasHandler(WholeModelFormat):
         attempt("keras_writer", lambda: zipwriter.save_keras(model, path), public,
                 passthrough=(KerasaveError,))
 
-    def _config(self, path: Path) -> dict[str, Any]:
-        """The archive's config, after checking the archive is safe to hand to Keras."""
+    def _config(self, path: Path, *, own: bool = False) -> dict[str, Any]:
+        """The archive's config, after checking the archive is safe to hand to Keras
+        (``own``: kerasave's own temporary, whose HDF5 file is not walked for safety)."""
         try:
             with zipfile.ZipFile(path) as zf:
                 check_zip(zf, path)
-                if "model.weights.h5" in zf.namelist():
+                if "model.weights.h5" in zf.namelist() and not own:
                     with _weights_h5(path, zf) as f:
                         check_h5(f, path)
                 return json.loads(zf.read("config.json"))
@@ -123,7 +124,7 @@ class KerasHandler(WholeModelFormat):
         now, and may be read as mapped pages."""
         with contextlib.ExitStack() as lent:  # the twin goes back once the checks ran
             try:
-                config = self._config(path)
+                config = self._config(path, own=own)
                 refuse_code(config, str(path))
                 with keras_warnings():
                     loaded, recorded = lent.enter_context(

@@ -113,6 +113,7 @@ class Flushed:
     """
 
     files: dict[str, dict[str, Any]] | None = None
+    synced: frozenset[Path] = frozenset()  # the members fsynced, once ``wait`` returned
 
     def __init__(self, handler: Layout, tmp: Path,
                  checksums: Callable[[], dict[str, dict[str, Any]]]) -> None:
@@ -165,8 +166,10 @@ class Flushed:
 
     def _flush(self) -> None:
         self._threads[0].join()  # one writeback request at a time
-        for member in self._handler.members(self._tmp):
+        members = self._handler.members(self._tmp)
+        for member in members:
             _fsync(member)
+        self.synced = frozenset(members)
 
     def _checksum(self) -> None:
         self.files = self._checksums()
@@ -359,11 +362,14 @@ def remove(path: Path, held: list[int] | None = None) -> None:
         _unlink(path, held)
 
 
-def commit(handler: Layout, tmp: Path, path: Path, backup: Path) -> None:
+def commit(handler: Layout, tmp: Path, path: Path, backup: Path,
+           synced: frozenset[Path] = frozenset()) -> None:
     """Move the verified artifact at ``tmp`` over whatever is at ``path``.
 
     The current version is hard-linked (a directory: renamed) to its ``backup``
     name first, so a reader finds a complete version whenever this is interrupted.
+    ``synced``: members fsynced since they were complete (``Flushed``); of those,
+    only a directory's own entries are fsynced again (a manifest went in since).
     """
     for stale in handler.members(backup):
         remove(stale)
@@ -374,7 +380,10 @@ def commit(handler: Layout, tmp: Path, path: Path, backup: Path) -> None:
     fsync_one(path.parent)
     new = handler.members(tmp)
     for member in new:
-        _fsync(member)
+        if member not in synced:
+            _fsync(member)
+        elif member.is_dir() and not member.is_symlink():
+            fsync_one(member)
     placed = set()
     for member in new:
         final = _final_name(member, tmp, path)

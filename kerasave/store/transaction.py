@@ -189,17 +189,18 @@ class Transaction:
     def commit(self, fields: dict[str, Any], *, then: Callable[[], None] | None = None) -> None:
         """Seal the manifest (with ``fields``) and rename the temporary into place,
         under the directory's lock; ``then`` runs under the same lock afterwards."""
-        files = None
+        files, synced = None, frozenset[Path]()
         if self._flushed is not None:
             flushed, self._flushed = self._flushed, None
             errors = flushed.wait()
             if errors:
                 raise errors[0]
-            files = flushed.files
-        manifest.seal(self.handler, self.tmp, fields, files)
+            files, synced = flushed.files, flushed.synced
+        manifest.seal(self.handler, self.tmp, fields, files)  # (written and fsynced)
+        synced |= {manifest.manifest_path(self.handler, self.tmp)}
         with local.locked(self.target.parent):
             local.commit(self.handler, self.tmp, self.target,
-                         backup_path(self.handler, self.target))
+                         backup_path(self.handler, self.target), synced)
             if then is not None:
                 then()
 

@@ -241,10 +241,10 @@ def test_two_managers_of_one_process_never_interleave_writes(tmp_path, monkeypat
     events = []
     real_commit = local.commit
 
-    def slow_commit(handler, tmp, path, backup):
+    def slow_commit(handler, tmp, path, *rest):
         events.append(("start", path.name))
         time.sleep(0.3)
-        real_commit(handler, tmp, path, backup)
+        real_commit(handler, tmp, path, *rest)
         events.append(("end", path.name))
 
     monkeypatch.setattr(local, "commit", slow_commit)

@@ -34,6 +34,7 @@ import argparse
 import gc
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -328,9 +329,10 @@ def interleaved(spec: dict[str, Any]) -> dict[str, Any]:
             out[key] = {}
             for what, values in measured.items():
                 if values:
+                    out[key][what + "_rounds"] = list(values)
                     values.sort()
                     out[key][what] = values[0]
-                    out[key][what + "_median"] = values[len(values) // 2]
+                    out[key][what + "_median"] = statistics.median(values)
         return {"size": size, "impl": "interleaved", "times": out,
                 "forward": min(forward, default=None)}
     finally:
@@ -403,7 +405,7 @@ def main() -> int:
     formats = [f.strip() for f in args.formats.split(",")]
     results: list[dict[str, Any]] = []
     for size in sizes:
-        repeat = max(1, args.repeat - 1) if size >= 1024 else args.repeat
+        repeat = args.repeat  # (at least three rounds everywhere: a median of two is a maximum)
         base = {"size": size, "repeat": repeat, "dir": args.dir}
         # Peak memory (and what checksums cost) from a process per case, which
         # saves and loads once; the times from one process that takes turns.

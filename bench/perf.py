@@ -8,9 +8,9 @@ built, so a model's bytes are its variables plus two Adam slots per weight (the
 sizes below count all of them: what a whole-model save writes).
 
 Times: for each size, one subprocess builds the model once and times every
-(format, implementation) in turns, ``--repeat`` rounds (one less at 1 GB); in a
-round each format's implementations save, then load, in an order that rotates
-(and reverses) from round to round. Before each operation, untimed, the models loaded before are
+(format, implementation) in turns, ``--repeat`` rounds; in a round each
+format's implementations save, then load, in an order that rotates (and
+reverses) from round to round. Before each operation, untimed, the models loaded before are
 collected, kerasave's background freeing of a replaced version is waited for
 and every dirty page is written back (``os.sync``), so each starts alone. The
 table shows the best round; the headline adds the ratio of the medians. Memory:

@@ -94,6 +94,7 @@ class Pairing:
     def clean(self) -> bool:
         return not self.missing_in_model and not self.not_in_checkpoint
 
+
 def listed(prefix: Path) -> tuple[ObjectGraph, dict[str, tuple[int, ...]], dict[str, str]]:
     """The checkpoint's object graph, and every saved tensor's shape and dtype name
     by key: read from its ``.index`` without TensorFlow where everything in it is

@@ -41,9 +41,16 @@ def _varint(data: bytes, at: int) -> tuple[int, int]:
 
 
 def _table_block(data: bytes, at: int, size: int) -> list[tuple[bytes, bytes]]:
-    """The (key, value) entries of one uncompressed block of a LevelDB-format table."""
+    """The (key, value) entries of one uncompressed block of a LevelDB-format table,
+    once the masked CRC32C of its trailer matches (TensorFlow's reader always checks
+    it: ``table::ReadBlock``)."""
+    import google_crc32c
+
     if at + size + 5 > len(data) or data[at + size] != 0:  # trailer: type 0 is stored
         raise ValueError("compressed or truncated index block")
+    stored = struct.unpack_from("<I", data, at + size + 1)[0]
+    if masked_crc32c(google_crc32c.value(data[at: at + size + 1])) != stored:
+        raise ValueError("an index block whose checksum does not match")
     block = data[at: at + size]
     restarts = struct.unpack_from("<I", block, size - 4)[0]
     end = size - 4 - 4 * restarts

@@ -167,12 +167,16 @@ def test_the_index_listing_equals_tensorflows_reader(artifacts):
             continue
         found = _tfindex.listing(prefix, checkpoint._GRAPH_KEY)
         assert found is not None, path
-        reader = tf.train.load_checkpoint(str(prefix))
-        assert found.shapes == {k: tuple(v) for k, v in
-                                reader.get_variable_to_shape_map().items()}
-        assert found.dtypes == {k: v.name for k, v in
-                                reader.get_variable_to_dtype_map().items()}
-        assert found.graph == reader.get_tensor(checkpoint._GRAPH_KEY)
+        _assert_read_as_tensorflow_reads(found, prefix)
+
+
+def _assert_read_as_tensorflow_reads(found, prefix, *where):
+    reader = tf.train.load_checkpoint(str(prefix))
+    assert found.shapes == {k: tuple(v) for k, v in
+                            reader.get_variable_to_shape_map().items()}, where
+    assert found.dtypes == {k: v.name for k, v in
+                            reader.get_variable_to_dtype_map().items()}, where
+    assert found.graph == reader.get_tensor(checkpoint._GRAPH_KEY), where
 
 
 def test_a_string_tensor_is_served_only_when_its_crc32c_matches():
@@ -224,12 +228,7 @@ def test_every_damaged_byte_of_the_index_is_refused_or_read_as_tensorflow_reads_
         if found is None:
             continue
         served.append(i)
-        reader = tf.train.load_checkpoint(str(prefix))
-        assert found.shapes == {k: tuple(v) for k, v in
-                                reader.get_variable_to_shape_map().items()}, i
-        assert found.dtypes == {k: v.name for k, v in
-                                reader.get_variable_to_dtype_map().items()}, i
-        assert found.graph == reader.get_tensor(checkpoint._GRAPH_KEY), i
+        _assert_read_as_tensorflow_reads(found, prefix, i)
     # Only what neither reader reads may change unnoticed: the metaindex block
     # (the first handle of the 48-byte footer points at it) and the footer's rest.
     metaindex_at, _ = _tfindex._varint(original, len(original) - 48)

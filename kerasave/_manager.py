@@ -9,6 +9,7 @@ with it.
 
 from __future__ import annotations
 
+import glob
 import json
 import math
 import os
@@ -16,10 +17,12 @@ import re
 import threading
 import time
 import warnings
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from kerasave import _adopted as adopted
 from kerasave import _internals as internals
@@ -67,6 +70,14 @@ class _Entry:
     time: float
     metrics: dict[str, float] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
+    # The keep_every_n_hours of the manager that wrote it: what it preserves stays
+    # preserved under any later manager, as with tf.train.CheckpointManager.
+    every: float | None = None
+
+
+def _every(manifest: Mapping[str, Any]) -> float | None:
+    value = manifest.get("keep_every_n_hours")
+    return float(value) if isinstance(value, (int, float)) and value > 0 else None
 
 
 class CheckpointManager:
@@ -83,6 +94,21 @@ class CheckpointManager:
         best_k: Also keep the ``best_k`` best checkpoints by ``metric``.
         metric: The name, in ``save(metrics=...)``, that ``best_k`` ranks by.
         mode: ``"min"`` or ``"max"``: which values of ``metric`` are best.
+        checkpoint_name: The checkpoints' name before ``-N`` (``ckpt``, as
+            TensorFlow's ``CheckpointManager``); checkpoints of other names in the
+            directory are neither listed nor deleted.
+        step_counter: With ``checkpoint_interval``: the training step, a
+            ``tf.Variable`` (or anything with ``numpy()``) holding an integer, read
+            at each ``save``. It is not saved (pass it as a trackable too for that)
+            and does not number the checkpoints (``save(step=...)`` does).
+        checkpoint_interval: ``save()`` writes only when ``step_counter`` moved at
+            least this many steps since the last checkpoint this manager wrote or
+            restored, and returns None otherwise (``tf.train.CheckpointManager``'s
+            rule; ``save(check_interval=False)`` writes unless the step is the same).
+        init_fn: Called by ``restore_or_initialize`` when the directory holds no
+            checkpoint (e.g. to load pretrained weights).
+        last_checkpoint_step: The step of the last checkpoint, for
+            ``checkpoint_interval`` before this manager wrote or restored one.
         **trackables: Anything else ``tf.train.Checkpoint`` tracks, saved and
             restored too: a step counter ``tf.Variable``, a ``tf.data`` iterator...
 
@@ -97,7 +123,10 @@ class CheckpointManager:
                  optimizer: Any = None, max_to_keep: int | None = 3,
                  keep_every_n_hours: float | None = None, verify: bool = True,
                  best_k: int | None = None, metric: str | None = None, mode: str = "min",
-                 **trackables: Any) -> None:
+                 checkpoint_name: str = "ckpt", step_counter: Any = None,
+                 checkpoint_interval: int | None = None,
+                 init_fn: Callable[[], Any] | None = None,
+                 last_checkpoint_step: int | None = None, **trackables: Any) -> None:
         if max_to_keep is not None and max_to_keep < 1:
             raise ValueError(f"max_to_keep must be >= 1 or None. Received: {max_to_keep}")
         if best_k is not None and (best_k < 1 or not metric):
@@ -105,9 +134,32 @@ class CheckpointManager:
                              f"Received: best_k={best_k}, metric={metric!r}")
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max'. Received: {mode!r}")
-        reserved = {"model", "optimizer", UNTRACKED, "save_counter"} & set(trackables)
+        reserved = {"model", "optimizer", UNTRACKED, "save_counter", "root"} & set(trackables)
         if reserved:
             raise ValueError(f"these names are kerasave's own: {sorted(reserved)}")
+        for name, value in trackables.items():
+            _require_trackable(name, value)
+        self.checkpoint_name = _checked_name(checkpoint_name)
+        if checkpoint_interval is not None:
+            if (isinstance(checkpoint_interval, bool)
+                    or not isinstance(checkpoint_interval, (int, np.integer))):
+                raise TypeError("checkpoint_interval must be an integer number of steps. "
+                                f"Received: checkpoint_interval={checkpoint_interval!r}")
+            if checkpoint_interval < 0:
+                raise ValueError("checkpoint_interval must be >= 0. "
+                                 f"Received: checkpoint_interval={checkpoint_interval}")
+            if step_counter is None:
+                raise ValueError("`step_counter` should be passed if `checkpoint_interval` "
+                                 "is not None (it is the step the interval counts)")
+        if step_counter is not None:
+            _read_step(step_counter)  # (unreadable: refused now, not at the first save)
+        if init_fn is not None and not callable(init_fn):
+            raise TypeError(f"init_fn must be callable. Received: init_fn={init_fn!r}")
+        self.step_counter = step_counter
+        self.checkpoint_interval = (int(checkpoint_interval)
+                                    if checkpoint_interval is not None else None)
+        self.init_fn = init_fn
+        self._last_checkpoint_step = last_checkpoint_step
         # A URL's checkpoints are written and read through a private local folder.
         self._url = os.fspath(directory).rstrip("/") if remote.is_url(directory) else None
         self.directory: Path | str = self._url or remote.local_path(directory)
@@ -134,16 +186,17 @@ class CheckpointManager:
         return self._optimizer if self._optimizer is not None else optimizer_of(self.model)
 
     def _entries(self) -> list[_Entry]:
+        pattern = re.escape(self.checkpoint_name) + r"-(\d+)"
         if self._url is not None:
             return [_Entry(n, url, float(m.get("time") or 0), dict(m.get("metrics") or {}),
-                           dict(m.get("metadata") or {}))
-                    for n, url, m in remote.series(self._url)]
+                           dict(m.get("metadata") or {}), _every(m))
+                    for n, url, m in remote.series(self._url, pattern)]
         assert isinstance(self.directory, Path)
         if not self.directory.is_dir():
             return []
         found = []
-        for index in self.directory.glob("ckpt-*.index"):
-            match = re.fullmatch(r"ckpt-(\d+)\.index", index.name)
+        for index in self.directory.glob(f"{glob.escape(self.checkpoint_name)}-*.index"):
+            match = re.fullmatch(pattern + r"\.index", index.name)
             if not match:
                 continue
             prefix = index.with_suffix("")
@@ -154,7 +207,7 @@ class CheckpointManager:
             found.append(_Entry(int(match.group(1)), prefix,
                                 float(manifest.get("time", index.stat().st_mtime)),
                                 dict(manifest.get("metrics") or {}),
-                                dict(manifest.get("metadata") or {})))
+                                dict(manifest.get("metadata") or {}), _every(manifest)))
         return sorted(found, key=lambda e: e.number)
 
     @property
@@ -174,8 +227,8 @@ class CheckpointManager:
         for entry in reversed(self._entries()):
             if target is None or entry.path == target:
                 return dict(entry.metadata)
-        raise CorruptArtifactError("no such checkpoint in the manager's directory",
-                                   path=target or self.directory)
+        raise ArtifactNotFoundError("no such checkpoint in the manager's directory",
+                                    path=target or self.directory)
 
     def _where(self, path: str | os.PathLike[str]) -> Path | str:
         """A checkpoint's path as the listing names it."""
@@ -245,8 +298,10 @@ class CheckpointManager:
         return self._saved_name
 
     def save(self, *, step: int | None = None, metrics: Mapping[str, float] | None = None,
-             metadata: Mapping[str, Any] | None = None, blocking: bool = True) -> str:
-        """Write, verify and keep a numbered checkpoint; returns its path.
+             metadata: Mapping[str, Any] | None = None, blocking: bool = True,
+             check_interval: bool = True) -> str | None:
+        """Write, verify and keep a numbered checkpoint; returns its path, or None
+        when ``checkpoint_interval`` says it is not time yet.
 
         Args:
             step: The checkpoint's number (``ckpt-<step>``); by default one more
@@ -258,7 +313,23 @@ class CheckpointManager:
                 thread. The next ``save``, ``restore``, ``wait`` or ``close`` joins
                 it, and raises what it raised. (Under ``MultiWorkerMirroredStrategy``
                 saves block: every worker takes part in them.)
+            check_interval: With ``checkpoint_interval``: False writes whenever
+                ``step_counter`` differs from the last checkpoint's step.
         """
+        current = None
+        if self.checkpoint_interval is not None:
+            current = _read_step(self.step_counter)
+            last = self._last_checkpoint_step
+            if last is not None and (current == last or (
+                    check_interval and current < last + self.checkpoint_interval)):
+                return None
+        path = self._save(step, metrics, metadata, blocking)
+        if current is not None:  # (after the save: one that failed is not skipped again)
+            self._last_checkpoint_step = current
+        return path
+
+    def _save(self, step: Any, metrics: Mapping[str, float] | None,
+              metadata: Mapping[str, Any] | None, blocking: bool) -> str:
         if self._cluster is False:  # (found once: the model's strategy stays)
             self._cluster = cluster_of(self.model)
         cluster = self._cluster
@@ -301,12 +372,15 @@ class CheckpointManager:
             number = int(step.numpy() if hasattr(step, "numpy") else step)
         else:
             number = entries[-1].number + 1 if entries else 1
-        path: Path | str = (f"{self._url}/ckpt-{number}" if self._url is not None
-                            else remote.local_path(self.directory) / f"ckpt-{number}")
+        name = f"{self.checkpoint_name}-{number}"
+        path: Path | str = (f"{self._url}/{name}" if self._url is not None
+                            else remote.local_path(self.directory) / name)
         manifest = describe(self.model, self.optimizer, "checkpoint")
         manifest.update(step=number, time=self._now(),
                         metrics={k: float(v) for k, v in (metrics or {}).items()},
                         metadata=dict(metadata or {}), trackables=sorted(self.trackables))
+        if self.keep_every_n_hours:
+            manifest["keep_every_n_hours"] = float(self.keep_every_n_hours)
         if self._model_name() != "model":
             manifest["model_name"] = self._model_name()
         return lease, path, manifest
@@ -396,10 +470,15 @@ class CheckpointManager:
                       and not math.isnan(e.metrics[self.metric])]
             ranked.sort(key=lambda e: e.metrics[self.metric], reverse=self.mode == "max")
             keep |= {e.number for e in ranked[: self.best_k]}
-        if self.keep_every_n_hours:
+        # One checkpoint per N hours, the first included: this manager's N over every
+        # checkpoint, and the N each earlier manager recorded over the checkpoints it
+        # wrote (what it preserved stays, as TensorFlow's preserved checkpoints do).
+        chains = {e.every for e in entries if e.every} - {self.keep_every_n_hours}
+        for hours, chain in [(self.keep_every_n_hours, entries)] + [
+                (h, [e for e in entries if e.every == h]) for h in sorted(chains)]:
             anchor = None
-            for e in sorted(entries, key=lambda e: e.time):
-                if anchor is None or e.time - anchor >= self.keep_every_n_hours * 3600:
+            for e in sorted(chain, key=lambda e: e.time) if hours else ():
+                if anchor is None or e.time - anchor >= hours * 3600:
                     keep.add(e.number)
                     anchor = e.time
         # TensorFlow's own record first: a crash before the deletes leaves it naming
@@ -465,7 +544,9 @@ class CheckpointManager:
         if path is None:
             path = self.latest
             if path is None:
-                raise CorruptArtifactError("no checkpoint to restore", path=self.directory)
+                raise ArtifactNotFoundError(
+                    f"no checkpoint to restore: the directory holds no "
+                    f"{self.checkpoint_name}-N checkpoint", path=self.directory)
         if remote.is_url(path):  # read from a local copy (its sizes checked on the way)
             with remote.fetched(os.fspath(path)) as (local, shown):
                 report = self._restore_from(local, only, strict, start)
@@ -532,11 +613,13 @@ class CheckpointManager:
                       time.perf_counter() - start)
 
     def restore_or_initialize(self) -> str | None:
-        """Restore the newest checkpoint that is intact; None when there is none.
+        """Restore the newest checkpoint that is intact; None when there is none
+        (after calling ``init_fn``, when given).
 
         A damaged or incomplete newest checkpoint is skipped with a warning, and
         the most recent intact one is restored instead; a broken one is never
-        loaded.
+        loaded. With ``checkpoint_interval``, the interval counts from the
+        ``step_counter`` as restored.
         """
         self.wait()
         entries = self._entries()
@@ -553,15 +636,62 @@ class CheckpointManager:
                 warnings.warn(
                     f"skipped damaged checkpoint(s) in {self.directory}: {'; '.join(damaged)}; "
                     f"restored {_name(entry.path)}", UserWarning, stacklevel=2)
+            if self.checkpoint_interval is not None:
+                self._last_checkpoint_step = _read_step(self.step_counter)
             return str(entry.path)
         if damaged:
             raise CorruptArtifactError("every checkpoint is damaged: " + "; ".join(damaged),
                                        path=self.directory)
+        if self.init_fn is not None:
+            self.init_fn()
         return None
 
 
 def _name(path: Path | str) -> str:
     return os.path.basename(str(path))
+
+
+# tf.train.CheckpointManager's arguments that kerasave names otherwise.
+_SPELLED_OTHERWISE = {"keep_checkpoint_every_n_hours": "keep_every_n_hours"}
+
+
+def _require_trackable(name: str, value: Any) -> None:
+    """TypeError, now, for a keyword argument that is no object ``tf.train.Checkpoint``
+    can track (the same test TensorFlow makes: trackables, tf.functions, and lists
+    or dicts of them), instead of a ValueError from the first ``save``."""
+    if name in _SPELLED_OTHERWISE:
+        raise TypeError(f"CheckpointManager has no argument {name!r}: kerasave names it "
+                        f"{_SPELLED_OTHERWISE[name]!r}. Received: {name}={value!r}")
+    try:
+        tf.train.Checkpoint(**{name: value})
+    except (TypeError, ValueError) as exc:
+        raise TypeError(
+            f"CheckpointManager got {name}={value!r}, which is neither one of its "
+            "arguments nor an object a checkpoint can hold: extra keyword arguments are "
+            "saved and restored with the model, so each must be trackable (a tf.Variable, "
+            "a tf.data iterator, a Keras object, a tf.train.Checkpoint...)") from exc
+
+
+def _checked_name(name: Any) -> str:
+    if not isinstance(name, str):
+        raise TypeError(f"checkpoint_name must be a string. Received: {name!r}")
+    if not name or name.startswith(".") or any(c in name for c in "/\\\0"):
+        raise ValueError("checkpoint_name must be a plain file name, not empty, not hidden "
+                         f"and without separators. Received: checkpoint_name={name!r}")
+    return name
+
+
+def _read_step(counter: Any) -> int | float:
+    """The step counter's value now (``tf.train.CheckpointManager`` reads its
+    ``numpy()``), as a Python number."""
+    try:
+        value = np.asarray(counter.numpy() if hasattr(counter, "numpy") else counter)
+    except Exception as exc:
+        raise TypeError(f"cannot read the step_counter {counter!r}: {exc}") from exc
+    if value.shape != () or value.dtype.kind not in "iuf":
+        raise TypeError("step_counter must hold one number (e.g. tf.Variable(0) or the "
+                        f"optimizer's iterations). Received: {counter!r}")
+    return value.item()
 
 
 public(CheckpointManager)

@@ -81,24 +81,27 @@ def _size(handler: Handler, path: Path) -> int:
 
 
 def _save(kind: str, model: keras.Model, path: PathLike, format: str | None,
-          verify: bool) -> Report:
+          verify: bool, max_shard_size: float | None = None) -> Report:
     with _verify.one_save():
         if not remote.is_url(path):
-            return _save_once(kind, model, remote.local_path(path), format, verify)
+            return _save_once(kind, model, remote.local_path(path), format, verify,
+                              max_shard_size)
         url = os.fspath(path).rstrip("/")
         start = time.perf_counter()
         with remote.staged_save(url) as (store, local):
-            report = _save_once(kind, model, local, format, verify)
+            report = _save_once(kind, model, local, format, verify, max_shard_size)
             handler = _registry.for_save(kind, local, format)
-            store.publish(local, _manifest.manifest_path(handler, local))
+            store.publish(local, _manifest.manifest_path(handler, local), handler)
         return replace(remote.report_at(report, str(local.parent), store.parent_url),
                        seconds=time.perf_counter() - start)
 
 
 def _save_once(kind: str, model: keras.Model, target: Path, format: str | None,
-               verify: bool) -> Report:
+               verify: bool, max_shard_size: float | None = None) -> Report:
     start = time.perf_counter()
     handler = _registry.for_save(kind, target, format)
+    if max_shard_size is not None:
+        handler = _registry.sharded(handler, target, max_shard_size)
     handler.preflight(model, target)
     if verify and handler.verifiable_config:
         _refuse_unverifiable(model, handler.name, kind, target)
@@ -146,15 +149,20 @@ def _refuse_unverifiable(model: keras.Model, fmt: str, kind: str, target: Path) 
 
 
 def save_weights(model: keras.Model, path: PathLike, *, format: str | None = None,
-                 verify: bool = True) -> Report:
+                 verify: bool = True, max_shard_size: float | None = None) -> Report:
     """Save the model's variables (and optimizer state) and prove it with a round trip.
 
     Args:
         model: A built Keras model.
         path: A checkpoint prefix (``./weights/my_model`` → ``my_model.index``,
-            ``my_model.data-*``), or an HDF5 file (``.h5``, ``.hdf5``, ``.weights.h5``).
-        format: ``"checkpoint"`` or ``"h5"``; by default chosen from the suffix.
+            ``my_model.data-*``), an HDF5 file (``.h5``, ``.hdf5``, ``.weights.h5``),
+            or the map of Keras' sharded HDF5 weights (``.weights.json``, beside
+            it ``<name>_00000.weights.h5``...).
+        format: ``"checkpoint"``, ``"h5"`` or ``"h5-sharded"``; by default chosen
+            from the suffix.
         verify: Read the artifact back and compare every variable bit for bit.
+        max_shard_size: For ``.weights.json``: the largest shard, in GB (Keras'
+            unit; default 5). Keras does not split a variable across shards.
 
     Returns:
         The ``Report`` of the checks that passed.
@@ -168,7 +176,7 @@ def save_weights(model: keras.Model, path: PathLike, *, format: str | None = Non
         >>> report.ok
         True
     """
-    return _save("weights", model, path, format, verify)
+    return _save("weights", model, path, format, verify, max_shard_size)
 
 
 def save_config(model: keras.Model, path: PathLike, *, format: str | None = None,

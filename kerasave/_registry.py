@@ -14,12 +14,13 @@ from kerasave.formats._base import ConfigFormat, Handler, ModelFormat, WeightsFo
 from kerasave.formats.checkpoint import CheckpointHandler
 from kerasave.formats.config import JsonHandler, YamlHandler
 from kerasave.formats.h5model import H5ModelHandler
+from kerasave.formats.h5sharded import ShardedWeightsHandler
 from kerasave.formats.h5weights import H5WeightsHandler
 from kerasave.formats.keras import KerasHandler
 from kerasave.formats.savedmodel import SavedModelHandler
 from kerasave.store.manifest import backup_path
 
-__all__ = ["FORMATS", "for_save", "detect"]
+__all__ = ["FORMATS", "for_save", "detect", "sharded"]
 
 # Order matters for detection: a whole-model .h5 also sniffs as weights.
 _HANDLERS: tuple[Handler, ...] = (
@@ -28,6 +29,7 @@ _HANDLERS: tuple[Handler, ...] = (
     SavedModelHandler(),
     CheckpointHandler(),
     H5WeightsHandler(),
+    ShardedWeightsHandler(),  # (before json: a shard map is a .json file too)
     JsonHandler(),
     YamlHandler(),
 )
@@ -128,3 +130,14 @@ def detect(path: Path, kind: str | None = None, format: str | None = None) -> Ha
             f"the file does not hold what its suffix says; expected {suffix.name}", path=path
         )
     raise UnknownFormatError(f"cannot tell the format; expected {expected}", path=path)
+
+
+def sharded(handler: Handler, path: Path, max_shard_size: float) -> Handler:
+    """``handler`` writing shards of at most ``max_shard_size`` GB: the sharded HDF5
+    weights' only (``UnknownFormatError`` for the others)."""
+    if not isinstance(handler, ShardedWeightsHandler):
+        raise UnknownFormatError(
+            f"max_shard_size writes Keras' sharded weights, a map whose name ends in "
+            f".weights.json; {path.name!r} names the {handler.name!r} format",
+            path=path)
+    return handler.with_options(max_shard_size=max_shard_size)

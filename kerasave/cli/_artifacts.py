@@ -256,7 +256,11 @@ def read_pair(a: PathLike, b: PathLike, *, config: PathLike | None = None
             result[i] = read(sides[i])
     first, second = result
     assert first is not None and second is not None
-    if first.naming != second.naming:
+    # Two formats name alike when their handlers say so (h5 and h5-sharded weights:
+    # Keras' weights-file layout, split into shards or not).
+    alike = first.naming == second.naming or (
+        "model" not in (first.naming, second.naming) and first.names == second.names)
+    if not alike:
         raise NeedsArchitecture(
             f"{first.path} ({first.format}, {first.names}) and {second.path} "
             f"({second.format}, {second.names}) name their variables differently and neither "

@@ -26,7 +26,7 @@ def _destination_kind(dst: str, as_: str | None) -> str:
     if as_:
         return as_
     name = Path(dst).name.lower()
-    if name.endswith(".weights.h5"):
+    if name.endswith((".weights.h5", ".weights.json")):
         return "weights"
     if name.endswith((".keras", ".h5", ".hdf5")):
         return "model"
@@ -53,11 +53,15 @@ def _exists(path: str) -> bool:
               help="The architecture (.json/.yaml config, .keras or .h5 model) for a source "
                    "that holds weights only (checkpoint, .weights.h5, SavedModel).")
 @click.option("--as", "as_", type=click.Choice(["weights", "model", "config"]),
-              help="What to write at DST (default: from its suffix: .weights.h5 weights; "
-                   ".keras, .h5, .hdf5 model; .json, .yaml, .yml config).")
+              help="What to write at DST (default: from its suffix: .weights.h5 weights, "
+                   ".weights.json sharded weights; .keras, .h5, .hdf5 model; .json, .yaml, "
+                   ".yml config).")
+@click.option("--max-shard-size", type=click.FloatRange(min=0, min_open=True), metavar="GB",
+              help="For sharded weights (DST ending in .weights.json): the largest shard, in "
+                   "GB (default 5).")
 @click.option("--force", is_flag=True, help="Replace an artifact already at DST.")
 def convert_command(src: str, dst: str, config: str | None, as_: str | None,
-                    force: bool) -> int:
+                    max_shard_size: float | None, force: bool) -> int:
     """Convert the artifact SRC into another format at DST, verified.
 
     The result is written with kerasave's save functions (verified by a round
@@ -66,12 +70,16 @@ def convert_command(src: str, dst: str, config: str | None, as_: str | None,
     target = _destination_kind(dst, as_)
     if same_place(src, dst):
         raise click.UsageError("SRC and DST are the same path")
+    if max_shard_size is not None and (target != "weights"
+                                       or not dst.lower().endswith(".weights.json")):
+        raise click.UsageError("--max-shard-size is for sharded weights: a DST ending in "
+                               ".weights.json")
     with local_copy(src) as local:  # (a URL's copy: its transfer draws its own bar)
-        return _convert(src, local, dst, target, config, force)
+        return _convert(src, local, dst, target, config, force, max_shard_size)
 
 
 def _convert(src: str, local: str, dst: str, target: str, config: str | None,
-             force: bool) -> int:
+             force: bool, max_shard_size: float | None = None) -> int:
     from kerasave import _registry
 
     handler = _registry.detect(Path(local))
@@ -103,9 +111,10 @@ def _convert(src: str, local: str, dst: str, target: str, config: str | None,
                      f"from {config} has no optimizer (a .keras or .h5 model as --config "
                      "keeps it)")
     save = {"weights": ks.save_weights, "model": ks.save_model, "config": ks.save_config}[target]
+    options = {"max_shard_size": max_shard_size} if max_shard_size is not None else {}
     try:
         with status(f"writing and verifying {dst}"):
-            report = save(model, dst)
+            report = save(model, dst, **options)
     except ks.RoundTripError as exc:
         click.echo(str(exc.report))
         raise No(str(exc)) from exc

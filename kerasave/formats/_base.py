@@ -94,6 +94,16 @@ class Handler:
     def exists(self, path: Path) -> bool:
         return path.is_file()
 
+    def member_tail(self, path: Path, member: Path) -> str:
+        """How the manifest names ``member`` of the artifact at ``path``: what follows
+        the artifact's name in the member's (``"."``: the file itself), the same for
+        the artifact, its temporary and its backup (``kerasave.store``)."""
+        return member.name[len(path.name):] or "."
+
+    def member_at(self, path: Path, tail: str) -> Path:
+        """The member of the artifact at ``path`` that ``member_tail`` names ``tail``."""
+        return path if tail == "." else path.with_name(path.name + tail)
+
     def sniff(self, path: Path) -> bool:
         """Whether the existing artifact at ``path`` is of this format (by content)."""
         return False

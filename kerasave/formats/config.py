@@ -16,6 +16,7 @@ from kerasave._lazy import keras
 from kerasave._report import Check
 from kerasave._verify import compare_configs, model_config
 from kerasave.formats._base import ConfigFormat, Contents, require_config, versions_now
+from kerasave.formats.h5sharded import is_shard_map
 
 __all__ = ["JsonHandler", "YamlHandler"]
 
@@ -88,6 +89,10 @@ class JsonHandler(_ConfigHandler):
     name = "json"
     suffixes = (".json",)
     temp_suffix = ".json"
+
+    def sniff(self, path: Path) -> bool:
+        # (the map of sharded HDF5 weights is a .json file too: not a config)
+        return super().sniff(path) and not is_shard_map(path)
 
     def text(self, model: keras.Model) -> str:
         return json.dumps(_stamped(json.loads(to_json(model))), indent=2) + "\n"

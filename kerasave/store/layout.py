@@ -27,3 +27,13 @@ class Layout(Protocol):
     def exists(self, path: Path) -> bool:
         """Whether a complete artifact of this format is at ``path``."""
         ...
+
+    def member_tail(self, path: Path, member: Path) -> str:
+        """What names the file ``member`` of the artifact at ``path`` in its manifest:
+        the same for the artifact, its temporary and its backup (``"."``: the file
+        at ``path`` itself). Mostly what follows the artifact's name in the member's."""
+        ...
+
+    def member_at(self, path: Path, tail: str) -> Path:
+        """The file ``member_tail`` names, in the artifact at ``path``."""
+        ...

@@ -61,10 +61,11 @@ def replace(source: Path, target: Path) -> None:
     os.replace(source, target)
 
 
-def _final_name(member: Path, tmp: Path, path: Path) -> Path:
+def _final_name(handler: Layout, member: Path, tmp: Path, path: Path) -> Path:
+    """What ``member`` of the artifact at ``tmp`` is called in the artifact at ``path``."""
     if member == tmp:
         return path
-    return path.with_name(path.name + member.name[len(tmp.name):])
+    return handler.member_at(path, handler.member_tail(tmp, member))
 
 
 def fsync_one(path: Path) -> None:
@@ -376,7 +377,7 @@ def commit(handler: Layout, tmp: Path, path: Path, backup: Path,
     old = handler.members(path)
     for member in old:
         if member.is_file():
-            link(member, _final_name(member, path, backup))
+            link(member, _final_name(handler, member, path, backup))
     fsync_one(path.parent)
     new = handler.members(tmp)
     for member in new:
@@ -386,9 +387,9 @@ def commit(handler: Layout, tmp: Path, path: Path, backup: Path,
             fsync_one(member)
     placed = set()
     for member in new:
-        final = _final_name(member, tmp, path)
+        final = _final_name(handler, member, tmp, path)
         if final.is_dir() and not final.is_symlink():
-            replace(final, _final_name(final, path, backup))
+            replace(final, _final_name(handler, final, path, backup))
         replace(member, final)
         placed.add(final)
     with removing() as held:

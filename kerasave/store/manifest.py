@@ -53,7 +53,7 @@ def _files(handler: Layout, path: Path) -> dict[str, Path]:
         else:
             # Named relative to the artifact's own name, so temporaries and backups
             # carry the same table as the final artifact.
-            found[member.name[len(path.name):] or "."] = member
+            found[handler.member_tail(path, member)] = member
     return found
 
 

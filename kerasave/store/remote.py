@@ -42,6 +42,7 @@ from typing import Any
 
 from kerasave._errors import ArtifactNotFoundError, CorruptArtifactError, KerasaveError
 from kerasave._report import Report
+from kerasave.store.layout import Layout
 
 __all__ = ["is_url", "local_path", "Remote", "staged_save", "fetched", "stage_dir", "series",
            "at_url", "renamed", "report_at", "GRACE"]
@@ -258,9 +259,10 @@ class Remote:
 
     # -- writing ---------------------------------------------------------------------
 
-    def publish(self, local: Path, manifest_at: Path) -> None:
+    def publish(self, local: Path, manifest_at: Path, handler: Layout | None = None) -> None:
         """Upload the staged artifact ``local`` (its files in its folder, its sealed
-        manifest at ``manifest_at``) as a new version, then commit it."""
+        manifest at ``manifest_at``) as a new version, then commit it. ``handler``:
+        its format, when its files are not all named after it (``Layout.member_tail``)."""
         stage = local.parent
         try:
             manifest = json.loads(manifest_at.read_text(encoding="utf-8"))
@@ -271,7 +273,7 @@ class Remote:
         token = f"{int(time.time()):010d}-{secrets.token_hex(6)}"
         prefix = posixpath.join(self.versions, token)
         files = {p for p in stage.rglob("*") if p.is_file() and p != manifest_at}
-        table = _table_paths(local, manifest, files, stage)
+        table = _table_paths(local, manifest, files, stage, handler)
         uploads = [(stage / rel, posixpath.join(prefix, rel)) for rel in sorted(table.values())]
         with _progress("upload", sum(src.stat().st_size for src, _ in uploads)) as cb:
             for src, dst in uploads:
@@ -340,7 +342,7 @@ def _relative(value: Any) -> str:
 
 
 def _table_paths(local: Path, manifest: dict[str, Any], files: set[Path],
-                 stage: Path) -> dict[str, str]:
+                 stage: Path, handler: Layout | None = None) -> dict[str, str]:
     """The manifest's file names → the files' paths relative to the stage."""
     names = manifest.get("files")
     if not isinstance(names, dict):
@@ -350,6 +352,8 @@ def _table_paths(local: Path, manifest: dict[str, Any], files: set[Path],
         rel = f.relative_to(stage)
         if local in f.parents:  # a directory artifact: named inside it
             name = str(f.relative_to(local))
+        elif handler is not None:  # a file artifact's members, as its format names them
+            name = handler.member_tail(local, f)
         else:  # a file artifact's members: named by what follows its name
             name = f.name[len(local.name):] or "."
         if name in names:

@@ -25,7 +25,7 @@ import tensorflow as tf
 
 import kerasave as ks
 
-from .scripts.crash_saver import CASES, version  # CASES: case -> (save call, path)
+from .scripts.crash_saver import CASES, OPTIONS, version  # CASES: case -> (save call, path)
 
 SCRIPT = Path(__file__).parent / "scripts" / "crash_saver.py"
 PROBE = np.linspace(-1, 1, 4 * 32, dtype=np.float32).reshape(4, 32)
@@ -107,7 +107,7 @@ def _which(case: str, path: Path, versions: dict[str, dict[str, np.ndarray] | in
             model = _model()
             ks.load_weights(model, path)
             found = [name for name, v in versions.items()
-                     if _same(v, model, optimizer=case == "checkpoint")]
+                     if _same(v, model, optimizer=case in ("checkpoint", "h5-sharded"))]
         else:
             found = [name for name, v in versions.items()
                      if _same(v, ks.load_model(path), optimizer=True)]
@@ -126,7 +126,7 @@ def _after_next_save(case: str, directory: Path) -> None:
                                   step=tf.Variable(0, dtype=tf.int64)) as manager:
             manager.save()
     else:  # (verification reads only: the same steps without it)
-        getattr(ks, call)(model, directory / rel, verify=False)
+        getattr(ks, call)(model, directory / rel, verify=False, **OPTIONS.get(case, {}))
     left = [p.name for p in directory.rglob("*")
             if ".kerasave-tmp-" in p.name or ".kerasave-prev" in p.name]
     assert left == []

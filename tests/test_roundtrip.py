@@ -15,6 +15,7 @@ CASES = [
     ("save_weights", "h5", "my_model.weights.h5", "weights+optimizer"),
     ("save_weights", "h5", "my_model.h5", "weights+optimizer"),
     ("save_weights", "h5", "my_model.hdf5", "weights+optimizer"),
+    ("save_weights", "h5-sharded", "my_model.weights.json", "weights+optimizer"),
     ("save_config", "json", "model.json", "config"),
     ("save_config", "yaml", "model.yaml", "config"),
     ("save_config", "yaml", "model.yml", "config"),
@@ -66,6 +67,7 @@ def test_round_trip(trained, batch, tmp_path, call, fmt, rel, holds):
 
 
 @pytest.mark.parametrize("call,rel", [("save_weights", "w/ckpt"), ("save_weights", "w.h5"),
+                                      ("save_weights", "w.weights.json"),
                                       ("save_config", "c.json"), ("save_model", "m.keras"),
                                       ("save_model", "m.h5"), ("save_model", "sm")])
 def test_save_over_an_existing_artifact(trained, tmp_path, call, rel):
@@ -80,6 +82,7 @@ def test_save_over_an_existing_artifact(trained, tmp_path, call, rel):
 
 def test_verify_detects_a_different_model(trained, tmp_path):
     for call, rel in [("save_weights", "w/ckpt"), ("save_weights", "w.h5"),
+                      ("save_weights", "w.weights.json"),
                       ("save_model", "m.keras"), ("save_model", "m.h5"), ("save_model", "sm")]:
         getattr(ks, call)(trained, tmp_path / rel)
         other = ks.reference_model(seed=42)
@@ -98,7 +101,8 @@ def test_save_does_not_change_the_callers_model(trained, tmp_path):
     state = values(all_vars(trained))
     compile_config = trained.get_compile_config()
     config = trained.get_config()
-    for call, rel in [("save_weights", "w/c"), ("save_weights", "w.h5"), ("save_config", "c.json"),
+    for call, rel in [("save_weights", "w/c"), ("save_weights", "w.h5"),
+                      ("save_weights", "w.weights.json"), ("save_config", "c.json"),
                       ("save_config", "c.yaml"), ("save_model", "m.keras"),
                       ("save_model", "m.h5"), ("save_model", "sm")]:
         getattr(ks, call)(trained, tmp_path / rel)

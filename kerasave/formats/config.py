@@ -16,7 +16,7 @@ from kerasave._lazy import keras
 from kerasave._report import Check
 from kerasave._verify import compare_configs, model_config
 from kerasave.formats._base import ConfigFormat, Contents, require_config, versions_now
-from kerasave.formats.h5sharded import is_shard_map
+from kerasave.formats.h5sharded import is_json_object, is_shard_map
 
 __all__ = ["JsonHandler", "YamlHandler"]
 
@@ -91,8 +91,12 @@ class JsonHandler(_ConfigHandler):
     temp_suffix = ".json"
 
     def sniff(self, path: Path) -> bool:
-        # (the map of sharded HDF5 weights is a .json file too: not a config)
-        return super().sniff(path) and not is_shard_map(path)
+        # The map of sharded HDF5 weights is a .json file too: not a config. Under
+        # that format's own name (.weights.json) only a JSON object that is no map is
+        # a config; anything else there is a damaged map.
+        if not super().sniff(path) or is_shard_map(path):
+            return False
+        return not path.name.lower().endswith(".weights.json") or is_json_object(path)
 
     def text(self, model: keras.Model) -> str:
         return json.dumps(_stamped(json.loads(to_json(model))), indent=2) + "\n"

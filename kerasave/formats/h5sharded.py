@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import glob
+import inspect
 import json
 import math
 import os
@@ -71,7 +72,8 @@ from kerasave.formats.h5weights import (
     optimizer_names,
 )
 
-__all__ = ["ShardedWeightsHandler", "DEFAULT_MAX_SHARD_SIZE", "is_shard_map"]
+__all__ = ["ShardedWeightsHandler", "DEFAULT_MAX_SHARD_SIZE", "is_shard_map", "is_json_object",
+           "read_map", "stored_arrays"]
 
 MAP_SUFFIX = ".weights.json"
 DEFAULT_MAX_SHARD_SIZE = 5.0  # GB, as Keras' ShardedH5IOStore
@@ -104,24 +106,44 @@ def _final_name(name: str) -> str:
     return match.group(1) if match else name
 
 
+def _require_keras_sharding(path: Path) -> None:
+    """UnknownFormatError when this Keras has no sharded weights (before 3.10; kerasave's
+    oldest, 3.12, has them): kerasave writes and reads them through Keras' own code."""
+    if "max_shard_size" not in inspect.signature(keras.Model.save_weights).parameters:
+        raise UnknownFormatError(
+            f"Keras {keras.__version__} has no sharded weights (Keras 3.10 and later write "
+            "and read .weights.json); save to a .weights.h5 file instead", path=path)
+
+
 def _shard_name(stem: str, index: int) -> str:
     return f"{stem}_{index:05d}.weights.h5"
+
+
+def _json_object(path: Path) -> dict[str, Any] | None:
+    """The JSON object in the file at ``path``; None for anything else, or a file
+    larger than a shard map."""
+    try:
+        if not path.is_file() or path.stat().st_size > _MAP_LIMIT:
+            return None
+        with open(path, "rb") as f:
+            head = f.read(64).lstrip()
+            if not head.startswith(b"{"):
+                return None
+            data = json.loads(head + f.read())
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def is_json_object(path: Path) -> bool:
+    return _json_object(path) is not None
 
 
 def is_shard_map(path: Path) -> bool:
     """Whether ``path`` is a JSON object with a ``weight_map`` (read only when small;
     a ``weight_map`` of another form is a damaged map, which ``read_map`` refuses)."""
-    try:
-        if not path.is_file() or path.stat().st_size > _MAP_LIMIT:
-            return False
-        with open(path, "rb") as f:
-            head = f.read(64).lstrip()
-            if not head.startswith(b"{"):
-                return False
-            data = json.loads(head + f.read())
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and "weight_map" in data
+    data = _json_object(path)
+    return data is not None and "weight_map" in data
 
 
 @dataclass(frozen=True)
@@ -355,6 +377,7 @@ class ShardedWeightsHandler(WeightsFormat):
 
     def preflight(self, model: keras.Model, path: Path) -> None:
         require_built(model, path)
+        _require_keras_sharding(path)
         if not path.name.endswith(MAP_SUFFIX):
             raise UnknownFormatError(
                 f"sharded weights are a map whose name ends in {MAP_SUFFIX} (Keras reads "
@@ -437,6 +460,7 @@ class ShardedWeightsHandler(WeightsFormat):
     def load(self, model: keras.Model, path: Path, *, checksummed: bool = False,
              rollback: bool = True, check: bool = True) -> list[Check]:
         # (``checksummed`` changes nothing here: HDF5 holds no checksums to skip.)
+        _require_keras_sharding(path)
         smap, stored, checks = self._checked(model, path, check=check)
         snapshot = Snapshot(model) if rollback else None  # Keras assigns as it reads
         try:

@@ -38,6 +38,7 @@ CRASHED = 77
 CASES = {
     "checkpoint": ("save_weights", "w/ckpt"),
     "h5-weights": ("save_weights", "w.weights.h5"),
+    "h5-sharded": ("save_weights", "w.weights.json"),
     "json": ("save_config", "c.json"),
     "yaml": ("save_config", "c.yaml"),
     "keras": ("save_model", "m.keras"),
@@ -45,6 +46,9 @@ CASES = {
     "savedmodel": ("save_model", "serving"),
     "manager": (None, "ckpts"),
 }
+
+# case: what the save call is given besides the model and the path
+OPTIONS = {"h5-sharded": {"max_shard_size": 24000 / 1024**3}}  # (two shards)
 
 
 def version(seed: int, units: int = 64) -> keras.Model:
@@ -70,7 +74,7 @@ def save(case: str, model: keras.Model, directory: Path, verify: bool) -> None:
                                   ) as manager:
             manager.save()
         return
-    getattr(ks, call)(model, directory / rel, verify=verify)
+    getattr(ks, call)(model, directory / rel, verify=verify, **OPTIONS.get(case, {}))
 
 
 def values(model: keras.Model) -> dict[str, np.ndarray]:

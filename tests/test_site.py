@@ -33,6 +33,7 @@ RUN_PAGES = [
     "formats.md",
     "formats/checkpoint.md",
     "formats/h5-weights.md",
+    "formats/h5-sharded.md",
     "formats/config.md",
     "formats/keras.md",
     "formats/h5-model.md",

@@ -74,12 +74,13 @@ def artifacts(tmp_path_factory) -> list[Path]:
     model = ks.reference_model(seed=3)
     model.train_on_batch(*ks.reference_data(32, seed=3))
     own = [root / "w" / "ckpt", root / "w.weights.h5", root / "m.keras", root / "m.h5",
-           root / "serving", root / "c.json", root / "c.yaml"]
+           root / "serving", root / "c.json", root / "c.yaml", root / "s.weights.json"]
     for path in own[:2]:
         ks.save_weights(model, path)
+    ks.save_weights(model, own[7], max_shard_size=24000 / 1024**3)
     for path in own[2:5]:
         ks.save_model(model, path)
-    for path in own[5:]:
+    for path in own[5:7]:
         ks.save_config(model, path)
     keras2 = FIXTURES / "keras2"
     foreign = sorted({p.with_suffix("") for p in keras2.rglob("*.index")})
@@ -97,7 +98,7 @@ def test_inspect_of_every_format_imports_neither_and_says_the_same(artifacts, mo
         assert result == warm(args, monkeypatch), args
     assert sum(r["code"] == 0 for r in got) >= len(got) - 2  # (hostile.yaml is refused)
     formats = {json.loads(r["out"])["format"] for r in got[1::2] if r["code"] == 0}
-    assert formats == {"checkpoint", "h5", "keras", "savedmodel", "json", "yaml"}
+    assert formats == {"checkpoint", "h5", "keras", "savedmodel", "json", "yaml", "h5-sharded"}
 
 
 def test_help_and_version_start_cold():

@@ -278,17 +278,23 @@ def stored_arrays(smap: ShardMap, *, check: bool = True) -> dict[str, _Stored]:
     return found
 
 
-def _read(stored: _Stored) -> np.ndarray:
-    """One dataset's values, exactly as stored (bfloat16 as Keras marks it)."""
-    try:
-        with h5py.File(stored.file, "r") as f:
-            value = np.asarray(f[stored.key])
-    except (OSError, KeyError, RuntimeError, ValueError) as exc:  # h5py's words for damage
-        raise CorruptArtifactError(f"could not read the array {stored.key}: {exc}",
-                                   path=stored.file) from exc
-    if stored.dtype == "bfloat16" and value.dtype == np.dtype("V2"):
-        value = value.view(_bfloat16())
-    return value
+def _read_all(stored: dict[str, _Stored]) -> Iterator[tuple[str, np.ndarray]]:
+    """Every dataset's values, exactly as stored (bfloat16 as Keras marks it), by
+    name, each shard opened once."""
+    by_file: dict[Path, list[tuple[str, _Stored]]] = {}
+    for name, item in stored.items():
+        by_file.setdefault(item.file, []).append((name, item))
+    for file, items in by_file.items():
+        with h5py.File(file, "r") as f:
+            for name, item in items:
+                try:
+                    value = np.asarray(f[item.key])
+                except (OSError, KeyError, RuntimeError, ValueError) as exc:  # h5py's words
+                    raise CorruptArtifactError(f"could not read the array {item.key}: {exc}",
+                                               path=file) from exc
+                if item.dtype == "bfloat16" and value.dtype == np.dtype("V2"):
+                    value = value.view(_bfloat16())
+                yield name, value
 
 
 @contextlib.contextmanager
@@ -532,19 +538,20 @@ class ShardedWeightsHandler(WeightsFormat):
             return [Check("optimizer variables", False,
                           f"the shards hold {len(saved)} optimizer variables, the model's "
                           f"optimizer has {len(live)}")]
-        pairs = [(getattr(v, "path", v.name), view(v), _read(saved[k]))
+        read = dict(_read_all(saved))
+        pairs = [(getattr(v, "path", v.name), view(v), read[k])
                  for v, k in zip(live, sorted(saved, key=_position))]
         return [compare_arrays("optimizer variables", pairs)]
 
     def contents(self, path: Path) -> Contents:
-        stored = stored_arrays(read_map(path))
+        smap = read_map(path)
+        stored = stored_arrays(smap)
         variables = tuple(Variable(k, s.shape, s.dtype) for k, s in stored.items())
-        versions = read_map(path).own.get("versions")
+        versions = smap.own.get("versions")
         return Contents(variables, any(k.startswith("optimizer/") for k in stored),
                         {str(k): str(v) for k, v in versions.items()}
                         if isinstance(versions, dict) else {},
                         optimizer_names(variables))
 
     def arrays(self, path: Path) -> Iterator[tuple[str, np.ndarray]]:
-        for key, stored in stored_arrays(read_map(path)).items():
-            yield key, _read(stored)
+        yield from _read_all(stored_arrays(read_map(path)))

@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import h5py
-from h5py import h5d, h5l, h5o, h5s, h5z
+from h5py import h5d, h5l, h5o, h5s, h5t, h5z
 
 from kerasave._errors import CorruptArtifactError, UnsafeArtifactError
 
@@ -352,6 +352,13 @@ def dataset_problem(dsid: Any, plist: Any, filesize: int) -> str | None:
     bomb: a huge shape over a fill value or a few compressed chunks) would be
     allocated by any reader before its values could be compared with anything.
     """
+    kind = dsid.get_type()
+    if kind.detect_class(h5t.VLEN) or (kind.get_class() == h5t.STRING
+                                        and kind.is_variable_str()):
+        # Each item is a reference into the file's heap, and any number of them may
+        # name the same large object: what a read allocates is not what is declared.
+        return ("holds variable-length items (no Keras or kerasave weight does): what "
+                "reading them allocates is not bounded by what they declare")
     space = dsid.get_space()
     if space.get_simple_extent_type() != h5s.SIMPLE:
         return None  # a scalar or an empty (null) dataspace

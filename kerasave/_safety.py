@@ -59,6 +59,15 @@ NON_MODELING_APIS = frozenset({
     "keras.utils.save_img", "keras.utils.serialize_keras_object",
     "keras.utils.text_dataset_from_directory",
 })
+# Modules whose functions run programs, load code or touch files: a config naming
+# one of them is an attack (CVE-2025-1550), never a missing custom object.
+_CODE_MODULES = frozenset({
+    "os", "posix", "nt", "subprocess", "sys", "shutil", "importlib", "pickle", "marshal",
+    "socket", "runpy", "code", "codeop", "pty", "ctypes", "io", "pathlib", "tempfile",
+    "urllib", "http", "webbrowser", "multiprocessing", "signal", "pdb", "shelve", "dill",
+    "cloudpickle", "joblib", "requests", "fsspec"})
+_CODE_BUILTINS = frozenset({"eval", "exec", "compile", "open", "__import__", "getattr",
+                            "setattr", "delattr", "input", "breakpoint", "globals", "vars"})
 MAX_DEPTH = 64  # nesting of a config (Keras' own: ~10, a model nested in models: ~30)
 
 
@@ -149,6 +158,11 @@ def code_in_config(config: Any, *, compiled: bool = True) -> tuple[str, str] | N
             if cls == "__lambda__" or obj.get("function_type") == "lambda":
                 # A lambda serialized as its bytecode, in a Lambda subclass or any layer.
                 return f"a {owner[0]} layer ({owner[1]!r})", _CODE_CLASSES["Lambda"]
+            module = obj.get("module")
+            root = module.split(".", 1)[0] if isinstance(module, str) else None
+            if root in _CODE_MODULES or (root == "builtins" and names & _CODE_BUILTINS):
+                return (f"a reference to {api} (in the {owner[0]} {owner[1]!r})",
+                        "it names a function that runs programs, loads code or opens files")
             if api in NON_MODELING_APIS:
                 return (f"a reference to {api} (in the {owner[0]} {owner[1]!r})",
                         "it is not a modeling function: called from a file it would load, "

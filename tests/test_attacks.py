@@ -399,6 +399,24 @@ def test_weights_dataset_of_variable_length_strings(tmp_path):
     assert "Traceback" not in cli.stderr
 
 
+def test_command_line_prints_no_control_sequences_a_file_chose(tmp_path):
+    """A variable named with an escape sequence (OSC 0 retitles the terminal, OSC 52
+    writes the clipboard) or a bidirectional override: printed, it acts on the
+    terminal of whoever inspects the file. Shown escaped instead."""
+    path = tmp_path / "w.weights.h5"
+    ks.save_weights(ks.reference_model(seed=0), path)
+    H.unsealed(path)
+    evil = "\x1b]0;pwned\x07\x1b]52;c;cHduZWQ=\x07\u202ekernel"
+    with h5py.File(path, "r+") as f:
+        f.move("layers/dense/vars/0", f"layers/dense/vars/{evil}")
+    for args in (("inspect", str(path)), ("diff", str(path), str(path)),
+                 ("verify", str(path))):
+        cli = _cli(*args)
+        out = cli.stdout + cli.stderr
+        assert "\x1b" not in out and "\u202e" not in out and "\x07" not in out, args
+    assert "\\x1b]0;pwned" in _cli("inspect", str(path)).stdout
+
+
 @pytest.mark.parametrize("member", ["..\\..\\evil.txt", "C:/evil.txt"])
 def test_keras_archive_member_escaping_on_other_systems(tmp_path, member):
     """Zip slip with a backslash or a drive: harmless on POSIX, an escape for any

@@ -287,8 +287,9 @@ def model_from_config(
         raise
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if keras_refused(first):  # (Keras' own safe mode said no)
-            raise UnsafeArtifactError(first, path=source) from exc
+        refusal = keras_refused(exc)
+        if refusal:  # (Keras' own safe mode said no)
+            raise UnsafeArtifactError(refusal, path=source) from exc
         unknown = unknown_class(exc)
         if unknown or re.search(r"\blocate\b", first) or "Unknown" in first or "not found" in first:
             raise NotSerializableError(

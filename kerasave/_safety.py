@@ -189,9 +189,24 @@ _KERAS_REFUSALS = re.compile(
     r"|enable_unsafe_deserialization")
 
 
-def keras_refused(message: str) -> bool:
-    """Whether an error Keras raised while deserializing is its safe mode refusing."""
-    return bool(_KERAS_REFUSALS.search(message))
+def keras_refused(error: BaseException | str) -> str | None:
+    """Keras' safe mode refusing, in an error it raised while deserializing: the line
+    that says so, or None. Keras wraps the error of an inner object in its outer
+    ones ("... Exception encountered: <the inner error>"), with configs in between
+    that may hold any word: only the first line of each error in the chain, and
+    what follows each "Exception encountered:", are read."""
+    lines: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | str | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current).strip()
+        lines += [text.splitlines()[0] if text else ""]
+        lines += [part.split("\n", 1)[0].strip()
+                  for part in text.split("Exception encountered:")[1:]]
+        current = (current.__cause__ or current.__context__
+                   if isinstance(current, BaseException) else None)
+    return next((line for line in reversed(lines) if _KERAS_REFUSALS.search(line)), None)
 
 
 # A config-only file may declare at most this many bytes of variables (the model it
@@ -441,7 +456,15 @@ def _inflates_past(dsid: Any, info: Any, chunk: int) -> bool:
 
 
 def check_zip(zf: zipfile.ZipFile, source: str | Path) -> None:
-    """UnsafeArtifactError for members that escape the archive or are zip bombs."""
+    """UnsafeArtifactError for members that escape the archive or are zip bombs, one
+    by one or all together (many members just under the floor: Keras extracts an
+    archive's assets whole)."""
+    declared = sum(info.file_size for info in zf.infolist())
+    stored = sum(info.compress_size for info in zf.infolist())
+    if declared > _RATIO_FLOOR and declared > _MAX_RATIO * max(stored, 1):
+        raise UnsafeArtifactError(
+            f"the archive's {len(zf.infolist())} members declare {declared:,} bytes from "
+            f"{stored:,} compressed (a zip bomb?)", path=source)
     for info in zf.infolist():
         name = PurePosixPath(info.filename.replace("\\", "/"))
         if name.is_absolute() or ".." in name.parts or ":" in info.filename:

@@ -307,6 +307,14 @@ _CONFIG_ATTACKS = {
                                                "activation": {
             "module": "os", "class_name": "function", "config": "system",
             "registered_name": None}}}), "os.system"),  # CVE-2025-1550
+    # A module path Keras imports but whose function is no Keras object: Keras'
+    # own refusal ("not a KerasSaveable subclass") is UnsafeArtifactError too.
+    "keras-src-module-function": (lambda c: H.with_layer(c, 1, {
+        **c["config"]["layers"][1], "config": {**c["config"]["layers"][1]["config"],
+                                               "activation": {
+            "module": "keras.src.saving.serialization_lib", "class_name": "function",
+            "config": "enable_unsafe_deserialization", "registered_name": None}}}),
+        "KerasSaveable"),
     "builtins-eval": (lambda c: H.with_layer(c, 1, {
         **c["config"]["layers"][1], "config": {**c["config"]["layers"][1]["config"],
                                                "activation": {
@@ -430,6 +438,21 @@ def test_keras_archive_member_escaping_on_other_systems(tmp_path, member):
     cli = _cli("convert", str(bad), str(tmp_path / "out.keras"))
     assert cli.returncode == 2 and "outside the archive" in cli.stderr
     assert "Traceback" not in cli.stderr and not (tmp_path / "out.keras").exists()
+
+
+def test_keras_archive_bomb_spread_over_many_members(tmp_path):
+    """Eight members of 15 MiB of zeros, each under the one-member floor: together
+    120 MiB from a few hundred KB (Keras extracts an archive's assets whole)."""
+    src = tmp_path / "good.keras"
+    ks.save_model(ks.reference_model(seed=0), src)
+    bad = tmp_path / "bad.keras"
+    H.rewrite_keras(src, bad)
+    with zipfile.ZipFile(bad, "a", zipfile.ZIP_DEFLATED) as zf:
+        for i in range(8):
+            zf.writestr(f"assets/pad{i}.bin", bytes(15 * 2**20))
+    assert bad.stat().st_size < 2**20
+    with pytest.raises(Unsafe, match=r"members declare .* \(a zip bomb\?\)"):
+        ks.load_model(bad)
 
 
 def test_object_key_with_dots_never_writes_outside_the_staging_folder(tmp_path):

@@ -36,8 +36,9 @@ def map_load_error(exc: Exception, path: Path) -> KerasaveError:
     if isinstance(exc, KerasaveError):
         return exc
     first = first_line(exc)
-    if keras_refused(first):  # (Keras' own safe mode said no)
-        return UnsafeArtifactError(first, path=path)
+    refusal = keras_refused(exc)
+    if refusal:  # (Keras' own safe mode said no)
+        return UnsafeArtifactError(refusal, path=path)
     unknown = unknown_class(exc)
     if unknown or re.search(r"\blocate\b", first) or "Unknown" in first:  # (not "allocate")
         return NotSerializableError(

@@ -9,6 +9,7 @@ safe mode, Lambda layers (their code would run when the model is built).
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from collections.abc import Mapping
@@ -16,10 +17,22 @@ from typing import Any
 
 import yaml
 
-from kerasave._errors import CorruptArtifactError, NotSerializableError, UnsafeArtifactError
+from kerasave._errors import (
+    CorruptArtifactError,
+    KerasaveError,
+    NotSerializableError,
+    UnsafeArtifactError,
+)
 from kerasave._lazy import keras
 from kerasave._public import public
-from kerasave._safety import refuse_code
+from kerasave._safety import (
+    MAX_DEPTH,
+    check_nesting,
+    keras_refused,
+    model_budget,
+    refuse_code,
+    refuse_oversized,
+)
 from kerasave.formats._base import require_config
 
 __all__ = [
@@ -34,8 +47,75 @@ __all__ = [
 _PY_TAG = "tag:yaml.org,2002:python/"
 
 
+_MAX_ALIASED = 100_000  # nodes aliases may add to a YAML document beyond its own
+
+
 class _SafeKerasLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` plus Keras 2's harmless ``!!python/tuple``."""
+    """``yaml.SafeLoader`` plus Keras 2's harmless ``!!python/tuple``, with budgets.
+
+    PyYAML composes recursively and an alias is the anchored node itself, so a
+    document of a few hundred bytes may nest past the stack (``[[[[...``) or, by
+    aliases of aliases, stand for billions of nodes that every later walk visits
+    (the "billion laughs"), or for a cycle (``&a [*a]``). Nesting is bounded while
+    composing; the nodes aliases add are counted, without recursion, before
+    anything is constructed.
+    """
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self._depth >= MAX_DEPTH:
+            raise CorruptArtifactError(
+                f"the YAML nests deeper than {MAX_DEPTH} levels")
+        self._depth += 1
+        try:
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def get_single_node(self) -> Any:
+        node = super().get_single_node()
+        if node is not None:
+            _check_expansion(node)
+        return node
+
+
+def _check_expansion(root: yaml.Node) -> None:
+    """CorruptArtifactError for a YAML graph whose aliases expand it past the budget
+    or make it cyclic (counted over the node graph, each node's expansion once)."""
+    size: dict[int, int] = {}
+    distinct = 0
+    on_path: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, done = stack.pop()
+        key = id(node)
+        children: list[yaml.Node] = []
+        if isinstance(node, yaml.SequenceNode):
+            children = list(node.value)
+        elif isinstance(node, yaml.MappingNode):
+            children = [item for pair in node.value for item in pair]
+        if done:
+            on_path.discard(key)
+            size[key] = 1 + sum(size[id(c)] for c in children)
+            continue
+        if key in size:
+            continue
+        if key in on_path:
+            raise CorruptArtifactError("the YAML refers to itself through an alias (a cycle)")
+        on_path.add(key)
+        distinct += 1
+        stack.append((node, True))
+        for child in children:
+            if id(child) in on_path:
+                raise CorruptArtifactError("the YAML refers to itself through an alias "
+                                           "(a cycle)")
+            if id(child) not in size:
+                stack.append((child, False))
+    if size[id(root)] > distinct + max(_MAX_ALIASED, distinct):
+        raise CorruptArtifactError(
+            f"the YAML's aliases expand its {distinct:,} nodes to {size[id(root)]:,} (an alias "
+            "bomb?)")
 
 
 def _tuple(loader: yaml.SafeLoader, node: yaml.Node) -> list[Any]:
@@ -82,6 +162,11 @@ def config_from_text(text: str | bytes, *, kind: str, source: str | None = None)
             config = yaml.load(text, Loader=_SafeKerasLoader)  # noqa: S506 - our safe loader
     except UnsafeArtifactError as exc:
         raise UnsafeArtifactError(str(exc), path=source) from None
+    except CorruptArtifactError as exc:
+        raise CorruptArtifactError(str(exc), path=source) from None
+    except RecursionError:  # (the JSON decoder's own bound)
+        raise CorruptArtifactError(f"the {kind.upper()} nests too deeply", path=source) \
+            from None
     except yaml.constructor.ConstructorError as exc:
         # An application tag SafeLoader does not know: refuse rather than guess.
         raise UnsafeArtifactError(
@@ -89,6 +174,7 @@ def config_from_text(text: str | bytes, *, kind: str, source: str | None = None)
         ) from exc
     except (ValueError, yaml.YAMLError) as exc:
         raise CorruptArtifactError(f"not valid {kind.upper()}: {exc}", path=source) from exc
+    check_nesting(config, source)
     if not isinstance(config, dict) or "class_name" not in config or "config" not in config:
         raise CorruptArtifactError(
             f"expected a Keras model config (a mapping with 'class_name' and 'config'), "
@@ -178,20 +264,32 @@ def model_from_config(
     custom_objects: Mapping[str, Any] | None = None,
     safe_mode: bool = True,
     source: str | None = None,
+    backed: int | None = None,
 ) -> keras.Model:
-    """A freshly initialized, uncompiled model from a Keras 3 or Keras 2 config dict."""
+    """A freshly initialized, uncompiled model from a Keras 3 or Keras 2 config dict.
+
+    ``backed``: the bytes of weights the file holding the config declares (its
+    variables must come from them); None for a config alone. Either way the bytes of
+    variables the config declares are counted before any is created
+    (``_safety.refuse_oversized``).
+    """
+    check_nesting(config, source)
     if safe_mode:
         refuse_code(config, source, compiled=False)  # (its compile settings are dropped)
     config = dict(config)
     config.pop("compile_config", None)
     try:
+        refuse_oversized(lambda: _deserialize(copy.deepcopy(config), custom_objects,
+                                              safe_mode=safe_mode),
+                         model_budget(backed), source)
         model = _deserialize(config, custom_objects, safe_mode=safe_mode)
-    except UnsafeArtifactError:
+    except KerasaveError:
         raise
     except (TypeError, ValueError, KeyError, AttributeError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        if "Lambda" in first or "safe_mode" in first:
-            raise UnsafeArtifactError(first, path=source) from exc
+        refusal = keras_refused(exc)
+        if refusal:  # (Keras' own safe mode said no)
+            raise UnsafeArtifactError(refusal, path=source) from exc
         unknown = unknown_class(exc)
         if unknown or re.search(r"\blocate\b", first) or "Unknown" in first or "not found" in first:
             raise NotSerializableError(

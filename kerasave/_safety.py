@@ -7,6 +7,8 @@ guards only in 3.15; kerasave supports 3.12 and later).
 from __future__ import annotations
 
 import math
+import os
+import re
 import zipfile
 import zlib
 from collections.abc import Mapping
@@ -14,11 +16,13 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 import h5py
-from h5py import h5d, h5l, h5o, h5s, h5z
+from h5py import h5d, h5l, h5o, h5s, h5t, h5z
 
 from kerasave._errors import CorruptArtifactError, UnsafeArtifactError
 
-__all__ = ["refuse_code", "code_in_config", "check_h5", "check_zip", "dataset_problem"]
+__all__ = ["refuse_code", "code_in_config", "check_h5", "check_zip", "check_nesting",
+           "dataset_problem", "declared_bytes", "keras_refused", "model_budget", "refuse_oversized",
+           "MAX_DEPTH", "NON_MODELING_APIS"]
 
 # Layer classes whose config makes loading run or fetch code.
 _CODE_CLASSES = {
@@ -36,44 +40,246 @@ _H5_MAX_EXPANSION = 1100
 _H5_CHUNK_FLOOR = 2**20
 
 
+# Keras functions a config may name that are not modeling functions: calling them
+# from a file loads or saves files, downloads, registers classes or switches safe mode
+# off (Keras 3.15's NON_MODELING_APIS, which 3.12 only partly refuses: kerasave
+# refuses all of them on every Keras).
+NON_MODELING_APIS = frozenset({
+    "keras.backend.clear_session", "keras.config.enable_unsafe_deserialization",
+    "keras.models.load_model", "keras.models.model_from_json", "keras.models.save_model",
+    "keras.preprocessing.image_dataset_from_directory", "keras.preprocessing.image.load_img",
+    "keras.preprocessing.image.save_img", "keras.preprocessing.text_dataset_from_directory",
+    "keras.saving.deserialize_keras_object", "keras.saving.load_model",
+    "keras.saving.load_weights", "keras.saving.register_keras_serializable",
+    "keras.saving.save_model", "keras.saving.save_weights",
+    "keras.saving.serialize_keras_object", "keras.utils.audio_dataset_from_directory",
+    "keras.utils.clear_session", "keras.utils.deserialize_keras_object",
+    "keras.utils.get_file", "keras.utils.image_dataset_from_directory",
+    "keras.utils.load_img", "keras.utils.register_keras_serializable",
+    "keras.utils.save_img", "keras.utils.serialize_keras_object",
+    "keras.utils.text_dataset_from_directory",
+})
+# Modules whose functions run programs, load code or touch files: a config naming
+# one of them is an attack (CVE-2025-1550), never a missing custom object.
+_CODE_MODULES = frozenset({
+    "os", "posix", "nt", "subprocess", "sys", "shutil", "importlib", "pickle", "marshal",
+    "socket", "runpy", "code", "codeop", "pty", "ctypes", "io", "pathlib", "tempfile",
+    "urllib", "http", "webbrowser", "multiprocessing", "signal", "pdb", "shelve", "dill",
+    "cloudpickle", "joblib", "requests", "fsspec"})
+_CODE_BUILTINS = frozenset({"eval", "exec", "compile", "open", "__import__", "getattr",
+                            "setattr", "delattr", "input", "breakpoint", "globals", "vars"})
+MAX_DEPTH = 64  # nesting of a config (Keras' own: ~10, a model nested in models: ~30)
+
+
+def check_nesting(obj: Any, source: str | Path | None, *, limit: int = MAX_DEPTH) -> None:
+    """CorruptArtifactError when lists and mappings nest deeper than ``limit`` (every
+    walker of a config, Keras' own included, recurses); walked without recursion."""
+    stack = [(obj, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if isinstance(node, Mapping):
+            children = node.values()
+        elif isinstance(node, list | tuple):
+            children = node
+        else:
+            continue
+        if depth > limit:
+            raise CorruptArtifactError(
+                f"the config nests lists and mappings deeper than {limit} levels", path=source)
+        stack.extend((child, depth + 1) for child in children
+                     if isinstance(child, Mapping | list | tuple))
+
+
+def _names(obj: Mapping[str, Any]) -> tuple[set[str], str | None]:
+    """The names under which Keras may resolve the object a config dict describes
+    (``class_name``, its last dotted part, the registered name; a function's name),
+    and the API name of a function it references (``keras.utils.get_file``)."""
+    cls, module = obj.get("class_name"), obj.get("module")
+    names: set[str] = set()
+    name = obj.get("config") if cls == "function" else cls
+    for value in (cls, name, obj.get("registered_name")):
+        if isinstance(value, str):
+            names |= {value, value.rsplit(".", 1)[-1], value.rsplit(">", 1)[-1]}
+    api = f"{module}.{name}" if isinstance(module, str) and isinstance(name, str) else None
+    return names, api
+
+
+def _registered_code_class(obj: Mapping[str, Any]) -> str | None:
+    """A registered custom class (``package>Name``) that is a Lambda or a TFSMLayer."""
+    registered = obj.get("registered_name")
+    if not isinstance(registered, str) or ">" not in registered:
+        return None
+    from kerasave._lazy import keras
+
+    try:
+        found = keras.saving.get_registered_object(registered)
+    except Exception:
+        return None
+    for base in _CODE_CLASSES:
+        cls = getattr(keras.layers, base, None)
+        if isinstance(found, type) and isinstance(cls, type) and issubclass(found, cls):
+            return base
+    return None
+
+
 def code_in_config(config: Any, *, compiled: bool = True) -> tuple[str, str] | None:
     """What in a config would run code when loaded (``"a Lambda layer ('doubler')"``)
     and why; None when nothing would. ``compiled``: the load compiles the model, so
-    the compile settings (a lambda loss or metric) count too."""
+    the compile settings (a lambda loss or metric) count too.
 
-    def walk(obj: Any, owner: tuple[str, str]) -> tuple[str, str] | None:
-        if isinstance(obj, list):
-            for v in obj:
-                found = walk(v, owner)
-                if found:
-                    return found
-            return None
-        if not isinstance(obj, Mapping):
-            return None
-        cls = obj.get("class_name")
-        inner = obj.get("config")
-        name = inner.get("name") if isinstance(inner, Mapping) else None
-        if isinstance(cls, str) and isinstance(name, str):
-            owner = (cls, name)
-        if isinstance(cls, str) and cls in _CODE_CLASSES:
+    A class counts under every name Keras resolves it by (``{"module": "keras",
+    "class_name": "layers.TFSMLayer"}`` is a TFSMLayer; so is a registered subclass),
+    and so does a reference to a Keras function that is not a modeling function
+    (``keras.utils.get_file``). The walk is iterative: no config nests deep enough
+    to exhaust the stack here.
+    """
+
+    def walk(root: Any, owner: tuple[str, str]) -> tuple[str, str] | None:
+        stack = [(root, owner)]
+        while stack:
+            obj, owner = stack.pop()
+            if isinstance(obj, list | tuple):
+                stack.extend((v, owner) for v in reversed(obj))
+                continue
+            if not isinstance(obj, Mapping):
+                continue
+            cls = obj.get("class_name")
+            inner = obj.get("config")
+            name = inner.get("name") if isinstance(inner, Mapping) else None
+            if isinstance(cls, str) and isinstance(name, str):
+                owner = (cls, name)
             shown = name if isinstance(name, str) else "?"
-            return f"a {cls} layer ({shown!r})", _CODE_CLASSES[cls]
-        if cls == "__lambda__" or obj.get("function_type") == "lambda":
-            # A lambda serialized as its bytecode, in a Lambda subclass or any layer.
-            return f"a {owner[0]} layer ({owner[1]!r})", _CODE_CLASSES["Lambda"]
-        for v in obj.values():
-            found = walk(v, owner)
-            if found:
-                return found
+            names, api = _names(obj)
+            hit = next((c for c in _CODE_CLASSES if c in names), None) \
+                or _registered_code_class(obj)
+            if hit:
+                return f"a {cls if isinstance(cls, str) else hit} layer ({shown!r})", \
+                    _CODE_CLASSES[hit]
+            if cls == "__lambda__" or obj.get("function_type") == "lambda":
+                # A lambda serialized as its bytecode, in a Lambda subclass or any layer.
+                return f"a {owner[0]} layer ({owner[1]!r})", _CODE_CLASSES["Lambda"]
+            module = obj.get("module")
+            root = module.split(".", 1)[0] if isinstance(module, str) else None
+            if root in _CODE_MODULES or (root == "builtins" and names & _CODE_BUILTINS):
+                return (f"a reference to {api} (in the {owner[0]} {owner[1]!r})",
+                        "it names a function that runs programs, loads code or opens files")
+            if api in NON_MODELING_APIS:
+                return (f"a reference to {api} (in the {owner[0]} {owner[1]!r})",
+                        "it is not a modeling function: called from a file it would load, "
+                        "save or fetch files, or switch safe mode off")
+            stack.extend((v, owner) for v in reversed(list(obj.values())))
         return None
 
     if not isinstance(config, Mapping):
         return walk(config, ("?", "?"))
     found = walk({k: v for k, v in config.items() if k != "compile_config"}, ("?", "?"))
-    if found is None and compiled and walk(config.get("compile_config"), ("?", "?")):
-        return ("a lambda in its compile settings (a loss or a metric)",
-                "its Python code would run when the model is compiled")
+    if found is None and compiled:
+        found = walk(config.get("compile_config"), ("?", "?"))
+        if found is not None and found[1] == _CODE_CLASSES["Lambda"]:
+            return ("a lambda in its compile settings (a loss or a metric)",
+                    "its Python code would run when the model is compiled")
     return found
+
+
+# How Keras' own safe mode words its refusals (3.12 to 3.15): what it stops is
+# UnsafeArtifactError from kerasave too, never CorruptArtifactError.
+_KERAS_REFUSALS = re.compile(
+    r"safe_mode|unsafe|\bLambda\b|TFSMLayer|not a modeling function|Non-modeling APIs"
+    r"|not allowed during deserialization|not a KerasSaveable subclass"
+    r"|enable_unsafe_deserialization")
+
+
+def keras_refused(error: BaseException | str) -> str | None:
+    """Keras' safe mode refusing, in an error it raised while deserializing: the line
+    that says so, or None. Keras wraps the error of an inner object in its outer
+    ones ("... Exception encountered: <the inner error>"), with configs in between
+    that may hold any word: only the first line of each error in the chain, and
+    what follows each "Exception encountered:", are read."""
+    lines: list[str] = []
+    seen: set[int] = set()
+    current: BaseException | str | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        text = str(current).strip()
+        lines += [text.splitlines()[0] if text else ""]
+        lines += [part.split("\n", 1)[0].strip()
+                  for part in text.split("Exception encountered:")[1:]]
+        current = (current.__cause__ or current.__context__
+                   if isinstance(current, BaseException) else None)
+    return next((line for line in reversed(lines) if _KERAS_REFUSALS.search(line)), None)
+
+
+# A config-only file may declare at most this many bytes of variables (the model it
+# describes is allocated and initialized when built); KERASAVE_MAX_MODEL_BYTES sets it.
+MODEL_BYTES = 8 * 2**30
+MODEL_BYTES_ENV = "KERASAVE_MAX_MODEL_BYTES"
+_BACKED_SLACK = 64 * 2**20
+
+
+def model_budget(backed: int | None = None) -> int:
+    """The bytes of variables a config may declare: for a config that comes with its
+    weights (``backed``: the bytes the file declares for them), at most twice those
+    and 64 MiB; for a config alone, ``KERASAVE_MAX_MODEL_BYTES`` or 8 GiB."""
+    if backed is not None:
+        return 2 * backed + _BACKED_SLACK
+    try:
+        return int(os.environ.get(MODEL_BYTES_ENV, MODEL_BYTES))
+    except ValueError:
+        return MODEL_BYTES
+
+
+def refuse_oversized(build: Any, limit: int, source: str | Path | None) -> None:
+    """CorruptArtifactError when the model ``build()`` makes would hold more than
+    ``limit`` bytes of variables, judged before any of them is allocated.
+
+    ``build`` runs in a thread of its own inside ``keras.StatelessScope``, where
+    Keras creates every variable given an initializer without allocating or
+    initializing it; the thread's end discards them (Keras' scopes and its list of
+    uninitialized variables are per thread). A build that fails there raises its
+    error here, before the real build could allocate what came before the failure
+    (a huge layer followed by one that does not fit it).
+    """
+    import threading
+
+    from kerasave._lazy import keras
+
+    found: list[Any] = []
+
+    def dry_run() -> None:
+        try:
+            with keras.StatelessScope(initialize_variables=False):
+                model = build()
+                total, largest = 0, (0, "")
+                for v in getattr(model, "weights", ()):
+                    size = math.prod(int(d) for d in v.shape) * _dtype_size(v.dtype)
+                    total += size
+                    largest = max(largest, (size, f"{getattr(v, 'path', v.name)} "
+                                                  f"{tuple(v.shape)} {v.dtype}"))
+                found.append((total, largest[1], len(model.weights)))
+        except Exception as exc:
+            found.append(exc)
+
+    worker = threading.Thread(target=dry_run, name="kerasave-dry-build", daemon=True)
+    worker.start()
+    worker.join()
+    if found and isinstance(found[0], Exception):
+        raise found[0]
+    if found and found[0][0] > limit:
+        total, largest, count = found[0]
+        raise CorruptArtifactError(
+            f"the config declares {count} variables of {total:,} bytes (the largest: "
+            f"{largest}), more than the {limit:,} bytes allowed (a model bomb?); set "
+            f"{MODEL_BYTES_ENV} to allow more", path=source)
+
+
+def _dtype_size(dtype: Any) -> int:
+    import numpy as np
+
+    try:
+        return int(np.dtype(str(dtype)).itemsize)
+    except TypeError:  # (bfloat16, float8_*: ml_dtypes, not imported for this)
+        bits = re.findall(r"\d+", str(dtype))
+        return max(1, int(bits[0]) // 8) if bits else 4
 
 
 def refuse_code(config: Mapping[str, Any], source: str | Path | None, *,
@@ -145,6 +351,23 @@ def check_h5(f: h5py.File, source: str | Path) -> None:
         raise CorruptArtifactError(f"unreadable HDF5 structure: {exc}", path=source) from exc
 
 
+def declared_bytes(f: h5py.File) -> int:
+    """The bytes the datasets of an HDF5 file declare (shape by item size; strings and
+    other variable-length items at their in-memory reference size), without reading."""
+    total = 0
+
+    def dataset(name: bytes, info: Any) -> None:
+        nonlocal total
+        if info.type == h5o.TYPE_DATASET:
+            dsid = h5o.open(f.id, name)
+            space = dsid.get_space()
+            if space.get_simple_extent_type() == h5s.SIMPLE:
+                total += math.prod(space.shape) * dsid.get_type().get_size()
+
+    h5o.visit(f.id, dataset, info=True)
+    return total
+
+
 def _size(count: int) -> str:
     return f"{count:,} bytes"
 
@@ -158,6 +381,13 @@ def dataset_problem(dsid: Any, plist: Any, filesize: int) -> str | None:
     bomb: a huge shape over a fill value or a few compressed chunks) would be
     allocated by any reader before its values could be compared with anything.
     """
+    kind = dsid.get_type()
+    if kind.detect_class(h5t.VLEN) or (kind.get_class() == h5t.STRING
+                                        and kind.is_variable_str()):
+        # Each item is a reference into the file's heap, and any number of them may
+        # name the same large object: what a read allocates is not what is declared.
+        return ("holds variable-length items (no Keras or kerasave weight does): what "
+                "reading them allocates is not bounded by what they declare")
     space = dsid.get_space()
     if space.get_simple_extent_type() != h5s.SIMPLE:
         return None  # a scalar or an empty (null) dataspace
@@ -226,7 +456,15 @@ def _inflates_past(dsid: Any, info: Any, chunk: int) -> bool:
 
 
 def check_zip(zf: zipfile.ZipFile, source: str | Path) -> None:
-    """UnsafeArtifactError for members that escape the archive or are zip bombs."""
+    """UnsafeArtifactError for members that escape the archive or are zip bombs, one
+    by one or all together (many members just under the floor: Keras extracts an
+    archive's assets whole)."""
+    declared = sum(info.file_size for info in zf.infolist())
+    stored = sum(info.compress_size for info in zf.infolist())
+    if declared > _RATIO_FLOOR and declared > _MAX_RATIO * max(stored, 1):
+        raise UnsafeArtifactError(
+            f"the archive's {len(zf.infolist())} members declare {declared:,} bytes from "
+            f"{stored:,} compressed (a zip bomb?)", path=source)
     for info in zf.infolist():
         name = PurePosixPath(info.filename.replace("\\", "/"))
         if name.is_absolute() or ".." in name.parts or ":" in info.filename:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import sys
+import unicodedata
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-__all__ = ["OK", "NO", "ERROR", "No", "State", "console", "status", "one_line", "note", "table",
+__all__ = ["OK", "NO", "ERROR", "No", "State", "console", "status", "one_line", "shown", "note",
+           "table",
            "print_table", "shape", "number", "size_of"]
 
 OK, NO, ERROR = 0, 1, 2
@@ -81,8 +83,17 @@ def transfer_bar(what: str, total: int) -> Iterator[Callable[[int], None]]:
             spinner.start()
 
 
+def shown(text: object) -> str:
+    """``text`` safe for a terminal: control and format characters a file put in a
+    name (an escape sequence that retitles the window or writes the clipboard, a
+    bidirectional override that reorders what is read) shown as ``\\x1b``, ``\\u202e``."""
+    return "".join(c if c in "\n\t" or unicodedata.category(c) not in ("Cc", "Cf")
+                   else (f"\\x{ord(c):02x}" if ord(c) < 0x100 else f"\\u{ord(c):04x}")
+                   for c in str(text))
+
+
 def one_line(text: str) -> str:
-    return " ".join(str(text).split())
+    return shown(" ".join(str(text).split()))
 
 
 def note(message: str) -> None:

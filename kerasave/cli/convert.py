@@ -15,7 +15,7 @@ from kerasave.cli._artifacts import (
     read_pair,
     same_place,
 )
-from kerasave.cli._ui import OK, No, note, status
+from kerasave.cli._ui import OK, No, note, shown, status
 from kerasave.cli.diff import STATUS, compare_arrays
 from kerasave.formats._base import ModelFormat
 
@@ -116,9 +116,9 @@ def _convert(src: str, local: str, dst: str, target: str, config: str | None,
         with status(f"writing and verifying {dst}"):
             report = save(model, dst, **options)
     except ks.RoundTripError as exc:
-        click.echo(str(exc.report))
+        click.echo(shown(exc.report))
         raise No(str(exc)) from exc
-    click.echo(str(report))
+    click.echo(shown(report))
     if target == "config":
         return OK
     with status(f"comparing {dst} with {src}"):
@@ -128,5 +128,5 @@ def _convert(src: str, local: str, dst: str, target: str, config: str | None,
         bad = [e for e in result.entries if e.status != "same"]
         raise No(f"{dst} differs from {src}: {len(bad)} variables, e.g. {bad[0].name} "
                  f"({STATUS[bad[0].status]})")
-    click.echo(f"{src} -> {dst}: {len(result.entries)} variables bit-exact")
+    click.echo(shown(f"{src} -> {dst}: {len(result.entries)} variables bit-exact"))
     return OK

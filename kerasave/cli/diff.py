@@ -11,7 +11,18 @@ from rich.text import Text
 
 from kerasave.cli._artifacts import Arrays, DoesNotFit, NeedsArchitecture, read_pair
 from kerasave.cli._compare import Comparison, Entry, compare
-from kerasave.cli._ui import NO, OK, console, number, one_line, print_table, shape, status, table
+from kerasave.cli._ui import (
+    NO,
+    OK,
+    console,
+    number,
+    one_line,
+    print_table,
+    shape,
+    shown,
+    status,
+    table,
+)
 
 __all__ = ["diff_command", "compare_arrays", "STATUS"]
 
@@ -96,20 +107,20 @@ def diff_command(a: str, b: str, config: str | None, show_all: bool, as_json: bo
     if as_json:
         click.echo(json.dumps(_diff_data(left, right, result), indent=2, allow_nan=False))
         return OK if result.identical else NO
-    out.print(Text(f"A  {left.path}  ({left.format}, {left.names})"))
-    out.print(Text(f"B  {right.path}  ({right.format}, {right.names})"))
-    shown = [e for e in result.entries if show_all or e.status != "same"]
-    if shown:
+    out.print(Text(shown(f"A  {left.path}  ({left.format}, {left.names})")))
+    out.print(Text(shown(f"B  {right.path}  ({right.format}, {right.names})")))
+    listed = [e for e in result.entries if show_all or e.status != "same"]
+    if listed:
         rows = table("variable", "status", "shape and dtype", "max abs diff", "max rel diff",
-                     right=("max abs diff", "max rel diff"), names=[e.name for e in shown])
-        for e in shown:
-            rows.add_row(Text(e.name), STATUS[e.status], _layout(e), number(e.max_abs),
+                     right=("max abs diff", "max rel diff"), names=[e.name for e in listed])
+        for e in listed:
+            rows.add_row(Text(shown(e.name)), STATUS[e.status], _layout(e), number(e.max_abs),
                          number(e.max_rel))
         out.print()
         print_table(out, rows)
         out.print()
     for note in result.notes:
-        out.print(Text(f"note: {note}"))
+        out.print(Text(shown(f"note: {note}")))
     n = len(result.entries)
     n_opt = sum(e.optimizer for e in result.entries)
     if result.identical:

@@ -12,7 +12,7 @@ import numpy as np
 from rich.text import Text
 
 from kerasave.cli._artifacts import Opened, open_artifact
-from kerasave.cli._ui import OK, console, print_table, shape, size_of, status, table
+from kerasave.cli._ui import OK, console, print_table, shape, shown, size_of, status, table
 
 __all__ = ["inspect_command"]
 
@@ -70,19 +70,19 @@ def inspect_command(path: str, as_json: bool) -> int:
         ("optimizer", "yes" if data["has_optimizer"] else "no"),
         ("manifest", integrity),
     ]
-    out.print(Text(data["path"], style="bold"))
+    out.print(Text(shown(data["path"]), style="bold"))
     for key, value in facts:
-        out.print(Text(f"  {key:<11}{value}"))
+        out.print(Text(shown(f"  {key:<11}{value}")))
     files = table("file", "bytes", right=("bytes",), names=list(data["file_bytes"]))
     for name, size in data["file_bytes"].items():
-        files.add_row(Text(name), f"{size:,}")
+        files.add_row(Text(shown(name)), f"{size:,}")
     out.print()
     print_table(out, files)
     if data["variables"]:
         variables = table("variable", "shape", "dtype",
                           names=[v["name"] for v in data["variables"]])
         for v in data["variables"]:
-            variables.add_row(Text(v["name"]), shape(v["shape"]), v["dtype"])
+            variables.add_row(Text(shown(v["name"])), shape(v["shape"]), v["dtype"])
         out.print()
         print_table(out, variables)
     values = sum(int(np.prod(v["shape"], dtype=np.int64)) for v in data["variables"])

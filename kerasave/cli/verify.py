@@ -21,7 +21,7 @@ from kerasave._lazy import keras
 from kerasave._verify import probe_inputs
 from kerasave.cli._artifacts import Opened, architecture, load_into, local_copy, open_artifact
 from kerasave.cli._compare import fingerprint
-from kerasave.cli._ui import OK, No, note, status
+from kerasave.cli._ui import OK, No, note, shown, status
 
 __all__ = ["verify_command"]
 
@@ -154,5 +154,5 @@ def _verify(path: str, local: str, config: str | None) -> int:
             facts = _facts(open_artifact(local, handler=handler), into, config)
     except _BAD as exc:
         raise No(f"{path} ({what}) failed verification: {exc}") from exc
-    click.echo(f"ok: {path} ({what}): " + "; ".join(facts))
+    click.echo(shown(f"ok: {path} ({what}): " + "; ".join(facts)))
     return OK

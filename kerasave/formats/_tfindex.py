@@ -146,6 +146,32 @@ def _shard(prefix: Path, entry: Any, shards: int) -> Path:
     return prefix.with_name(f"{prefix.name}.data-{entry.shard_id:05d}-of-{shards:05d}")
 
 
+# The fixed-size DataTypes TensorFlow's reader knows, by their size; strings and
+# variants are read element by element; float8 and 4-bit types are judged by count.
+_FIXED = {1: 4, 2: 8, 3: 4, 4: 1, 5: 2, 6: 1, 8: 8, 9: 8, 10: 1, 11: 1, 12: 1, 13: 4, 14: 2,
+          15: 2, 16: 2, 17: 2, 18: 16, 19: 2, 22: 4, 23: 8, 24: 1}
+_READABLE = frozenset(_FIXED) | {_protowire.DT_STRING, _protowire.DT_VARIANT,
+                                 *range(25, 34)}
+_MAX_RANK = 254  # TensorShape's own bound
+_MAX_ELEMENTS = 2**63 - 1
+
+
+def _declaration_problem(entry: Any) -> str | None:
+    """What in an entry's dtype or shape TensorFlow's reader cannot take (it fails a
+    CHECK and aborts the process on a negative or overflowing shape, too many
+    dimensions, or a dtype it does not know); None when nothing."""
+    shape = [int(d.size) for d in entry.shape.dim]
+    if len(shape) > _MAX_RANK:
+        return f"declares {len(shape)} dimensions (at most {_MAX_RANK})"
+    if any(d < 0 for d in shape):
+        return f"declares shape {tuple(shape)}"
+    if int(np.prod(shape, dtype=object)) > _MAX_ELEMENTS:
+        return f"declares shape {tuple(shape)}, more elements than a tensor can hold"
+    if entry.dtype not in _READABLE:
+        return f"declares dtype number {entry.dtype}, not one a checkpoint can hold"
+    return None
+
+
 def check_index(prefix: Path) -> None:
     """Shapes before bytes: ``CorruptArtifactError`` for a tensor whose ``.index``
     entry declares a size other than its shape's, or bytes past the end of its
@@ -169,10 +195,23 @@ def check_index(prefix: Path) -> None:
             except OSError as exc:
                 raise CorruptArtifactError(f"the data file of {key} is missing: {exc}",
                                            path=prefix) from exc
+        problem = _declaration_problem(entry)
+        if problem:  # (TensorFlow's reader ends the process on these: a CHECK fails)
+            raise CorruptArtifactError(f"{key} {problem}", path=prefix)
         dtype = numpy_dtype(entry.dtype)
         shape = tuple(int(d.size) for d in entry.shape.dim)
-        if any(d < 0 for d in shape):
-            raise CorruptArtifactError(f"{key} declares shape {shape}", path=prefix)
+        count = int(np.prod(shape, dtype=object))
+        if entry.dtype in _FIXED and dtype is None and count * _FIXED[entry.dtype] != entry.size:
+            raise CorruptArtifactError(
+                f"{key} declares shape {shape} {dtype_name(entry.dtype)} "
+                f"({count * _FIXED[entry.dtype]:,} bytes) but {entry.size:,} stored bytes",
+                path=prefix)
+        if entry.dtype not in _FIXED and count > 2 * entry.size + 8:
+            # A string (a variant, a packed 4-bit type) takes at least a byte per
+            # element, or half of one: TensorFlow allocates the elements first.
+            raise CorruptArtifactError(
+                f"{key} declares {count:,} {dtype_name(entry.dtype)} elements in "
+                f"{entry.size:,} stored bytes", path=prefix)
         if dtype is not None:
             declared = int(np.prod(shape, dtype=object)) * dtype.itemsize
             if declared != entry.size:

@@ -19,6 +19,7 @@ from kerasave._internals import failed
 from kerasave._internals.patches import Recorded
 from kerasave._lazy import keras
 from kerasave._report import Check
+from kerasave._safety import keras_refused
 from kerasave._verify import compare_whole_models
 from kerasave.formats._base import ModelFormat, mend_compile_config, require_config
 
@@ -35,8 +36,9 @@ def map_load_error(exc: Exception, path: Path) -> KerasaveError:
     if isinstance(exc, KerasaveError):
         return exc
     first = first_line(exc)
-    if "Lambda" in first or "safe_mode" in first:
-        return UnsafeArtifactError(first, path=path)
+    refusal = keras_refused(exc)
+    if refusal:  # (Keras' own safe mode said no)
+        return UnsafeArtifactError(refusal, path=path)
     unknown = unknown_class(exc)
     if unknown or re.search(r"\blocate\b", first) or "Unknown" in first:  # (not "allocate")
         return NotSerializableError(

@@ -118,13 +118,15 @@ def listed(prefix: Path) -> tuple[ObjectGraph, dict[str, tuple[int, ...]], dict[
 def _reader(prefix: Path) -> Any:
     """TensorFlow's reader of the checkpoint, once its ``.index`` was checked
     (``check_index``)."""
+    if prefix.with_name(prefix.name + ".index").is_file():
+        # First: TensorFlow's reader aborts the process on some shapes and dtypes.
+        check_index(prefix)
     try:
         reader = tf.train.load_checkpoint(str(prefix))
     except Exception as exc:  # TF raises several types (NotFound, DataLoss, ...)
         raise CorruptArtifactError(
             f"not a readable TensorFlow checkpoint: {str(exc).splitlines()[0]}", path=prefix
         ) from exc
-    check_index(prefix)
     return reader
 
 

@@ -30,6 +30,7 @@ from kerasave._internals.legacy import load_h5_weights, save_h5_model, training_
 from kerasave._internals.patches import Recorded, build_deferred, initialize_rest, recorded
 from kerasave._lazy import keras
 from kerasave._report import Check
+from kerasave._safety import declared_bytes
 from kerasave._state import keras_warnings, lent_twin
 from kerasave._verify import view
 from kerasave.formats import keras2
@@ -227,11 +228,12 @@ class H5ModelHandler(WholeModelFormat):
             saved_opt = (len(f["optimizer_weights"].attrs.get("weight_names", ()))
                          if "optimizer_weights" in f else 0)
             wrapped = f.attrs.get(_WRAPPED_ATTR) == "LossScaleOptimizer"
+            backed = declared_bytes(f)
         config = json.loads(raw)
 
         def build() -> keras.Model:
             model = model_from_config(config, custom_objects=custom_objects,
-                                      safe_mode=safe_mode, source=str(path))
+                                      safe_mode=safe_mode, source=str(path), backed=backed)
             if training is not None:
                 compile_from_training(model, json.loads(training), path, custom_objects, wrapped)
                 # An optimizer saved before it was built holds only its step counter.

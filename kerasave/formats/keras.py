@@ -25,7 +25,14 @@ from kerasave._internals import Unsupported, attempt, savinglib, zipwriter
 from kerasave._internals.h5read import Window, member_span
 from kerasave._lazy import keras
 from kerasave._report import Check
-from kerasave._safety import check_h5, check_zip, refuse_code
+from kerasave._safety import (
+    check_h5,
+    check_nesting,
+    check_zip,
+    model_budget,
+    refuse_code,
+    refuse_oversized,
+)
 from kerasave._state import keras_twin, keras_warnings
 from kerasave.formats._base import (
     Contents,
@@ -57,6 +64,21 @@ def _weights_h5(path: Path, zf: zipfile.ZipFile) -> Iterator[h5py.File]:
         return
     with open(path, "rb") as raw, h5py.File(Window(raw.fileno(), start, size), "r") as f:
         yield f
+
+
+def _public_load(path: Path, config: dict[str, Any], *, compile: bool, safe_mode: bool,
+                 custom_objects: Any) -> keras.Model:
+    """``keras.saving.load_model``, which initializes every variable the config
+    declares before it reads a value: so the declared bytes are counted first
+    (kerasave's own reader creates them without memory and compares shapes first)."""
+    with zipfile.ZipFile(path) as zf:
+        backed = sum(info.file_size for info in zf.infolist())
+    bare = {k: v for k, v in config.items() if k != "compile_config"}
+    refuse_oversized(lambda: keras.saving.deserialize_keras_object(
+        bare, custom_objects=dict(custom_objects or {}), safe_mode=safe_mode),
+        model_budget(backed), path)
+    return keras.saving.load_model(str(path), custom_objects=custom_objects, compile=compile,
+                                   safe_mode=safe_mode)
 
 
 class KerasHandler(WholeModelFormat):
@@ -95,6 +117,7 @@ class KerasHandler(WholeModelFormat):
              custom_objects: Any = None, checksummed: bool = False,
              mmap: bool = False) -> keras.Model:
         config = self._config(path)
+        check_nesting(config, path)
         if safe_mode:
             refuse_code(config, str(path), compiled=compile)
         try:
@@ -104,8 +127,8 @@ class KerasHandler(WholeModelFormat):
                     lambda: savinglib.load_keras(
                         path, config, compile=compile, safe_mode=safe_mode,
                         custom_objects=custom_objects, checksummed=checksummed, mmap=mmap),
-                    lambda: keras.saving.load_model(str(path), custom_objects=custom_objects,
-                                                    compile=compile, safe_mode=safe_mode),
+                    lambda: _public_load(path, config, compile=compile, safe_mode=safe_mode,
+                                         custom_objects=custom_objects),
                     passthrough=(KerasaveError,))
         except Exception as exc:
             raise map_load_error(exc, path) from exc

@@ -92,8 +92,9 @@ def load(path: Path, *, compile: bool = True, safe_mode: bool = True,
     """The Keras 3 model a Keras 2 SavedModel describes, compiled as it was saved,
     with every weight and (where saved) the optimizer state."""
     meta = root_metadata(path)
+    backed = sum(p.stat().st_size for p in (path / "variables").glob("variables.data-*"))
     model = model_from_config(_config(meta, path), custom_objects=custom_objects,
-                              safe_mode=safe_mode, source=str(path))
+                              safe_mode=safe_mode, source=str(path), backed=backed)
     training = _plain(meta.get("training_config")) if compile else None
     if isinstance(training, dict) and training.get("optimizer_config"):
         compile_from_training(model, training, path, custom_objects)

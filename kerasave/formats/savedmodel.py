@@ -25,7 +25,7 @@ from kerasave._lazy import keras, tf
 from kerasave._report import Check, Variable
 from kerasave._state import keras_warnings
 from kerasave._verify import compare_outputs, probe_inputs
-from kerasave.formats import checkpoint, keras2_savedmodel
+from kerasave.formats import _opscan, checkpoint, keras2_savedmodel
 from kerasave.formats._base import Contents, ModelFormat
 from kerasave.formats._graph import GRAPH_KEY, VALUE
 from kerasave.formats._tfindex import Location, check_index, masked_crc32c, tensor_locations
@@ -219,6 +219,8 @@ class SavedModelHandler(ModelFormat):
             return keras2_savedmodel.load(path, compile=compile, safe_mode=safe_mode,
                                           custom_objects=custom_objects,
                                           checksummed=checksummed)
+        # A SavedModel is a program: what it may do is judged before TensorFlow reads it.
+        _opscan.scan(path, safe_mode=safe_mode)
         prefix = path / "variables" / "variables"
         if prefix.with_name("variables.index").is_file():
             # TensorFlow's restore allocates every tensor the index declares.

@@ -21,7 +21,7 @@ from kerasave.store.crc import crc32c
 from kerasave.store.layout import Layout
 
 __all__ = ["CHECKSUM", "PREV_MARK", "manifest_path", "backup_path", "checksums", "seal",
-           "read", "mismatch"]
+           "read", "mismatch", "schema_problem"]
 
 CHECKSUM = "crc32c"
 PREV_MARK = ".kerasave-prev"
@@ -97,12 +97,30 @@ def seal(handler: Layout, path: Path, fields: dict[str, Any],
     local.write_text(target, json.dumps(manifest, indent=1, default=str) + "\n")
 
 
+def schema_problem(manifest: dict[str, Any]) -> str | None:
+    """What in a manifest breaks its schema (every kerasave manifest has a file
+    table: name → {"bytes": int, "crc32c": str}); None when nothing does."""
+    if not isinstance(manifest.get("format", ""), str):
+        return f"the manifest's format is {manifest.get('format')!r}, not a name"
+    table = manifest.get("files")
+    if not isinstance(table, dict):
+        return (f"the manifest's file table is {type(table).__name__}, not a mapping of "
+                "file names to sizes and checksums")
+    for name, want in table.items():
+        if not isinstance(want, dict) or type(want.get("bytes")) is not int \
+                or want["bytes"] < 0 or not isinstance(want.get(CHECKSUM), str):
+            return (f"the manifest's entry for {str(name)[:80]!r} is {repr(want)[:80]}, not a "
+                    f"size and a {CHECKSUM}")
+    return None
+
+
 def mismatch(handler: Layout, path: Path, manifest: dict[str, Any]) -> str | None:
     if manifest.get("format") not in (None, handler.name):
         return f"the manifest says format {manifest.get('format')!r}, expected {handler.name!r}"
     table = manifest.get("files")
-    if not isinstance(table, dict):
-        return None  # an older manifest without checksums: nothing to compare
+    problem = schema_problem(manifest)
+    if problem is not None:
+        return problem  # (never "fine": a table that is not one checks nothing)
     files = _files(handler, path)
     if set(files) != set(table):
         missing = sorted(set(table) - set(files))

@@ -43,6 +43,7 @@ from typing import Any
 from kerasave._errors import ArtifactNotFoundError, CorruptArtifactError, KerasaveError
 from kerasave._report import Report
 from kerasave.store.layout import Layout
+from kerasave.store.paths import safe_join
 
 __all__ = ["is_url", "local_path", "Remote", "staged_save", "fetched", "stage_dir", "series",
            "at_url", "renamed", "report_at", "GRACE"]
@@ -245,6 +246,7 @@ class Remote:
         for path in objects:
             info = fs.info(path)  # FileNotFoundError: missing
             rel = objects[path]
+            safe_join(into, rel, source=self._url(path))  # (before anything is copied)
             want = sizes.get(rel)
             if want is not None and info.get("size") != want:
                 raise CorruptArtifactError(
@@ -253,7 +255,7 @@ class Remote:
             infos[path] = info
         with _progress("download", sum(int(i.get("size") or 0) for i in infos.values())) as cb:
             for path, rel in objects.items():
-                local = into / rel
+                local = safe_join(into, rel, source=self._url(path))  # (a key may say ..)
                 local.parent.mkdir(parents=True, exist_ok=True)
                 fs.get_file(path, str(local), callback=cb)
 

@@ -16,6 +16,8 @@ from kerasave.formats.config import JsonHandler, YamlHandler
 from kerasave.formats.h5model import H5ModelHandler
 from kerasave.formats.h5weights import H5WeightsHandler
 from kerasave.formats.keras import KerasHandler
+from kerasave.formats.litert import LiteRTHandler
+from kerasave.formats.onnx import OnnxHandler
 from kerasave.formats.savedmodel import SavedModelHandler
 from kerasave.store.manifest import backup_path
 
@@ -26,6 +28,8 @@ _HANDLERS: tuple[Handler, ...] = (
     KerasHandler(),
     H5ModelHandler(),
     SavedModelHandler(),
+    OnnxHandler(),
+    LiteRTHandler(),
     CheckpointHandler(),
     H5WeightsHandler(),
     JsonHandler(),

@@ -157,8 +157,9 @@ class OnnxHandler(ExportFormat):
             variables.append(Variable(t.name, tuple(int(d) for d in t.dims),
                                       proto.dtype_name(t.data_type)))
         versions = {}
-        if found.producer_name:
-            versions[found.producer_name] = found.producer_version or "unknown"
+        if found.producer_name:  # (tf2onnx adds its git hash, "None" in a release)
+            version = found.producer_version.removesuffix(" None").strip()
+            versions[found.producer_name] = version or "unknown"
         opsets = {o.domain or "ai.onnx": o.version for o in found.opset_import}
         if "ai.onnx" in opsets:
             versions["onnx opset"] = str(opsets["ai.onnx"])

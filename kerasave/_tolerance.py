@@ -184,9 +184,10 @@ def compare_within(name: str, pairs: Sequence[tuple[str, np.ndarray, np.ndarray]
     """
     results = [(label, closeness(e, a)) for label, e, a in pairs]
     suffix = f" {where}" if where else ""
+    counted = f"{len(pairs)} {what[:-1] if len(pairs) == 1 and what.endswith('s') else what}"
     if all(c.exact for _, c in results):
         total = sum(int(np.asarray(e).nbytes) for _, e, _ in pairs)
-        return Check(name, True, f"{len(pairs)} {what} bit-exact{suffix} ({total:,} bytes)")
+        return Check(name, True, f"{counted} bit-exact{suffix} ({total:,} bytes)")
     bad = [(label, c) for label, c in results if not c.within]
     if bad:
         shown = "; ".join(f"{label}: {describe(c)}" for label, c in bad[:3])
@@ -200,7 +201,7 @@ def compare_within(name: str, pairs: Sequence[tuple[str, np.ndarray, np.ndarray]
     max_rel = max(c.max_rel for _, c in results)
     used = max(c.used for _, c in results)
     return Check(name, True, (
-        f"{len(pairs)} {what} within tolerance{suffix}, not bit-exact: {differing} of {size} "
+        f"{counted} within tolerance{suffix}, not bit-exact: {differing} of {size} "
         f"values differ, max abs {max_abs:.3g}, max rel {max_rel:.3g}; tolerance "
         f"{_tolerances(c for _, c in results)} met ({used:.1%} of it used)"))
 

@@ -349,7 +349,7 @@ def _outputs_pair(sides: list[Opened], config: PathLike | None) -> tuple[Arrays,
         for batch in batches:
             rows = len(keras.tree.flatten(batch)[0])
             if loaded is not None:
-                from kerasave.formats.savedmodel import _graph_call
+                from kerasave.formats._export import _graph_call
 
                 got = [to_numpy(x) for x in keras.tree.flatten(_graph_call(loaded)(batch))]
             elif model is not None:

@@ -20,6 +20,7 @@ import logging
 import os
 import re
 import tempfile
+import weakref
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar
@@ -33,7 +34,7 @@ from kerasave._errors import (
     UnknownFormatError,
     UnsafeArtifactError,
 )
-from kerasave._lazy import keras
+from kerasave._lazy import keras, tf
 from kerasave._report import Check
 from kerasave._state import keras_warnings
 from kerasave._tolerance import compare_within
@@ -275,6 +276,10 @@ class ExportFormat(ModelFormat):
         """The inputs and outputs the file declares, read without its runtime."""
         raise NotImplementedError
 
+    def failing_ops(self, path: Path, error: str) -> list[tuple[str, str]]:
+        """(op, node path) of the operation a runtime error names, if it names one."""
+        return []
+
     def safety(self, path: Path) -> None:
         """Refuse (``UnsafeArtifactError``/``CorruptArtifactError``), before the runtime
         reads it, a file that would make it read outside the artifact."""
@@ -328,8 +333,6 @@ class ExportFormat(ModelFormat):
         arrays = [[np.asarray(a) for a in keras.tree.flatten(b)] for b in batches]
         order, inputs = _pair_inputs(model, arrays[0], served.inputs)
         checks.append(inputs)
-        from kerasave.formats.savedmodel import _graph_call
-
         call = _graph_call(model)
         expected_structure = call(batches[0])
         expected = [[to_numpy(x) for x in keras.tree.flatten(expected_structure)]]
@@ -342,9 +345,11 @@ class ExportFormat(ModelFormat):
             try:
                 got = served.serve(*[batch[i] for i in order])
             except Exception as exc:  # a runtime that cannot run the batch: a failed check
+                ops = self.failing_ops(path, str(exc))
+                where = f" (in {named_ops(model, ops)})" if ops else ""
                 return checks + [Check("serving outputs", False,
-                                       f"could not run a batch of {size}: "
-                                       f"{_first_line(exc)}")]
+                                       f"could not run a batch of {size}{where}: "
+                                       f"{' '.join(str(exc).split())}")]
             got = list(got) if isinstance(got, tuple) else [got]
             if len(got) != len(want):
                 return checks + [Check("serving outputs", False,
@@ -358,6 +363,27 @@ class ExportFormat(ModelFormat):
     # -- reading without a model ---------------------------------------------------------
     def whole_at(self, path: Path) -> bool:
         return False
+
+
+_GRAPH_CALLS: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
+
+def _graph_call(model: keras.Model) -> Any:
+    """``model(x, training=False)`` as a graph for batches of any size: what an exporter
+    traces (one trace per model and input structure; the model held weakly)."""
+    try:
+        cached = _GRAPH_CALLS.get(model)
+    except TypeError:  # a user's class that is not hashable
+        cached = None
+    if cached is not None:
+        return cached
+    ref = weakref.ref(model)
+    call = tf.function(lambda x: ref()(x, training=False), reduce_retracing=True)
+    try:
+        _GRAPH_CALLS[model] = call
+    except TypeError:
+        pass
+    return call
 
 
 def serve_batch(model: keras.Model, served: Served, batch: Any) -> list[np.ndarray]:
@@ -458,22 +484,23 @@ def _outputs_check(structure: Any, expected: list[np.ndarray],
     return Check("outputs", True, ", ".join(str(p) for p in ports))
 
 
-def refusal(handler: ExportFormat, model: keras.Model, path: Path, what: str,
+def refusal(handler: ExportFormat, model: keras.Model, what: str,
             ops: Sequence[tuple[str, str]], why: str = "") -> NotSerializableError:
-    """NotSerializableError naming the ops (and their layers) an exporter or runtime lacks."""
+    """NotSerializableError naming the ops (and their layers) an exporter or runtime lacks
+    (raised while writing a temporary: the save names its target)."""
     return NotSerializableError(
         f"the {handler.name} export cannot hold this model: {what} "
-        f"{named_ops(model, ops)}" + (f" ({why})" if why else ""), path=path)
+        f"{named_ops(model, ops)}" + (f" ({why})" if why else ""))
 
 
-def wrap_export_error(handler: ExportFormat, model: keras.Model, path: Path,
-                      exc: BaseException, ops: Sequence[tuple[str, str]]) -> KerasaveError:
+def wrap_export_error(handler: ExportFormat, model: keras.Model, exc: BaseException,
+                      ops: Sequence[tuple[str, str]]) -> KerasaveError:
     """What an exporter raised, as NotSerializableError naming the ops it found."""
     if isinstance(exc, KerasaveError):
         return exc
     if ops:
-        return refusal(handler, model, path, "its converter does not support", ops,
+        return refusal(handler, model, "its converter does not support", ops,
                        _first_line(exc))
     return NotSerializableError(
         f"Keras could not write the {handler.name} format: {type(exc).__name__}: "
-        f"{_first_line(exc)}", path=path)
+        f"{_first_line(exc)}")

@@ -135,7 +135,7 @@ class LiteRTHandler(ExportFormat):
                         _convert_like_keras(model, path)
                 except Exception as exc:
                     ops = _converter_ops(str(exc) + "".join(said))
-                    raise wrap_export_error(self, model, path, exc, ops) from exc
+                    raise wrap_export_error(self, model, exc, ops) from exc
         finally:
             logger.setLevel(level)
 
@@ -143,9 +143,21 @@ class LiteRTHandler(ExportFormat):
         found, _ = _read(path)
         ops = _custom_ops(found)
         if ops:
-            raise refusal(self, model, path, "LiteRT's runtime has no kernel for", ops,
+            raise refusal(self, model, "LiteRT's runtime has no kernel for", ops,
                           "TensorFlow ops run only where LiteRT's Flex delegate is linked "
                           "in, as in no Python LiteRT kerasave could verify the export with")
+
+    def failing_ops(self, path: Path, error: str) -> list[tuple[str, str]]:
+        """LiteRT names a failing operator by its position: "Node number 2 (SUB)"."""
+        import re
+
+        found, _ = _read(path)
+        ops = []
+        for number, op in re.findall(r"Node number (\d+) \((\w+)\)", error):
+            index = int(number)
+            outputs = found.ops[index][1] if index < len(found.ops) else ()
+            ops.append((op, next((found.tensors[i].name for i in outputs if i >= 0), "")))
+        return ops
 
     # -- reading -----------------------------------------------------------------------
     def safety(self, path: Path) -> None:

@@ -93,19 +93,25 @@ class OnnxHandler(ExportFormat):
                 model.export(str(path), format="onnx", verbose=False,
                              input_signature=input_signature(model))
             except Exception as exc:
-                raise wrap_export_error(self, model, path, exc, _unsupported(records)) \
+                raise wrap_export_error(self, model, exc, _unsupported(records)) \
                     from exc
         ops = _unsupported(records)
         if ops:
-            raise refusal(self, model, path, "tf2onnx cannot convert", ops)
+            raise refusal(self, model, "tf2onnx cannot convert", ops)
 
     def _refuse_unsupported(self, model: keras.Model, path: Path) -> None:
         found, _ = _read(path)
         foreign = sorted({(n.op_type, n.name) for g, _ in proto.graphs(found)
                           for n in g.node if n.domain not in _DOMAINS})
         if foreign:
-            raise refusal(self, model, path, "onnxruntime has no kernel for", [
+            raise refusal(self, model, "onnxruntime has no kernel for", [
                 (f"{op}", name) for op, name in foreign])
+
+    def failing_ops(self, path: Path, error: str) -> list[tuple[str, str]]:
+        """onnxruntime names a failing node: "running Add node. Name:'model/layer/add'"."""
+        import re
+
+        return re.findall(r"running (\w+) node\. Name:'([^']*)'", error)
 
     # -- reading -----------------------------------------------------------------------
     def safety(self, path: Path) -> None:

@@ -182,7 +182,8 @@ def compare_serving(model: keras.Model, served: Any, probe: Any) -> Check:
         return check
     variables = compare_export_variables(model, served)
     if not variables.ok:
-        return Check(name, False, f"{check.detail} (no tolerance: {variables.detail})")
+        return Check(name, False, f"{check.detail} (no tolerance: the export's variables "
+                                  f"differ from the model's: {variables.detail})")
     expected = [to_numpy(x) for x in keras.tree.flatten(_graph_call(model)(probe))]
     within = compare_within(name, [(f"output {i}", e, a)
                                    for i, (e, a) in enumerate(zip(expected, actual))])

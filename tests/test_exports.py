@@ -441,6 +441,31 @@ def test_every_truncation_is_refused_or_read(trained, tmp_path, fmt, name):
 
 
 @pytest.mark.parametrize("fmt,name", EXPORTS)
+def test_random_damage_is_refused_or_read_never_a_foreign_error(trained, tmp_path, fmt, name):
+    """A few bytes changed anywhere (no manifest to catch it): every reader raises a
+    KerasaveError or reads the file; a load that succeeds serves or fails its check, and
+    no damage reaches the runtime as an out-of-range tensor or a crash."""
+    import random
+
+    path = tmp_path / name
+    ks.save_model(trained, path, verify=False)
+    (tmp_path / f"{name}.kerasave.json").unlink()
+    whole = path.read_bytes()
+    for seed in range(30):
+        rng = random.Random(seed)
+        data = bytearray(whole)
+        for _ in range(rng.randint(1, 8)):
+            data[rng.randrange(len(data))] = rng.randrange(256)
+        path.write_bytes(bytes(data))
+        for read in (lambda: ks.inspect(path), lambda: ks.verify(trained, path),
+                     lambda: ks.load_model(path)):
+            try:
+                read()
+            except ks.KerasaveError:
+                pass
+
+
+@pytest.mark.parametrize("fmt,name", EXPORTS)
 def test_round_trip_fixture_includes_the_export(round_trip, trained, fmt, name):
     from kerasave.testing import FORMATS
 

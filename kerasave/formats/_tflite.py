@@ -199,7 +199,7 @@ def read(data: bytes | bytearray | memoryview) -> Model:
         for op in first.tables(3):
             code = op.scalar(0, "I")
             outs = op.ints(2)
-            if code >= len(codes) or any(not -1 <= i < n for i in outs):
+            if code >= len(codes) or any(not -1 <= i < n for i in (*op.ints(1), *outs)):
                 raise FlatbufferError("an operator names no operator code or tensor")
             ops.append((codes[code], outs))
         signatures = []

@@ -43,7 +43,7 @@ from kerasave.formats._base import ModelFormat, require_built
 from kerasave.formats._onnxproto import Port
 
 __all__ = ["ExportFormat", "Served", "Port", "EXTRA", "input_signature", "layer_of",
-           "captured_stderr", "SECOND_BATCH", "serve_batch", "available"]
+           "captured_stderr", "SECOND_BATCH", "serve_batch", "available", "mapped"]
 
 EXTRA = "pip install 'kerasave[export]'"
 SECOND_BATCH = 1  # rows of the second probe batch (the first has the probe's own)
@@ -61,6 +61,17 @@ def available(*modules: str) -> list[str]:
         except (ImportError, ValueError):
             missing.append(name)
     return missing
+
+
+def mapped(path: Path) -> memoryview:
+    """A file's bytes, mapped read-only: the readers keep views of it and copy nothing
+    (the mapping lives as long as a view does)."""
+    import mmap
+
+    with open(path, "rb") as f:
+        if not f.seek(0, 2):
+            return memoryview(b"")
+        return memoryview(mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ))
 
 
 # -- the model's side ------------------------------------------------------------------

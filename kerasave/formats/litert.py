@@ -37,6 +37,7 @@ from kerasave.formats._export import (
     Served,
     captured_stderr,
     input_signature,
+    mapped,
     refusal,
     wrap_export_error,
 )
@@ -48,7 +49,7 @@ _XNNPACK = r"^INFO: Created TensorFlow Lite XNNPACK delegate"
 
 def _read(path: Path) -> tuple[_tflite.Model, memoryview]:
     try:
-        data = memoryview(path.read_bytes())
+        data = mapped(path)
         return _tflite.read(data), data
     except (_tflite.FlatbufferError, OSError) as exc:
         raise CorruptArtifactError(f"not a readable LiteRT model: {exc}", path=path) from exc

@@ -16,7 +16,6 @@ refused with ``UnsafeArtifactError``.
 
 from __future__ import annotations
 
-import mmap
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,7 @@ from kerasave.formats._export import (
     Served,
     input_signature,
     logged,
+    mapped,
     refusal,
     wrap_export_error,
 )
@@ -44,20 +44,10 @@ __all__ = ["OnnxHandler"]
 _DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
 
 
-class _Mapped:
-    """A file's bytes, mapped read-only (decoding keeps views of it, copies nothing)."""
-
-    def __init__(self, path: Path) -> None:
-        with open(path, "rb") as f:
-            size = f.seek(0, 2)
-            self.view: memoryview = memoryview(
-                mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if size else b"")
-
-
-def _read(path: Path) -> tuple[proto.ModelProto, _Mapped]:
+def _read(path: Path) -> tuple[proto.ModelProto, memoryview]:
     try:
-        mapped = _Mapped(path)
-        return proto.model(mapped.view), mapped
+        view = mapped(path)
+        return proto.model(view), view
     except (proto.WireError, ValueError, OSError) as exc:
         raise CorruptArtifactError(f"not a readable ONNX model: {exc}", path=path) from exc
 
@@ -81,7 +71,7 @@ class OnnxHandler(ExportFormat):
             if f.read(1) != b"\x08":
                 return False
         try:
-            found = proto.model(_Mapped(path).view)
+            found = proto.model(mapped(path))
         except (proto.WireError, ValueError, OSError):
             return False
         return found.ir_version > 0 and bool(found.graph.node or found.graph.output)

@@ -81,8 +81,7 @@ def test_export_is_verified_served_and_matches_keras_own_export(trained, batch, 
     got = served.serve(data)
     assert got.dtype == np.float32 and got.shape == (7, 10)
     np.testing.assert_allclose(got, trained.predict(data, verbose=0), rtol=1e-5, atol=1e-6)
-    assert served.serve(input_layer=data).tobytes() == got.tobytes() if (
-        served.inputs[0].name == "input_layer") else True
+    assert served.serve(**{served.inputs[0].name: data}).tobytes() == got.tobytes()
     if keras_exports(fmt):  # the oracle: Keras' own export, in the same runtime
         theirs = native(fmt, trained, tmp_path / f"native{Path(name).suffix}", data)
         assert theirs.tobytes() == got.tobytes()

@@ -19,7 +19,7 @@ CORE_TESTS    := test_roundtrip.py test_weights.py test_whole.py test_config.py 
                  test_reference.py test_api.py test_packaging.py test_internals.py \
                  test_testing.py test_kill.py test_shapes.py test_protowire.py \
                  test_handlers.py test_keras2.py test_remote.py test_manager_tf.py \
-                 test_sharded.py test_attacks.py
+                 test_sharded.py test_attacks.py test_exports.py test_tolerance.py
 # (the fit callback's resume needs fit_initial_epoch; legacy .h5 whole models need
 # compile_config: Keras' own writer strips the
 # optimizer from the caller's compile settings, and the save is refused by its own check)
@@ -29,7 +29,20 @@ PUBLIC_SKIP   := -k "(not h5 or weights) and not fit_" \
                  --deselect tests/test_roundtrip.py::test_verify_detects_a_different_model \
                  --deselect tests/test_roundtrip.py::test_save_does_not_change_the_callers_model
 
-.PHONY: demo test test-oldest test-public lint venv clean reliability bench bench-remote docs dist
+# Tomorrow's Keras: `make test-next` installs the wheel beside the next minor's pinned
+# pre-releases (kerasave/_support.py NEXT; tests/test_packaging.py holds the two to each
+# other) into a venv of its own and runs the core tests that exercise kerasave's probes
+# and fallbacks, outside the source tree. A failure there is a bug in kerasave's probes
+# or fallbacks, never a reason to pin lower: fix it. The nightlies' distributions are not
+# named "tensorflow" and "keras", so the wheel's other requirements are installed apart.
+NEXT          := .venv-next
+NEXT_PINS     := tf-nightly==2.23.0.dev20261026 keras-nightly==3.16.0.dev2026102704
+NEXT_TESTS    := test_roundtrip.py test_weights.py test_whole.py test_config.py \
+                 test_manager.py test_internals.py test_api.py test_packaging.py \
+                 test_keras2.py test_exports.py test_tolerance.py
+
+.PHONY: demo test test-oldest test-next test-public lint venv clean reliability bench \
+        bench-remote docs dist
 
 venv: $(STAMP)
 
@@ -57,6 +70,15 @@ test-oldest: dist
 	$(OLDEST)/bin/python -m pip install --quiet "$$(ls dist/kerasave-*.whl)[test]" $(OLDEST_PINS)
 	$(BIN)/python tests/outside.py $(OLDEST)/bin/python $(CORE_TESTS)
 
+test-next: dist
+	test -x $(NEXT)/bin/python || $(PYTHON) -m venv $(NEXT)
+	$(NEXT)/bin/python -m pip install --quiet --upgrade pip
+	$(BIN)/python tests/outside.py --requirements "$$(ls dist/kerasave-*.whl)" test \
+	  > $(NEXT)/requirements.txt
+	$(NEXT)/bin/python -m pip install --quiet -r $(NEXT)/requirements.txt $(NEXT_PINS)
+	$(NEXT)/bin/python -m pip install --quiet --force-reinstall --no-deps dist/kerasave-*.whl
+	$(BIN)/python tests/outside.py $(NEXT)/bin/python $(NEXT_TESTS)
+
 test-public: $(STAMP)
 	KERASAVE_FAST_PATHS=0 $(BIN)/python -m pytest -n 2 --dist loadfile \
 	  $(PUBLIC_SKIP) $(addprefix tests/,$(PUBLIC_TESTS))
@@ -80,4 +102,4 @@ lint: $(STAMP)
 	$(BIN)/python -m ruff check kerasave tests bench
 
 clean:
-	rm -rf $(VENV) $(OLDEST) site build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(OLDEST) $(NEXT) site build dist *.egg-info .pytest_cache .ruff_cache

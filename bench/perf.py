@@ -25,7 +25,10 @@ the same format), and ``numpy`` (``np.save`` of the same arrays into one file, a
 one at each repeat, flushed and fsynced like kerasave's saves, and ``np.load``: the
 practical limit).
 Loads of weight formats go into an existing built model; loads of whole models
-build the model too. The headline ratios come last.
+build the model too. Deployment exports (ONNX, LiteRT; ``--export-sizes``) are
+timed apart: Keras' own ``model.export`` alone against kerasave's ``save_model``,
+which runs the same export and then verifies it in the export's runtime. The
+headline ratios come last.
 """
 
 from __future__ import annotations
@@ -360,6 +363,80 @@ def _async(model: Any, work: Path, repeat: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- parent
 
 
+EXPORTS = {"onnx": "m.onnx", "litert": "m.tflite"}  # deployment exports: format, file
+
+
+def exports(spec: dict[str, Any]) -> dict[str, Any]:
+    """Each deployment export of one size: Keras' own ``model.export`` alone against
+    kerasave's ``save_model`` (the same export, then the verification in the export's
+    runtime at two batch sizes), in turns, ``repeat`` rounds after one untimed warm-up
+    of each (imports, traces). Medians and bests, and the save's verdict."""
+    import shutil
+
+    import kerasave as ks
+    from kerasave.testing import EXPORTS as INSTALLED
+
+    model = build(spec["size"])
+    found: dict[str, Any] = {"size": spec["size"], "state_bytes": state_bytes(model)}
+    for fmt, name in EXPORTS.items():
+        if fmt not in INSTALLED:
+            found[fmt] = {"error": "kerasave[export] is not installed"}
+            continue
+        work = Path(tempfile.mkdtemp(prefix="kerasave-bench-export-", dir=spec.get("dir")))
+        try:
+            ours, theirs = work / name, work / f"native{Path(name).suffix}"
+            runs = {"native": lambda t=theirs, f=fmt: model.export(str(t), format=f,
+                                                                   verbose=False),
+                    "verified": lambda o=ours: ks.save_model(model, o)}
+            times: dict[str, list[float]] = {"native": [], "verified": []}
+            order = list(runs)
+            for round_ in range(spec["repeat"] + 1):
+                for impl in (order if round_ % 2 else order[::-1]):
+                    gc.collect()
+                    start = time.perf_counter()
+                    result = runs[impl]()
+                    if round_:  # (the first round warms up)
+                        times[impl].append(time.perf_counter() - start)
+                    if impl == "verified":
+                        report = result
+            detail = {c.name: c.detail for c in report.checks}.get("serving outputs", "")
+            found[fmt] = {impl: {"median": statistics.median(t), "best": min(t)}
+                          for impl, t in times.items()}
+            found[fmt].update(bytes=ours.stat().st_size, verdict=detail)
+        except Exception as exc:
+            found[fmt] = {"error": f"{type(exc).__name__}: {exc}"}
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+    return found
+
+
+def export_report(results: list[dict[str, Any]]) -> list[str]:
+    """The exports' table (printed) and their headline."""
+    print("\n## Deployment exports: Keras' export alone vs kerasave's verified save\n")
+    print("| size | format | Keras' export | kerasave: export + verification | ratio "
+          "| verification | verdict |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
+    ratios = []
+    for r in results:
+        label = "ref" if r["size"] == 0 else f"{r['size']} MB"
+        for fmt in EXPORTS:
+            e = r.get(fmt) or {"error": r.get("error", "not measured")}
+            if "error" in e:
+                print(f"| {label} | {fmt} | - | - | - | - | {e['error']} |")
+                continue
+            native, ours = e["native"]["median"], e["verified"]["median"]
+            ratios.append((ours / native, fmt, label))
+            verdict = e["verdict"].split(";")[0]
+            print(f"| {label} | {fmt} | {fmt_time(native)} | {fmt_time(ours)} | "
+                  f"{ours / native:.2f}x | {fmt_time(ours - native)} | {verdict} |")
+    if not ratios:
+        return []
+    worst = max(ratios)
+    each = ", ".join(f"{label} {fmt} {ratio:.2f}x" for ratio, fmt, label in ratios)
+    return [f"- exports: verified save / Keras' export alone, medians, worst {worst[0]:.2f}x "
+            f"({worst[1]}, {worst[2]}; {each})"]
+
+
 def run_child(spec: dict[str, Any]) -> dict[str, Any]:
     proc = subprocess.run([sys.executable, __file__, "--child", json.dumps(spec)],
                           capture_output=True, text=True, cwd=ROOT)
@@ -393,11 +470,13 @@ def main() -> int:
                         help="fresh processes per command line timing (0: skip)")
     parser.add_argument("--mmap-size", type=int, default=3072,
                         help="MB of variables of the fresh-process .keras loads (0: skip)")
+    parser.add_argument("--export-sizes", default="0,8,128",
+                        help="model sizes in MB of the deployment exports' timing (empty: skip)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         spec = json.loads(args.child)
-        measure = interleaved if spec["impl"] == "interleaved" else child
+        measure = {"interleaved": interleaved, "exports": exports}.get(spec["impl"], child)
         print("RESULT " + json.dumps(measure(spec)), flush=True)
         return 0
 
@@ -431,6 +510,11 @@ def main() -> int:
                             "save": timing["forward"]})
         results.append(run_child(dict(base, format="checkpoint", impl="async")))
     heads = report(results, sizes, formats)
+    export_sizes = [int(s) for s in args.export_sizes.split(",") if s.strip()]
+    if export_sizes:
+        heads += export_report([run_child({"size": s, "repeat": args.repeat, "dir": args.dir,
+                                           "format": "exports", "impl": "exports"})
+                                for s in export_sizes])
     if args.cold_runs:
         import limits  # (bench/limits.py: cold start, fresh-process loads, machine limits)
 

@@ -123,6 +123,10 @@ def _write(handler: Handler, model: keras.Model, tmp: Path, target: Path) -> Non
     write becomes NotSerializableError."""
     try:
         handler.write(model, tmp)
+    except NotSerializableError as exc:
+        if exc.path is not None:
+            raise
+        raise NotSerializableError(str(exc), path=target) from exc  # (named as the target)
     except (KerasaveError, OSError):
         raise
     except (TypeError, ValueError, NotImplementedError) as exc:

@@ -151,6 +151,7 @@ def _view(data: Data) -> memoryview:
 _SCALARS: dict[str, tuple[int, Callable[[Any], Any], Any]] = {
     "int32": (0, _int32, 0), "int64": (0, _int64, 0), "bool": (0, bool, False),
     "fixed32": (5, int, 0), "string": (2, _string, ""), "bytes": (2, bytes, b""),
+    "view": (2, memoryview, b""),  # bytes left where they lie (a tensor's data: no copy)
 }
 
 

@@ -17,6 +17,8 @@ from kerasave.formats.h5model import H5ModelHandler
 from kerasave.formats.h5sharded import ShardedWeightsHandler
 from kerasave.formats.h5weights import H5WeightsHandler
 from kerasave.formats.keras import KerasHandler
+from kerasave.formats.litert import LiteRTHandler
+from kerasave.formats.onnx import OnnxHandler
 from kerasave.formats.savedmodel import SavedModelHandler
 from kerasave.store.manifest import backup_path
 
@@ -27,6 +29,8 @@ _HANDLERS: tuple[Handler, ...] = (
     KerasHandler(),
     H5ModelHandler(),
     SavedModelHandler(),
+    OnnxHandler(),
+    LiteRTHandler(),
     CheckpointHandler(),
     H5WeightsHandler(),
     ShardedWeightsHandler(),  # (before json: a shard map is a .json file too)

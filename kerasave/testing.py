@@ -27,7 +27,11 @@ json, yaml    ``load_config``               variable shapes; predictions once th
 keras         ``load_model``                weights, optimizer state, compile
 h5 model                                    settings, predictions
 savedmodel    ``load_model``                serving outputs against predictions
+onnx, litert  ``load_model`` (its runtime)  outputs at two batch sizes, within the
+                                            export tolerance (``docs/exports.md``)
 ============  ===============================================================
+
+The exports are in ``FORMATS`` when ``kerasave[export]`` is installed.
 
 A twin is a fresh model of the same architecture, compiled like the original
 with its optimizer not built yet: made from the model's config, or, for a
@@ -66,6 +70,7 @@ from kerasave._facade import (
 )
 from kerasave._report import Check, Report
 from kerasave._state import compiled_twin
+from kerasave._tolerance import compare_within
 from kerasave._verify import (
     compare_arrays,
     compare_configs,
@@ -75,19 +80,29 @@ from kerasave._verify import (
     probe_inputs,
     to_numpy,
 )
+from kerasave.formats._export import SECOND_BATCH, Served, available, serve_batch
 from kerasave.formats.savedmodel import compare_serving
 
-__all__ = ["FORMATS", "RoundTripFailure", "assert_round_trip"]
+__all__ = ["FORMATS", "EXPORTS", "RoundTripFailure", "assert_round_trip"]
 
-#: Every format ``assert_round_trip`` checks, in the order it checks them.
+#: The deployment exports, checked when ``kerasave[export]`` is installed.
+EXPORTS: tuple[str, ...] = tuple(
+    name for name, needs in (("onnx", ("tf2onnx", "onnx", "onnxruntime")),
+                             ("litert", ("ai_edge_litert",)))
+    if not available(*needs))
+
+#: Every format ``assert_round_trip`` checks, in the order it checks them: the seven
+#: classic ones, then each deployment export whose runtime is installed.
 FORMATS: tuple[str, ...] = (
-    "checkpoint", "h5 weights", "json", "yaml", "keras", "h5 model", "savedmodel",
+    "checkpoint", "h5 weights", "json", "yaml", "keras", "h5 model", "savedmodel", *EXPORTS,
 )
+_KNOWN = (*FORMATS, *(name for name in ("onnx", "litert") if name not in EXPORTS))
 # Names accepted in ``formats=`` beside the canonical ones ("h5" means both HDF5 formats).
 _ALIASES: dict[str, tuple[str, ...]] = {
     "h5": ("h5 weights", "h5 model"),
     "weights": ("checkpoint", "h5 weights"),
     "config": ("json", "yaml"),
+    "exports": EXPORTS,
 }
 
 
@@ -117,7 +132,7 @@ def _selected(formats: Iterable[str] | str | None) -> tuple[str, ...]:
     wanted: set[str] = set()
     for name in names:
         key = str(name).strip().lower().replace("_", " ").replace("-", " ")
-        if key in FORMATS:
+        if key in _KNOWN:  # (an export asked for by name is tried, installed or not)
             wanted.add(key)
         elif key in _ALIASES:
             wanted.update(_ALIASES[key])
@@ -125,7 +140,7 @@ def _selected(formats: Iterable[str] | str | None) -> tuple[str, ...]:
             raise ValueError(
                 f"unknown format {name!r}; expected some of: {', '.join(FORMATS)} "
                 f"(or {', '.join(_ALIASES)})")
-    return tuple(f for f in FORMATS if f in wanted)
+    return tuple(f for f in _KNOWN if f in wanted)
 
 
 # -- fresh objects ---------------------------------------------------------------------
@@ -259,6 +274,27 @@ def _served_back(model: keras.Model, path: Path) -> list[Check]:
     return checks + [compare_serving(model, served, probe)]
 
 
+def _export_back(model: keras.Model, path: Path) -> list[Check]:
+    served = load_model(path)
+    if not isinstance(served, Served):
+        return [Check("load_model", False, f"gave a {type(served).__name__}, not a served export")]
+    checks = [Check("load_model", True, f"the export, running in {served.runtime}")]
+    probe = probe_inputs(model)
+    if probe is None:
+        return checks + [Check("serving outputs", False, "no input shapes to probe with")]
+    pairs = []
+    for batch in (probe, keras.tree.map_structure(lambda a: a[:SECOND_BATCH], probe)):
+        expected = [to_numpy(x) for x in keras.tree.flatten(model(batch, training=False))]
+        got = serve_batch(model, served, batch)
+        if len(got) != len(expected):
+            return checks + [Check("serving outputs", False,
+                                   f"{len(got)} outputs, expected {len(expected)}")]
+        rows = len(keras.tree.flatten(batch)[0])
+        pairs += [(f"output {i} (batch of {rows})", e, a)
+                  for i, (e, a) in enumerate(zip(expected, got))]
+    return checks + [compare_within("serving outputs", pairs)]
+
+
 _PLANS: dict[str, _Plan] = {
     "checkpoint": _Plan(save_weights, "checkpoint/model", _weights_back("checkpoint")),
     "h5 weights": _Plan(save_weights, "model.weights.h5", _weights_back("h5")),
@@ -267,6 +303,8 @@ _PLANS: dict[str, _Plan] = {
     "keras": _Plan(save_model, "model.keras", _model_back),
     "h5 model": _Plan(save_model, "model.h5", _model_back),
     "savedmodel": _Plan(save_model, "savedmodel", _served_back),
+    "onnx": _Plan(save_model, "model.onnx", _export_back),
+    "litert": _Plan(save_model, "model.tflite", _export_back),
 }
 
 
@@ -309,9 +347,10 @@ def assert_round_trip(model: keras.Model, tmp_path: str | os.PathLike[str],
         tmp_path: A directory for the artifacts (pytest's ``tmp_path``); each call
             writes into a new subdirectory of it, kept for a look after a failure.
         formats: Some of ``FORMATS`` (``"checkpoint"``, ``"h5 weights"``, ``"json"``,
-            ``"yaml"``, ``"keras"``, ``"h5 model"``, ``"savedmodel"``; ``_`` or ``-``
-            may stand for the space; ``"h5"`` means both HDF5 formats, ``"weights"``
-            and ``"config"`` the two of each kind). Default: all of them.
+            ``"yaml"``, ``"keras"``, ``"h5 model"``, ``"savedmodel"``, and ``"onnx"``,
+            ``"litert"`` with ``kerasave[export]``; ``_`` or ``-`` may stand for the
+            space; ``"h5"`` means both HDF5 formats, ``"weights"`` and ``"config"``
+            the two of each kind, ``"exports"`` the exports). Default: all of them.
 
     Returns:
         One ``Report`` per format: the save's checks, then the ``reload: ...`` checks.
@@ -334,7 +373,7 @@ def assert_round_trip(model: keras.Model, tmp_path: str | os.PathLike[str],
         if report is not None:
             reports[name] = report
     if failures:
-        failed = sorted({f for f, _, _ in failures}, key=FORMATS.index)
+        failed = sorted({f for f, _, _ in failures}, key=_KNOWN.index)
         lines = [f"{type(model).__name__} did not survive {len(failed)} of {len(selected)} "
                  f"format(s): {', '.join(failed)} (artifacts in {where})"]
         lines += [f"  {fmt}: {check}: {detail}" for fmt, check, detail in failures]

@@ -42,3 +42,19 @@ def test_the_interleaved_timing_measures_every_case(perf, tmp_path):
         assert 0 < times["save"] <= times["save_median"]
         assert 0 < times["load"] <= times["load_median"]
     assert list(tmp_path.iterdir()) == []  # its artifacts are removed
+
+
+def test_the_export_timing_measures_both_exports(perf, tmp_path):
+    from kerasave.testing import EXPORTS
+
+    result = perf.exports({"size": 0, "repeat": 1, "dir": str(tmp_path)})
+    for fmt in perf.EXPORTS:
+        if fmt not in EXPORTS:
+            continue
+        assert "error" not in result[fmt], result[fmt]
+        assert result[fmt]["native"]["median"] > 0 and result[fmt]["verified"]["median"] > 0
+        verdict = result[fmt]["verdict"]
+        assert "bit-exact" in verdict or "within tolerance" in verdict
+        assert result[fmt]["bytes"] > 0
+    lines = perf.export_report([result])
+    assert lines and lines[0].startswith("- exports: verified save / Keras' export alone")

@@ -25,7 +25,11 @@ import kerasave as ks
 from kerasave import _protowire
 from kerasave.cli import main
 from kerasave.formats import _tfindex, checkpoint
+from kerasave.testing import EXPORTS as _INSTALLED
 from tests.conftest import FIXTURES
+
+EXPORTS = {name: fmt for name, fmt in (("m.onnx", "onnx"), ("m.tflite", "litert"))
+           if fmt in _INSTALLED}
 
 # Runs the command line once per argument list given as JSON on stdin, in one
 # process that cannot import TensorFlow or Keras; prints {"code", "out"} for each.
@@ -82,6 +86,9 @@ def artifacts(tmp_path_factory) -> list[Path]:
         ks.save_model(model, path)
     for path in own[5:7]:
         ks.save_config(model, path)
+    for name in EXPORTS:  # (with kerasave[export]: ONNX and LiteRT files)
+        own.append(root / name)
+        ks.save_model(model, own[-1])
     keras2 = FIXTURES / "keras2"
     foreign = sorted({p.with_suffix("") for p in keras2.rglob("*.index")})
     foreign += sorted(p.parent for p in keras2.rglob("saved_model.pb"))
@@ -98,7 +105,8 @@ def test_inspect_of_every_format_imports_neither_and_says_the_same(artifacts, mo
         assert result == warm(args, monkeypatch), args
     assert sum(r["code"] == 0 for r in got) >= len(got) - 2  # (hostile.yaml is refused)
     formats = {json.loads(r["out"])["format"] for r in got[1::2] if r["code"] == 0}
-    assert formats == {"checkpoint", "h5", "keras", "savedmodel", "json", "yaml", "h5-sharded"}
+    assert formats == {"checkpoint", "h5", "keras", "savedmodel", "json", "yaml", "h5-sharded",
+                       *EXPORTS.values()}
 
 
 def test_help_and_version_start_cold():

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 import kerasave as ks
-from kerasave import _internals
+from kerasave import _internals, _support
 from kerasave._internals import FastPathWarning, savinglib
 from tests.conftest import all_vars, assert_bit_exact, perturb, values
 
@@ -33,12 +33,15 @@ SAVES = [("weights", "checkpoint", "w/ckpt"), ("weights", "h5", "w.weights.h5"),
          ("model", "keras", "m.keras"), ("model", "h5", "m.h5")]
 
 
+NIGHTLY = any(d in _support.NIGHTLIES for d in _support.distributions().values())
+
+
 def _doctor(env: dict[str, str]) -> dict:
     run = subprocess.run([sys.executable, "-m", "kerasave", "doctor", "--json"],
                          capture_output=True, text=True, timeout=300,
                          env=dict({k: v for k, v in os.environ.items() if k != _internals.ENV},
                                   TF_CPP_MIN_LOG_LEVEL="3", **env))
-    assert run.returncode == 0, run.stderr
+    assert run.returncode == (1 if NIGHTLY else 0), run.stderr  # (1: outside the range)
     return json.loads(run.stdout)
 
 
@@ -63,10 +66,18 @@ def test_no_module_is_over_600_lines():
 
 def test_doctor_lists_every_fast_path_and_the_switch_turns_them_all_off():
     on = _doctor({})
-    assert on["supported"] is True and on["fast_paths_enabled"] is True
+    assert on["supported"] is (not NIGHTLY) and on["fast_paths_enabled"] is True
     names = set(_internals.fast_paths())
     assert set(on["fast_paths"]) == names and len(names) >= 10
-    assert all(on["fast_paths"].values()), on["fast_path_notes"]  # (both tested stacks)
+    off_here = {name for name, state in on["fast_paths"].items() if not state}
+    assert on["fell_back"] == sorted(off_here) and set(on["fast_path_notes"]) == off_here
+    if NIGHTLY:  # a fast path may fall back there (its probe says why); most stay on
+        assert len(off_here) <= 3, on["fast_path_notes"]
+        assert all(on["versions"][p] is not None for p in ("tensorflow", "keras"))
+        assert on["nightlies"] and all(n["installed"] for name, n in on["next"].items()
+                                       if on["distributions"][name] == n["distribution"])
+    else:
+        assert not off_here, on["fast_path_notes"]  # (both tested stacks)
     assert set(on["versions"]) == {"kerasave", "python", "tensorflow", "keras", "h5py", "numpy"}
     off = _doctor({"KERASAVE_FAST_PATHS": "0"})
     assert off["fast_paths_enabled"] is False

@@ -66,9 +66,27 @@ def test_the_tested_range_is_read_as_setup_cfg_reads_it(package, version, expect
     assert _support.in_range(package, version) is expected
 
 
+NIGHTLY = any(d in _support.NIGHTLIES for d in _support.distributions().values())
+
+
 def test_this_process_runs_on_a_tested_stack():
     found = _support.versions()
+    if NIGHTLY:  # make test-next: the pinned pre-releases, recognised, outside the range
+        dists = _support.distributions()
+        for package, (dist, version) in _support.NEXT.items():
+            if dists[package] in _support.NIGHTLIES:
+                assert (dists[package], found[package]) == (dist, version), package
+        assert not _support.supported(found)
+        return
     assert _support.supported(found), found
+
+
+def test_the_makefile_pins_the_pre_releases_doctor_names():
+    if INSTALLED and not (ROOT / "Makefile").is_file():
+        pytest.skip("no Makefile beside the installed copy's tests")
+    makefile = (ROOT / "Makefile").read_text()
+    pins = re.search(r"^NEXT_PINS\s*:=\s*(.*)$", makefile, re.M).group(1).split()
+    assert sorted(pins) == sorted(f"{d}=={v}" for d, v in _support.NEXT.values())
 
 
 @pytest.mark.skipif(not INSTALLED, reason="only when run by tests/outside.py")
@@ -145,7 +163,9 @@ print(len(reports), "formats")
     run = subprocess.run([python, "-c", script], cwd=away, env=env, capture_output=True,
                          text=True, timeout=900)
     assert run.returncode == 0, run.stdout + run.stderr
-    assert "7 formats" in run.stdout
+    from kerasave.testing import FORMATS
+
+    assert f"{len(FORMATS)} formats" in run.stdout  # (the exports, with kerasave[export])
     demo = subprocess.run([venv / "bin" / "kerasave", "demo", "--dir", str(away / "demo")],
                           cwd=away, env=env, capture_output=True, text=True, timeout=900)
     assert demo.returncode == 0, demo.stdout + demo.stderr

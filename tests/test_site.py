@@ -38,6 +38,7 @@ RUN_PAGES = [
     "formats/keras.md",
     "formats/h5-model.md",
     "formats/savedmodel.md",
+    "exports.md",
     "errors.md",
     "keras2.md",
     "scaling.md",

@@ -24,8 +24,15 @@ def test_native_keras_fails_on_mse_h5(tmp_path):
     """The breakage (DESIGN.md)."""
     model = _mse_model()
     model.save(tmp_path / "native.h5")
-    with pytest.raises(ValueError):
-        keras.saving.load_model(tmp_path / "native.h5")
+    try:
+        loaded = keras.saving.load_model(tmp_path / "native.h5")
+    except ValueError:
+        return  # Keras 3.12 through 3.15
+    # Keras 3.16 (make test-next) reads it: the breakage is fixed upstream, and
+    # what Keras reads kerasave reads too, the same weights, compiled.
+    ours = ks.load_model(tmp_path / "native.h5")
+    assert loaded.compiled and ours.compiled
+    assert_bit_exact(values(loaded.weights), ours.weights)
 
 
 @pytest.mark.parametrize("rel", ["m.h5", "m.hdf5", "m.keras"])
@@ -55,7 +62,10 @@ def test_saves_after_keras_own_h5_save_keep_the_optimizer(trained, tmp_path):
     """Keras' legacy writer pops "optimizer" from the model's compile config; the
     next save must still record (and load) the model's Adam, not a default RMSprop."""
     trained.save(tmp_path / "native.h5")
-    assert "optimizer" not in trained._compile_config.config  # the damage, as it happens
+    # The damage, as it happens on Keras 3.12 through 3.15 (3.16 leaves the config whole):
+    # either way the next saves keep the model's optimizer.
+    stripped = "optimizer" not in trained._compile_config.config
+    assert stripped or tuple(int(p) for p in keras.__version__.split(".")[:2]) >= (3, 16)
     for rel in ["m.keras", "m.h5"]:
         assert ks.save_model(trained, tmp_path / rel).ok
         loaded = ks.load_model(tmp_path / rel)

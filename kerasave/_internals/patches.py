@@ -101,8 +101,15 @@ def uninitialized() -> Iterator[list[Any]]:
     if not on("deferred_init"):
         yield created  # (variables are initialized as usual: nothing to defer)
         return
-    from keras.src.backend.tensorflow.core import Variable
     from tensorflow.python.ops.resource_variable_ops import UninitializedVariable
+
+    # The TensorFlow backend's Variable, wherever this Keras keeps its module (3.12-3.15:
+    # keras.src.backend.tensorflow.core; 3.16: ...tensorflow.ops.core): the class in
+    # keras.Variable's bases that defines the method.
+    Variable = next((c for c in keras.Variable.__mro__
+                     if "_initialize_with_initializer" in vars(c)), None)
+    if Variable is None:
+        raise Unsupported("no Variable class of this Keras defines _initialize_with_initializer")
 
     owner = threading.get_ident()
 

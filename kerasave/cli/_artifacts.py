@@ -18,6 +18,7 @@ import os
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -25,14 +26,18 @@ from kerasave import _facade
 from kerasave._errors import ArchitectureMismatchError, KerasaveError, UnknownFormatError
 from kerasave._facade import Opened, open_artifact
 from kerasave._lazy import keras
+from kerasave._report import Check
 from kerasave._state import fresh_twin
-from kerasave._verify import optimizer_of, to_numpy
+from kerasave._tolerance import compare_within
+from kerasave._verify import optimizer_of, probe_inputs, to_numpy
 from kerasave.cli._names import model_names, optimizer_arrays, unique
+from kerasave.formats._export import SECOND_BATCH, ExportFormat, Served, serve_batch
 from kerasave.formats.savedmodel import SavedModelHandler
 from kerasave.store import remote
 
 __all__ = ["Opened", "open_artifact", "Arrays", "NeedsArchitecture", "DoesNotFit",
-           "architecture", "read", "read_pair", "load_into", "local_copy", "same_place"]
+           "architecture", "read", "read_pair", "load_into", "local_copy", "same_place",
+           "is_export", "outputs_verdict"]
 
 PathLike = str | os.PathLike[str]
 
@@ -212,14 +217,21 @@ def read_pair(a: PathLike, b: PathLike, *, config: PathLike | None = None
 
     Whole models are read with their own architectures. A weights-only side is
     read into the architecture at ``config`` when given, else into the other
-    side's when that is a whole model, else as saved.
+    side's when that is a whole model, else as saved. When either side is a
+    deployment export, both sides' outputs on the same probe batches are read
+    instead (``output I (batch of N)``), with a note of the export tolerance.
 
     Raises:
         DoesNotFit: a weights-only side does not fit the other side's architecture.
         NeedsArchitecture: both are weights-only, named differently, and no config.
     """
     sides = [open_artifact(a)]
-    if same_place(a, b):
+    same = same_place(a, b)
+    if not same:
+        sides.append(open_artifact(b))
+    if any(is_export(side) for side in sides):  # (compared by what they compute)
+        return _outputs_pair([sides[0], sides[-1]], config)
+    if same:
         # The same artifact twice: checked and read once.
         if sides[0].handler.kind == "config":
             raise _no_weights(sides[0])
@@ -227,7 +239,6 @@ def read_pair(a: PathLike, b: PathLike, *, config: PathLike | None = None
                      and not sides[0].whole else None,
                      architecture_name=None if config is None else os.fspath(config))
         return first, first
-    sides.append(open_artifact(b))
     for side in sides:
         if side.handler.kind == "config":
             raise _no_weights(side)
@@ -272,3 +283,102 @@ def _no_weights(side: Opened) -> UnknownFormatError:
     return UnknownFormatError(
         f"this is a {side.handler.name} config: it holds an architecture, no weights to "
         "compare", path=side.source)
+
+
+# -- exports: compared by what they compute ---------------------------------------------
+
+
+def is_export(source: Opened) -> bool:
+    """A deployment export (ONNX, LiteRT): what it holds is what it computes."""
+    return isinstance(source.handler, ExportFormat)
+
+
+def _runner(source: Opened, config: PathLike | None) -> tuple[Any, Any]:
+    """What computes ``source``'s outputs: (a Keras model, None) or (None, a Served)."""
+    if source.handler.kind == "config":
+        raise _no_weights(source)
+    if is_export(source):
+        return None, source.load_model()
+    if source.whole:
+        return _load_whole(source)[0], None
+    if config is None:
+        raise NeedsArchitecture(
+            f"{source.source} ({source.handler.name}) holds weights only: an export is "
+            "compared by its outputs with a whole model's, another export's, or weights "
+            "read into an architecture (--config)")
+    return load_into(architecture(open_artifact(config)), source), None
+
+
+def _ports_probe(served: Served, seed: int = 1234) -> list[np.ndarray]:
+    """A deterministic batch of 4 rows for an export's declared inputs (unknown
+    dimensions 4), as kerasave's probes fill a model's: floats in [0, 1), integers 0 or 1."""
+    rng = np.random.default_rng(seed)
+    batch = []
+    for port in served.inputs:
+        shape = tuple(4 if d is None else d for d in (port.shape or (None,)))
+        if np.issubdtype(np.dtype(port.dtype), np.integer) or port.dtype == "bool":
+            batch.append(rng.integers(0, 2, size=shape).astype(port.dtype))
+        else:
+            batch.append(rng.random(shape, dtype=np.float32).astype(port.dtype))
+    return batch
+
+
+def _feed(served: Served, names: list[str], arrays: list[np.ndarray]) -> list[np.ndarray]:
+    mine = [p.name for p in served.inputs]
+    if sorted(mine) == sorted(names):
+        arrays = [arrays[names.index(n)] for n in mine]
+    got = served.serve(*arrays)
+    return list(got) if isinstance(got, tuple) else [got]
+
+
+def _outputs_pair(sides: list[Opened], config: PathLike | None) -> tuple[Arrays, Arrays]:
+    """Both sides' outputs on the same probe batches (of 4 rows and of 1), named
+    ``output I (batch of N)``: an export holds what it computes, not the model's
+    variables."""
+    runners = [_runner(side, config) for side in sides]
+    model = next((m for m, _ in runners if m is not None), None)
+    if model is not None:
+        first = probe_inputs(model)
+        if first is None:
+            raise NeedsArchitecture(f"the model of {sides[0].source} records no input shapes "
+                                    "to probe with")
+        batches = [first, keras.tree.map_structure(lambda a: a[:SECOND_BATCH], first)]
+    else:
+        served = runners[0][1]
+        first = _ports_probe(served)
+        batches = [first, [a[:SECOND_BATCH] for a in first]]
+    results = []
+    for (loaded, served), side in zip(runners, sides):
+        named: dict[str, np.ndarray] = {}
+        for batch in batches:
+            rows = len(keras.tree.flatten(batch)[0])
+            if loaded is not None:
+                from kerasave.formats._export import _graph_call
+
+                got = [to_numpy(x) for x in keras.tree.flatten(_graph_call(loaded)(batch))]
+            elif model is not None:
+                got = serve_batch(model, served, batch)
+            else:
+                got = _feed(served, [p.name for p in runners[0][1].inputs], list(batch))
+            named.update((f"output {i} (batch of {rows})", np.asarray(a))
+                         for i, a in enumerate(got))
+        how = (f"its outputs in {served.runtime}" if served is not None
+               else "the outputs of its model")
+        results.append(Arrays(str(side.source), side.handler.name, side.handler.kind,
+                              "outputs", f"{how} on probe batches", named, None))
+    first_arrays, second = results
+    verdict = outputs_verdict(first_arrays, second)
+    if verdict is not None:
+        first_arrays.notes.append(
+            ("within" if verdict.ok else "NOT within") + " the export tolerance: "
+            + verdict.detail)
+    return first_arrays, second
+
+
+def outputs_verdict(left: Arrays, right: Arrays) -> Check | None:
+    """Two sides' outputs judged under the export tolerance (None: nothing to pair)."""
+    pairs = [(name, value, right.model[name]) for name, value in left.model.items()
+             if name in right.model]
+    if left.naming != "outputs" or not pairs or len(pairs) != len(right.model):
+        return None
+    return compare_within("outputs", pairs)

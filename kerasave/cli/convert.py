@@ -12,12 +12,14 @@ from kerasave.cli._artifacts import (
     load_into,
     local_copy,
     open_artifact,
+    outputs_verdict,
     read_pair,
     same_place,
 )
 from kerasave.cli._ui import OK, No, note, shown, status
 from kerasave.cli.diff import STATUS, compare_arrays
 from kerasave.formats._base import ModelFormat
+from kerasave.formats._export import ExportFormat
 
 __all__ = ["convert_command"]
 
@@ -28,7 +30,7 @@ def _destination_kind(dst: str, as_: str | None) -> str:
     name = Path(dst).name.lower()
     if name.endswith((".weights.h5", ".weights.json")):
         return "weights"
-    if name.endswith((".keras", ".h5", ".hdf5")):
+    if name.endswith((".keras", ".h5", ".hdf5", ".onnx", ".tflite")):
         return "model"
     if name.endswith((".json", ".yaml", ".yml")):
         return "config"
@@ -54,8 +56,8 @@ def _exists(path: str) -> bool:
                    "that holds weights only (checkpoint, .weights.h5, SavedModel).")
 @click.option("--as", "as_", type=click.Choice(["weights", "model", "config"]),
               help="What to write at DST (default: from its suffix: .weights.h5 weights, "
-                   ".weights.json sharded weights; .keras, .h5, .hdf5 model; .json, .yaml, "
-                   ".yml config).")
+                   ".weights.json sharded weights; .keras, .h5, .hdf5, .onnx, .tflite model; "
+                   ".json, .yaml, .yml config).")
 @click.option("--max-shard-size", type=click.FloatRange(min=0, min_open=True), metavar="GB",
               help="For sharded weights (DST ending in .weights.json): the largest shard, in "
                    "GB (default 5).")
@@ -83,6 +85,12 @@ def _convert(src: str, local: str, dst: str, target: str, config: str | None,
     from kerasave import _registry
 
     handler = _registry.detect(Path(local))
+    if isinstance(handler, ExportFormat):
+        raise click.UsageError(
+            f"{src} is {'an' if handler.description[0] in 'AEIOU' else 'a'} "
+            f"{handler.description}: it holds what the model computes, not a "
+            "Keras model or weights kerasave can read back; convert from the model it was "
+            "exported from")
     if _exists(dst) and not force:
         raise click.UsageError(f"{dst} already exists; pass --force to replace it")
     if handler.kind == "config" and target != "config":
@@ -123,7 +131,13 @@ def _convert(src: str, local: str, dst: str, target: str, config: str | None,
         return OK
     with status(f"comparing {dst} with {src}"):
         left, right = read_pair(local, dst, config=config)
+        verdict = outputs_verdict(left, right)
         result = compare_arrays(left, right)
+    if verdict is not None:  # an export: its outputs, under the export tolerance
+        if not verdict.ok:
+            raise No(f"{dst} does not compute what {src} does: {verdict.detail}")
+        click.echo(f"{src} -> {dst}: {verdict.detail}")
+        return OK
     if not result.identical:
         bad = [e for e in result.entries if e.status != "same"]
         raise No(f"{dst} differs from {src}: {len(bad)} variables, e.g. {bad[0].name} "

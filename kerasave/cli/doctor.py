@@ -13,6 +13,8 @@ from kerasave.cli._ui import NO, OK, console, print_table, table
 
 __all__ = ["doctor"]
 
+_NIGHTLY_NAMES = ("tf-nightly", "tf-nightly-cpu", "keras-nightly")
+
 
 def _version_data() -> dict[str, Any]:
     """The versions part of the report: read from the packages' metadata, so it is
@@ -20,12 +22,21 @@ def _version_data() -> dict[str, Any]:
     from kerasave import _support
 
     found = _support.versions()
+    dists = _support.distributions()
     return {
         "versions": found,
+        "distributions": dists,
         "tested": {name: {"oldest": low, "newest": high}
                    for name, (low, high) in _support.TESTED.items()},
         "in_range": {name: _support.in_range(name, found.get(name)) for name in _support.TESTED},
         "supported": _support.supported(found),
+        # The pinned pre-releases CI runs the core tests on (make test-next), and
+        # whether each is what is installed here.
+        "next": {name: {"distribution": dist, "version": version,
+                        "installed": _support.prerelease(name, dists.get(name),
+                                                         found.get(name))}
+                 for name, (dist, version) in _support.NEXT.items()},
+        "nightlies": sorted(d for d in dists.values() if d in _support.NIGHTLIES),
     }
 
 
@@ -41,6 +52,10 @@ def _fast_path_data() -> dict[str, Any]:
         "fast_paths": {name: entry["on"] for name, entry in paths.items()},
         "fast_path_notes": {name: entry["reason"] for name, entry in paths.items()
                             if not entry["on"]},
+        # Off because their probe (or a use) failed on this stack: the operations
+        # they speed up run on the public API instead, with the same results.
+        "fell_back": sorted(name for name, entry in paths.items()
+                            if not entry["on"] and _internals.enabled()),
     }
 
 
@@ -69,12 +84,23 @@ def doctor(as_json: bool) -> int:
     for name, version in data["versions"].items():
         tested = data["tested"].get(name)
         span = f"{tested['oldest']} - {tested['newest']}" if tested else ""
+        dist = data["distributions"].get(name)
+        shown = version or "missing"
+        if dist in _NIGHTLY_NAMES:
+            shown += f" ({dist})"
         mark = "" if tested is None else ("ok" if data["in_range"][name] else "NOT TESTED")
-        versions.add_row(Text(name), Text(version or "missing"), Text(span), Text(mark))
+        if name in data["next"] and data["next"][name]["installed"]:
+            mark = "pre-release: core tests in CI"
+        versions.add_row(Text(name), Text(shown), Text(span), Text(mark))
     print_table(out, versions)
     out.print(Text("supported: " + ("yes, every version is in the tested range"
                                     if data["supported"] else
                                     "no: kerasave is not tested on this combination")))
+    if data["nightlies"]:
+        pinned = ", ".join(f"{n['distribution']} {n['version']}" for n in data["next"].values())
+        out.print(Text(f"nightly builds: {', '.join(data['nightlies'])}; CI runs kerasave's core "
+                       f"tests on {pinned} (make test-next): a fast path whose probe fails "
+                       "there falls back to the public API"))
     out.print()
     out.file.flush()
     data.update(_fast_path_data())
@@ -85,6 +111,9 @@ def doctor(as_json: bool) -> int:
         paths.add_row(Text(name), Text("on" if state else "off"),
                       Text(summaries[name] + (f" (off: {note})" if note else "")))
     print_table(out, paths)
+    if data["fell_back"]:
+        out.print(Text(f"fell back to Keras' and TensorFlow's public API on this stack: "
+                       f"{', '.join(data['fell_back'])} (same results, slower)"))
     if not data["fast_paths_enabled"]:
         out.print(Text(f"{_internals.ENV}=0: every operation uses Keras' and "
                        "TensorFlow's public API only"))

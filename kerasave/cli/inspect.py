@@ -11,10 +11,20 @@ import click
 import numpy as np
 from rich.text import Text
 
+from kerasave._facade import _reading
 from kerasave.cli._artifacts import Opened, open_artifact
 from kerasave.cli._ui import OK, console, print_table, shape, shown, size_of, status, table
+from kerasave.formats._export import ExportFormat, Port
 
 __all__ = ["inspect_command"]
+
+
+def _dims(shape: list[int | None] | None) -> str:
+    """``(?, 32)``: a dynamic dimension as ?."""
+    if shape is None:
+        return "(unknown rank)"
+    return "(" + ", ".join("?" if d is None else str(d) for d in shape) + (
+        ",)" if len(shape) == 1 else ")")
 
 
 def _inspection(path: str) -> tuple[dict[str, Any], str]:
@@ -38,11 +48,21 @@ def _facts(opened: Opened) -> tuple[dict[str, Any], str]:
     data["kind"] = opened.handler.kind
     data["file_bytes"] = {opened.named(m): size_of(str(m))
                           for m in opened.handler.members(opened.actual)}
+    if isinstance(opened.handler, ExportFormat):  # what it takes and gives
+        with _reading(opened.source):
+            inputs, outputs = opened.handler.inspect_ports(opened.actual)
+        data["inputs"] = [_port(p) for p in inputs]
+        data["outputs"] = [_port(p) for p in outputs]
     data["manifest"] = {"present": opened.manifest is not None,
                         "manifest": None if opened.manifest is None else
                         opened.named(opened.manifest),
                         "ok": True, "detail": opened.detail}
     return data, opened.handler.description_at(opened.actual)
+
+
+def _port(port: Port) -> dict[str, Any]:
+    return {"name": port.name, "dtype": port.dtype,
+            "shape": None if port.shape is None else list(port.shape)}
 
 
 @click.command("inspect")
@@ -70,6 +90,10 @@ def inspect_command(path: str, as_json: bool) -> int:
         ("optimizer", "yes" if data["has_optimizer"] else "no"),
         ("manifest", integrity),
     ]
+    for key in ("inputs", "outputs"):
+        if key in data:
+            facts.append((key, ", ".join(f"{p['name']} {p['dtype']} {_dims(p['shape'])}"
+                                         for p in data[key]) or "none"))
     out.print(Text(shown(data["path"]), style="bold"))
     for key, value in facts:
         out.print(Text(shown(f"  {key:<11}{value}")))

@@ -22,6 +22,7 @@ from kerasave._verify import probe_inputs
 from kerasave.cli._artifacts import Opened, architecture, load_into, local_copy, open_artifact
 from kerasave.cli._compare import fingerprint
 from kerasave.cli._ui import OK, No, note, shown, status
+from kerasave.formats._export import ExportFormat, Served
 
 __all__ = ["verify_command"]
 
@@ -65,6 +66,30 @@ def _probe_served(served: Any) -> str:
     return "serves a probe batch"
 
 
+def _probe_export(served: Served) -> str:
+    """The export serves zero batches of two sizes with the output shapes it declares."""
+    sizes = (1, 3)
+    for rows in sizes:
+        feed = [np.zeros([rows if i == 0 and d is None else (1 if d is None else d)
+                          for i, d in enumerate(port.shape or (None,))], dtype=port.dtype)
+                for port in served.inputs]
+        try:
+            got = served.serve(*feed)
+        except Exception as exc:
+            raise No(f"the export does not serve a batch of {rows}: {exc}") from exc
+        got = list(got) if isinstance(got, tuple) else [got]
+        for port, array in zip(served.outputs, got):
+            declared = port.shape
+            if declared is None:
+                continue
+            fits = len(declared) == array.ndim and all(
+                d is None or d == n for d, n in zip(declared, array.shape))
+            if not fits or (declared and array.shape[0] != rows):
+                raise No(f"output {port.name} of a batch of {rows} has shape {array.shape}, "
+                         f"the export declares {port.shape}")
+    return f"serves batches of {sizes[0]} and {sizes[1]}"
+
+
 def _facts(opened: Opened, into: keras.Model | None, config: str | None) -> list[str]:
     """What makes the artifact good; raises No (or a KerasaveError) otherwise."""
     handler = opened.handler
@@ -101,6 +126,13 @@ def _facts(opened: Opened, into: keras.Model | None, config: str | None) -> list
         else:
             facts.append(f"loads with all {count} arrays")
         facts.append(_probe_model(model))
+        return facts
+    if isinstance(handler, ExportFormat):  # runs in its own runtime
+        if config:
+            note(f"--config is not used: {opened.source} is a {handler.name} export")
+        served = opened.load_model()
+        facts.append(f"loads in {served.runtime}")
+        facts.append(_probe_export(served))
         return facts
     if handler.kind == "model":  # a serving export
         served = opened.load_model()

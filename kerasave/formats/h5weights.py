@@ -26,7 +26,7 @@ from kerasave._internals.h5read import Source
 from kerasave._internals.legacy import load_h5_weights, named
 from kerasave._internals.patches import Recorded, initialize_rest
 from kerasave._lazy import keras
-from kerasave._lost import refuse_rnn_states
+from kerasave._lost import config_losses, refuse_rnn_states
 from kerasave._report import Check, Variable
 from kerasave._safety import check_h5
 from kerasave._state import NoTwin, Snapshot, empty_twin, keras_warnings, model_twin
@@ -416,12 +416,24 @@ class H5WeightsHandler(WeightsFormat):
 
     def _check_model(self, model: keras.Model, path: Path, *, own: bool) -> list[Check]:
         fast_error: Exception | None = None
+        # A twin rebuilt from the config lacks what some layers keep beside it (an
+        # adapted vocabulary): then the file's values are loaded into the model itself.
+        rebuildable = not config_losses(model)
         try:
+            if not rebuildable:
+                raise NoTwin()
             with model_twin(model, lambda twin, replay: self._map_or_raise(
                     twin, path, mapped=own, replay=replay, like=model)) as (twin, recorded):
-                return [Check("load", True, "into a fresh model of the same architecture"),
-                        compare_arrays("model variables", pair_variables(
-                            model.weights, twin.weights, recorded_reader(recorded)))]
+                loaded = Check("load", True, "into a fresh model of the same architecture")
+                unheld = [v.path for v in twin.weights if id(v) not in recorded]
+                if unheld:  # (a layer's save_own_variables leaves them out)
+                    return [loaded, Check(
+                        "model variables", False,
+                        f"the file does not hold {len(unheld)} of the model's variables "
+                        f"({', '.join(unheld[:3])}): their layer's save_own_variables "
+                        "leaves them out, so a load keeps whatever the model had")]
+                return [loaded, compare_arrays("model variables", pair_variables(
+                    model.weights, twin.weights, recorded_reader(recorded)))]
         except NoTwin:
             pass  # a model without a usable config: below
         except _Unmapped as unmapped:
@@ -430,7 +442,8 @@ class H5WeightsHandler(WeightsFormat):
             fast_error = unmapped.error
         except (ArchitectureMismatchError, CorruptArtifactError) as exc:
             return [Check("load", False, str(exc))]
-        twin, empty = empty_twin(model)  # no initializers run: the file fills it
+        # (no initializers run: the file fills it)
+        twin, empty = empty_twin(model) if rebuildable else (None, [])
         if twin is not None:
             try:
                 with keras_warnings():

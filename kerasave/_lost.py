@@ -50,7 +50,7 @@ def refuse_rnn_states(model: keras.Model, path: Path, fmt: str) -> None:
         raise NotSerializableError(
             f"the stateful {names} holds RNN states (its last batch's) that the {fmt} format "
             "cannot hold: the loaded model would start from zeros and predict something "
-            "else; reset them first (model.reset_states()), or save a checkpoint "
+            "else; reset them first (the layer's reset_state()), or save a checkpoint "
             "(save_weights to a prefix), which holds them",
             path=path)
 

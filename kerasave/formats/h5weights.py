@@ -158,7 +158,19 @@ def stored_entries(model: keras.Model) -> dict[str, Any]:
             where = Path(tmp) / "model.weights.h5"
             model.save_weights(str(where))
             with h5py.File(where, "r") as f:
-                return {name: np.asarray(d) for name, d in _datasets(f).items()}
+                found = dict(h5_arrays(f, where))
+        # Each array given as the variable it was written from, where one holds the
+        # same bytes (a variable of equal value and layout stands for another alike):
+        # what is said about it then names the variable.
+        optimizer = optimizer_of(model)
+        free = list(model.weights) + (list(optimizer.variables) if optimizer else [])
+        for name, array in found.items():
+            for i, variable in enumerate(free):
+                if _layout(variable) == _layout(array) and \
+                        view(variable).tobytes() == array.tobytes():
+                    found[name] = free.pop(i)
+                    break
+        return found
 
     return attempt("keras_writer", lambda: savinglib.stored_entries(model), public,
                    passthrough=(KerasaveError,))
@@ -282,11 +294,13 @@ class H5WeightsHandler(WeightsFormat):
             model.load_weights(linked)
 
     def load(self, model: keras.Model, path: Path, *, rollback: bool = True,
-             checksummed: bool = False) -> list[Check]:
+             checksummed: bool = False, like: keras.Model | None = None) -> list[Check]:
+        """``like``: the model ``model`` is a twin of, whose variables have memory (what
+        Keras writes is read off it, as in ``_map``)."""
         # (``checksummed`` changes nothing here: HDF5 holds no checksums to skip.)
         with open_h5(path) as f:
             checks = self._prepare(model, f, path)
-            problem = self._structure_problem(model, f)
+            problem = self._structure_problem(like if like is not None else model, f)
             if problem:
                 raise ArchitectureMismatchError(problem, path=path)
             legacy = _is_legacy(f)
@@ -370,6 +384,14 @@ class H5WeightsHandler(WeightsFormat):
         """Every model variable, and the optimizer's when the file holds them (a load
         restores both), compared bit for bit. ``own``: ``path`` is kerasave's own
         temporary, written by this process just now, and may be read as mapped pages."""
+        unheld = _unheld(model)
+        if unheld:
+            return [Check("model variables", False,
+                          f"the file cannot hold {len(unheld)} of the model's variables "
+                          f"({', '.join(unheld[:3])}): Keras writes something else for "
+                          "them (their layer's save_own_variables leaves them out, or "
+                          "writes a value computed from them), so a load would not give "
+                          "them back")]
         checks = self._check_model(model, path, own=own)
         if all(c.ok for c in checks):
             checks += self._check_stored(model, path, own=own)
@@ -424,16 +446,9 @@ class H5WeightsHandler(WeightsFormat):
                 raise NoTwin()
             with model_twin(model, lambda twin, replay: self._map_or_raise(
                     twin, path, mapped=own, replay=replay, like=model)) as (twin, recorded):
-                loaded = Check("load", True, "into a fresh model of the same architecture")
-                unheld = [v.path for v in twin.weights if id(v) not in recorded]
-                if unheld:  # (a layer's save_own_variables leaves them out)
-                    return [loaded, Check(
-                        "model variables", False,
-                        f"the file does not hold {len(unheld)} of the model's variables "
-                        f"({', '.join(unheld[:3])}): their layer's save_own_variables "
-                        "leaves them out, so a load keeps whatever the model had")]
-                return [loaded, compare_arrays("model variables", pair_variables(
-                    model.weights, twin.weights, recorded_reader(recorded)))]
+                return [Check("load", True, "into a fresh model of the same architecture"),
+                        compare_arrays("model variables", pair_variables(
+                            model.weights, twin.weights, recorded_reader(recorded)))]
         except NoTwin:
             pass  # a model without a usable config: below
         except _Unmapped as unmapped:
@@ -447,7 +462,7 @@ class H5WeightsHandler(WeightsFormat):
         if twin is not None:
             try:
                 with keras_warnings():
-                    self.load(twin, path, rollback=False)
+                    self.load(twin, path, rollback=False, like=model)
                 initialize_rest(empty)
             except (ArchitectureMismatchError, CorruptArtifactError) as exc:
                 return [Check("load", False, str(exc))]
@@ -495,6 +510,15 @@ def _position(name: str) -> tuple[int, str]:
     """``vars/10`` after ``vars/9``: the optimizer's variables in the order it saved them."""
     last = name.rsplit("/", 1)[-1]
     return (int(last), name) if last.isdigit() else (-1, name)
+
+
+def _unheld(model: keras.Model) -> list[str]:
+    """The model's weights that Keras' weights file does not hold as they are (none
+    of what it writes is the variable): a LoRA layer's factors (merged into its
+    kernel, which is written merged), a custom layer's weights its
+    ``save_own_variables`` leaves out."""
+    written = {id(v) for v in stored_entries(model).values()}
+    return [v.path for v in model.weights if id(v) not in written]
 
 
 def _live(value: Any) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import numpy as np
 
-from kerasave import _registry, _safety, _verify
+from kerasave import _registry, _safety, _state, _verify
 from kerasave._errors import (
     CorruptArtifactError,
     KerasaveError,
@@ -102,13 +102,20 @@ def _save_once(kind: str, model: keras.Model, target: Path, format: str | None,
     handler = _registry.for_save(kind, target, format)
     if max_shard_size is not None:
         handler = _registry.sharded(handler, target, max_shard_size)
+    with _state.untouched(model):  # (whatever the checks run, the model is as it was)
+        return _save_checked(handler, model, target, kind, verify, start)
+
+
+def _save_checked(handler: Handler, model: keras.Model, target: Path, kind: str,
+                  verify: bool, start: float) -> Report:
     handler.preflight(model, target)
     if verify and handler.verifiable_config:
         _refuse_unverifiable(model, handler.name, kind, target)
     with Transaction(handler, target) as txn:
         txn.write(lambda tmp: _write(handler, model, tmp, target))
         if verify:
-            checks = txn.verify(lambda tmp: handler.check(model, tmp, own=True))
+            checks = txn.verify(lambda tmp: _verify.guarded(
+                "verify", lambda: handler.check(model, tmp, own=True)))
         else:
             checks = (Check("verify", True, "skipped (verify=False)"),)
         report = Report(str(target), handler.name, all(c.ok for c in checks), checks)
@@ -129,7 +136,7 @@ def _write(handler: Handler, model: keras.Model, tmp: Path, target: Path) -> Non
         raise NotSerializableError(str(exc), path=target) from exc  # (named as the target)
     except (KerasaveError, OSError):
         raise
-    except (TypeError, ValueError, NotImplementedError) as exc:
+    except Exception as exc:  # (TensorFlow's errors too: a model export traces the model)
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise NotSerializableError(
             f"Keras could not write the {handler.name} format: {first}", path=target) from exc
@@ -272,9 +279,9 @@ class Opened:
                           versions=versions)
 
     def check(self, model: keras.Model) -> tuple[Check, ...]:
-        with self._reading():
+        with self._reading(), _state.untouched(model):
             return (Check("integrity", True, self.detail),
-                    *self.handler.check(model, self.actual))
+                    *_verify.guarded("verify", lambda: self.handler.check(model, self.actual)))
 
     def load_config(self, **options: Any) -> keras.Model:
         with self._reading():

@@ -33,7 +33,8 @@ from kerasave._lazy import keras
 from kerasave._verify import optimizer_of, to_numpy
 
 __all__ = ["all_variables", "Snapshot", "NoTwin", "compiled_twin", "empty_twin",
-           "fresh_twin", "keras_twin", "keras_warnings", "lent_twin", "model_twin"]
+           "fresh_twin", "keras_twin", "keras_warnings", "lent_twin", "model_twin",
+           "rnn_states", "touchable", "transfer_values", "untouched"]
 
 
 def all_variables(model: keras.Model) -> list[Any]:
@@ -57,6 +58,75 @@ class Snapshot:
 
     def changed(self) -> list[tuple[Any, np.ndarray]]:
         return [(v, old) for v, old in self._values if to_numpy(v).tobytes() != old.tobytes()]
+
+
+def rnn_states(model: keras.Model) -> list[Any]:
+    """The state variables of the model's stateful RNN layers: not among its
+    ``variables``, so no Keras format holds them, and every call changes them."""
+    from kerasave._probes import sublayers
+
+    found = []
+    for layer in sublayers(model):
+        if isinstance(layer, keras.layers.RNN) and getattr(layer, "stateful", False) \
+                and getattr(layer, "states", None) is not None:
+            found += [v for v in keras.tree.flatten(layer.states) if hasattr(v, "assign")]
+    return found
+
+
+def touchable(model: keras.Model) -> list[Any]:
+    """Every piece of a model's state that running it (as verification does) may
+    change: stateful RNN states, random-generator states (a recurrent dropout
+    draws its masks even in inference), and the metrics' variables. Weights,
+    optimizer state and compile settings are not: nothing verification runs
+    assigns them."""
+    weights = {id(v) for v in model.weights}
+    found = [v for v in model.variables if id(v) not in weights]
+    found += rnn_states(model)
+    try:
+        found += list(model.metrics_variables)
+    except Exception:  # (a model never compiled or built may have none to list)
+        pass
+    unique: dict[int, Any] = {}
+    for v in found:
+        unique.setdefault(id(v), v)
+    return list(unique.values())
+
+
+@contextlib.contextmanager
+def untouched(model: Any) -> Iterator[None]:
+    """Whatever the block does, the model's ``touchable`` state is as it was after it:
+    a save or a ``verify`` never changes the caller's model."""
+    if not isinstance(model, keras.Model):
+        yield
+        return
+    kept = [(v, to_numpy(v)) for v in touchable(model)]
+    try:
+        yield
+    finally:
+        for variable, value in kept:
+            try:
+                if to_numpy(variable).tobytes() != value.tobytes():
+                    variable.assign(value)
+            except Exception:  # (a variable the block released: nothing to put back)
+                pass
+
+
+def transfer_values(model: keras.Model, twin: keras.Model) -> None:
+    """Give ``twin`` (rebuilt from ``model``'s config) ``model``'s values the way a
+    user of a config-only file gives them: through a Keras weights file of the
+    model, which ``load_weights`` reads layer by layer (each layer's
+    ``load_own_variables`` may derive state from what it reads: an adapted
+    ``Normalization``'s mean, a calibrated GPTQ layer's flag)."""
+    import tempfile
+
+    from kerasave._internals import attempt
+
+    with tempfile.TemporaryDirectory() as tmp:
+        where = Path(tmp) / "values.weights.h5"
+        attempt("keras_writer", lambda: savinglib.write_weights(model, where),
+                lambda: model.save_weights(str(where)))
+        with keras_warnings():
+            twin.load_weights(str(where))
 
 
 # -- twins of a live model ----------------------------------------------------------------

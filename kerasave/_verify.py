@@ -30,11 +30,11 @@ __all__ = [
     "fixed_config",
     "optimizer_of",
     "pair_variables",
+    "matched",
     "recorded_reader",
     "compare_whole_models",
 ]
 
-PROBE_BATCH = 4
 
 
 def to_numpy(value: Any) -> np.ndarray:
@@ -153,9 +153,50 @@ def _first_difference(a: Any, b: Any, where: str = "") -> str | None:
     return None
 
 
+def _is_policy_map(node: Any) -> bool:
+    return (isinstance(node, dict) and node.get("class_name") == "DTypePolicyMap"
+            and isinstance(node.get("config"), dict))
+
+
+def _resolved(entry: Any, key: str) -> Any:
+    """A ``DTypePolicyMap`` entry as the layer at ``key`` sees it: an entry that is a
+    map itself (a sublayer given its parent's map) means that map's entry for the
+    same path, or its default."""
+    seen = 0
+    while _is_policy_map(entry) and seen < 64:
+        inner = entry["config"]
+        entry = (inner.get("policy_map") or {}).get(key, inner.get("default_policy"))
+        seen += 1
+    return entry
+
+
+def _meaning(node: Any) -> Any:
+    """A config with what only its spelling tells apart made one: a registered
+    function serialized as ``{"class_name": "function", "config": "pkg>name", ...}``
+    is its name (the legacy ``.h5`` reader gives the string back), and a
+    ``DTypePolicyMap`` entry that is a map itself is the policy it resolves to
+    (``DTypePolicyMap`` configs nest again when a layer that passes its map on to
+    its sublayers is rebuilt)."""
+    if isinstance(node, list):
+        return [_meaning(v) for v in node]
+    if not isinstance(node, dict):
+        return node
+    if (node.get("class_name") == "function" and node.get("module") == "builtins"
+            and isinstance(node.get("config"), str)):
+        return node["config"]
+    if _is_policy_map(node):
+        inner = dict(node["config"])
+        table = inner.get("policy_map")
+        if isinstance(table, dict):
+            inner["policy_map"] = {k: _meaning(_resolved(v, k)) for k, v in table.items()}
+        return {**node, "config": {k: _meaning(v) for k, v in inner.items()}}
+    return {k: _meaning(v) for k, v in node.items()}
+
+
 def compare_configs(name: str, expected: Any, actual: Any) -> Check:
-    """Configs equal once normalized to JSON data."""
-    where = _first_difference(normalize_config(expected), normalize_config(actual))
+    """Configs equal once normalized to JSON data, compared by meaning (``_meaning``)."""
+    where = _first_difference(_meaning(normalize_config(expected)),
+                              _meaning(normalize_config(actual)))
     if where:
         return Check(name, False, where)
     return Check(name, True, "equal")
@@ -228,48 +269,29 @@ def optimizer_of(model: keras.Model) -> keras.optimizers.Optimizer | None:
     return opt if isinstance(opt, keras.optimizers.Optimizer) else None
 
 
-class _Spec:
-    """A leaf for keras.tree: one input's shape and dtype."""
-
-    def __init__(self, shape: Sequence[int | None], dtype: str) -> None:
-        self.shape = tuple(shape)
-        self.dtype = dtype
-
-
-def _is_shape(s: Any) -> bool:
-    return isinstance(s, (list, tuple)) and all(d is None or isinstance(d, int) for d in s)
-
-
-def _input_specs(model: keras.Model) -> Any:
-    try:  # a functional or Sequential model's symbolic inputs, in their structure
-        inputs = model.input
-    except Exception:  # (a subclassed model has none)
-        inputs = None
-    leaves = keras.tree.flatten(inputs) if inputs is not None else []
-    if leaves and all(isinstance(t, keras.KerasTensor) for t in leaves):
-        return keras.tree.map_structure(lambda t: _Spec(t.shape, str(t.dtype)), inputs)
-    shape = (model.get_build_config() or {}).get("input_shape")
-    if shape is None:
-        return None
-    if _is_shape(shape):
-        return _Spec(shape, "float32")
-    return keras.tree.map_shape_structure(lambda s: _Spec(s, "float32"), shape)
-
-
 def probe_inputs(model: keras.Model, *, seed: int = 1234) -> Any:
-    """A small deterministic batch that fits the model's inputs, or None."""
-    specs = _input_specs(model)
-    if specs is None:
-        return None
-    rng = np.random.default_rng(seed)
+    """A small deterministic batch that fits the model's inputs, or None
+    (``kerasave._probes.probe_inputs``)."""
+    from kerasave._probes import probe_inputs as probe
 
-    def make(spec: _Spec) -> np.ndarray:
-        concrete = tuple(PROBE_BATCH if d is None else d for d in spec.shape)
-        if "int" in spec.dtype:
-            return rng.integers(0, 2, size=concrete).astype(spec.dtype)
-        return rng.random(concrete, dtype=np.float32).astype(spec.dtype)
+    return probe(model, seed=seed)
 
-    return keras.tree.map_structure(make, specs)
+
+def guarded(name: str, check: Callable[[], Iterable[Check]]) -> list[Check]:
+    """The checks ``check()`` makes; anything it raises that is not a
+    ``KerasaveError`` (TensorFlow's, Keras' or NumPy's own exceptions, from a model
+    the check ran) becomes one failed check named ``name``, saying what was raised."""
+    from kerasave._errors import KerasaveError
+
+    try:
+        return list(check())
+    except KerasaveError:
+        raise
+    except Exception as exc:
+        text = str(exc).strip()
+        first = text.splitlines()[0] if text else ""
+        return [Check(name, False, f"the check raised {type(exc).__name__}"
+                      + (f": {first}" if first else ""))]
 
 
 def compare_outputs(
@@ -293,17 +315,31 @@ def seed_states(model: keras.Model) -> list[Any]:
     return [v for v in model.variables if id(v) not in weights]
 
 
+def matched(expected: Iterable[Any], actual: Iterable[Any]) -> list[tuple[Any, Any]]:
+    """Expected variables with their counterparts: by path when both sides name the
+    same set of paths (a model rebuilt from a config keeps its layers' names; a
+    quantized float8 layer creates its variables in another order when loaded), by
+    position otherwise (a fresh model with other automatic layer names)."""
+    expected, actual = list(expected), list(actual)
+    paths = [getattr(v, "path", None) for v in expected]
+    by_path = {getattr(v, "path", None): v for v in actual}
+    if (len(expected) == len(actual) and None not in paths and len(set(paths)) == len(paths)
+            and set(paths) == set(by_path)):
+        return [(e, by_path[p]) for e, p in zip(expected, paths)]
+    return list(zip(expected, actual))
+
+
 def pair_variables(
     expected: Iterable[Any], actual: Iterable[Any],
     value: Callable[[Any], np.ndarray] = view,
 ) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """Pairs of variables in order, labelled by the expected one's path.
+    """Pairs of variables (``matched``), labelled by the expected one's path.
 
     ``value`` reads an ``actual`` variable (by default a view of its memory).
     """
     return [
         (getattr(e, "path", getattr(e, "name", "?")), view(e), value(a))
-        for e, a in zip(expected, actual)
+        for e, a in matched(expected, actual)
     ]
 
 
@@ -333,8 +369,8 @@ def _predict(model: keras.Model, loaded: keras.Model, probe: Any,
         return lambda: loaded(probe, training=False)
     from kerasave._lazy import tf
 
-    originals = {id(a): e for e, a in zip(model.weights, loaded.weights)}
-    originals.update((id(a), e) for e, a in zip(seed_states(model), seed_states(loaded)))
+    originals = {id(a): e for e, a in matched(model.weights, loaded.weights)}
+    originals.update((id(a), e) for e, a in matched(seed_states(model), seed_states(loaded)))
     used = {id(v) for v in loaded.variables}
 
     def run() -> Any:

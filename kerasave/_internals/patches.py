@@ -126,6 +126,9 @@ def uninitialized() -> Iterator[list[Any]]:
                 aggregation=variable._map_aggregation(variable.aggregation),
                 synchronization=variable._map_synchronization(variable.synchronization)))
             variable._initializer = initializer
+            # (kept beside Keras' own: a twin lent again re-initializes what no
+            # file filled, after ``initialize_rest`` cleared ``_initializer``)
+            variable._kerasave_initializer = initializer
             created.append(variable)
 
         return defer
@@ -157,8 +160,9 @@ def initialize_rest(created: list[Any]) -> None:
     """What nothing was loaded into starts as Keras would start it: its initializer."""
     for variable in created:
         if not variable._value.is_initialized():
-            variable._value.assign(variable._initializer(variable._shape,
-                                                         dtype=variable._dtype))
+            initializer = variable._initializer or getattr(variable, "_kerasave_initializer",
+                                                           None)
+            variable._value.assign(initializer(variable._shape, dtype=variable._dtype))
         variable._initializer = None
 
 

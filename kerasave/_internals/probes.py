@@ -148,6 +148,13 @@ def _probe_writer() -> None:
         into = _tiny()
         into.load_weights(str(weights))
         _same(expected, _variables(into), "weights save")
+        public = tmp / "public.weights.h5"
+        model.save_weights(str(public))
+        with h5py.File(public, "r") as f:
+            names: list[str] = []
+            f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
+        if sorted(savinglib.stored_entries(model)) != sorted(names):
+            raise AssertionError("stored_entries names other datasets than save_weights")
 
 
 @register("legacy_h5_io", "legacy .h5 models through Keras' own legacy module, in place")

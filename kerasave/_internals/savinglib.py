@@ -46,7 +46,8 @@ from kerasave._internals.patches import Recorded, build_deferred, initialize_res
 from kerasave._internals.twins import Read
 from kerasave._lazy import keras
 
-__all__ = ["keras_twin_recipe", "load_keras", "map_weights", "read_weights", "write_weights"]
+__all__ = ["keras_twin_recipe", "load_keras", "map_weights", "read_weights", "stored_entries",
+           "write_weights"]
 
 
 @functools.cache
@@ -244,6 +245,45 @@ def write_weights(model: keras.Model, path: Path, *, userblock: int = 0) -> None
                                visited_saveables=set())
     finally:
         store.close()
+
+
+def stored_entries(model: keras.Model) -> dict[str, Any]:
+    """What ``model.save_weights`` writes, by dataset name (``layers/dense/vars/0``),
+    each value as Keras' traversal hands it over (a variable, or an array a layer
+    keeps of its own: ``IndexLookup``'s IDF weights), nothing copied or written.
+
+    The public twin writes the file with ``model.save_weights`` and reads it back.
+    """
+    from keras.src.saving import saving_lib
+
+    if not on("keras_writer"):
+        raise Unsupported("the fast writer is off")
+    if not hasattr(saving_lib, "_save_state") or not hasattr(saving_lib, "H5IOStore"):
+        raise Unsupported("this Keras' saving_lib differs")
+    found: dict[str, Any] = {}
+
+    class Recording(saving_lib.H5IOStore):  # type: ignore[misc, name-defined]
+        def __init__(self) -> None:  # (no file: every value is recorded, not written)
+            self.mode = "w"
+            self._where = ""
+
+        def __bool__(self) -> bool:
+            return True
+
+        def make(self, path: str, metadata: Any = None) -> Any:
+            self._where = f"{path}/vars" if path else "vars"
+            return self
+
+        def __setitem__(self, key: str, value: Any) -> None:
+            found[f"{self._where}/{key}"] = value
+
+        def close(self) -> None:
+            pass
+
+    _warm_skipsets(saving_lib)
+    saving_lib._save_state(model, weights_store=Recording(), assets_store=None, inner_path="",
+                           visited_saveables=set())
+    return found
 
 
 def _warm_skipsets(saving_lib: Any) -> None:

@@ -29,6 +29,7 @@ __all__ = [
     "require_config",
     "versions_now",
     "require_built",
+    "require_model",
     "build_if_needed",
 ]
 
@@ -219,11 +220,15 @@ def mend_compile_config(model: keras.Model) -> None:
     config["optimizer"] = optimizer
 
 
-def require_built(model: keras.Model, path: Path) -> None:
+def require_model(model: Any, path: Path) -> None:
     if not isinstance(model, keras.Model):
         raise NotSerializableError(
             f"expected a keras.Model, received {type(model).__name__}", path=path
         )
+
+
+def require_built(model: keras.Model, path: Path) -> None:
+    require_model(model, path)
     if not model.built:
         raise NotSerializableError(
             "the model is not built, so it has no variables to save; call it on data or "
@@ -233,25 +238,49 @@ def require_built(model: keras.Model, path: Path) -> None:
 
 
 def require_config(model: keras.Model, path: Path | None = None) -> dict[str, Any]:
-    """The model's config, or NotSerializableError when it has none that rebuilds it."""
-    # (Functional and Sequential define their own get_config, as a subclass that
-    # can be rebuilt from a config must)
-    if type(model).get_config is keras.Model.get_config:
+    """The model's config, or NotSerializableError when it has none that rebuilds it.
+
+    Keras 3 writes a config for a subclassed model that does not define
+    ``get_config`` when it can (its constructor's arguments, recorded when it was
+    made: ``Operation.get_config``); it raises ``NotImplementedError`` when it cannot.
+    Whether the config really rebuilds the model is for the save's round trip to say.
+    """
+    _require_registered(model, path)
+    try:
+        return serialized_config(model)
+    except NotImplementedError as exc:
         raise NotSerializableError(
-            f"{type(model).__name__} is a subclassed model without get_config(), so its "
+            f"{type(model).__name__} has no config Keras can write (it defines no "
+            "get_config(), and Keras could not record its constructor's arguments), so its "
             "architecture cannot be saved as a config; save its weights instead "
             "(save_weights), or implement get_config() and register the class with "
             "keras.saving.register_keras_serializable()",
             path=path,
-        )
-    try:
-        return serialized_config(model)
-    except (NotImplementedError, TypeError, ValueError) as exc:
+        ) from exc
+    except (TypeError, ValueError) as exc:
         raise NotSerializableError(
             f"{type(model).__name__}.get_config() failed, so its architecture cannot be "
             f"saved: {exc}",
             path=path,
         ) from exc
+
+
+def _require_registered(model: keras.Model, path: Path | None) -> None:
+    """NotSerializableError when the model's own class is one no load could find:
+    Keras writes its name, but only a registered class (or one in the
+    ``custom_object_scope`` the save runs in) can be rebuilt from it."""
+    cls = type(model)
+    if cls.__module__.split(".")[0] == "keras":
+        return
+    name = keras.saving.get_registered_name(cls)
+    if keras.saving.get_registered_object(name) is cls:
+        return
+    raise NotSerializableError(
+        f"{cls.__name__} is a subclassed model that is not registered: Keras would write "
+        "its config, but no load can rebuild the model from it without the class; register "
+        "it with keras.saving.register_keras_serializable() (or save inside "
+        "keras.saving.custom_object_scope), or save its weights instead (save_weights)",
+        path=path)
 
 
 def versions_now() -> dict[str, str]:

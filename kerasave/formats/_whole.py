@@ -18,10 +18,16 @@ from kerasave._errors import (
 from kerasave._internals import failed
 from kerasave._internals.patches import Recorded
 from kerasave._lazy import keras
+from kerasave._lost import refuse_rnn_states
 from kerasave._report import Check
 from kerasave._safety import keras_refused
 from kerasave._verify import compare_whole_models
-from kerasave.formats._base import ModelFormat, mend_compile_config, require_config
+from kerasave.formats._base import (
+    ModelFormat,
+    mend_compile_config,
+    require_config,
+    require_model,
+)
 
 __all__ = ["WholeModelFormat", "first_line", "map_load_error", "loaded_check", "judged",
            "twin_check"]
@@ -98,6 +104,8 @@ class WholeModelFormat(ModelFormat):
     verifiable_config = True
 
     def preflight(self, model: keras.Model, path: Path) -> None:
-        super().preflight(model, path)
+        # (an unbuilt model too: its config is what Keras saves, and loads unbuilt)
+        require_model(model, path)
         mend_compile_config(model)  # (first: the config serialized next is the checks' too)
         require_config(model, path)
+        refuse_rnn_states(model, path, self.name)

@@ -27,7 +27,13 @@ from kerasave._lazy import keras, tf
 from kerasave._report import Check, Variable
 from kerasave._verify import compare_arrays, optimizer_of, view
 from kerasave.formats import keras2
-from kerasave.formats._base import Contents, WeightsFormat, build_if_needed, versions_now
+from kerasave.formats._base import (
+    Contents,
+    WeightsFormat,
+    build_if_needed,
+    require_model,
+    versions_now,
+)
 from kerasave.formats._graph import GRAPH_KEY as _GRAPH_KEY
 from kerasave.formats._graph import VALUE as _VALUE
 from kerasave.formats._graph import ObjectGraph, live_objects
@@ -137,10 +143,17 @@ def untracked_variables(model: keras.Model) -> list[Any]:
     """Model variables TensorFlow's object graph does not reach (e.g. RNG seed states).
 
     Keras 3 seed generators are not TF trackables, so a plain checkpoint of the
-    model drops their state; kerasave saves them beside it, in model order.
+    model drops their state; kerasave saves them beside it, in model order, then
+    the states of stateful RNN layers.
     """
+    from kerasave._state import rnn_states
+
     seen = {id(obj) for obj in live_objects(model)}
-    return [v for v in model.variables if id(v) not in seen]
+    found = [v for v in model.variables if id(v) not in seen]
+    listed = {id(v) for v in found}
+    # Stateful RNN states are nobody's variables: no Keras format holds them; a
+    # kerasave checkpoint does, so a restored model continues where it stopped.
+    return found + [v for v in rnn_states(model) if id(v) not in seen and id(v) not in listed]
 
 
 def checkpoint_roots(model: keras.Model, optimizer: Any = None,
@@ -313,7 +326,10 @@ def prepare(model: keras.Model, optimizer: Any, manifest: Mapping[str, Any],
     variables are known to fit (a checkpoint that fits no part leaves the
     optimizer unbuilt).
     """
-    notes = build_if_needed(model, manifest.get("build_config"), path)
+    # A model saved before it was built holds no variables of its own: nothing to build.
+    saved_unbuilt = manifest.get("built") is False and not manifest.get("build_config")
+    notes = [] if saved_unbuilt and not model.built else build_if_needed(
+        model, manifest.get("build_config"), path)
     optimizer = optimizer if optimizer is not None else optimizer_of(model)
     saved_opt = manifest.get("optimizer") or {}
     slots = saved_opt.get("built") if manifest or graph is None else (
@@ -386,6 +402,7 @@ def describe(model: keras.Model, optimizer: Any, fmt: str) -> dict[str, Any]:
         "format": fmt,
         "versions": versions_now(),
         "model_class": f"{type(model).__module__}.{type(model).__qualname__}",
+        "built": bool(model.built),
         "build_config": model.get_build_config(),
         "optimizer": None if optimizer is None else {
             "class": type(optimizer).__name__,
@@ -504,6 +521,11 @@ class CheckpointHandler(WeightsFormat):
 
     def sniff(self, path: Path) -> bool:
         return self.exists(path)
+
+    def preflight(self, model: keras.Model, path: Path) -> None:
+        # An unbuilt model too, as tf.train.Checkpoint writes it: its optimizer's
+        # step counter and nothing else, restored into an unbuilt model.
+        require_model(model, path)
 
     def write(self, model: keras.Model, path: Path) -> None:
         write_checkpoint(checkpoint_roots(model), path,

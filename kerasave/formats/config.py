@@ -13,8 +13,17 @@ import yaml
 from kerasave._config import config_from_text, model_from_config, to_json, to_yaml
 from kerasave._errors import CorruptArtifactError
 from kerasave._lazy import keras
+from kerasave._lost import refuse_assets, refuse_rnn_states
 from kerasave._report import Check
-from kerasave._verify import compare_configs, model_config
+from kerasave._state import transfer_values
+from kerasave._verify import (
+    compare_configs,
+    compare_outputs,
+    guarded,
+    matched,
+    model_config,
+    probe_inputs,
+)
 from kerasave.formats._base import ConfigFormat, Contents, require_config, versions_now
 from kerasave.formats.h5sharded import is_json_object, is_shard_map
 
@@ -37,6 +46,8 @@ class _ConfigHandler(ConfigFormat):
 
     def preflight(self, model: keras.Model, path: Path) -> None:
         require_config(model, path)
+        refuse_rnn_states(model, path, self.name)
+        refuse_assets(model, path, self.name)
 
     def text(self, model: keras.Model) -> str:
         raise NotImplementedError
@@ -65,13 +76,21 @@ class _ConfigHandler(ConfigFormat):
         checks = [Check("rebuild", True, f"a fresh {type(fresh).__name__} from the file")]
         checks.append(compare_configs("config", _architecture(model_config(model)),
                                       _architecture(model_config(fresh))))
-        want = [(tuple(v.shape), str(v.dtype)) for v in model.weights]
-        got = [(tuple(v.shape), str(v.dtype)) for v in fresh.weights]
-        if want == got:
+        pairs = matched(model.weights, fresh.weights)  # (by path: float8 reorders)
+        want = [(tuple(v.shape), str(v.dtype)) for v, _ in pairs]
+        got = [(tuple(v.shape), str(v.dtype)) for _, v in pairs]
+        if len(model.weights) == len(fresh.weights) and want == got:
             checks.append(Check("variable shapes", True,
                                 f"{len(want)} variables with the same shapes and dtypes"))
+        elif len(model.weights) != len(fresh.weights):
+            checks.append(Check("variable shapes", False,
+                                f"rebuilt {len(fresh.weights)} variables, expected "
+                                f"{len(model.weights)}"))
+            return checks
         else:
             checks.append(Check("variable shapes", False, f"rebuilt {got}, expected {want}"))
+            return checks
+        checks += guarded("predictions", lambda: [_same_function(model, fresh)])
         return checks
 
     def contents(self, path: Path) -> Contents:
@@ -83,6 +102,18 @@ class _ConfigHandler(ConfigFormat):
 
     def sniff(self, path: Path) -> bool:
         return path.is_file() and path.suffix.lower() in self.suffixes
+
+
+def _same_function(model: keras.Model, fresh: keras.Model) -> Check:
+    """The rebuilt model, given the model's values as a Keras weights file gives them
+    (``transfer_values``), computes what the model computes on a probe batch: what
+    its config would make of them is all a config-only format holds."""
+    probe = probe_inputs(model) if model.built else None
+    if probe is None:
+        return Check("predictions", True, "skipped: no input shapes to probe with")
+    transfer_values(model, fresh)
+    return compare_outputs("predictions", model(probe, training=False),
+                           lambda: fresh(probe, training=False))
 
 
 class JsonHandler(_ConfigHandler):

@@ -29,6 +29,7 @@ from kerasave._internals.h5read import Source
 from kerasave._internals.legacy import load_h5_weights, save_h5_model, training_optimizer
 from kerasave._internals.patches import Recorded, build_deferred, initialize_rest, recorded
 from kerasave._lazy import keras
+from kerasave._lost import refuse_assets
 from kerasave._report import Check
 from kerasave._safety import declared_bytes
 from kerasave._state import keras_warnings, lent_twin
@@ -150,6 +151,7 @@ class H5ModelHandler(WholeModelFormat):
 
     def preflight(self, model: keras.Model, path: Path) -> None:
         super().preflight(model, path)
+        refuse_assets(model, path, "legacy HDF5")
         # Keras' legacy writer stores bfloat16 as 2 opaque bytes with no mark of what
         # they are, and its reader (Keras' or anyone's) cannot read them back.
         optimizer = getattr(model, "optimizer", None)

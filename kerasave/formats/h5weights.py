@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from kerasave._internals.h5read import Source
 from kerasave._internals.legacy import load_h5_weights, named
 from kerasave._internals.patches import Recorded, initialize_rest
 from kerasave._lazy import keras
+from kerasave._lost import config_losses, refuse_rnn_states
 from kerasave._report import Check, Variable
 from kerasave._safety import check_h5
 from kerasave._state import NoTwin, Snapshot, empty_twin, keras_warnings, model_twin
@@ -36,7 +38,13 @@ from kerasave._verify import (
     to_numpy,
     view,
 )
-from kerasave.formats._base import Contents, WeightsFormat, build_if_needed, versions_now
+from kerasave.formats._base import (
+    Contents,
+    WeightsFormat,
+    build_if_needed,
+    require_built,
+    versions_now,
+)
 
 __all__ = ["H5WeightsHandler", "open_h5", "is_hdf5", "h5_variables", "h5_arrays",
            "optimizer_names"]
@@ -135,7 +143,37 @@ def _dtype_name(array: Any) -> str:
 
 
 def _layout(array: Any) -> tuple[tuple[int, ...], str]:
+    if hasattr(array, "numpy") and not isinstance(array, keras.Variable):
+        array = to_numpy(array)  # (a tensor a layer stores: LoRA merged into a kernel)
     return tuple(int(d) for d in array.shape), _dtype_name(array)
+
+
+def stored_entries(model: keras.Model) -> dict[str, Any]:
+    """What Keras' ``save_weights`` writes for ``model``, by dataset name: every
+    variable, and what layers store of their own (``save_own_variables``: IDF
+    weights, a custom layer's arrays, a ``LossScaleOptimizer``'s inner optimizer)."""
+
+    def public() -> dict[str, Any]:
+        with tempfile.TemporaryDirectory() as tmp:
+            where = Path(tmp) / "model.weights.h5"
+            model.save_weights(str(where))
+            with h5py.File(where, "r") as f:
+                found = dict(h5_arrays(f, where))
+        # Each array given as the variable it was written from, where one holds the
+        # same bytes (a variable of equal value and layout stands for another alike):
+        # what is said about it then names the variable.
+        optimizer = optimizer_of(model)
+        free = list(model.weights) + (list(optimizer.variables) if optimizer else [])
+        for name, array in found.items():
+            for i, variable in enumerate(free):
+                if _layout(variable) == _layout(array) and \
+                        view(variable).tobytes() == array.tobytes():
+                    found[name] = free.pop(i)
+                    break
+        return found
+
+    return attempt("keras_writer", lambda: savinglib.stored_entries(model), public,
+                   passthrough=(KerasaveError,))
 
 
 def _shape_counts(arrays: Any) -> Counter[tuple[tuple[int, ...], str]]:
@@ -156,14 +194,19 @@ def _unmatched(named: list[tuple[str, Any]], other: Counter[tuple[tuple[int, ...
     return shown or "nothing"
 
 
-def _layout_problem(saved: dict[str, Any], live: list[Any], what: str, holder: str,
-                    prefix: str = "") -> str | None:
-    """None when the file's arrays and the live variables have the same shapes and
-    dtypes; else which of them have no counterpart on the other side."""
-    if _shape_counts(saved.values()) == _shape_counts(live):
+def _layout_problem(saved: dict[str, Any], live: list[Any] | dict[str, Any], what: str,
+                    holder: str, prefix: str = "") -> str | None:
+    """None when the file's arrays and the live variables (or, by name, the arrays
+    the model writes) have the same shapes and dtypes; else which of them have no
+    counterpart on the other side."""
+    values = list(live.values()) if isinstance(live, dict) else live
+    if _shape_counts(saved.values()) == _shape_counts(values):
         return None
     saved_named = [(prefix + name, d) for name, d in saved.items()]
-    live_named = [(getattr(v, "path", None) or v.name, v) for v in live]
+    live_named = ([(v.path if isinstance(v, keras.Variable) else k, v)
+                   for k, v in live.items()] if isinstance(live, dict)
+                  else [(getattr(v, "path", None) or v.name, v) for v in live])
+    live = values
     return (f"the file holds {len(saved)} {what} arrays, {holder} has {len(live)} variables; "
             f"only in the file: {_unmatched(saved_named, _shape_counts(live))}; "
             f"only in the model: {_unmatched(live_named, _shape_counts(saved.values()))}")
@@ -175,6 +218,10 @@ class H5WeightsHandler(WeightsFormat):
     array_names = "Keras' weights-file layout"
     suffixes = (".weights.h5", ".h5", ".hdf5")
     temp_suffix = ".weights.h5"
+
+    def preflight(self, model: keras.Model, path: Path) -> None:
+        require_built(model, path)
+        refuse_rnn_states(model, path, "HDF5 weights")
 
     def sniff(self, path: Path) -> bool:
         # A legacy whole-model file holds weights too: load_weights reads it.
@@ -206,17 +253,20 @@ class H5WeightsHandler(WeightsFormat):
     def _structure_problem(self, model: keras.Model, f: h5py.File) -> str | None:
         """Whether the file holds exactly the model's variables (and optimizer's)."""
         if _is_legacy(f):
-            saved = _datasets(_legacy_group(f))
-            expected = list(model.weights)
-            where = "layers"
-        else:
-            saved = {k: d for k, d in _datasets(f).items() if not k.startswith("optimizer/")}
-            expected = list(model.weights)  # Keras' layout holds no RNG seed states
-            where = "model"
-        problem = _layout_problem(saved, expected, where, "the model")
+            return _layout_problem(_datasets(_legacy_group(f)), list(model.weights), "layers",
+                                   "the model")
+        # What Keras writes for the model: its weights and what layers store of their
+        # own (no RNG seed states), and its optimizer's (an inner one's too).
+        entries = stored_entries(model)
+        saved = {k: d for k, d in _datasets(f).items() if not k.startswith("optimizer/")}
+        problem = _layout_problem(saved, {k: v for k, v in entries.items()
+                                          if not k.startswith("optimizer/")},
+                                  "model", "the model")
         optimizer = optimizer_of(model)
-        if problem is None and not _is_legacy(f) and optimizer is not None and "optimizer" in f:
-            problem = _layout_problem(_datasets(f["optimizer"]), list(optimizer.variables),
+        if problem is None and optimizer is not None and "optimizer" in f:
+            problem = _layout_problem(_datasets(f["optimizer"]),
+                                      {k: v for k, v in entries.items()
+                                       if k.startswith("optimizer/")},
                                       "optimizer", f"the model's {type(optimizer).__name__}",
                                       prefix="optimizer/")
         return problem
@@ -244,11 +294,13 @@ class H5WeightsHandler(WeightsFormat):
             model.load_weights(linked)
 
     def load(self, model: keras.Model, path: Path, *, rollback: bool = True,
-             checksummed: bool = False) -> list[Check]:
+             checksummed: bool = False, like: keras.Model | None = None) -> list[Check]:
+        """``like``: the model ``model`` is a twin of, whose variables have memory (what
+        Keras writes is read off it, as in ``_map``)."""
         # (``checksummed`` changes nothing here: HDF5 holds no checksums to skip.)
         with open_h5(path) as f:
             checks = self._prepare(model, f, path)
-            problem = self._structure_problem(model, f)
+            problem = self._structure_problem(like if like is not None else model, f)
             if problem:
                 raise ArchitectureMismatchError(problem, path=path)
             legacy = _is_legacy(f)
@@ -291,7 +343,7 @@ class H5WeightsHandler(WeightsFormat):
     # -- verification and inspection -----------------------------------------------
 
     def _map(self, twin: keras.Model, path: Path, *, mapped: bool = False,
-             replay: Any = None) -> Recorded | None:
+             replay: Any = None, like: keras.Model | None = None) -> Recorded | None:
         """What loading would assign to ``twin``, recorded, not assigned (``mapped``:
         as views of kerasave's own temporary, which is not walked for safety); None
         when only Keras' reader can read the file."""
@@ -299,7 +351,10 @@ class H5WeightsHandler(WeightsFormat):
             if _is_legacy(f):
                 return None
             self._prepare(twin, f, path)
-            problem = self._structure_problem(twin, f)
+            # (what Keras writes is read off ``like``, the model the twin copies: the
+            # twin's variables have no memory yet, and a layer may store values
+            # computed from them)
+            problem = self._structure_problem(like if like is not None else twin, f)
         if problem:
             raise ArchitectureMismatchError(problem, path=path)
         try:
@@ -319,8 +374,8 @@ class H5WeightsHandler(WeightsFormat):
         return recorded
 
     def _map_or_raise(self, twin: keras.Model, path: Path, *, mapped: bool,
-                      replay: Any) -> Recorded:
-        recorded = self._map(twin, path, mapped=mapped, replay=replay)
+                      replay: Any, like: keras.Model) -> Recorded:
+        recorded = self._map(twin, path, mapped=mapped, replay=replay, like=like)
         if recorded is None:
             raise _Unmapped()
         return recorded
@@ -329,37 +384,68 @@ class H5WeightsHandler(WeightsFormat):
         """Every model variable, and the optimizer's when the file holds them (a load
         restores both), compared bit for bit. ``own``: ``path`` is kerasave's own
         temporary, written by this process just now, and may be read as mapped pages."""
+        unheld = _unheld(model)
+        if unheld:
+            return [Check("model variables", False,
+                          f"the file cannot hold {len(unheld)} of the model's variables "
+                          f"({', '.join(unheld[:3])}): Keras writes something else for "
+                          "them (their layer's save_own_variables leaves them out, or "
+                          "writes a value computed from them), so a load would not give "
+                          "them back")]
         checks = self._check_model(model, path, own=own)
         if all(c.ok for c in checks):
-            checks += self._check_optimizer(model, path, own=own)
+            checks += self._check_stored(model, path, own=own)
         return checks
 
-    def _check_optimizer(self, model: keras.Model, path: Path, *, own: bool) -> list[Check]:
-        """The file's optimizer state (``optimizer/vars/N``, the optimizer's variables
-        in order) against the model's optimizer."""
-        optimizer = optimizer_of(model)
+    def _check_stored(self, model: keras.Model, path: Path, *, own: bool) -> list[Check]:
+        """What the model check does not cover, against what Keras writes for the model,
+        by name: the optimizer's state (a ``LossScaleOptimizer``'s inner optimizer's
+        too), and what layers store that is none of the model's weights (IDF weights,
+        a custom layer's ``save_own_variables`` arrays)."""
         with open_h5(path, check=not own) as f:
-            if _is_legacy(f) or "optimizer" not in f:
+            if _is_legacy(f):
                 return []
-            saved = _datasets(f["optimizer"])
-            live = list(optimizer.variables) if optimizer is not None else []
-            if len(saved) != len(live):
-                return [Check("optimizer variables", False,
-                              f"the file holds {len(saved)} optimizer variables, the model's "
-                              f"optimizer has {len(live)}")]
-            order = sorted(saved, key=_position)
+            saved = _datasets(f)
+            entries = stored_entries(model)
+            weights = {id(v) for v in model.weights}
+            wanted = {k for k, v in entries.items()
+                      if k.startswith("optimizer/") or id(v) not in weights}
+            held = {k for k in saved if k.startswith("optimizer/") or k not in entries
+                    or id(entries[k]) not in weights}
+            if "optimizer" not in f:  # (saved without it: nothing to compare)
+                wanted = {k for k in wanted if not k.startswith("optimizer/")}
+            checks = []
+            missing, extra = sorted(wanted - held), sorted(held - wanted)
+            if missing or extra:
+                return [Check("stored values", False,
+                              "; ".join(p for p in (
+                                  f"the file lacks {', '.join(missing[:3])}" if missing else "",
+                                  f"the model does not write {', '.join(extra[:3])}"
+                                  if extra else "") if p))]
             with open(path, "rb") as raw:
                 source = Source(raw.fileno(), 0, os.fstat(raw.fileno()).st_size, path,
                                 mapped=own)
-                pairs = [(getattr(v, "path", v.name), view(v), _values(source, saved[k]))
-                         for v, k in zip(live, order)]
-                return [compare_arrays("optimizer variables", pairs)]
+                for label, names in (("optimizer variables",
+                                      sorted((k for k in wanted if k.startswith("optimizer/")),
+                                             key=_position)),
+                                     ("layer state", sorted(k for k in wanted
+                                                            if not k.startswith("optimizer/")))):
+                    if names:
+                        pairs = [(getattr(entries[k], "path", k), _live(entries[k]),
+                                  _values(source, saved[k])) for k in names]
+                        checks.append(compare_arrays(label, pairs))
+            return checks
 
     def _check_model(self, model: keras.Model, path: Path, *, own: bool) -> list[Check]:
         fast_error: Exception | None = None
+        # A twin rebuilt from the config lacks what some layers keep beside it (an
+        # adapted vocabulary): then the file's values are loaded into the model itself.
+        rebuildable = not config_losses(model)
         try:
+            if not rebuildable:
+                raise NoTwin()
             with model_twin(model, lambda twin, replay: self._map_or_raise(
-                    twin, path, mapped=own, replay=replay)) as (twin, recorded):
+                    twin, path, mapped=own, replay=replay, like=model)) as (twin, recorded):
                 return [Check("load", True, "into a fresh model of the same architecture"),
                         compare_arrays("model variables", pair_variables(
                             model.weights, twin.weights, recorded_reader(recorded)))]
@@ -371,11 +457,12 @@ class H5WeightsHandler(WeightsFormat):
             fast_error = unmapped.error
         except (ArchitectureMismatchError, CorruptArtifactError) as exc:
             return [Check("load", False, str(exc))]
-        twin, empty = empty_twin(model)  # no initializers run: the file fills it
+        # (no initializers run: the file fills it)
+        twin, empty = empty_twin(model) if rebuildable else (None, [])
         if twin is not None:
             try:
                 with keras_warnings():
-                    self.load(twin, path, rollback=False)
+                    self.load(twin, path, rollback=False, like=model)
                 initialize_rest(empty)
             except (ArchitectureMismatchError, CorruptArtifactError) as exc:
                 return [Check("load", False, str(exc))]
@@ -423,6 +510,22 @@ def _position(name: str) -> tuple[int, str]:
     """``vars/10`` after ``vars/9``: the optimizer's variables in the order it saved them."""
     last = name.rsplit("/", 1)[-1]
     return (int(last), name) if last.isdigit() else (-1, name)
+
+
+def _unheld(model: keras.Model) -> list[str]:
+    """The model's weights that Keras' weights file does not hold as they are (none
+    of what it writes is the variable): a LoRA layer's factors (merged into its
+    kernel, which is written merged), a custom layer's weights its
+    ``save_own_variables`` leaves out."""
+    written = {id(v) for v in stored_entries(model).values()}
+    return [v.path for v in model.weights if id(v) not in written]
+
+
+def _live(value: Any) -> np.ndarray:
+    """A stored value as the file holds it: a variable's memory, or a layer's array."""
+    if isinstance(value, keras.Variable):
+        return view(value)
+    return np.asarray(value) if isinstance(value, np.ndarray) else to_numpy(value)
 
 
 def _values(source: Source, dataset: h5py.Dataset) -> np.ndarray:

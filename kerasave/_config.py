@@ -9,7 +9,6 @@ safe mode, Lambda layers (their code would run when the model is built).
 
 from __future__ import annotations
 
-import copy
 import json
 import re
 from collections.abc import Mapping
@@ -279,9 +278,8 @@ def model_from_config(
     config = dict(config)
     config.pop("compile_config", None)
     try:
-        refuse_oversized(lambda: _deserialize(copy.deepcopy(config), custom_objects,
-                                              safe_mode=safe_mode),
-                         model_budget(backed), source)
+        refuse_oversized(lambda dry: _deserialize(dry, custom_objects, safe_mode=safe_mode),
+                         config, model_budget(backed), source)
         model = _deserialize(config, custom_objects, safe_mode=safe_mode)
     except KerasaveError:
         raise

@@ -259,3 +259,27 @@ def _probe_compile_config() -> None:
     if model.get_compile_config().get("loss") != "mae":
         raise AssertionError("the record is not the model's compile config")
 
+
+
+@register("thread_settings", "a config's dry build sees the caller's custom_object_scope")
+def _probe_thread_settings() -> None:
+    import threading
+
+    from kerasave._internals.threadstate import _capture
+
+    class KerasaveProbeLayer(keras.layers.Layer):
+        pass
+
+    seen: list[Any] = []
+    with keras.saving.custom_object_scope({"KerasaveProbeLayer": KerasaveProbeLayer}):
+        apply = _capture()
+
+    def other() -> None:
+        apply()
+        seen.append(keras.saving.get_registered_object("KerasaveProbeLayer"))
+
+    worker = threading.Thread(target=other, daemon=True)
+    worker.start()
+    worker.join()
+    if seen != [KerasaveProbeLayer]:
+        raise AssertionError("the other thread does not see the caller's custom objects")

@@ -292,6 +292,10 @@ def _judge_ops(program: Program, path: Path) -> None:
     checkpoint_io = saver - _reach(program, other_roots)
     places = [("graph", None, program.graph)] + [
         (f"function {name!r}", name, nodes) for name, nodes in program.functions.items()]
+    # Every refusal is found, and the one with the plainest reason is raised (an op
+    # known to read files before the dataset op that names them), whatever order
+    # TensorFlow wrote the functions in.
+    refusals: list[tuple[bool, UnsafeArtifactError]] = []
     for where, name, nodes in places:
         for node in nodes:
             ops = [(node.op, f"the operation {node.op!r}")] if node.op else []
@@ -305,11 +309,13 @@ def _judge_ops(program: Program, path: Path) -> None:
                                    "only compute on tensors")
                 if op in _CHECKPOINT_IO:
                     why += " and is not in the functions the SavedModel's saver names"
-                raise _refuse(node, where, what, why, path)
+                refusals.append((op in _WHY, _refuse(node, where, what, why, path)))
             if node.op == "PrintV2" and node.stream not in (None, *_STREAMS):
-                raise _refuse(node, where, f"a PrintV2 to {node.stream!r}",
-                              "printing anywhere but the standard streams writes a file",
-                              path)
+                refusals.append((True, _refuse(
+                    node, where, f"a PrintV2 to {node.stream!r}",
+                    "printing anywhere but the standard streams writes a file", path)))
+    if refusals:
+        raise next((r for known, r in refusals if known), refusals[0][1])
 
 
 def _judge_consts(program: Program, path: Path) -> None:

@@ -74,9 +74,9 @@ def _public_load(path: Path, config: dict[str, Any], *, compile: bool, safe_mode
     with zipfile.ZipFile(path) as zf:
         backed = sum(info.file_size for info in zf.infolist())
     bare = {k: v for k, v in config.items() if k != "compile_config"}
-    refuse_oversized(lambda: keras.saving.deserialize_keras_object(
-        bare, custom_objects=dict(custom_objects or {}), safe_mode=safe_mode),
-        model_budget(backed), path)
+    refuse_oversized(lambda dry: keras.saving.deserialize_keras_object(
+        dry, custom_objects=dict(custom_objects or {}), safe_mode=safe_mode),
+        bare, model_budget(backed), path)
     return keras.saving.load_model(str(path), custom_objects=custom_objects, compile=compile,
                                    safe_mode=safe_mode)
 

@@ -72,16 +72,29 @@ class Backend:
         return str(self.fs.unstrip_protocol(key))
 
     def list(self, prefix: str) -> dict[str, Obj]:
-        """Every object whose key starts with ``prefix``, below it too."""
+        """Every object whose key starts with ``prefix``, below it too: the parent
+        folder's entries, and what is under those that are folders."""
         parent = prefix.rsplit("/", 1)[0] if "/" in prefix else prefix
         self.fs.invalidate_cache(parent)
         try:
-            found = self.fs.find(parent, detail=True)
+            entries = self.fs.ls(parent, detail=True)
         except (FileNotFoundError, OSError):
             return {}
-        return {k.rstrip("/"): Obj(int(v.get("size") or 0), _token(v))
-                for k, v in found.items()
-                if k.startswith(prefix) and v.get("type", "file") == "file"}
+        found: dict[str, Obj] = {}
+        for entry in entries:
+            key = str(entry["name"]).rstrip("/")
+            if not (key + "/").startswith(prefix) and not key.startswith(prefix):
+                continue
+            if entry.get("type") == "directory":
+                try:
+                    below = self.fs.find(key, detail=True)
+                except (FileNotFoundError, OSError):
+                    continue
+                found.update({k.rstrip("/"): Obj(int(v.get("size") or 0), _token(v))
+                              for k, v in below.items() if v.get("type", "file") == "file"})
+            else:
+                found[key] = Obj(int(entry.get("size") or 0), _token(entry))
+        return found
 
     def get_bytes(self, key: str, limit: int) -> tuple[bytes, str | None] | None:
         """The object's first ``limit`` bytes and version token; None when absent."""

@@ -274,10 +274,11 @@ class ObjectStore:
         return bool(re.fullmatch(re.escape(f".{self.name}{PREVIOUS}/") + _WRITER, at)
                     or re.fullmatch(re.escape(f".{self.name}{legacy.VERSIONS}/") + _WRITER, at))
 
-    def _listing(self) -> dict[str, Obj]:
-        """The objects whose keys start with the artifact's (its own and its copies')."""
+    def _listing(self, copies: bool = True) -> dict[str, Obj]:
+        """The objects whose keys start with the artifact's, and (``copies``) those in
+        its folders of copies and earlier versions."""
         found = self.backend.list(self.key)
-        for folder in (PREVIOUS, legacy.VERSIONS):
+        for folder in (PREVIOUS, legacy.VERSIONS) if copies else ():
             found.update(self.backend.list(posixpath.join(self.parent, f".{self.name}{folder}/")
                                            if self.parent else f".{self.name}{folder}/"))
         return found
@@ -326,7 +327,7 @@ class ObjectStore:
                 return (into / self.name,
                         "no manifest (not written by kerasave): format checks only", False)
             versions = self._versions(doc, inside)
-            listing = self._listing()
+            listing = self._listing(copies=any(v.label == "previous" for v in versions))
             problems = []
             committed = [v for v in versions if v.label == "committed"]
             if committed and not committed[0].untouched(listing):
@@ -474,7 +475,10 @@ class ObjectStore:
         doc, etag, previous, listing, copy = self._register(mine, inside, local)
         etags = self._upload(new, sources, listing, writer)
         self._commit(new, etags, mine, inside, previous, doc, etag)
-        self._tidy(new, inside, copy)
+        mine_now = set(new.keys.values())
+        if copy or previous or (inside and self._manifest_key(False) in listing) or any(
+                self._mine(k, inside) and k not in mine_now for k in listing):
+            self._tidy(new, inside, copy)  # (else nothing is left to remove)
 
     def _register(self, mine: dict[str, Any], inside: bool, local: Path
                   ) -> tuple[Any, ...]:
@@ -486,7 +490,7 @@ class ObjectStore:
             except CorruptArtifactError:
                 doc, etag = None, None  # a damaged manifest is replaced like a missing one
                 etag = self._etag_of(self._manifest_key(inside))
-            listing = self._listing()
+            listing = self._listing(copies=False)
             try:
                 versions = self._versions(doc, inside) if doc is not None else []
             except CorruptArtifactError:
@@ -610,7 +614,7 @@ class ObjectStore:
             except Conflict:
                 pass
             doc, etag, _ = self._read_doc(inside)
-            listing = self._listing()
+            listing = self._listing(copies=False)
             if doc is None or not all(listing.get(k) is not None and listing[k].etag == etags[n]
                                       for n, k in new.keys.items()):
                 raise _raced(self.url)

@@ -113,6 +113,10 @@ class Backend:
 
     def put_file(self, local: Path, key: str, *, match: Any = ANY, callback: Any = None
                  ) -> str | None:
+        """Upload ``local`` to ``key``. ``match`` (or what it returns, when it is a
+        callable: called just before the object is replaced) is the condition."""
+        if callable(match):
+            match()
         kwargs = {} if callback is None else {"callback": callback}
         self.fs.put_file(str(local), key, **kwargs)
         return self._token_of(key)
@@ -128,7 +132,8 @@ class Backend:
         kwargs = {} if callback is None else {"callback": callback}
         self.fs.get_file(key, str(local), **kwargs)
 
-    def copy(self, source: str, target: str, *, match: Any = ANY) -> None:
+    def copy(self, source: str, target: str, *, size: int, match: Any = ANY) -> None:
+        """A copy of ``source`` made by the store itself (only if it is still ``match``)."""
         self.fs.copy(source, target)
 
     def delete(self, keys: Iterable[str]) -> None:
@@ -224,71 +229,74 @@ class S3Backend(Backend):
 
     def put_file(self, local: Path, key: str, *, match: Any = ANY, callback: Any = None
                  ) -> str | None:
+        """One PUT, or a multipart upload in parts as large as s3fs's own, sent as many
+        at a time as s3fs sends them. The condition goes on the PUT or the completion;
+        a callable ``match`` is called just before it (the parts are uploaded first)."""
         from fsspec.asyn import sync
 
-        try:
-            etag = sync(self.fs.loop, self._upload, local, key, match, callback)
-        except (OSError, ValueError) as exc:
-            if _conflict(exc):
-                raise Conflict(str(exc)) from exc
-            raise
-        self.fs.invalidate_cache(key)
-        return etag
-
-    async def _upload(self, local: Path, key: str, match: Any, callback: Any) -> str | None:
-        """One PUT, or a multipart upload in parts as large as s3fs's own, sent as many
-        at a time as s3fs sends them; the condition goes on the PUT or the completion."""
         fs = self.fs
         bucket, name = self._split(key)
         size = os.path.getsize(local)
         chunk = max(_PART, -(-size // _MAX_PARTS))  # (s3fs's rule: 50 MiB, <= 10,000 parts)
-        condition = _condition(match)
-        with open(local, "rb") as f:
+        try:
             if size < min(5 * 2**30, 2 * chunk):
-                out = await fs._call_s3("put_object", Bucket=bucket, Key=name, Body=f.read(),
-                                        **condition)
+                body = local.read_bytes()
+                condition = _condition(match() if callable(match) else match)
+                out = self._call("put_object", Bucket=bucket, Key=name, Body=body, **condition)
                 if callback is not None:
                     callback.relative_update(size)
-                return out.get("ETag")
-            upload = await fs._call_s3("create_multipart_upload", Bucket=bucket, Key=name)
-            uid = upload["UploadId"]
-            try:
-                parts: list[dict[str, Any]] = []
-
-                async def part(number: int, body: bytes) -> dict[str, Any]:
-                    out = await fs._call_s3("upload_part", Bucket=bucket, Key=name,
-                                            UploadId=uid, PartNumber=number, Body=body)
-                    if callback is not None:
-                        callback.relative_update(len(body))
-                    return {"PartNumber": number, "ETag": out["ETag"]}
-
-                while True:
-                    bodies = [b for b in (f.read(chunk) for _ in range(fs.max_concurrency)) if b]
-                    if not bodies:
-                        break
-                    first = len(parts) + 1
-                    parts += await asyncio.gather(*(part(first + i, b)
-                                                    for i, b in enumerate(bodies)))
-                out = await fs._call_s3("complete_multipart_upload", Bucket=bucket, Key=name,
-                                        UploadId=uid, MultipartUpload={"Parts": parts},
-                                        **condition)
-            except BaseException:
+                etag = out.get("ETag")
+            else:
+                uid = self._call("create_multipart_upload", Bucket=bucket, Key=name)["UploadId"]
                 try:
-                    await fs._call_s3("abort_multipart_upload", Bucket=bucket, Key=name,
-                                      UploadId=uid)
-                except Exception:
-                    pass  # (an unfinished upload costs storage, not correctness)
-                raise
-            return out.get("ETag")
+                    parts = sync(fs.loop, self._parts, local, bucket, name, uid, chunk, callback)
+                    condition = _condition(match() if callable(match) else match)
+                    out = self._call("complete_multipart_upload", Bucket=bucket, Key=name,
+                                     UploadId=uid, MultipartUpload={"Parts": parts},
+                                     **condition)
+                except BaseException:
+                    try:
+                        fs.call_s3("abort_multipart_upload", Bucket=bucket, Key=name,
+                                   UploadId=uid)
+                    except Exception:
+                        pass  # (an unfinished upload costs storage, not correctness)
+                    raise
+                etag = out.get("ETag")
+        except (OSError, ValueError) as exc:
+            if _conflict(exc):
+                raise Conflict(str(exc)) from exc
+            raise
+        fs.invalidate_cache(key)
+        return etag
 
-    def copy(self, source: str, target: str, *, match: Any = ANY) -> None:
+    async def _parts(self, local: Path, bucket: str, name: str, uid: str, chunk: int,
+                     callback: Any) -> list[dict[str, Any]]:
+        fs = self.fs
+        parts: list[dict[str, Any]] = []
+
+        async def part(number: int, body: bytes) -> dict[str, Any]:
+            out = await fs._call_s3("upload_part", Bucket=bucket, Key=name, UploadId=uid,
+                                    PartNumber=number, Body=body)
+            if callback is not None:
+                callback.relative_update(len(body))
+            return {"PartNumber": number, "ETag": out["ETag"]}
+
+        with open(local, "rb") as f:
+            while True:
+                bodies = [b for b in (f.read(chunk) for _ in range(fs.max_concurrency)) if b]
+                if not bodies:
+                    return parts
+                first = len(parts) + 1
+                parts += await asyncio.gather(*(part(first + i, b)
+                                                for i, b in enumerate(bodies)))
+
+    def copy(self, source: str, target: str, *, size: int, match: Any = ANY) -> None:
+        if size >= 5 * 2**30:  # (s3fs copies in parts past 5 GB, without a condition)
+            self.fs.copy(source, target)
+            return
         bucket, name = self._split(target)
         from_bucket, from_name = self._split(source)
-        size = self.fs.info(source)["size"] if match is ANY else None
-        if size is not None and size >= 5 * 2**30:
-            self.fs.copy(source, target)  # (s3fs copies in parts past 5 GB)
-            return
-        condition = {} if match in (ANY, ABSENT) else {"CopySourceIfMatch": str(match)}
+        condition = {} if match is ANY or match is ABSENT else {"CopySourceIfMatch": str(match)}
         self._call("copy_object", Bucket=bucket, Key=name,
                    CopySource={"Bucket": from_bucket, "Key": from_name}, **condition)
         self.fs.invalidate_cache(target)

@@ -57,6 +57,7 @@ import posixpath
 import re
 import secrets
 import shutil
+import threading
 import time
 import weakref
 from collections.abc import Callable, Iterator
@@ -453,13 +454,17 @@ class ObjectStore:
     def transaction(self, layout: Layout, *, suffix: str | None = None) -> Iterator[_Txn]:
         """The local transaction on ``target`` (in the staging folder), whose commit
         uploads the artifact and commits it by its manifest."""
-        with self.naming(), Transaction(layout, self.target, suffix=suffix,
-                                        shown=self.url) as inner:
+        with self.naming(), Transaction(layout, self.target, suffix=suffix, shown=self.url,
+                                        durable=False) as inner:
             yield _Txn(self, layout, inner)
 
     def publish(self, local: Path, layout: Layout) -> None:
         """Upload the committed local artifact ``local`` (its sealed manifest beside or
-        inside it) and commit it (steps 1-5 of the module's docstring)."""
+        inside it) and commit it (steps 1-5 of the module's docstring).
+
+        The copy of step 2 runs beside the uploads of step 4: only what replaces an
+        object (a PUT, a multipart upload's completion) waits for the copy and for the
+        announcement (``_Announcement``)."""
         inside = layout.manifest_inside
         recorded = manifest.read(layout, local)
         if recorded is None:
@@ -470,66 +475,79 @@ class ObjectStore:
             if not source.is_file():
                 raise KerasaveError(f"the staged file {name!r} is missing", path=source)
         writer = f"{int(time.time()):010d}-{secrets.token_hex(6)}"
-        started = time.time()
-        mine = {"manifest": new.manifest, "writer": writer, "started": started}
-        doc, etag, previous, listing, copy = self._register(mine, inside, local)
-        etags = self._upload(new, sources, listing, writer)
-        self._commit(new, etags, mine, inside, previous, doc, etag)
+        mine = {"manifest": new.manifest, "writer": writer, "started": time.time()}
+        announced = _Announcement(self, mine, inside, set(new.keys.values()))
+        try:
+            etags = self._upload(new, sources, announced)
+        finally:
+            announced.close()
+        self._commit(new, etags, mine, inside, announced.previous, announced.doc,
+                     announced.etag)
         mine_now = set(new.keys.values())
-        if copy or previous or (inside and self._manifest_key(False) in listing) or any(
+        listing = announced.listing
+        if announced.copied or announced.previous or (
+                inside and self._manifest_key(False) in listing) or any(
                 self._mine(k, inside) and k not in mine_now for k in listing):
-            self._tidy(new, inside, copy)  # (else nothing is left to remove)
+            self._tidy(new, inside, announced.copied)  # (else nothing is left to remove)
 
-    def _register(self, mine: dict[str, Any], inside: bool, local: Path
-                  ) -> tuple[Any, ...]:
-        """Steps 1-3: read, copy what would be overwritten, register as pending."""
-        copied: str | None = None
-        for _ in range(_ATTEMPTS):
-            try:
-                doc, etag, _ = self._read_doc(inside)
-            except CorruptArtifactError:
-                doc, etag = None, None  # a damaged manifest is replaced like a missing one
-                etag = self._etag_of(self._manifest_key(inside))
-            listing = self._listing(copies=False)
-            try:
-                versions = self._versions(doc, inside) if doc is not None else []
-            except CorruptArtifactError:
-                versions = []
-            committed = next((v for v in versions if v.label == "committed"), None)
-            keep = []  # previous copies to keep naming: those still needed
-            if doc is not None and legacy.is_legacy(doc) and versions:
-                keep = [versions[0].entry]
-            elif doc is None and inside:  # an earlier layout kept a folder's manifest beside
-                keep = self._legacy_beside()
-            elif doc is not None and not legacy.is_legacy(doc):
-                keep = [e for e in (doc.get("store") or {}).get("previous") or []
-                        if committed is None or not committed.untouched(listing)]
-            entry = None
-            new_keys = set(self._version("pending", mine["manifest"], inside).keys.values())
-            base = committed
-            if base is None and doc is None:
-                base = self._plain_version(listing)
-            if (base is not None and len(base.keys) > 1 and base.problem(listing, self._url)
-                    is None and (base.label == "plain" or base.untouched(listing))
-                    and new_keys & set(base.keys.values())):
-                entry = self._copy(base, mine["writer"])
-                copied = entry["at"]
-            store = {"layout": LAYOUT,
-                     "pending": [p for p in _live((doc or {}).get("store", {}).get("pending"))
-                                 if not legacy.is_legacy(doc or {})] + [mine],
-                     "previous": keep + ([entry] if entry else [])}
-            registered = dict(doc) if doc is not None and not legacy.is_legacy(doc) else {}
-            registered["store"] = store
-            key = self._manifest_key(inside)
-            _step("pending", self._url(key))
-            exists = doc is not None or etag is not None
-            try:
-                new_etag = self.backend.put_bytes(key, _dumps(registered),
-                                                  match=(etag or ANY) if exists else ABSENT)
-            except Conflict:
-                continue  # another writer registered meanwhile: read again
-            return registered, new_etag, store["previous"], listing, copied
-        raise _raced(self.url)
+    def _state(self, inside: bool) -> _State:
+        """Step 1: the manifest, its ETag, the artifact's objects and what the manifest
+        says of them."""
+        try:
+            doc, etag, _ = self._read_doc(inside)
+        except CorruptArtifactError:
+            doc = None  # a damaged manifest is replaced like a missing one
+            etag = self._etag_of(self._manifest_key(inside))
+        listing = self._listing(copies=False)
+        try:
+            versions = self._versions(doc, inside) if doc is not None else []
+        except CorruptArtifactError:
+            versions = []
+        committed = next((v for v in versions if v.label == "committed"), None)
+        keep: list[dict[str, Any]] = []  # previous copies still needed
+        if doc is not None and legacy.is_legacy(doc) and versions:
+            keep = [versions[0].entry]
+        elif doc is None and inside:  # an earlier layout kept a folder's manifest beside
+            keep = self._legacy_beside()
+        elif doc is not None:
+            keep = [e for e in (doc.get("store") or {}).get("previous") or []
+                    if committed is None or not committed.untouched(listing)]
+        base = committed
+        if base is None and doc is None:
+            base = self._plain_version(listing)
+        return _State(doc, etag, listing, base, keep)
+
+    def _to_copy(self, state: _State, keys: set[str]) -> _Version | None:
+        """Step 2: the version to copy first: a whole one of several objects, some of
+        which this save replaces."""
+        base = state.base
+        if (base is not None and len(base.keys) > 1 and base.problem(state.listing, self._url)
+                is None and (base.label == "plain" or base.untouched(state.listing))
+                and keys & set(base.keys.values())):
+            return base
+        return None
+
+    def _announce(self, state: _State, mine: dict[str, Any], inside: bool,
+                  entry: dict[str, Any] | None) -> tuple[dict[str, Any], str | None]:
+        """Step 3: the manifest with this save pending (and its copy), in one PUT,
+        conditional on the manifest read.
+
+        Raises:
+            Conflict: another writer changed the manifest meanwhile.
+        """
+        doc = state.doc
+        old = doc is not None and legacy.is_legacy(doc)
+        others = [] if old else _live((doc or {}).get("store", {}).get("pending"))
+        store = {"layout": LAYOUT, "pending": [*others, mine],
+                 "previous": state.keep + ([entry] if entry else [])}
+        registered = dict(doc) if doc is not None and not old else {}
+        registered["store"] = store
+        key = self._manifest_key(inside)
+        _step("pending", self._url(key))
+        exists = doc is not None or state.etag is not None
+        etag = self.backend.put_bytes(key, _dumps(registered),
+                                      match=(state.etag or ANY) if exists else ABSENT)
+        return registered, etag
 
     def _legacy_beside(self) -> list[dict[str, Any]]:
         """The version a legacy manifest beside a folder artifact commits, as a copy to
@@ -568,24 +586,29 @@ class ObjectStore:
         for name, key in version.keys.items():
             target = posixpath.join(self.parent, at, version.local[name])
             _step("copy", self._url(target))
-            self.backend.copy(key, target, match=version.etags.get(name) or None)
+            self.backend.copy(key, target, size=int(version.files[name]["bytes"]),
+                              match=version.etags.get(name) or ANY)
         return {"at": at, "paths": dict(version.local), "manifest": version.manifest,
-                "writer": writer, "started": time.time()}
+                "writer": writer, "started": time.time(), "of": dict(version.etags)}
 
-    def _upload(self, new: _Version, sources: dict[str, Path], listing: dict[str, Obj],
-                writer: str) -> dict[str, str | None]:
-        """Step 4: every file in one PUT each, conditional on the object listed."""
+    def _upload(self, new: _Version, sources: dict[str, Path],
+                announced: _Announcement) -> dict[str, str | None]:
+        """Step 4: every file in one PUT each (the index last), conditional on the object
+        listed when the announcement was made."""
         order = sorted(new.keys, key=lambda n: (n.endswith(".index") or n == "saved_model.pb",
                                                 n))
         etags: dict[str, str | None] = {}
         with _progress("upload", sum(sources[n].stat().st_size for n in order)) as callback:
             for name in order:
                 key = new.keys[name]
-                seen = listing.get(key)
-                _step("put", self._url(key))
+
+                def condition(key: str = key) -> Any:
+                    seen = announced.made().get(key)  # (waits for the copy, announces)
+                    _step("put", self._url(key))
+                    return ABSENT if seen is None else (seen.etag or ANY)
+
                 try:
-                    match = ABSENT if seen is None else (seen.etag or ANY)
-                    etags[name] = self.backend.put_file(sources[name], key, match=match,
+                    etags[name] = self.backend.put_file(sources[name], key, match=condition,
                                                         callback=callback)
                 except Conflict:
                     raise _raced(self.url) from None
@@ -784,6 +807,96 @@ class _Placed:
 
     def exists(self, path: Path) -> bool:
         return path.exists()
+
+
+@dataclass
+class _State:
+    """What a save found before announcing itself (``ObjectStore._state``)."""
+
+    doc: dict[str, Any] | None
+    etag: str | None
+    listing: dict[str, Obj]
+    base: _Version | None  # the version at the URL (committed, or a plain artifact)
+    keep: list[dict[str, Any]]  # copies the manifest names that are still needed
+
+
+class _Announcement:
+    """Steps 1-3 of a save, the copy in a thread from the start, the announcement made
+    when the first object is about to be replaced (``made``): the uploads run beside
+    the copy, and nothing at the URL changes before the copy is complete and the save
+    announced."""
+
+    def __init__(self, store: ObjectStore, mine: dict[str, Any], inside: bool,
+                 keys: set[str]) -> None:
+        self.store, self.mine, self.inside, self.keys = store, mine, inside, keys
+        self.state = store._state(inside)
+        self.doc: dict[str, Any] = {}
+        self.etag: str | None = None
+        self.previous: list[dict[str, Any]] = []
+        self.listing: dict[str, Obj] = dict(self.state.listing)
+        self.copied: str | None = None
+        self._done = False
+        self._copy: _Background | None = None
+        base = store._to_copy(self.state, keys)
+        if base is not None:
+            self._copy = _Background(lambda: store._copy(base, mine["writer"]))
+
+    def made(self) -> dict[str, Obj]:
+        """The objects as listed when the save was announced (announcing it first)."""
+        if self._done:
+            return self.listing
+        store, state = self.store, self.state
+        entry = self._copy.result() if self._copy is not None else None
+        for attempt in range(_ATTEMPTS):
+            if attempt:  # another writer changed the manifest: read it again
+                state = store._state(self.inside)
+                base = store._to_copy(state, self.keys)
+                if base is None:
+                    entry = None  # (a copy made in vain is removed as stale later)
+                elif entry is None or entry.get("of") != base.etags:
+                    entry = store._copy(base, self.mine["writer"])  # (it changed: again)
+            if entry is not None:
+                self.copied = entry["at"]
+            try:
+                self.doc, self.etag = store._announce(state, self.mine, self.inside, entry)
+            except Conflict:
+                continue
+            self.state, self.listing = state, state.listing
+            self.previous = self.doc["store"]["previous"]
+            self._done = True
+            return self.listing
+        raise _raced(store.url)
+
+    def close(self) -> None:
+        """Wait for the copy, whatever happened (nothing runs on once a save is over)."""
+        if self._copy is not None:
+            self._copy.wait()
+
+
+class _Background:
+    """A call run in a thread; ``result`` waits and returns it, or raises what it raised."""
+
+    def __init__(self, call: Callable[[], Any]) -> None:
+        self._result: Any = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, args=(call,),
+                                        name="kerasave-copy", daemon=True)
+        self._thread.start()
+
+    def _run(self, call: Callable[[], Any]) -> None:
+        try:
+            self._result = call()
+        except BaseException as exc:  # (a kill in the tests' hook too)
+            self._error = exc
+
+    def wait(self) -> None:
+        self._thread.join()
+
+    def result(self) -> Any:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        return self._result
 
 
 class _Txn:

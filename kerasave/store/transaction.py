@@ -32,8 +32,10 @@ whichever complete version the manifests vouch for.
 
 **The storage seam.** Every disk step is a call into ``kerasave.store.local``
 (``locked``, ``commit``, ``remove``, ``write_text``...); formats only ever see
-the temporary's local path. An object store slots in there: stage locally, upload
-under fresh names, commit by writing the manifest last.
+the temporary's local path. This is ``LocalStore``'s transaction
+(``kerasave.store.base.Store``); ``ObjectStore`` runs it in a staging folder and
+then uploads what it committed (``kerasave.store.objectstore``). ``shown`` is the
+name the caller gave: what the checks and errors say instead of the temporary's.
 """
 
 from __future__ import annotations
@@ -150,8 +152,9 @@ class Transaction:
     """One save of one artifact (see the module's docstring)."""
 
     def __init__(self, handler: Layout, target: Path, *, suffix: str | None = None,
-                 shown: str | None = None) -> None:
+                 shown: str | None = None, durable: bool = True) -> None:
         self.handler = handler
+        self.durable = durable  # (False: a staging copy, uploaded next: no fsync)
         self.target = target
         self.shown = str(target) if shown is None else shown
         self.naming = Naming([])
@@ -177,7 +180,8 @@ class Transaction:
         in threads, overlapping the verification that follows."""
         self._flushed = local.Flushed(  # (checksums mapped: our own temporary)
             self.handler, self.tmp, lambda: manifest.checksums(self.handler, self.tmp,
-                                                               mapped=True))
+                                                               mapped=True),
+            durable=self.durable)
         local._step("write", self.tmp)
         write(self.tmp)
         self._flushed.written()
@@ -203,7 +207,8 @@ class Transaction:
         synced |= {manifest.manifest_path(self.handler, self.tmp)}
         with local.locked(self.target.parent):
             local.commit(self.handler, self.tmp, self.target,
-                         backup_path(self.handler, self.target), synced)
+                         backup_path(self.handler, self.target), synced,
+                         durable=self.durable)
             if then is not None:
                 then()
 

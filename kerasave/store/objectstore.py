@@ -15,11 +15,14 @@ transaction, in a staging folder), then:
 1. reads the manifest and lists the artifact's objects;
 2. for an artifact of several files that would be overwritten in place (a
    checkpoint prefix or a SavedModel saved again at the same URL), copies the
-   committed version's objects, server-side, to ``.<name>.kerasave-prev/<writer>/``;
+   committed version's objects, server-side, to ``.<name>.kerasave-prev/<writer>/``
+   (in a thread, beside the uploads of step 4);
 3. registers the new version in the manifest as *pending* (its sizes and
-   CRC32Cs) together with that copy, in one PUT;
+   CRC32Cs) together with that copy, in one PUT, once the copy is complete and
+   before the first object is replaced;
 4. uploads each file in one atomic PUT (a multipart upload is seen whole or not
-   at all), the index last;
+   at all: its parts go up beside the copy, its completion waits for step 3),
+   the index last;
 5. writes the manifest with the new version committed (one PUT: the commit),
    then removes the copy and objects no version names any more.
 
@@ -485,10 +488,12 @@ class ObjectStore:
                      announced.etag)
         mine_now = set(new.keys.values())
         listing = announced.listing
-        if announced.copied or announced.previous or (
-                inside and self._manifest_key(False) in listing) or any(
+        others = [p for p in announced.previous if p.get("at") != announced.copied]
+        if others or (inside and self._manifest_key(False) in listing) or any(
                 self._mine(k, inside) and k not in mine_now for k in listing):
-            self._tidy(new, inside, announced.copied)  # (else nothing is left to remove)
+            self._tidy(new, inside, announced.copied)
+        elif announced.copied:
+            self._tidy_copies(announced.copied)  # (else nothing is left to remove)
 
     def _state(self, inside: bool) -> _State:
         """Step 1: the manifest, its ETag, the artifact's objects and what the manifest
@@ -678,6 +683,23 @@ class ObjectStore:
         if inside and beside in listing:  # a legacy manifest (readers look there first)
             _step("delete", self._url(beside))
             self.backend.delete([beside])
+        if stale:
+            _step("delete", self._url(stale[0]))
+            self.backend.delete(stale)
+
+    def _tidy_copies(self, copy: str) -> None:
+        """After a commit that needed only this save's copy: remove it, and copies of
+        killed saves older than ``GRACE`` (one listing of the copies' folder)."""
+        folder = f".{self.name}{PREVIOUS}/"
+        listing = self.backend.list(posixpath.join(self.parent, folder) if self.parent
+                                    else folder)
+        now, stale = time.time(), []
+        for key in listing:
+            rest = key[len(self.parent) + 1:] if self.parent else key
+            at = "/".join(rest.split("/")[:2])
+            born = at.rsplit("/", 1)[-1].split("-", 1)[0]
+            if at == copy or born.isdigit() and now - int(born) >= GRACE:
+                stale.append(key)
         if stale:
             _step("delete", self._url(stale[0]))
             self.backend.delete(stale)

@@ -244,10 +244,10 @@ def test_two_managers_of_one_process_never_interleave_writes(tmp_path, monkeypat
     events = []
     real_commit = local.commit
 
-    def slow_commit(handler, tmp, path, *rest):
+    def slow_commit(handler, tmp, path, *rest, **options):
         events.append(("start", path.name))
         time.sleep(0.3)
-        real_commit(handler, tmp, path, *rest)
+        real_commit(handler, tmp, path, *rest, **options)
         events.append(("end", path.name))
 
     monkeypatch.setattr(local, "commit", slow_commit)

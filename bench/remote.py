@@ -8,7 +8,8 @@ size (the models of ``bench/perf.py``: Dense stacks with Adam's slots built) and
 format, every round times, in an order that alternates:
 
 - ``kerasave save``: ``save_*`` to ``s3://...`` (written and verified in a local
-  staging folder, uploaded under a fresh version name, committed by its manifest);
+  staging folder, registered in its manifest, uploaded to the URL's own keys,
+  committed by its manifest);
 - ``fsspec put``: ``fs.put_file`` of the very files that save uploaded, to fresh
   keys: what the bytes cost to move, with no format and no checks;
 - ``kerasave load``: ``load_weights`` into the built model / ``load_model`` from the
@@ -71,12 +72,12 @@ def bench(size: int, fmt: str, repeat: int, bucket: str, work: Path) -> dict[str
 
     save(model, url)  # warm: the connection pool, the first-call costs
     load(url)
-    from kerasave.store import remote
+    import json
 
     def committed() -> list[str]:
-        version = remote.Remote(url).committed()
-        assert version is not None
-        return [f"{version.prefix}/{rel}" for rel in version.paths.values()]
+        """The objects the artifact's manifest commits (at the URL's own keys)."""
+        manifest = json.loads(fs.cat_file(f"{url}.kerasave.json"))
+        return [url if name == "." else url + name for name in manifest["files"]]
 
     now: list[list[str]] = []
     for r in range(repeat):

@@ -2,9 +2,11 @@
 
 Such a directory holds ``ckpt-N`` checkpoints without kerasave's manifests and
 TensorFlow's own ``checkpoint`` file. kerasave numbers its checkpoints after
-TensorFlow's, writes the model under the name TensorFlow's checkpoints give it
-(the checkpoint guide's ``net``), and keeps the ``checkpoint`` file true, so that
-TensorFlow code reading the directory finds kerasave's checkpoints too.
+TensorFlow's and writes the model under the name TensorFlow's checkpoints give it
+(the checkpoint guide's ``net``). Every manager directory, adopted or not, on
+disk or at a URL, gets TensorFlow's ``checkpoint`` file, kept true after each
+commit (``tell_tensorflow``), so that TensorFlow code reading the directory
+(``tf.train.latest_checkpoint``) finds kerasave's checkpoints too.
 """
 
 from __future__ import annotations
@@ -18,9 +20,9 @@ from typing import Any
 from kerasave._errors import KerasaveError
 from kerasave.formats._graph import read_graph
 from kerasave.formats.checkpoint import _reader, manifest_path, model_key
-from kerasave.store import local
+from kerasave.store.base import Store
 
-__all__ = ["model_name", "tell_tensorflow"]
+__all__ = ["model_name", "state_text", "tell_tensorflow"]
 
 
 def model_name(newest: Path | None, roots: Mapping[str, Any]) -> str:
@@ -41,31 +43,33 @@ def model_name(newest: Path | None, roots: Mapping[str, Any]) -> str:
         return "model"  # (a damaged newest checkpoint: kerasave's own name)
 
 
-def tell_tensorflow(directory: Path, kept: list[tuple[str, float]],
-                    max_to_keep: int | None) -> None:
-    """Rewrite TensorFlow's ``checkpoint`` file, when the directory has one, to
-    name ``kept`` (checkpoint names and times, oldest first), atomically.
+def state_text(kept: list[tuple[str, float]], max_to_keep: int | None,
+               old: str | None = None) -> str:
+    """TensorFlow's ``checkpoint`` state file (``CheckpointState`` in its text format)
+    naming ``kept`` (checkpoint names and times, oldest first).
 
-    It lists the newest ``max_to_keep`` as the ones a TensorFlow manager may
-    rotate out: checkpoints kept for ``best_k`` or ``keep_every_n_hours`` are left
-    off its list, so that no TensorFlow manager deletes them. Its
-    ``last_preserved_timestamp`` is kept.
+    It lists the newest ``max_to_keep`` as the ones a TensorFlow manager may rotate
+    out: checkpoints kept for ``best_k`` or ``keep_every_n_hours`` are left off its
+    list, so that no TensorFlow manager deletes them. The ``last_preserved_timestamp``
+    of the ``old`` file is kept.
     """
-    state = directory / "checkpoint"
-    if not state.is_file() or not kept:
-        return
-    try:
-        old = state.read_text(encoding="utf-8")
-    except (OSError, UnicodeDecodeError):
-        old = ""
     rotating = kept if max_to_keep is None else kept[-max_to_keep:]
     lines = [f'model_checkpoint_path: "{kept[-1][0]}"']
     lines += [f'all_model_checkpoint_paths: "{name}"' for name, _ in rotating]
     lines += [f"all_model_checkpoint_timestamps: {time!r}" for _, time in rotating]
-    preserved = re.search(r"^last_preserved_timestamp:\s*([0-9.eE+-]+)\s*$", old, re.M)
+    preserved = re.search(r"^last_preserved_timestamp:\s*([0-9.eE+-]+)\s*$", old or "", re.M)
     if preserved:
         lines.append(f"last_preserved_timestamp: {preserved.group(1)}")
-    fresh = state.with_name("checkpoint.kerasave-new")
-    local.write_text(fresh, "\n".join(lines) + "\n")
-    local.replace(fresh, state)
-    local.fsync_one(directory)
+    return "\n".join(lines) + "\n"
+
+
+def tell_tensorflow(directory: Store, kept: list[tuple[str, float]],
+                    max_to_keep: int | None) -> None:
+    """Write TensorFlow's ``checkpoint`` file in ``directory`` (replaced whole, on disk
+    by a rename) to name ``kept`` (``state_text``), so that
+    ``tf.train.latest_checkpoint(directory)`` gives the newest and TensorFlow code
+    reading the directory finds kerasave's checkpoints."""
+    if not kept:
+        return
+    directory.put_text("checkpoint", state_text(kept, max_to_keep,
+                                                directory.read_text("checkpoint")))

@@ -12,7 +12,7 @@ import os
 import time
 import weakref
 from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, cast
@@ -20,6 +20,7 @@ from typing import Any, cast
 import numpy as np
 
 from kerasave import _registry, _safety, _state, _verify
+from kerasave import store as stores
 from kerasave._errors import (
     CorruptArtifactError,
     KerasaveError,
@@ -39,8 +40,7 @@ from kerasave.formats._base import (
     versions_now,
 )
 from kerasave.store import manifest as _manifest
-from kerasave.store import remote
-from kerasave.store.transaction import Transaction, resolve_checked
+from kerasave.store.base import Naming, Store
 
 __all__ = [
     "save_weights",
@@ -82,43 +82,37 @@ def _size(handler: Handler, path: Path) -> int:
 
 def _save(kind: str, model: keras.Model, path: PathLike, format: str | None,
           verify: bool, max_shard_size: float | None = None) -> Report:
-    with _verify.one_save():
-        if not remote.is_url(path):
-            return _save_once(kind, model, remote.local_path(path), format, verify,
-                              max_shard_size)
-        url = os.fspath(path).rstrip("/")
-        start = time.perf_counter()
-        with remote.staged_save(url) as (store, local):
-            report = _save_once(kind, model, local, format, verify, max_shard_size)
-            handler = _registry.for_save(kind, local, format)
-            store.publish(local, _manifest.manifest_path(handler, local), handler)
-        return replace(remote.report_at(report, str(local.parent), store.parent_url),
-                       seconds=time.perf_counter() - start)
+    start = time.perf_counter()
+    with _verify.one_save(), stores.at(path) as store:
+        report = _save_once(kind, model, store, format, verify, max_shard_size)
+    return replace(report, seconds=time.perf_counter() - start)
 
 
-def _save_once(kind: str, model: keras.Model, target: Path, format: str | None,
+def _save_once(kind: str, model: keras.Model, store: Store, format: str | None,
                verify: bool, max_shard_size: float | None = None) -> Report:
     start = time.perf_counter()
+    target = store.target  # (a URL's: its name in the store's staging folder)
     handler = _registry.for_save(kind, target, format)
     if max_shard_size is not None:
         handler = _registry.sharded(handler, target, max_shard_size)
     with _state.untouched(model):  # (whatever the checks run, the model is as it was)
-        return _save_checked(handler, model, target, kind, verify, start)
+        return _save_checked(handler, model, store, kind, verify, start)
 
 
-def _save_checked(handler: Handler, model: keras.Model, target: Path, kind: str,
+def _save_checked(handler: Handler, model: keras.Model, store: Store, kind: str,
                   verify: bool, start: float) -> Report:
+    target = store.target
     handler.preflight(model, target)
     if verify and handler.verifiable_config:
         _refuse_unverifiable(model, handler.name, kind, target)
-    with Transaction(handler, target) as txn:
+    with store.transaction(handler) as txn:
         txn.write(lambda tmp: _write(handler, model, tmp, target))
         if verify:
             checks = txn.verify(lambda tmp: _verify.guarded(
                 "verify", lambda: handler.check(model, tmp, own=True)))
         else:
             checks = (Check("verify", True, "skipped (verify=False)"),)
-        report = Report(str(target), handler.name, all(c.ok for c in checks), checks)
+        report = Report(store.shown, handler.name, all(c.ok for c in checks), checks)
         if not report.ok:
             raise RoundTripError(replace(report, seconds=time.perf_counter() - start))
         txn.commit({"versions": versions_now()})
@@ -210,9 +204,9 @@ def save_model(model: keras.Model, path: PathLike, *, format: str | None = None,
 @dataclass
 class Opened:
     """An artifact found and checked once: its handler, the version to read
-    (``actual``: the path, or the backup an interrupted commit left) and what its
-    integrity manifest said. Every read of it goes through the handler, inside
-    ``_reading``, without checksumming it again."""
+    (``actual``: the path, or the backup an interrupted commit left; a URL's: its
+    staging copy) and what its integrity manifest said. Every read of it goes
+    through the handler, inside ``_reading``, without checksumming it again."""
 
     source: Path | str  # what the caller named: a path or a URL
     handler: Handler
@@ -220,9 +214,8 @@ class Opened:
     detail: str  # what the integrity check found, in words
     checksummed: bool  # every byte matched the CRC32C its manifest records
     manifest: Path | None  # the manifest, when there is one
-    # A URL's artifact is read from a local copy: (the copy's folder, the URL's folder),
-    # so that what is said about it names the URL, and what removes the copy.
-    shown: tuple[str, str] | None = None
+    # What is said about a URL's staging copy, said about the URL.
+    naming: Naming = field(default_factory=lambda: Naming([]))
     _stage: Any = None
 
     def close(self) -> None:
@@ -232,16 +225,12 @@ class Opened:
 
     @contextlib.contextmanager
     def _reading(self) -> Iterator[None]:
-        with _reading(self.source):
-            if self.shown is None:
-                yield
-            else:
-                with remote.at_url(*self.shown):
-                    yield
+        with _reading(self.source), self.naming():
+            yield
 
     def named(self, path: Path | str) -> str:
         """How a file of the artifact is shown: under its URL for a URL's copy."""
-        return str(path) if self.shown is None else str(path).replace(*self.shown)
+        return self.naming.text(str(path))
 
     @property
     def bytes(self) -> int:
@@ -306,20 +295,21 @@ def open_artifact(path: PathLike, kind: str | None = None, format: str | None = 
     ``CorruptArtifactError`` as every public call raises them.
 
     A URL's artifact is copied to a local folder first (checked against its
-    manifest's sizes on the way); ``Opened.close`` removes the copy."""
-    if not remote.is_url(path):
-        return _open_local(remote.local_path(path), kind, format, handler)
-    url = os.fspath(path).rstrip("/")
+    manifest's sizes on the way, its CRC32Cs before it is read); ``Opened.close``
+    removes the copy."""
+    store = stores.at(path)
     stage = contextlib.ExitStack()
     try:
-        with _reading(url):
-            local, shown = stage.enter_context(remote.fetched(url))
-            with remote.at_url(*shown):
-                opened = _open_local(local, kind, format, handler)
+        stage.callback(store.close)
+        with _reading(store.shown), store.naming():
+            found = stage.enter_context(store.resolve(
+                lambda local: handler or _registry.detect(local, kind, format)))
     except BaseException:
         stage.close()
         raise
-    opened.source, opened.shown, opened._stage = url, shown, stage
+    source = path if isinstance(path, Path) else store.shown
+    opened = Opened(source, found.layout, found.actual, found.detail, found.checksummed,
+                    found.manifest, found.naming, stage)
     weakref.finalize(opened, stage.close)  # (a copy nobody closed goes with it, or at exit)
     return opened
 
@@ -332,16 +322,6 @@ def _opened(path: PathLike, kind: str | None = None,
         yield opened
     finally:
         opened.close()
-
-
-def _open_local(source: Path, kind: str | None, format: str | None,
-                handler: Handler | None) -> Opened:
-    with _reading(source):
-        handler = handler or _registry.detect(source, kind, format)
-        where = _manifest.manifest_path(handler, source)
-        present = where.is_file()
-        actual, detail, checksummed = resolve_checked(handler, source)
-    return Opened(source, handler, actual, detail, checksummed, where if present else None)
 
 
 def load_weights(model: keras.Model, path: PathLike, *, format: str | None = None) -> Report:

@@ -2,14 +2,15 @@
 
 Built on the checkpoint format (``kerasave/formats/checkpoint.py``): each
 checkpoint is ``DIR/ckpt-N.index`` + ``ckpt-N.data-*`` (plain TensorFlow files)
-and ``ckpt-N.kerasave.json`` (build shapes, time, step, metrics, progress). The
-directory listing *is* the state: there is no second index file to disagree
-with it.
+and ``ckpt-N.kerasave.json`` (build shapes, time, step, metrics, progress), on
+disk or at a URL alike (``kerasave.store``: one store per directory, chosen
+once). The directory listing *is* the state; TensorFlow's ``checkpoint`` file is
+written from it after each commit, for TensorFlow's readers
+(``tf.train.latest_checkpoint``).
 """
 
 from __future__ import annotations
 
-import glob
 import json
 import math
 import os
@@ -26,6 +27,7 @@ import numpy as np
 
 from kerasave import _adopted as adopted
 from kerasave import _internals as internals
+from kerasave import store as stores
 from kerasave._distributed import cluster_of
 from kerasave._errors import (
     ArchitectureMismatchError,
@@ -56,8 +58,7 @@ from kerasave.formats.checkpoint import (
     tensor_loader,
     tensor_reader,
 )
-from kerasave.store import local, remote
-from kerasave.store.transaction import Transaction, resolve_checked
+from kerasave.store import local
 
 __all__ = ["CheckpointManager"]
 
@@ -66,7 +67,8 @@ _HANDLER = CheckpointHandler()
 @dataclass(frozen=True)
 class _Entry:
     number: int
-    path: Path | str  # a URL's checkpoints by their URLs
+    path: str  # as shown: a path, or a URL's checkpoints by their URLs
+    name: str
     time: float
     metrics: dict[str, float] = field(default_factory=dict)
     metadata: dict[str, Any] = field(default_factory=dict)
@@ -160,9 +162,9 @@ class CheckpointManager:
                                     if checkpoint_interval is not None else None)
         self.init_fn = init_fn
         self._last_checkpoint_step = last_checkpoint_step
-        # A URL's checkpoints are written and read through a private local folder.
-        self._url = os.fspath(directory).rstrip("/") if remote.is_url(directory) else None
-        self.directory: Path | str = self._url or remote.local_path(directory)
+        self._store = stores.at(directory)  # a local folder or a URL's (read and written
+        # through private local copies)
+        self.directory: Path | str = self._store.local_dir or self._store.shown
         self.model = model
         self._optimizer = optimizer
         self.max_to_keep = max_to_keep
@@ -186,29 +188,19 @@ class CheckpointManager:
         return self._optimizer if self._optimizer is not None else optimizer_of(self.model)
 
     def _entries(self) -> list[_Entry]:
-        pattern = re.escape(self.checkpoint_name) + r"-(\d+)"
-        if self._url is not None:
-            return [_Entry(n, url, float(m.get("time") or 0), dict(m.get("metrics") or {}),
-                           dict(m.get("metadata") or {}), _every(m))
-                    for n, url, m in remote.series(self._url, pattern)]
-        assert isinstance(self.directory, Path)
-        if not self.directory.is_dir():
-            return []
         found = []
-        for index in self.directory.glob(f"{glob.escape(self.checkpoint_name)}-*.index"):
-            match = re.fullmatch(pattern + r"\.index", index.name)
-            if not match:
-                continue
-            prefix = index.with_suffix("")
+        for e in self._store.list(re.escape(self.checkpoint_name) + r"-(\d+)", _HANDLER):
+            m = e.manifest
             try:
-                manifest = json.loads(manifest_path(prefix).read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                manifest = {}
-            found.append(_Entry(int(match.group(1)), prefix,
-                                float(manifest.get("time", index.stat().st_mtime)),
-                                dict(manifest.get("metrics") or {}),
-                                dict(manifest.get("metadata") or {}), _every(manifest)))
-        return sorted(found, key=lambda e: e.number)
+                when = float(m.get("time") or 0)
+            except (TypeError, ValueError):
+                when = 0.0
+            found.append(_Entry(e.number, e.shown, e.name, when,
+                                dict(m.get("metrics") or {}) if isinstance(
+                                    m.get("metrics"), dict) else {},
+                                dict(m.get("metadata") or {}) if isinstance(
+                                    m.get("metadata"), dict) else {}, _every(m)))
+        return found
 
     @property
     def checkpoints(self) -> list[str]:
@@ -230,10 +222,9 @@ class CheckpointManager:
         raise ArtifactNotFoundError("no such checkpoint in the manager's directory",
                                     path=target or self.directory)
 
-    def _where(self, path: str | os.PathLike[str]) -> Path | str:
+    def _where(self, path: str | os.PathLike[str]) -> str:
         """A checkpoint's path as the listing names it."""
-        return (os.fspath(path).rstrip("/") if remote.is_url(path)
-                else remote.local_path(path))
+        return stores.at(path).shown
 
     # -- writing ---------------------------------------------------------------------
 
@@ -289,11 +280,12 @@ class CheckpointManager:
         return roots
 
     def _model_name(self) -> str:
-        if self._saved_name is None and self._url is not None:
+        if self._saved_name is None and self._store.local_dir is None:
             self._saved_name = "model"  # (TensorFlow never adopted an object-store series)
         if self._saved_name is None:
             entries = self._entries()
-            name = adopted.model_name(entries[-1].path if entries else None, self._roots())
+            newest = self._store.child(entries[-1].name).target if entries else None
+            name = adopted.model_name(newest, self._roots())
             self._saved_name = "model" if name in self.trackables else name
         return self._saved_name
 
@@ -359,7 +351,7 @@ class CheckpointManager:
 
     def _planned(self, cluster: Any, step: Any, metrics: Mapping[str, float] | None,
                  metadata: Mapping[str, Any] | None
-                 ) -> tuple[Lease | None, Path | str, dict[str, Any]]:
+                 ) -> tuple[Lease | None, str, dict[str, Any]]:
         """What a save writes: this writer's lease (none on a worker that is not the
         chief), the checkpoint's path and its manifest."""
         self.wait()
@@ -372,9 +364,7 @@ class CheckpointManager:
             number = int(step.numpy() if hasattr(step, "numpy") else step)
         else:
             number = entries[-1].number + 1 if entries else 1
-        name = f"{self.checkpoint_name}-{number}"
-        path: Path | str = (f"{self._url}/{name}" if self._url is not None
-                            else remote.local_path(self.directory) / name)
+        path = self._store.child(f"{self.checkpoint_name}-{number}").shown
         manifest = describe(self.model, self.optimizer, "checkpoint")
         manifest.update(step=number, time=self._now(),
                         metrics={k: float(v) for k, v in (metrics or {}).items()},
@@ -413,14 +403,14 @@ class CheckpointManager:
             return None
         return checkpoint, self._copies
 
-    def _background(self, checkpoint: Any, copies: Any, path: Path | str,
+    def _background(self, checkpoint: Any, copies: Any, path: str,
                     manifest: dict[str, Any]) -> None:
         try:
             self._write(checkpoint, copies, path, manifest)
         except BaseException as exc:  # surfaces on the next call
             self._error = exc
 
-    def _write(self, checkpoint: Any, copies: Any, path: Path | str,
+    def _write(self, checkpoint: Any, copies: Any, path: str,
                manifest: dict[str, Any]) -> None:
         start = time.perf_counter()
         lease = self._lease
@@ -431,24 +421,15 @@ class CheckpointManager:
             local.write_text(manifest_path(tmp),
                              json.dumps(manifest, indent=1, default=str) + "\n")
 
-        with lease.writing:
-            if isinstance(path, Path):
-                with Transaction(_HANDLER, path, suffix="") as txn:
-                    txn.write(write)
-                    self._check(txn.tmp, path, copies, start)
-                    txn.commit({}, then=self._retain)
-                return
-            # A URL: the same transaction in a local folder, then uploaded and
-            # committed by its manifest (kerasave.store.remote).
-            with remote.staged_save(path) as (store, staged):
-                with Transaction(_HANDLER, staged, suffix="") as txn:
-                    txn.write(write)
-                    self._check(txn.tmp, path, copies, start)
-                    txn.commit({})
-                store.publish(staged, manifest_path(staged))
-            self._retain()
+        # On disk the retention runs under the directory's lock, after the rename; at
+        # a URL after the upload's commit (kerasave.store.objectstore).
+        with lease.writing, self._store.child(_name(path)) as store, \
+                store.transaction(_HANDLER, suffix="") as txn:
+            txn.write(write)
+            self._check(txn.tmp, path, copies, start)
+            txn.commit({}, then=self._retain)
 
-    def _check(self, tmp: Path, path: Path | str, copies: Any, start: float) -> None:
+    def _check(self, tmp: Path, path: str, copies: Any, start: float) -> None:
         if not self.verify:
             return
         reader = _reader(tmp)
@@ -483,23 +464,12 @@ class CheckpointManager:
                     anchor = e.time
         # TensorFlow's own record first: a crash before the deletes leaves it naming
         # checkpoints that all exist.
-        if self._url is not None:
-            for e in entries:
-                if e.number not in keep:
-                    remote.Remote(str(e.path)).delete()  # its commit record first
-            return
         kept = [e for e in entries if e.number in keep]
-        assert isinstance(self.directory, Path)
-        adopted.tell_tensorflow(self.directory, [(_name(e.path), e.time) for e in kept],
+        adopted.tell_tensorflow(self._store, [(e.name, e.time) for e in kept],
                                 self.max_to_keep)
-        with local.removing() as held:  # (disk space freed once all names are gone)
-            for e in entries:
-                if e.number not in keep:
-                    assert isinstance(e.path, Path)
-                    index = e.path.with_name(e.path.name + ".index")
-                    local.remove(index, held)  # first: what makes the rest a checkpoint
-                    for member in _HANDLER.members(e.path):
-                        local.remove(member, held)
+        for e in entries:
+            if e.number not in keep:
+                self._store.child(e.name).delete(_HANDLER)  # what commits it first
 
     # -- reading ---------------------------------------------------------------------
 
@@ -547,17 +517,13 @@ class CheckpointManager:
                 raise ArtifactNotFoundError(
                     f"no checkpoint to restore: the directory holds no "
                     f"{self.checkpoint_name}-N checkpoint", path=self.directory)
-        if remote.is_url(path):  # read from a local copy (its sizes checked on the way)
-            with remote.fetched(os.fspath(path)) as (local, shown):
-                report = self._restore_from(local, only, strict, start)
-            return remote.report_at(report, *shown)
-        return self._restore_from(remote.local_path(path), only, strict, start)
+        # (a URL's: read from a local copy, every object's size and CRC32C checked)
+        with stores.at(path) as store, store.resolve(_checkpoint_at) as found:
+            return found.naming.report(
+                self._restore_from(found.actual, found.checksummed, only, strict, start))
 
-    def _restore_from(self, prefix: Path, only: Collection[str] | None, strict: bool,
-                      start: float) -> Report:
-        if not _HANDLER.exists(prefix):
-            raise ArtifactNotFoundError(f"no checkpoint at {prefix}", path=prefix)
-        prefix, _, checksummed = resolve_checked(_HANDLER, prefix)
+    def _restore_from(self, prefix: Path, checksummed: bool, only: Collection[str] | None,
+                      strict: bool, start: float) -> Report:
         reader = _reader(prefix)
         try:
             manifest = json.loads(manifest_path(prefix).read_text(encoding="utf-8"))
@@ -692,6 +658,12 @@ def _read_step(counter: Any) -> int | float:
         raise TypeError("step_counter must hold one number (e.g. tf.Variable(0) or the "
                         f"optimizer's iterations). Received: {counter!r}")
     return value.item()
+
+
+def _checkpoint_at(prefix: Path) -> CheckpointHandler:
+    if not _HANDLER.exists(prefix):
+        raise ArtifactNotFoundError(f"no checkpoint at {prefix}", path=prefix)
+    return _HANDLER
 
 
 public(CheckpointManager)

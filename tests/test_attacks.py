@@ -465,7 +465,7 @@ def test_object_key_with_dots_never_writes_outside_the_staging_folder(tmp_path):
     fs.pipe(f"/kerasave-attacks/models/m/{escape}", b"pwned")
     try:
         for read in (ks.inspect, ks.load_model):
-            with pytest.raises(Unsafe, match="not a plain relative path"):
+            with pytest.raises(Unsafe, match="not a plain relative path|leaves its folder"):
                 read("memory://kerasave-attacks/models/m")
         assert not (tmp_path / "escaped.txt").exists()
     finally:

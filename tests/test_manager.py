@@ -113,8 +113,11 @@ def test_numbering_latest_and_max_to_keep(tmp_path):
     assert manager.checkpoints == paths[2:] and manager.latest == paths[3]
     assert manager.save(step=tf.Variable(10)) == str(tmp_path / "ckpt-10")
     assert sorted(p.name for p in tmp_path.iterdir() if not p.name.startswith(".")) == [
-        f"ckpt-{n}.{ext}" for n in (10, 4) for ext in
-        ("data-00000-of-00001", "index", "kerasave.json")]
+        "checkpoint"] + [f"ckpt-{n}.{ext}" for n in (10, 4) for ext in
+                         ("data-00000-of-00001", "index", "kerasave.json")]
+    # TensorFlow's state file names what the manager keeps (tests/test_remote.py reads it
+    # with TensorFlow's own calls).
+    assert tf.train.latest_checkpoint(str(tmp_path)) == str(tmp_path / "ckpt-10")
 
 
 def test_keep_every_n_hours(tmp_path):
@@ -241,10 +244,10 @@ def test_two_managers_of_one_process_never_interleave_writes(tmp_path, monkeypat
     events = []
     real_commit = local.commit
 
-    def slow_commit(handler, tmp, path, *rest):
+    def slow_commit(handler, tmp, path, *rest, **options):
         events.append(("start", path.name))
         time.sleep(0.3)
-        real_commit(handler, tmp, path, *rest)
+        real_commit(handler, tmp, path, *rest, **options)
         events.append(("end", path.name))
 
     monkeypatch.setattr(local, "commit", slow_commit)

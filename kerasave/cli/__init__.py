@@ -74,9 +74,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     if sys.stderr.isatty():  # object-store transfers draw a bar
         from kerasave.cli._ui import transfer_bar
-        from kerasave.store import remote
+        from kerasave.store import objectstore
 
-        remote.progress = transfer_bar
+        objectstore.progress = transfer_bar
     message, code, error = None, OK, None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

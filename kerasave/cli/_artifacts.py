@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from kerasave import _facade
+from kerasave import store as stores
 from kerasave._errors import ArchitectureMismatchError, KerasaveError, UnknownFormatError
 from kerasave._facade import Opened, open_artifact
 from kerasave._lazy import keras
@@ -33,7 +34,6 @@ from kerasave._verify import optimizer_of, probe_inputs, to_numpy
 from kerasave.cli._names import model_names, optimizer_arrays, unique
 from kerasave.formats._export import SECOND_BATCH, ExportFormat, Served, serve_batch
 from kerasave.formats.savedmodel import SavedModelHandler
-from kerasave.store import remote
 
 __all__ = ["Opened", "open_artifact", "Arrays", "NeedsArchitecture", "DoesNotFit",
            "architecture", "read", "read_pair", "load_into", "local_copy", "same_place",
@@ -44,20 +44,14 @@ PathLike = str | os.PathLike[str]
 
 @contextlib.contextmanager
 def local_copy(path: str) -> Iterator[str]:
-    """``path`` itself, or for a URL a local copy of its artifact (its sizes checked
-    on the way; the CRC32Cs are checked where it is opened), removed afterwards.
-    kerasave's errors inside name the URL."""
-    if not remote.is_url(path):
-        yield path
-        return
-    with remote.fetched(path) as (local, _):
+    """``path`` itself, or for a URL a local copy of its artifact (every object's size
+    and CRC32C checked), removed afterwards. kerasave's errors inside name the URL."""
+    with stores.at(path) as store, store.local() as local:
         yield str(local)
 
 
 def same_place(a: PathLike, b: PathLike) -> bool:
-    if remote.is_url(a) or remote.is_url(b):
-        return os.fspath(a).rstrip("/") == os.fspath(b).rstrip("/")
-    return remote.local_path(a).resolve() == remote.local_path(b).resolve()
+    return stores.at(a).same(stores.at(b))
 
 
 class NeedsArchitecture(KerasaveError):

@@ -61,7 +61,7 @@ _spinner: Any = None  # the spinner running, which a transfer's bar replaces mea
 
 @contextlib.contextmanager
 def transfer_bar(what: str, total: int) -> Iterator[Callable[[int], None]]:
-    """A progress bar on stderr for an object-store transfer (``kerasave.store.remote``)."""
+    """A progress bar on stderr for an object-store transfer (``kerasave.store.objectstore``)."""
     from rich.progress import (
         BarColumn,
         DownloadColumn,

@@ -40,12 +40,31 @@ def _destination_kind(dst: str, as_: str | None) -> str:
 
 
 def _exists(path: str) -> bool:
-    from kerasave.store import remote
+    from kerasave import store
 
-    if remote.is_url(path):
-        return remote.Remote(path).exists()
-    p = remote.local_path(path)
-    return p.exists() or p.with_name(p.name + ".index").exists()
+    return store.at(path).exists()
+
+
+def _rewrite_layout(path: str) -> int:
+    """``convert URL URL``: what an earlier kerasave wrote at URL (the versioned layout,
+    ``.<name>.kerasave-v/``) rewritten in place, the object at the URL; for a manager's
+    directory every checkpoint, then TensorFlow's ``checkpoint`` file."""
+    from kerasave import _adopted, store
+    from kerasave.formats.checkpoint import CheckpointHandler
+
+    with store.at(path) as where:
+        with status(f"rewriting {path}"):
+            done = where.migrate()
+        if not done:
+            raise click.UsageError("SRC and DST are the same path (and nothing there is in "
+                                   "an earlier layout to rewrite)")
+        series = where.list(r"ckpt-(\d+)", CheckpointHandler())
+        if series and done != [where.shown]:
+            _adopted.tell_tensorflow(where, [(e.name, float(e.manifest.get("time") or 0))
+                                             for e in series], None)
+    for url in done:
+        click.echo(f"{url}: rewritten with the object at the URL")
+    return OK
 
 
 @click.command("convert")
@@ -68,10 +87,14 @@ def convert_command(src: str, dst: str, config: str | None, as_: str | None,
 
     The result is written with kerasave's save functions (verified by a round
     trip), then compared with SRC variable by variable. Either may be a URL.
+
+    SRC and DST the same URL rewrites what an earlier kerasave wrote there (the
+    versioned layout, ``.NAME.kerasave-v/``) with the object at the URL, each
+    file's CRC32C checked; a manager's directory, every checkpoint in it.
     """
-    target = _destination_kind(dst, as_)
     if same_place(src, dst):
-        raise click.UsageError("SRC and DST are the same path")
+        return _rewrite_layout(src)
+    target = _destination_kind(dst, as_)
     if max_shard_size is not None and (target != "weights"
                                        or not dst.lower().endswith(".weights.json")):
         raise click.UsageError("--max-shard-size is for sharded weights: a DST ending in "

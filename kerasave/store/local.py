@@ -117,11 +117,13 @@ class Flushed:
     synced: frozenset[Path] = frozenset()  # the members fsynced, once ``wait`` returned
 
     def __init__(self, handler: Layout, tmp: Path,
-                 checksums: Callable[[], dict[str, dict[str, Any]]]) -> None:
+                 checksums: Callable[[], dict[str, dict[str, Any]]], *,
+                 durable: bool = True) -> None:
         self._handler, self._tmp, self._checksums = handler, tmp, checksums
+        self._durable = durable  # (a staging copy for an upload need not reach the disk)
         self._stop = threading.Event()
         self._errors: list[BaseException] = []
-        self._threads = [self._start(self._writeback)]
+        self._threads = [self._start(self._writeback)] if durable else []
 
     def _start(self, work: Any) -> threading.Thread:
         def run() -> None:
@@ -178,7 +180,9 @@ class Flushed:
     def written(self) -> None:
         """The temporary is complete: checksum it and flush it to disk, in threads."""
         self._stop.set()
-        self._threads += [self._start(self._flush), self._start(self._checksum)]
+        self._threads += [self._start(self._checksum)]
+        if self._durable:
+            self._threads.append(self._start(self._flush))
 
     def wait(self) -> list[BaseException]:
         self._stop.set()
@@ -364,13 +368,14 @@ def remove(path: Path, held: list[int] | None = None) -> None:
 
 
 def commit(handler: Layout, tmp: Path, path: Path, backup: Path,
-           synced: frozenset[Path] = frozenset()) -> None:
+           synced: frozenset[Path] = frozenset(), *, durable: bool = True) -> None:
     """Move the verified artifact at ``tmp`` over whatever is at ``path``.
 
     The current version is hard-linked (a directory: renamed) to its ``backup``
     name first, so a reader finds a complete version whenever this is interrupted.
     ``synced``: members fsynced since they were complete (``Flushed``); of those,
     only a directory's own entries are fsynced again (a manifest went in since).
+    ``durable=False`` (a staging copy, uploaded next): renames only, no fsync.
     """
     for stale in handler.members(backup):
         remove(stale)
@@ -378,9 +383,10 @@ def commit(handler: Layout, tmp: Path, path: Path, backup: Path,
     for member in old:
         if member.is_file():
             link(member, _final_name(handler, member, path, backup))
-    fsync_one(path.parent)
+    sync = fsync_one if durable else (lambda _: None)
+    sync(path.parent)
     new = handler.members(tmp)
-    for member in new:
+    for member in new if durable else ():
         if member not in synced:
             _fsync(member)
         elif member.is_dir() and not member.is_symlink():
@@ -395,10 +401,10 @@ def commit(handler: Layout, tmp: Path, path: Path, backup: Path,
     with removing() as held:
         for stale in set(old) - placed:
             remove(stale, held)
-        fsync_one(path.parent)
+        sync(path.parent)
         for member in handler.members(backup):
             remove(member, held)
-        fsync_one(path.parent)
+        sync(path.parent)
 
 
 @contextlib.contextmanager

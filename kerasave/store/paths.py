@@ -1,41 +1,80 @@
-"""Local paths built from names an artifact chose: object keys, manifest entries.
+"""Paths as the store reads them: URL or local, and the one rule for staging copies.
 
-An object key is any string its writer liked (``../../.bashrc``, ``/etc/x``,
-``a/./b``, ``C:\\x``), so a local copy of a folder of objects must never use a key
-as a path as it is. ``safe_join`` is the one way kerasave turns such a name into
-a path under a folder it owns.
+``is_url`` and ``local_path`` tell what a path names (``kerasave.store.at`` is
+their only caller outside the store); ``safe_join`` is the one function through
+which every staging path is made from a name an artifact (an object key, a
+manifest) supplied; ``staging`` gives the private local folder such copies go to.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
-from pathlib import Path, PurePosixPath
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 from kerasave._errors import UnsafeArtifactError
 
-__all__ = ["safe_join"]
+__all__ = ["is_url", "local_path", "safe_join", "staging"]
+
+_SCHEME = re.compile(r"^([A-Za-z][A-Za-z0-9+.\-]*)://")
 
 
-def safe_join(root: Path, key: str, *, source: str | None = None) -> Path:
-    """``root / key`` when ``key`` is a plain relative path that stays under ``root``.
+def is_url(path: Any) -> bool:
+    """Whether ``path`` is a URL of an fsspec backend (``file://`` is a local path)."""
+    if not isinstance(path, (str, os.PathLike)):
+        return False
+    text = os.fspath(path)
+    match = _SCHEME.match(text) if isinstance(text, str) else None
+    return bool(match) and match.group(1).lower() not in ("file", "local")
 
-    Refused (``UnsafeArtifactError``, naming ``source`` or ``root``): an empty key, an
-    absolute one, one with a ``..``, ``.`` or empty part, a backslash, a drive or a
-    NUL, and one whose place under ``root`` is reached through a symbolic link that
-    leads outside ``root``.
+
+def local_path(path: Any) -> Path:
+    """A local path, also from a ``file://`` URL."""
+    text = os.fspath(path)
+    if isinstance(text, str) and re.match(r"^(file|local)://", text, re.IGNORECASE):
+        text = text.split("://", 1)[1]
+    return Path(text)
+
+
+def safe_join(root: Path, relative: str, *, source: str | None = None) -> Path:
+    """``root / relative`` for a ``/``-separated name an artifact supplied (an object
+    key below a folder, a file name in a manifest).
+
+    Raises:
+        UnsafeArtifactError: the name would leave ``root`` (``..``, an absolute
+            path, a backslash, a drive, an empty or ``.`` part, a NUL byte):
+            nothing is written for it.
     """
-    where = source if source is not None else root
-    parts = PurePosixPath(key).parts if isinstance(key, str) else ()
-    if (not isinstance(key, str) or not key or key.startswith("/") or "\\" in key
-            or "\0" in key or ":" in key.split("/", 1)[0]
-            or any(p in ("", ".", "..") for p in key.split("/")) or not parts):
+    if (not isinstance(relative, str) or not relative or relative.startswith("/")
+            or "\\" in relative or "\0" in relative or re.match(r"^[A-Za-z]:", relative)):
         raise UnsafeArtifactError(
-            f"the name {key!r} is not a plain relative path: a copy of it would be written "
-            "outside its folder", path=where)
-    target = root.joinpath(*parts)
-    real_root = os.path.realpath(root)
-    real = os.path.realpath(target)
-    if os.path.commonpath([real_root, real]) != real_root:
+            f"the name {relative!r} is not a plain relative path: a staging copy is "
+            "written only inside its own folder", path=source or root)
+    parts = relative.split("/")
+    if any(p in ("", ".", "..") for p in parts):
         raise UnsafeArtifactError(
-            f"the name {key!r} leads outside its folder (through a link)", path=where)
-    return target
+            f"the name {relative!r} leaves its folder or has an empty part: a staging "
+            "copy is written only inside its own folder", path=source or root)
+    joined = root.joinpath(*parts)
+    base = os.path.realpath(root)
+    if os.path.commonpath([base, os.path.realpath(joined)]) != base:  # (a symlink on the way)
+        raise UnsafeArtifactError(f"the name {relative!r} resolves outside its folder",
+                                  path=source or root)
+    return joined
+
+
+@contextlib.contextmanager
+def staging() -> Iterator[Path]:
+    """A private local folder for one transfer, removed afterwards
+    (``KERASAVE_STAGING`` or the system's temporary folder)."""
+    root = os.environ.get("KERASAVE_STAGING") or None
+    path = Path(tempfile.mkdtemp(prefix="kerasave-stage-", dir=root))
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

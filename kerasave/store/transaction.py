@@ -32,8 +32,10 @@ whichever complete version the manifests vouch for.
 
 **The storage seam.** Every disk step is a call into ``kerasave.store.local``
 (``locked``, ``commit``, ``remove``, ``write_text``...); formats only ever see
-the temporary's local path. An object store slots in there: stage locally, upload
-under fresh names, commit by writing the manifest last.
+the temporary's local path. This is ``LocalStore``'s transaction
+(``kerasave.store.base.Store``); ``ObjectStore`` runs it in a staging folder and
+then uploads what it committed (``kerasave.store.objectstore``). ``shown`` is the
+name the caller gave: what the checks and errors say instead of the temporary's.
 """
 
 from __future__ import annotations
@@ -47,9 +49,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from kerasave._errors import CorruptArtifactError
+from kerasave._errors import CorruptArtifactError, KerasaveError
 from kerasave._report import Check
 from kerasave.store import local, manifest
+from kerasave.store.base import Naming
 from kerasave.store.layout import Layout
 from kerasave.store.manifest import backup_path
 
@@ -148,9 +151,13 @@ class _Claimed:
 class Transaction:
     """One save of one artifact (see the module's docstring)."""
 
-    def __init__(self, handler: Layout, target: Path, *, suffix: str | None = None) -> None:
+    def __init__(self, handler: Layout, target: Path, *, suffix: str | None = None,
+                 shown: str | None = None, durable: bool = True) -> None:
         self.handler = handler
+        self.durable = durable  # (False: a staging copy, uploaded next: no fsync)
         self.target = target
+        self.shown = str(target) if shown is None else shown
+        self.naming = Naming([])
         self._suffix = handler.temp_suffix if suffix is None else suffix
         self._claim: _Claimed | None = None
         self._flushed: local.Flushed | None = None
@@ -163,6 +170,9 @@ class Transaction:
             clean(directory)
             self._claim = _Claimed(directory)
         self.tmp = temp_path(self.target, self._claim.token, self._suffix)
+        # What is said about the temporary names the target (or what it stands for).
+        self.naming = Naming([(str(self.tmp), self.shown), (self.tmp.name, self.target.name),
+                              (str(self.target), self.shown)])
         return self
 
     def write(self, write: Callable[[Path], None]) -> None:
@@ -170,7 +180,8 @@ class Transaction:
         in threads, overlapping the verification that follows."""
         self._flushed = local.Flushed(  # (checksums mapped: our own temporary)
             self.handler, self.tmp, lambda: manifest.checksums(self.handler, self.tmp,
-                                                               mapped=True))
+                                                               mapped=True),
+            durable=self.durable)
         local._step("write", self.tmp)
         write(self.tmp)
         self._flushed.written()
@@ -178,13 +189,9 @@ class Transaction:
     def verify(self, check: Callable[[Path], Iterable[Check]]) -> tuple[Check, ...]:
         """The checks ``check(tmp)`` makes, worded as checks of the target: no hidden
         temporary names (which are gone once the save returns) in what they say."""
-        return tuple(self._named_as(c) for c in check(self.tmp))
-
-    def _named_as(self, check: Check) -> Check:
-        tmp, target = self.tmp, self.target
-        detail = (check.detail.replace(f" (path: {tmp})", "").replace(str(tmp), str(target))
-                  .replace(tmp.name, target.name))
-        return check if detail == check.detail else replace(check, detail=detail)
+        said = f" (path: {self.tmp})"
+        return tuple(self.naming.check(replace(c, detail=c.detail.replace(said, "")))
+                     for c in check(self.tmp))
 
     def commit(self, fields: dict[str, Any], *, then: Callable[[], None] | None = None) -> None:
         """Seal the manifest (with ``fields``) and rename the temporary into place,
@@ -200,11 +207,14 @@ class Transaction:
         synced |= {manifest.manifest_path(self.handler, self.tmp)}
         with local.locked(self.target.parent):
             local.commit(self.handler, self.tmp, self.target,
-                         backup_path(self.handler, self.target), synced)
+                         backup_path(self.handler, self.target), synced,
+                         durable=self.durable)
             if then is not None:
                 then()
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, kind: Any, exc: BaseException | None, tb: Any) -> None:
+        if isinstance(exc, KerasaveError):
+            self.naming.error(exc)  # (what it says of the temporary, said of the target)
         try:
             if self._flushed is not None:
                 self._flushed.wait()  # the block's own error is the one to report

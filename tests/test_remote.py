@@ -710,3 +710,199 @@ def test_transfers_report_progress_when_asked(bucket, monkeypatch):
     assert [w for w, _, _ in seen] == ["upload", "download"]
     for _, total, counted in seen:
         assert total > 2 * 2**20 and counted == total
+
+
+# -- sharded weights: a map and shards that are not named after it -------------------------
+
+SHARDS = {5: 9000 / 1024**3, 2: 20000 / 1024**3}  # shards of the reference model at that size
+
+
+def _save_sharded(model, url, shards):
+    return ks.save_weights(model, url, max_shard_size=SHARDS[shards])
+
+
+def _sharded_names(shards, name="m"):
+    return sorted([f"{name}.weights.json", f"{name}.weights.json.kerasave.json"]
+                  + [f"{name}_{i:05d}.weights.h5" for i in range(shards)])
+
+
+def _plain_keras_reads_sharded(url, into, model):
+    """The map and its shards fetched with plain fsspec, read by Keras alone."""
+    fs = _fs(url)
+    parent, name = url.rsplit("/", 1)
+    stem = name[: -len(".weights.json")]
+    into.mkdir()
+    fs.get_file(url, str(into / name))
+    for shard in fs.glob(f"{parent}/{stem}_*.weights.h5"):
+        fs.get_file(shard, str(into / shard.rsplit("/", 1)[1]))
+    fresh = ks.reference_model(seed=7)
+    fresh.load_weights(str(into / name))
+    assert_bit_exact(values(all_vars(model)), all_vars(fresh))
+
+
+def test_sharded_weights_are_at_the_url_beside_their_map(bucket, tmp_path):
+    """Each shard is one plain object at its Keras name beside the map; the manifest
+    records every shard's size, CRC32C and ETag; plain fsspec and Keras read them; a
+    save with fewer or more shards leaves exactly its own objects."""
+    import google_crc32c
+
+    url = f"{bucket}/dir/m.weights.json"
+    model = ks.reference_model(seed=1)
+    report = _save_sharded(model, url, 5)
+    assert report.ok and report.path == url
+    assert _objects(f"{bucket}/dir") == _sharded_names(5)
+    fs = _fs(url)
+    manifest = json.loads(fs.cat_file(f"{url}.kerasave.json"))
+    assert manifest["format"] == "h5-sharded" and len(manifest["files"]) == 6
+    for name, entry in manifest["files"].items():
+        key = url if name == "." else f"{bucket}/dir/m{name}"
+        assert entry.get("object") == (None if name == "." else f"m{name}")
+        info = fs.info(key)
+        assert entry["bytes"] == info["size"] and entry["etag"] == info["ETag"]
+        assert entry["crc32c"] == f"{google_crc32c.value(fs.cat_file(key)):08x}"
+    _plain_keras_reads_sharded(url, tmp_path / "five", model)
+    into = ks.reference_model(seed=3)
+    ks.load_weights(into, url)
+    assert_bit_exact(values(all_vars(model)), all_vars(into))
+    assert ks.verify(model, url).ok
+    inspected = ks.inspect(url)
+    assert inspected.format == "h5-sharded"
+    assert sorted(f.rsplit("/", 1)[1] for f in inspected.files) == _sharded_names(5)
+    for shards, seed in ((2, 2), (5, 4)):  # fewer shards, then more again
+        other = ks.reference_model(seed=seed)
+        _save_sharded(other, url, shards)
+        assert _objects(f"{bucket}/dir") == _sharded_names(shards)
+        perturb(into)
+        ks.load_weights(into, url)
+        assert_bit_exact(values(all_vars(other)), all_vars(into))
+        _plain_keras_reads_sharded(url, tmp_path / f"{shards}-{seed}", other)
+    from kerasave import store
+    from kerasave.formats.h5sharded import ShardedWeightsHandler
+
+    fs.pipe_file(f"{bucket}/dir/m_00000.weights.h5.bak", b"a sibling")
+    with store.at(url) as at:  # (what a manager's retention calls)
+        at.delete(ShardedWeightsHandler())
+    assert _objects(f"{bucket}/dir") == ["m_00000.weights.h5.bak"]
+
+
+def test_a_plain_sharded_artifact_uploaded_by_other_tools_loads_and_is_replaced_whole(
+        bucket, tmp_path):
+    model = ks.reference_model(seed=1)
+    model.save_weights(str(tmp_path / "p.weights.json"), max_shard_size=SHARDS[5])
+    fs = _fs(bucket)
+    for file in tmp_path.iterdir():
+        fs.put_file(str(file), f"{bucket}/{file.name}")
+    fs.pipe_file(f"{bucket}/p_extra.weights.h5", b"not a shard of p")  # (nor named so)
+    url = f"{bucket}/p.weights.json"
+    into = ks.reference_model(seed=3)
+    ks.load_weights(into, url)
+    assert_bit_exact(values(all_vars(model)), all_vars(into))
+    assert "no manifest" in ks.verify(model, url).checks[0].detail
+    from kerasave.cli._artifacts import local_copy  # (the command line's copy of a URL)
+
+    with local_copy(url) as local:
+        assert sorted(p.name for p in Path(local).parent.iterdir()) == [
+            n for n in _sharded_names(5, "p") if not n.endswith(".kerasave.json")]
+    other = ks.reference_model(seed=2)
+    _save_sharded(other, url, 2)
+    assert _objects(bucket) == sorted(_sharded_names(2, "p") + ["p_extra.weights.h5"])
+    perturb(into)
+    ks.load_weights(into, url)
+    assert_bit_exact(values(all_vars(other)), all_vars(into))
+
+
+@pytest.mark.parametrize("old_shards,new_shards", [(5, 2), (2, 5)])
+def test_a_sharded_save_killed_at_each_step_leaves_the_old_or_the_new_version(
+        bucket, monkeypatch, old_shards, new_shards):
+    """As for the other formats: killed at every object-store step of a save replacing
+    sharded weights with fewer or more shards, a read gets the old version up to the
+    last upload (the map), the new one after it; old shards the new map does not name
+    go only after the commit, and every leftover at last."""
+    url = f"{bucket}/m.weights.json"
+    old, new = ks.reference_model(seed=1), ks.reference_model(seed=2)
+    old_values, new_values = values(all_vars(old)), values(all_vars(new))
+    _save_sharded(old, url, old_shards)
+    steps = []
+    monkeypatch.setattr(objectstore, "_hook", lambda k, u: steps.append((k, u)))
+    _save_sharded(new, url, new_shards)
+    monkeypatch.setattr(objectstore, "_hook", None)
+    kinds = [k for k, _ in steps]
+    last_put = max(i for i, k in enumerate(kinds) if k == "put")
+    assert kinds[0] == "copy" and kinds.count("copy") == old_shards + 1
+    assert kinds.count("put") == new_shards + 1 and steps[last_put][1] == url  # the map last
+    assert kinds.index("pending") < kinds.index("put") and last_put < kinds.index("commit")
+    assert "delete" not in kinds[:kinds.index("commit")]
+    _save_sharded(old, url, old_shards)
+    for at in range(len(steps)):
+        seen = []
+
+        def hook(k, u, at=at, seen=seen):
+            if len(seen) == at:
+                raise _Killed(k)
+            seen.append(k)
+
+        monkeypatch.setattr(objectstore, "_hook", hook)
+        with pytest.raises(_Killed):
+            _save_sharded(new, url, new_shards)
+        monkeypatch.setattr(objectstore, "_hook", None)
+        model = ks.reference_model(seed=3)
+        ks.load_weights(model, url)
+        assert_bit_exact(old_values if at <= last_put else new_values, all_vars(model))
+        _save_sharded(old, url, old_shards)  # back to the old version for the next one
+    monkeypatch.setattr(objectstore, "GRACE", 0.0)
+    _save_sharded(old, url, old_shards)
+    assert _objects(bucket) == _sharded_names(old_shards)
+    manifest = json.loads(_fs(url).cat_file(f"{url}.kerasave.json"))
+    assert manifest["store"] == {"layout": 2, "pending": [], "previous": []}
+
+
+@pytest.mark.parametrize("at", ["put", "commit"])
+def test_racing_sharded_writers_one_commits_the_other_raises(bucket, monkeypatch, at):
+    url = f"{bucket}/m.weights.json"
+    first, mine, theirs = (ks.reference_model(seed=s) for s in (1, 2, 3))
+    _save_sharded(first, url, 2)
+    raced = _racing(monkeypatch, at, lambda: _save_sharded(theirs, url, 2))
+    with pytest.raises(ks.KerasaveError, match="another save") as info:
+        _save_sharded(mine, url, 5)
+    assert raced and url in str(info.value)
+    monkeypatch.setattr(objectstore, "_hook", None)
+    model = ks.reference_model(seed=4)
+    ks.load_weights(model, url)
+    assert_bit_exact(values(all_vars(theirs)), all_vars(model))
+    _save_sharded(mine, url, 5)  # the next save replaces it as usual
+    assert ks.verify(mine, url).ok
+    monkeypatch.setattr(objectstore, "GRACE", 0.0)
+    _save_sharded(mine, url, 2)
+    assert _objects(bucket) == _sharded_names(2)
+
+
+def test_a_sharded_manifest_naming_other_objects_is_refused_and_deletes_nothing(bucket):
+    """A manifest whose ``object`` names leave the folder are refused; one naming a
+    sibling reads it as nothing but the shard it claims (the CRC32C says no), and the
+    next save removes only the artifact's own objects."""
+    url = f"{bucket}/m.weights.json"
+    model = ks.reference_model(seed=1)
+    _save_sharded(model, url, 2)
+    fs = _fs(url)
+    fs.pipe_file(f"{bucket}/m_keep.txt", b"someone else's")
+    fs.pipe_file(f"{bucket}/sub/m_00001.weights.h5", b"someone else's")
+    good = fs.cat_file(f"{url}.kerasave.json")
+    for name, expect in [("../m_00001.weights.h5", "not a plain relative path"),
+                         ("sub/m_00001.weights.h5", "not an object beside"),
+                         ("m.weights.json.kerasave.json", "not an object beside")]:
+        manifest = json.loads(good)
+        manifest["files"]["_00001.weights.h5"]["object"] = name
+        fs.pipe_file(f"{url}.kerasave.json", json.dumps(manifest).encode())
+        with pytest.raises(ks.CorruptArtifactError, match=expect):
+            ks.load_weights(model, url)
+    manifest = json.loads(good)
+    manifest["files"]["_00001.weights.h5"]["object"] = "m_keep.txt"
+    fs.pipe_file(f"{url}.kerasave.json", json.dumps(manifest).encode())
+    with pytest.raises(ks.CorruptArtifactError):
+        ks.load_weights(model, url)
+    _save_sharded(model, url, 5)
+    assert fs.cat_file(f"{bucket}/m_keep.txt") == b"someone else's"
+    assert fs.cat_file(f"{bucket}/sub/m_00001.weights.h5") == b"someone else's"
+    _save_sharded(model, url, 2)
+    assert _objects(bucket) == sorted(_sharded_names(2) + ["m_keep.txt",
+                                                           "sub/m_00001.weights.h5"])

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from kerasave import _facade
+from kerasave import _facade, _registry
 from kerasave import store as stores
 from kerasave._errors import ArchitectureMismatchError, KerasaveError, UnknownFormatError
 from kerasave._facade import Opened, open_artifact
@@ -46,7 +46,7 @@ PathLike = str | os.PathLike[str]
 def local_copy(path: str) -> Iterator[str]:
     """``path`` itself, or for a URL a local copy of its artifact (every object's size
     and CRC32C checked), removed afterwards. kerasave's errors inside name the URL."""
-    with stores.at(path) as store, store.local() as local:
+    with stores.at(path) as store, store.local(_registry.detect) as local:
         yield str(local)
 
 

@@ -71,9 +71,9 @@ class Backend:
     def url(self, key: str) -> str:
         return str(self.fs.unstrip_protocol(key))
 
-    def list(self, prefix: str) -> dict[str, Obj]:
+    def list(self, prefix: str, *, below: bool = True) -> dict[str, Obj]:
         """Every object whose key starts with ``prefix``, below it too: the parent
-        folder's entries, and what is under those that are folders."""
+        folder's entries, and (``below``) what is under those that are folders."""
         parent = prefix.rsplit("/", 1)[0] if "/" in prefix else prefix
         self.fs.invalidate_cache(parent)
         try:
@@ -86,6 +86,8 @@ class Backend:
             if not (key + "/").startswith(prefix) and not key.startswith(prefix):
                 continue
             if entry.get("type") == "directory":
+                if not below:
+                    continue
                 try:
                     below = self.fs.find(key, detail=True)
                 except (FileNotFoundError, OSError):
@@ -192,10 +194,12 @@ class S3Backend(Backend):
         bucket, name, _ = self.fs.split_path(key)
         return bucket, name
 
-    def list(self, prefix: str) -> dict[str, Obj]:
+    def list(self, prefix: str, *, below: bool = True) -> dict[str, Obj]:
         bucket, name = self._split(prefix)
         found: dict[str, Obj] = {}
         kwargs: dict[str, Any] = {"Bucket": bucket, "Prefix": name}
+        if not below:  # (the folder's own objects: what is below is grouped apart)
+            kwargs["Delimiter"] = "/"
         while True:
             out = self._call("list_objects_v2", **kwargs)
             for item in out.get("Contents", ()):

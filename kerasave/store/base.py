@@ -155,9 +155,12 @@ class Store(Protocol):
         the block's length; ``detect(local path)`` gives its layout (handler)."""
         ...
 
-    def local(self) -> contextlib.AbstractContextManager[Path]:
+    def local(self, detect: Callable[[Path], Any] | None = None
+              ) -> contextlib.AbstractContextManager[Path]:
         """A local path holding the artifact for the block's length: the path itself,
-        or a URL's copy (every object's size and CRC32C checked)."""
+        or a URL's copy (every object's size and CRC32C checked). ``detect`` (a local
+        path → its layout) finds the files of an artifact without a manifest that its
+        layout names otherwise than by its name (a shard map's shards)."""
         ...
 
     def list(self, pattern: str, layout: Layout) -> list[Listed]:

@@ -66,7 +66,7 @@ class LocalStore:
                     self.naming)
 
     @contextlib.contextmanager
-    def local(self) -> Iterator[Path]:
+    def local(self, detect: Callable[[Path], Any] | None = None) -> Iterator[Path]:
         yield self.path
 
     def exists(self) -> bool:

@@ -70,21 +70,15 @@ from kerasave.store.backends import Obj, backend_for
 from kerasave.store.base import Found, Listed, Naming
 from kerasave.store.crc import crc32c
 from kerasave.store.layout import Layout
-from kerasave.store.objectwrite import (
-    PREVIOUS,
-    Writing,
-    _Version,
-)
+from kerasave.store.objectnames import INSIDE, MANIFEST, PREVIOUS, Names, _plain_relative
+from kerasave.store.objectwrite import Writing, _Version
 from kerasave.store.paths import safe_join, staging
 from kerasave.store.transaction import Transaction
 
 __all__ = ["ObjectStore", "GRACE", "MANIFEST", "PREVIOUS", "progress"]
 
-MANIFEST = ".kerasave.json"  # beside an artifact: <key>.kerasave.json
-INSIDE = "kerasave.json"  # inside a folder artifact: <key>/kerasave.json
 GRACE = float(os.environ.get("KERASAVE_REMOTE_GRACE", 3600))  # seconds
 _MANIFEST_LIMIT = 64 * 2**20  # a manifest larger than this is not one
-_WRITER = r"\d{10}-[0-9a-f]{12}"  # a writer's token: when its save began, and a nonce
 _THREADS = min(4, os.cpu_count() or 1)
 
 # Called before each object-store step with its kind ("copy", "pending", "put",
@@ -102,7 +96,7 @@ def _step(kind: str, url: str) -> None:
         _hook(kind, url)
 
 
-class ObjectStore(Writing):
+class ObjectStore(Writing, Names):
     """An artifact, or a folder of them, at an fsspec URL (see the module's docstring)."""
 
     def __init__(self, url: str) -> None:
@@ -139,15 +133,6 @@ class ObjectStore(Writing):
 
     # -- where things are ------------------------------------------------------------
 
-    def _manifest_key(self, inside: bool) -> str:
-        return f"{self.key}/{INSIDE}" if inside else f"{self.key}{MANIFEST}"
-
-    def _relative(self, name: str, inside: bool) -> str:
-        """A manifest's file name → its path relative to the artifact's folder."""
-        if inside:
-            return f"{self.name}/{name}"
-        return self.name if name == "." else self.name + name
-
     def _version(self, label: str, recorded: dict[str, Any], inside: bool, *,
                  at: str | None = None, paths: dict[str, str] | None = None,
                  entry: dict[str, Any] | None = None) -> _Version:
@@ -162,8 +147,13 @@ class ObjectStore(Writing):
             size, crc = value.get("bytes"), value.get(manifest.CHECKSUM)
             if type(size) is not int or size < 0 or not (crc is None or isinstance(crc, str)):
                 raise ValueError(f"no size and checksum for {name!r}")
-        local = dict(paths) if paths is not None else {
-            n: self._relative(n, inside) for n in files}
+        if paths is not None:
+            local = dict(paths)
+        else:  # (a file named otherwise than its artifact says so: a sharded map's shard)
+            local = {n: self._relative(n, inside) if v.get("object") is None
+                     else self._object(v["object"], inside) for n, v in files.items()}
+        if len(set(local.values())) != len(local):
+            raise ValueError("two files at one object")
         base = self.parent if at is None else posixpath.join(self.parent, at)
         keys = {n: posixpath.join(base, rel) if base else rel for n, rel in local.items()}
         etags = {n: v.get("etag") for n, v in files.items()} if at is None else {}
@@ -237,45 +227,19 @@ class ObjectStore(Writing):
                                        f"({type(exc).__name__}: {exc})",
                                        path=self._url(self._manifest_key(False))) from None
 
-    def _own_folder(self, at: str) -> bool:
-        """Only a version folder of this very artifact: a save deletes what it names."""
-        return bool(re.fullmatch(re.escape(f".{self.name}{PREVIOUS}/") + _WRITER, at)
-                    or re.fullmatch(re.escape(f".{self.name}{legacy.VERSIONS}/") + _WRITER, at))
-
-    def _listing(self, copies: bool = True) -> dict[str, Obj]:
-        """The objects whose keys start with the artifact's, and (``copies``) those in
-        its folders of copies and earlier versions."""
-        found = self.backend.list(self.key)
-        for folder in (PREVIOUS, legacy.VERSIONS) if copies else ():
-            found.update(self.backend.list(posixpath.join(self.parent, f".{self.name}{folder}/")
-                                           if self.parent else f".{self.name}{folder}/"))
-        return found
-
-    def _plain(self, listing: dict[str, Obj]) -> dict[str, str]:
-        """What is at the URL without a manifest: object key → path relative to the
-        staging folder (a file, a checkpoint prefix's files, or a folder's objects)."""
-        if self.key in listing:
-            return {self.key: self.name}
-        found = {}
-        for key in listing:
-            rest = key[len(self.key):]
-            if rest == ".index" or re.fullmatch(r"\.data-\d{5}-of-\d{5}", rest):
-                found[key] = self.name + rest
-        if found:
-            return found
-        return {key: self.name + key[len(self.key):] for key in listing
-                if key.startswith(self.key + "/")}
-
     # -- reading ---------------------------------------------------------------------
 
     def exists(self) -> bool:
         doc, _, _ = self._read_doc()
         return doc is not None or bool(self._plain(self.backend.list(self.key)))
 
-    def fetch(self, into: Path) -> tuple[Path, str, bool]:
+    def fetch(self, into: Path, detect: Callable[[Path], Any] | None = None
+              ) -> tuple[Path, str, bool]:
         """A local copy in ``into`` of the first whole version (see the module's
         docstring): its path, what was checked, and whether every byte matched a
-        CRC32C. Sizes are checked before a byte is downloaded.
+        CRC32C. Sizes are checked before a byte is downloaded. ``detect`` (a copy's
+        path → its layout) finds the other files of a file artifact without a
+        manifest that its layout names otherwise than by its name (a map's shards).
 
         Raises:
             ArtifactNotFoundError: nothing at the URL.
@@ -292,10 +256,13 @@ class ObjectStore(Writing):
                                                     "read", path=self.url)
                     raise ArtifactNotFoundError("nothing at this URL", path=self.url)
                 self._download(plain, into, listing)
+                if detect is not None and self.key in plain:
+                    self._download(self._plain_members(into, detect, plain), into)
                 return (into / self.name,
                         "no manifest (not written by kerasave): format checks only", False)
             versions = self._versions(doc, inside)
-            listing = self._listing(copies=any(v.label == "previous" for v in versions))
+            listing = self._listing(copies=any(v.label == "previous" for v in versions),
+                                    keys=[k for v in versions for k in v.keys.values()])
             problems = []
             committed = [v for v in versions if v.label == "committed"]
             if committed and not committed[0].untouched(listing):
@@ -342,6 +309,8 @@ class ObjectStore(Writing):
         if all(f.get(manifest.CHECKSUM) is None for f in version.files.values()):
             return  # a plain artifact has none
         recorded = dict(version.manifest)
+        recorded["files"] = {n: {k: v for k, v in f.items() if k != "object"}
+                             for n, f in version.files.items()}  # (the store's, not its)
         at = recorded.pop("manifest_at", None)  # (a legacy version says where)
         local = into / self.name
         target = (safe_join(into, at) if isinstance(at, str) else local / INSIDE if inside
@@ -364,18 +333,18 @@ class ObjectStore(Writing):
         stage = self._staged()
         _clear(stage)
         with self.naming():
-            local, detail, checksummed = self.fetch(stage)
+            local, detail, checksummed = self.fetch(stage, detect)
             layout = detect(local)
             where = manifest.manifest_path(layout, local)
             yield Found(layout, local, local, detail, checksummed,
                         where if where.is_file() else None, self.naming)
 
     @contextlib.contextmanager
-    def local(self) -> Iterator[Path]:
+    def local(self, detect: Callable[[Path], Any] | None = None) -> Iterator[Path]:
         stage = self._staged()
         _clear(stage)
         with self.naming():
-            yield self.fetch(stage)[0]
+            yield self.fetch(stage, detect)[0]
 
     # -- the staging folder ----------------------------------------------------------
 
@@ -425,23 +394,20 @@ class ObjectStore(Writing):
                                         durable=False) as inner:
             yield _Txn(self, layout, inner)
 
-    def _mine(self, key: str, inside: bool) -> bool:
-        """Whether ``key`` is one of the artifact's own names (not a sibling's)."""
-        rest = key[len(self.key):]
-        if inside:
-            return rest.startswith("/")
-        return rest == "" or rest == ".index" or bool(
-            re.fullmatch(r"\.data-\d{5}-of-\d{5}", rest))
-
     def delete(self, layout: Layout | None = None) -> None:
         """Remove the artifact: its manifest first (what commits it), then every
-        version's objects and copies."""
+        version's objects (those ``layout`` names otherwise than by the artifact's
+        name too: a sharded map's shards) and copies."""
         inside = bool(layout is not None and layout.manifest_inside)
+        named: list[str] = []
         try:
             doc, _, inside = self._read_doc(None if layout is None else inside)
         except CorruptArtifactError:
             doc = None
-        listing = self._listing()
+        with contextlib.suppress(CorruptArtifactError):
+            if doc is not None:
+                named = [k for v in self._versions(doc, inside) for k in v.keys.values()]
+        listing = self._listing(keys=named)
         key = self._manifest_key(inside)
         if doc is not None:
             _step("delete", self._url(key))
@@ -449,15 +415,15 @@ class ObjectStore(Writing):
         rest = []
         for k in listing:
             tail = k[len(self.parent) + 1:] if self.parent else k
-            if self._mine(k, True) or self._mine(k, False) or tail.startswith(
+            if self._mine(k, True) or self._member(k, False, layout) or tail.startswith(
                     (f".{self.name}{PREVIOUS}/", f".{self.name}{legacy.VERSIONS}/")):
                 if k != key:
                     rest.append(k)
-        index = [k for k in rest if k.endswith(".index")]
-        if index:  # first: what makes the rest a checkpoint
-            _step("delete", self._url(index[0]))
-            self.backend.delete(index)
-        others = [k for k in rest if k not in index]
+        first = [k for k in rest if k.endswith(".index") or k == self.key]
+        if first:  # what makes the rest an artifact: a checkpoint's index, a shard map
+            _step("delete", self._url(first[0]))
+            self.backend.delete(first)
+        others = [k for k in rest if k not in first]
         if others:
             _step("delete", self._url(others[0]))
             self.backend.delete(others)
@@ -539,14 +505,6 @@ def _said(version: _Version) -> str:
                 f"{n} file(s) match their CRC32C")
     return (f"the newest save was interrupted: read the previous version, {n} file(s) "
             "match their CRC32C")
-
-
-def _plain_relative(value: Any) -> str:
-    if not isinstance(value, str) or not value or value.startswith("/") or "\\" in value:
-        raise ValueError(f"not a relative path: {value!r}")
-    if any(p in ("", ".", "..") for p in value.split("/")):
-        raise ValueError(f"not a plain relative path: {value!r}")
-    return value
 
 
 def _clear(directory: Path) -> None:

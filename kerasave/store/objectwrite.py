@@ -15,7 +15,7 @@ import posixpath
 import secrets
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,6 +24,7 @@ from kerasave._errors import CorruptArtifactError, KerasaveError
 from kerasave.store import legacy, manifest
 from kerasave.store.backends import ABSENT, ANY, Conflict, Obj
 from kerasave.store.layout import Layout
+from kerasave.store.objectnames import PREVIOUS
 from kerasave.store.paths import safe_join
 
 if TYPE_CHECKING:
@@ -31,7 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Writing", "LAYOUT", "PREVIOUS"]
 
-PREVIOUS = ".kerasave-prev"  # .<name>.kerasave-prev/<writer>/: a copy of a committed version
 LAYOUT = 2  # (1: kerasave.store.legacy)
 _ATTEMPTS = 5  # manifest writes that lose a race are tried again this often
 
@@ -95,6 +95,8 @@ class Writing:
         recorded = manifest.read(layout, local)
         if recorded is None:
             raise KerasaveError("the staged artifact has no manifest", path=local)
+        if not inside:
+            recorded = self._named(recorded, layout, local)
         new = self._version("pending", recorded, inside)
         sources = {n: safe_join(local.parent, rel) for n, rel in new.local.items()}
         for name, source in sources.items():
@@ -102,7 +104,7 @@ class Writing:
                 raise KerasaveError(f"the staged file {name!r} is missing", path=source)
         writer = f"{int(time.time()):010d}-{secrets.token_hex(6)}"
         mine = {"manifest": new.manifest, "writer": writer, "started": time.time()}
-        announced = _Announcement(self, mine, inside, set(new.keys.values()))
+        announced = _Announcement(self, mine, inside, set(new.keys.values()), layout)
         try:
             etags = self._upload(new, sources, announced)
         finally:
@@ -113,24 +115,52 @@ class Writing:
         listing = announced.listing
         others = [p for p in announced.previous if p.get("at") != announced.copied]
         if others or (inside and self._manifest_key(False) in listing) or any(
-                self._mine(k, inside) and k not in mine_now for k in listing):
-            self._tidy(new, inside, announced.copied)
+                self._member(k, inside, layout) and k not in mine_now for k in listing):
+            self._tidy(new, inside, announced.copied, layout)
         elif announced.copied:
             self._tidy_copies(announced.copied)  # (else nothing is left to remove)
 
-    def _state(self, inside: bool) -> _State:
-        """Step 1: the manifest, its ETag, the artifact's objects and what the manifest
-        says of them."""
+    def _named(self, recorded: dict[str, Any], layout: Layout, local: Path
+               ) -> dict[str, Any]:
+        """The local manifest of the file artifact ``local`` with, for each file the
+        layout names otherwise than by the artifact's name and its own (``member_at``:
+        a sharded map's shard), its object's name (``object``)."""
+        files = recorded.get("files")
+        if not isinstance(files, dict):
+            return recorded
+        named = {}
+        for name, entry in files.items():
+            entry = {k: v for k, v in entry.items() if k != "object"}
+            member = layout.member_at(local, name)
+            if member.parent != local.parent or not member.name:
+                raise KerasaveError(f"the file {name!r} of the staged artifact is not "
+                                    "beside it", path=member)
+            key = posixpath.join(self.parent, member.name) if self.parent else member.name
+            if member.name != self._relative(name, False):
+                if not key.startswith(self._family()):
+                    raise KerasaveError(
+                        f"the file {member.name!r} does not start as the artifact's name "
+                        "does (up to its first dot): an object store finds an artifact's "
+                        "objects by that prefix", path=self._url(key))
+                entry["object"] = member.name
+            named[name] = entry
+        return {**recorded, "files": named}
+
+    def _state(self, inside: bool, keys: Iterable[str] = (),
+               layout: Layout | None = None) -> _State:
+        """Step 1: the manifest, its ETag, the artifact's objects (those a version names
+        and ``keys``, the new version's, too) and what the manifest says of them."""
         try:
             doc, etag, _ = self._read_doc(inside)
         except CorruptArtifactError:
             doc = None  # a damaged manifest is replaced like a missing one
             etag = self._etag_of(self._manifest_key(inside))
-        listing = self._listing(copies=False)
         try:
             versions = self._versions(doc, inside) if doc is not None else []
         except CorruptArtifactError:
             versions = []
+        listing = self._listing(copies=False, keys=[*keys, *(
+            k for v in versions if v.label != "previous" for k in v.keys.values())])
         committed = next((v for v in versions if v.label == "committed"), None)
         keep: list[dict[str, Any]] = []  # previous copies still needed
         if doc is not None and legacy.is_legacy(doc) and versions:
@@ -142,7 +172,7 @@ class Writing:
                     if committed is None or not committed.untouched(listing)]
         base = committed
         if base is None and doc is None:
-            base = self._plain_version(listing)
+            base = self._plain_version(listing, inside, layout)
         return _State(doc, etag, listing, base, keep)
 
     def _to_copy(self, state: _State, keys: set[str]) -> _Version | None:
@@ -192,8 +222,11 @@ class Writing:
         found = self.backend.list(key).get(key)
         return found.etag if found is not None else None
 
-    def _plain_version(self, listing: dict[str, Obj]) -> _Version | None:
-        """The plain artifact at the URL (no manifest) as a version with no checksums."""
+    def _plain_version(self, listing: dict[str, Obj], inside: bool = False,
+                       layout: Layout | None = None) -> _Version | None:
+        """The plain artifact at the URL (no manifest) as a version with no checksums:
+        its objects, and those of ``listing`` its layout names as its files otherwise
+        than by its name (a sharded map's shards)."""
         plain = self._plain(listing)
         if not plain:
             return None
@@ -204,6 +237,14 @@ class Writing:
                 name = name[1:]
             files[name] = {"bytes": listing[key].size, manifest.CHECKSUM: None}
             local[name] = rel
+        if self.key in plain and layout is not None and not inside:
+            here = Path(self.name)
+            for key, found in listing.items():
+                if key not in plain and self._member(key, False, layout):
+                    base = posixpath.basename(key)
+                    name = layout.member_tail(here, here.with_name(base))
+                    files[name] = {"bytes": found.size, manifest.CHECKSUM: None}
+                    local[name] = base
         keys = {n: posixpath.join(self.parent, rel) for n, rel in local.items()}
         return _Version("plain", {"files": files}, keys, local,
                         {n: listing[k].etag for n, k in keys.items()})
@@ -221,10 +262,11 @@ class Writing:
 
     def _upload(self, new: _Version, sources: dict[str, Path],
                 announced: _Announcement) -> dict[str, str | None]:
-        """Step 4: every file in one PUT each (the index last), conditional on the object
-        listed when the announcement was made."""
-        order = sorted(new.keys, key=lambda n: (n.endswith(".index") or n == "saved_model.pb",
-                                                n))
+        """Step 4: every file in one PUT each (what makes the others an artifact last:
+        a checkpoint's index, a SavedModel's graph, a shard map), conditional on the
+        object listed when the announcement was made."""
+        order = sorted(new.keys, key=lambda n: (
+            n.endswith(".index") or n == "saved_model.pb" or n == ".", n))
         etags: dict[str, str | None] = {}
         total = sum(sources[n].stat().st_size for n in order)
         with _objectstore()._progress("upload", total) as callback:
@@ -266,23 +308,25 @@ class Writing:
             except Conflict:
                 pass
             doc, etag, _ = self._read_doc(inside)
-            listing = self._listing(copies=False)
+            listing = self._listing(copies=False, keys=new.keys.values())
             if doc is None or not all(listing.get(k) is not None and listing[k].etag == etags[n]
                                       for n, k in new.keys.items()):
                 raise _raced(self.url)
             previous = (doc.get("store") or {}).get("previous") or []
         raise _raced(self.url)
 
-    def _tidy(self, new: _Version, inside: bool, copy: str | None) -> None:
+    def _tidy(self, new: _Version, inside: bool, copy: str | None,
+              layout: Layout | None = None) -> None:
         """After the commit: remove this save's copy, copies and legacy versions no
-        version needs, and objects of the artifact that no version names."""
+        version needs, and objects of the artifact that no version names (those the
+        layout names otherwise than by the artifact's name too: a map's old shards)."""
         try:
             doc, _, _ = self._read_doc(inside)
             versions = self._versions(doc, inside) if doc is not None else []
         except CorruptArtifactError:
             return
-        listing = self._listing()
         named = {k for v in versions for k in v.keys.values()}
+        listing = self._listing(keys=[*named, *new.keys.values()])
         named.add(self._manifest_key(inside))
         needed = {(v.entry or {}).get("at") for v in versions if v.label == "previous"}
         now = time.time()
@@ -301,7 +345,7 @@ class Writing:
                 if folder != copy and young and legacy.VERSIONS not in folder:
                     continue  # maybe another writer's copy, still in the making
                 stale.append(key)
-            elif self._mine(key, inside):
+            elif self._member(key, inside, layout):
                 stale.append(key)  # (a data shard of the old version, say)
         beside = self._manifest_key(False)
         if inside and beside in listing:  # a legacy manifest (readers look there first)
@@ -375,9 +419,10 @@ class _Announcement:
     announced."""
 
     def __init__(self, store: ObjectStore, mine: dict[str, Any], inside: bool,
-                 keys: set[str]) -> None:
+                 keys: set[str], layout: Layout | None = None) -> None:
         self.store, self.mine, self.inside, self.keys = store, mine, inside, keys
-        self.state = store._state(inside)
+        self.layout = layout
+        self.state = store._state(inside, keys, layout)
         self.doc: dict[str, Any] = {}
         self.etag: str | None = None
         self.previous: list[dict[str, Any]] = []
@@ -397,7 +442,7 @@ class _Announcement:
         entry = self._copy.result() if self._copy is not None else None
         for attempt in range(_ATTEMPTS):
             if attempt:  # another writer changed the manifest: read it again
-                state = store._state(self.inside)
+                state = store._state(self.inside, self.keys, self.layout)
                 base = store._to_copy(state, self.keys)
                 if base is None:
                     entry = None  # (a copy made in vain is removed as stale later)
@@ -460,6 +505,12 @@ class _Placed:
 
     def exists(self, path: Path) -> bool:
         return path.exists()
+
+    def member_tail(self, path: Path, member: Path) -> str:
+        return member.name[len(path.name):] or "."
+
+    def member_at(self, path: Path, tail: str) -> Path:
+        return path if tail == "." else path.with_name(path.name + tail)
 
 
 def _live(pending: Any) -> list[dict[str, Any]]:

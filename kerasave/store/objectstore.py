@@ -2,12 +2,15 @@
 
 The object is at the URL. ``s3://b/models/m.keras`` is one plain object at the
 key ``models/m.keras``; a checkpoint prefix ``s3://b/run/ckpt-3`` is
-``run/ckpt-3.index`` and ``run/ckpt-3.data-00000-of-00001``; a SavedModel is a
-folder of objects. Beside the artifact (inside a SavedModel's folder) is its
-manifest, ``<key>.kerasave.json``: the format, the versions that wrote it, and
-for every file its size, CRC32C and the ETag (or version token) of the object
-as it was uploaded. Plain fsspec, ``aws s3 cp``, Keras and TensorFlow read the
-objects; kerasave reads them only as far as the manifest vouches for them.
+``run/ckpt-3.index`` and ``run/ckpt-3.data-00000-of-00001``; sharded weights
+``s3://b/w/m.weights.json`` are the map and its shards ``w/m_00000.weights.h5``...
+(a file named otherwise than by the artifact's name is named in the manifest:
+``kerasave.store.objectnames``); a SavedModel is a folder of objects. Beside the
+artifact (inside a SavedModel's folder) is its manifest, ``<key>.kerasave.json``:
+the format, the versions that wrote it, and for every file its size, CRC32C and
+the ETag (or version token) of the object as it was uploaded. Plain fsspec,
+``aws s3 cp``, Keras and TensorFlow read the objects; kerasave reads them only as
+far as the manifest vouches for them.
 
 **A save** (``kerasave.store.objectwrite``) writes and verifies the artifact
 locally (the whole local transaction, in a staging folder), then:
@@ -22,7 +25,7 @@ locally (the whole local transaction, in a staging folder), then:
    before the first object is replaced;
 4. uploads each file in one atomic PUT (a multipart upload is seen whole or not
    at all: its parts go up beside the copy, its completion waits for step 3),
-   the index last;
+   what makes the others an artifact last (a checkpoint's index, a shard map);
 5. writes the manifest with the new version committed (one PUT: the commit),
    then removes the copy and objects no version names any more.
 

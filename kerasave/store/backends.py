@@ -89,11 +89,11 @@ class Backend:
                 if not below:
                     continue
                 try:
-                    below = self.fs.find(key, detail=True)
+                    inner = self.fs.find(key, detail=True)
                 except (FileNotFoundError, OSError):
                     continue
                 found.update({k.rstrip("/"): Obj(int(v.get("size") or 0), _token(v))
-                              for k, v in below.items() if v.get("type", "file") == "file"})
+                              for k, v in inner.items() if v.get("type", "file") == "file"})
             else:
                 found[key] = Obj(int(entry.get("size") or 0), _token(entry))
         return found

@@ -110,9 +110,9 @@ class Names:
             return {self.key: self.name}
         found = {}
         for key in listing:
-            rest = key[len(self.key):]
             if not key.startswith(self.key):
-                continue
+                continue  # (a sibling, in a listing of the artifact's family)
+            rest = key[len(self.key):]
             if rest == ".index" or re.fullmatch(r"\.data-\d{5}-of-\d{5}", rest):
                 found[key] = self.name + rest
         if found:

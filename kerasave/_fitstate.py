@@ -21,6 +21,7 @@ __all__ = ["Holders", "decode", "encode", "iterator_state", "metric_values",
            "pipeline_concerns", "restore_iterator", "restore_metrics"]
 
 _ARRAY, _BLOB = "__kerasave_array__", "__kerasave_blob__"
+_NUMERIC_VOIDS = ("bfloat16", "float8_e4m3fn", "float8_e5m2")  # (ml_dtypes' NumPy types)
 
 
 # -- values to JSON plus arrays -------------------------------------------------------
@@ -44,8 +45,9 @@ def encode(value: Any, arrays: list[np.ndarray], where: str) -> Any:
         scalar = isinstance(value, np.generic)
         array = np.array(keras.ops.convert_to_numpy(value) if not isinstance(
             value, (np.ndarray, np.generic)) else value, copy=True)
-        if array.dtype == object:
-            raise KerasaveError(f"{where}: an array of Python objects cannot be kept")
+        if array.dtype.kind in "OUSV" and array.dtype.name not in _NUMERIC_VOIDS:
+            raise KerasaveError(f"{where}: an array of {array.dtype} cannot be kept "
+                                "(numbers and booleans only; strings and bytes as such)")
         arrays.append(array)
         return {_ARRAY: len(arrays) - 1, "scalar": scalar}
     if isinstance(value, (list, tuple)):
@@ -112,11 +114,12 @@ class Holders:
             if before_change is not None:
                 before_change()
             self.root.arrays = kept  # (a tracked list may only grow: a new one)
-        return [[list(a.shape), a.dtype.str] for a in arrays]
+        return [[list(a.shape), tf.as_dtype(a.dtype).name] for a in arrays]
 
     def expect(self, specs: list[list[Any]]) -> None:
         """Make variables of the shapes a checkpoint's metadata records, to read into."""
-        self.put([np.zeros(tuple(shape), np.dtype(dtype)) for shape, dtype in specs])
+        self.put([np.zeros(tuple(shape), tf.as_dtype(dtype).as_numpy_dtype)
+                  for shape, dtype in specs])
 
     def values(self) -> list[np.ndarray]:
         return [np.array(v.numpy(), copy=True) for v in self.root.arrays]

@@ -172,28 +172,31 @@ class Checkpoint(keras.callbacks.Callback):
             named.append((name if seen[name] == 1 else f"{name}#{seen[name]}", callback))
         return named
 
-    def _restore_callbacks(self) -> None:
+    def _restore_callbacks(self) -> list[Any]:
+        """Give the other callbacks their saved states; returns those that already saw
+        the epoch a run resumes in the middle of (not to be told it begins again)."""
         pending, self._pending = self._pending, None
         if pending is None:
-            return
-        lost = []
+            return []
+        lost, seen = [], []
         for name, callback in self._others():
             kind = _kind(callback)
-            if kind == "stateless":
-                continue
-            if kind == "unknown" or name not in pending:
+            if kind == "unknown" or (kind != "stateless" and name not in pending):
                 lost.append(name)
                 continue
             if kind == "protocol":
                 callback.set_state(pending[name])
-            else:
+            elif kind == "builtin":
                 set_builtin_state(callback, pending[name])
+            if self._to_skip and type(callback).__name__ != "ProgbarLogger":
+                seen.append(callback)
         if lost:
             warnings.warn(
                 f"kerasave.callbacks.Checkpoint cannot restore the state of {', '.join(lost)} "
                 "(a callback takes part by defining get_state() and set_state(state)); if it "
                 "keeps state across epochs or batches, the resumed run may differ from an "
                 "uninterrupted one", ResumeWarning, stacklevel=2)
+        return seen
 
     def _callback_states(self, arrays: list[Any]) -> dict[str, Any]:
         states = {}

@@ -74,13 +74,16 @@ def callback_list(callback: Any) -> Any:
     return None
 
 
-def hook_callback_list(callbacks: Any, *, before_first_epoch: Callable[[], None],
+def hook_callback_list(callbacks: Any, *, before_first_epoch: Callable[[], Any],
                        skipping: Callable[[], bool], after_batch: Callable[[int, Any], None],
                        after_epoch: Callable[[int, Any], None],
                        after_train: Callable[[Any], None]) -> None:
     """Wrap the list's dispatch (on this instance only, for this ``fit``).
 
-    ``skipping()`` true: a batch being passed over on resume; no callback sees it.
+    ``before_first_epoch()`` returns the callbacks that must not see the first
+    ``on_epoch_begin`` (they saw it before the checkpoint a run resumes mid-epoch
+    from). ``skipping()`` true: a batch being passed over on resume; no callback
+    sees it.
     """
     epoch_begin, batch_begin = callbacks.on_epoch_begin, callbacks.on_train_batch_begin
     batch_end, epoch_end = callbacks.on_train_batch_end, callbacks.on_epoch_end
@@ -90,7 +93,12 @@ def hook_callback_list(callbacks: Any, *, before_first_epoch: Callable[[], None]
     def on_epoch_begin(epoch: int, logs: Any = None) -> None:
         if first[0]:
             first[0] = False
-            before_first_epoch()
+            seen = before_first_epoch() or ()
+            if seen:
+                for callback in callbacks.callbacks:
+                    if not any(callback is s for s in seen):
+                        callback.on_epoch_begin(epoch, dict(logs or {}))
+                return
         epoch_begin(epoch, logs)
 
     def on_train_batch_begin(batch: int, logs: Any = None) -> None:
@@ -109,6 +117,9 @@ def hook_callback_list(callbacks: Any, *, before_first_epoch: Callable[[], None]
         after_epoch(epoch, logs)
 
     def on_train_end(logs: Any = None) -> None:
+        if first[0]:  # (no epoch ran: a finished run's checkpoint was restored)
+            first[0] = False
+            before_first_epoch()
         train_end(logs)
         after_train(logs)
 
@@ -125,7 +136,8 @@ def hook_callback_list(callbacks: Any, *, before_first_epoch: Callable[[], None]
 _STATE = {
     "EarlyStopping": ("wait", "stopped_epoch", "best", "best_weights", "best_epoch"),
     "ReduceLROnPlateau": ("wait", "cooldown_counter", "best"),
-    "ModelCheckpoint": ("best", "_batches_seen_since_last_saving", "_last_batch_seen"),
+    "ModelCheckpoint": ("best", "_batches_seen_since_last_saving", "_last_batch_seen",
+                        "_current_epoch"),
     "History": ("history", "epoch"),
     "TensorBoard": ("_global_train_batch", "_global_test_batch"),
     "SwapEMAWeights": ("_ema_weights_in_model",),

@@ -1,0 +1,147 @@
+"""The resume corpus, part 2: fit's settings and callbacks, and the checkpoint guide's
+custom loop (see tests/test_resume.py); then the callback's state hook in process."""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import kerasave as ks
+from kerasave import _fitstate
+from kerasave.callbacks import Checkpoint, ResumeWarning
+
+from .conftest import all_vars, assert_bit_exact, values
+from .test_resume import run_corpus
+
+EXACT = ["validation", "weights", "class_weight", "steps_per_execution", "mixed_precision",
+         "callbacks"]
+CASES = EXACT + ["public_api_mid_epoch", "guide"]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return run_corpus(tmp_path_factory.mktemp("corpus"), CASES)
+
+
+@pytest.mark.parametrize("name", EXACT)
+def test_killed_and_rerun_equals_uninterrupted(corpus, name):
+    assert name not in corpus.refused
+    assert corpus.warnings.get(name, []) == []
+    assert corpus.same(name) == []
+
+
+def test_without_fast_paths_a_first_epoch_resumes_exactly_and_says_what_it_cannot(corpus):
+    assert corpus.same("public_api_mid_epoch") == []
+    assert len(corpus.warnings["public_api_mid_epoch"]) == 1
+    assert "'fit_callbacks' is off" in corpus.warnings["public_api_mid_epoch"][0]
+
+
+def test_the_guide_loop_with_an_iterator_and_a_generator_resumes_exactly(corpus):
+    straight = np.load(corpus.straight / "guide.npz")
+    weights = [k for k in straight.files if k.startswith("w")]
+    assert corpus.same("guide", weights + ["x:step", "x:rng"]) == []
+    resumed = np.load(corpus.resumed / "guide.npz")
+    assert resumed["x:steps"][0] == 15  # (the kill came at step 17; saved at 15)
+    losses = dict(zip(straight["x:steps"].tolist(), straight["x:losses"].tolist()))
+    assert [losses[s] for s in resumed["x:steps"].tolist()] == resumed["x:losses"].tolist()
+
+
+# -- in process -------------------------------------------------------------------------
+
+def _fit(directory, callbacks, crash_after_epoch=None, epochs=3):
+    keras.utils.set_random_seed(0)
+    model = ks.reference_model(seed=0)
+    data, labels = ks.reference_data(48)
+
+    class Crash(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == crash_after_epoch:
+                raise RuntimeError("crash")
+
+    extra = [Crash()] if crash_after_epoch is not None else []
+    history = model.fit(data, labels, batch_size=16, epochs=epochs, shuffle=False, verbose=0,
+                        callbacks=[Checkpoint(directory), *callbacks, *extra])
+    return model, history
+
+
+class Tally(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.epochs, self.scale = [], np.float32(1.0)
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epochs.append(epoch)
+        self.scale = np.float32(self.scale * 0.5)
+
+    def get_state(self):
+        return {"epochs": list(self.epochs), "scale": self.scale}
+
+    def set_state(self, state):
+        self.epochs, self.scale = state["epochs"], state["scale"]
+
+
+def test_a_users_callback_takes_part_and_an_unknown_one_is_named(tmp_path):
+    straight = Tally()
+    plain, _ = _fit(tmp_path / "plain", [straight])
+    with pytest.raises(RuntimeError, match="crash"):
+        _fit(tmp_path / "ckpts", [Tally(), keras.callbacks.LambdaCallback()],
+             crash_after_epoch=1)
+    tally = Tally()
+    with pytest.warns(ResumeWarning, match=r"state of LambdaCallback \("):
+        again, history = _fit(tmp_path / "ckpts", [tally, keras.callbacks.LambdaCallback()])
+    assert tally.epochs == straight.epochs == [0, 1, 2]
+    assert tally.scale == straight.scale and type(tally.scale) is np.float32
+    assert_bit_exact(values(all_vars(plain)), all_vars(again))
+    assert history.epoch == [0, 1, 2]
+
+
+def test_a_get_state_that_is_not_a_dict_is_refused_at_the_first_save(tmp_path):
+    class Bad(keras.callbacks.Callback):
+        def get_state(self):
+            return [1]
+
+        def set_state(self, state):
+            pass
+
+    with pytest.raises(ks.KerasaveError, match=r"Bad.get_state\(\) must return a dict"):
+        _fit(tmp_path, [Bad()], epochs=1)
+
+
+def test_state_values_round_trip_exactly():
+    state = {"n": 3, "f": 0.1, "nan": math.nan, "inf": -math.inf, "s": "x", "none": None,
+             "t": (1, 2), "f32": np.float32(0.3), "a": np.arange(6, dtype="int16").reshape(2, 3),
+             "b": b"\x00\x01" * 700, "nested": [{"w": [np.ones(2, "float64")]}],
+             "tensor": tf.constant([1.5], tf.bfloat16)}
+    arrays = []
+    encoded = _fitstate.encode(state, arrays, "state")
+    holders = _fitstate.Holders()
+    specs = holders.put(arrays)
+    reader = _fitstate.Holders()
+    reader.expect(specs)
+    for v, a in zip(reader.root.arrays, holders.values()):
+        v.assign(a)
+    back = _fitstate.decode(encoded, reader.values())
+    assert back["t"] == [1, 2] and back["s"] == "x" and back["none"] is None
+    assert math.isnan(back["nan"]) and back["inf"] == -math.inf and back["f"] == 0.1
+    assert type(back["f32"]) is np.float32 and back["f32"] == np.float32(0.3)
+    assert back["b"] == state["b"]
+    assert_bit_exact([state["a"], np.ones(2), np.asarray(state["tensor"])],
+                     [back["a"], back["nested"][0]["w"][0], back["tensor"]])
+    with pytest.raises(ks.KerasaveError, match=r"state\['o'\].*type object"):
+        _fitstate.encode({"o": object()}, [], "state")
+    with pytest.raises(ks.KerasaveError, match=r"state\['u'\].*<U1 cannot"):
+        _fitstate.encode({"u": np.array(["a"])}, [], "state")
+
+
+def test_tensorboards_step_counters_are_its_state(tmp_path):
+    from kerasave._internals.fit import builtin_state, set_builtin_state
+
+    board = keras.callbacks.TensorBoard(str(tmp_path))
+    board._global_train_batch, board._global_test_batch = 7, 3
+    fresh = keras.callbacks.TensorBoard(str(tmp_path))
+    set_builtin_state(fresh, builtin_state(board))
+    assert (fresh._global_train_batch, fresh._global_test_batch) == (7, 3)

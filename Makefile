@@ -29,7 +29,7 @@ PUBLIC_SKIP   := -k "(not h5 or weights) and not fit_" \
                  --deselect tests/test_roundtrip.py::test_verify_detects_a_different_model \
                  --deselect tests/test_roundtrip.py::test_save_does_not_change_the_callers_model
 
-.PHONY: demo test test-oldest test-public lint venv clean reliability bench bench-remote docs dist
+.PHONY: demo test test-oldest test-public lint venv clean reliability bench bench-remote bench-resume docs dist
 
 venv: $(STAMP)
 
@@ -70,6 +70,10 @@ bench: $(STAMP)
 # Object storage: kerasave on a local S3 server (moto) against plain fsspec put/get.
 bench-remote: $(STAMP)
 	$(BIN)/python bench/remote.py
+
+# The resume corpus both ways: kerasave's fit callback against Keras' BackupAndRestore.
+bench-resume: $(STAMP)
+	$(BIN)/python bench/resume.py
 
 # The tutorials are rendered with the outputs stored in them (tests/test_notebooks.py
 # checks those are current). NO_MKDOCS_2_WARNING: mkdocs-material's banner, not a warning.

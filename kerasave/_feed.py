@@ -227,9 +227,9 @@ class Feed:
                       "batches, or in another order, than an uninterrupted run")
         elif self.unsaved is not None:
             _warn(f"kerasave could not save the state of fit's input pipeline "
-                  f"({self.unsaved}) nor inspect it (the fast path 'fit_dataset' is off): "
-                  "the resumed run iterates it afresh, which is exact only if it yields "
-                  "the same batches every time it is iterated")
+                  f"({self.unsaved}) nor inspect it (the fast path 'fit_dataset' is off, or "
+                  "this is not a tf.data iterator): the resumed run iterates it afresh, "
+                  "which is exact only if it yields the same batches every time")
 
 
 def _zeros(spec: Any) -> Any:

@@ -10,6 +10,7 @@ re-runs another. docs/checkpoints.md's table cites these cases.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -88,3 +89,21 @@ def test_an_unseeded_shuffle_is_named_at_resume(corpus):
 def test_without_fast_paths_a_later_epoch_is_refused_not_resumed_inexactly(corpus):
     assert "initial_epoch=2" in corpus.refused["public_api_epoch"]
     assert not (corpus.resumed / "public_api_epoch.npz").exists()
+
+
+@pytest.mark.skipif(os.environ.get("KERASAVE_EXPECT_INSTALLED") == "1",
+                    reason="bench/ is not copied outside the source tree")
+def test_every_case_is_in_the_bench_and_in_the_docs_table():
+    import importlib.util
+
+    from .test_resume_settings import CASES as SETTINGS
+
+    path = Path(__file__).parents[1] / "bench" / "resume.py"
+    spec = importlib.util.spec_from_file_location("kerasave_bench_resume", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    every = bench.cases()
+    tested = {n.partition("@")[0] for n in CASES + SETTINGS}
+    assert tested <= set(every)
+    docs = (Path(__file__).parents[1] / "docs" / "checkpoints.md").read_text()
+    assert [n for n in every if f"| `{n}` |" not in docs] == []

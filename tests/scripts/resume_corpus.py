@@ -89,6 +89,12 @@ def tfdata_fixed(work):
 
 
 @case(kill=14)
+def tfdata_fixed_no_dropout(work):
+    """Nothing random in training at all (BackupAndRestore's best case)."""
+    return _model(dropout=False), dict(x=_ds().batch(16).prefetch(2)), []
+
+
+@case(kill=14)
 def tfdata_reshuffled(work):
     """The issue's pipeline: ds.shuffle(n, seed=s).batch(b), reshuffled every epoch."""
     return _model(), dict(x=_ds().shuffle(96, seed=7).batch(16)), []

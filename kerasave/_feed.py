@@ -248,3 +248,82 @@ def _warn(text: str) -> None:
 def _first(exc: BaseException) -> str:
     text = re.sub(r"\{\{[^}]*\}\}\s*|\s*\[Op:.*", "", str(exc)).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:300]
+
+
+class ValidationFeed:
+    """Stands in for ``model.test_function`` during ``fit``: validation data that
+    reshuffles every epoch starts each evaluation where the uninterrupted run's did.
+
+    As for training: when ``fit`` will iterate the validation data again, the state
+    its next iterator starts from is made from the dataset at a save (once per
+    evaluation), and set into that iterator, in this run or a resumed one; an
+    iterator that lives across evaluations (``validation_steps`` over repeated
+    data) is saved as it stands.
+    """
+
+    def __init__(self, model: Any) -> None:
+        if getattr(model, "test_function", None) is None:
+            model.make_test_function()
+        original = model.test_function
+        self.kerasave_original = getattr(original, "kerasave_original", original)
+        self.model, self.history = model, getattr(model, "history", None)
+        self.steps = int(getattr(model, "steps_per_execution", 1) or 1)
+        self.current: Any = None
+        self.fresh: bytes | None = None
+        self.drawn, self.ended = 0, False
+        self.epochs: Any = None
+        self.next: bytes | None = None  # for the next iterator
+        self.live: bytes | None = None  # for the next call, on resume
+        model.test_function = self
+
+    def release(self) -> None:
+        if self.model.test_function is self:
+            self.model.test_function = self.kerasave_original
+
+    def __call__(self, iterator: Any) -> Any:
+        if getattr(self.model, "history", None) is not self.history:
+            return self.kerasave_original(iterator)
+        if self.epochs is None:
+            self.epochs = fit_epoch_iterator()
+        if self.live is not None:
+            live, self.live, self.next = self.live, None, None
+            restore_iterator(iterator, live)
+            self.current = iterator
+        elif iterator is not self.current:
+            self.current, self.drawn, self.ended = iterator, 0, False
+            state, self.next = self.next, None
+            if state is not None:
+                restore_iterator(iterator, state)
+                self.fresh = state
+            else:
+                try:
+                    self.fresh = iterator_state(iterator)
+                except (KerasaveError, tf.errors.OpError):
+                    self.fresh = None
+        try:
+            logs = self.kerasave_original(iterator)
+        except (StopIteration, tf.errors.OutOfRangeError):
+            self.ended = True
+            raise
+        self.drawn += self.steps
+        return logs
+
+    def state(self) -> dict[str, Any] | None:
+        if self.current is None or self.fresh is None:
+            return None
+        renew = self.ended or (renews(self.epochs, self.drawn) if self.epochs is not None
+                               else None)
+        dataset = dataset_of(self.current)
+        if renew and dataset is not None:
+            if self.next is None:  # (made once per evaluation: each draws seeds)
+                self.next = iterator_state(iter(dataset))
+            return {"next": self.next}
+        if renew is False:
+            live = iterator_state(self.current)
+            if live_state_is_whole(live, self.fresh):
+                return {"live": live}
+        return None
+
+    def resume(self, data: dict[str, Any] | None) -> None:
+        self.next = (data or {}).get("next")
+        self.live = (data or {}).get("live")

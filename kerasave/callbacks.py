@@ -13,7 +13,7 @@ import_tensorflow()  # (before keras: TensorFlow's load ignores TF_CPP_MIN_LOG_L
 import keras
 
 from kerasave._errors import KerasaveError
-from kerasave._feed import Feed
+from kerasave._feed import Feed, ValidationFeed
 from kerasave._fitstate import Holders, decode, encode, metric_values
 from kerasave._internals.fit import (
     KNOWN_STATELESS,
@@ -39,8 +39,8 @@ class Checkpoint(keras.callbacks.Callback):
     restores the newest intact checkpoint and ends with the same weights, the same
     ``History`` and the same callbacks' decisions as an uninterrupted run. A
     checkpoint holds the model, its optimizer and random-generator states, the
-    running metrics, where the input pipeline stands (a ``tf.data`` pipeline that
-    reshuffles each epoch included: the next epoch's order is kept, not redrawn),
+    running metrics, where the training and validation data stand (a ``tf.data``
+    pipeline that reshuffles each epoch included: the next epoch's order is kept),
     and the state of the other callbacks of the ``fit``: Keras' ``EarlyStopping``,
     ``ReduceLROnPlateau``, ``ModelCheckpoint``, ``History``, ``TensorBoard``'s step
     counters, ``SwapEMAWeights``, and any callback of yours that defines
@@ -90,6 +90,7 @@ class Checkpoint(keras.callbacks.Callback):
         self._holders = Holders()
         self._list: Any = None  # fit's CallbackList, when reachable (fast path)
         self._feed: Feed | None = None
+        self._validation: ValidationFeed | None = None
         self._epoch = 0
         self._batches = 0  # batches trained since the run began
         self._calls = 0  # train_function calls in this epoch (skipped ones included)
@@ -112,6 +113,7 @@ class Checkpoint(keras.callbacks.Callback):
                                after_train=self._after_train)
         self._feed = Feed(self.model, lambda: self._epoch, lambda: self._to_skip > 0,
                           self.directory)
+        self._validation = ValidationFeed(self.model)
         path = self.manager.restore_or_initialize()
         if path is not None:
             self._resume(path)
@@ -125,6 +127,8 @@ class Checkpoint(keras.callbacks.Callback):
         epoch, batch = int(progress.get("epoch", 0)), int(progress.get("batch", -1))
         self._batches = int(progress.get("global_step", 0))
         self._pending = state.get("callbacks") or {}
+        assert self._validation is not None
+        self._validation.resume(state.get("validation"))
         if self._list is None:
             warnings.warn(
                 "kerasave.callbacks.Checkpoint cannot reach fit's other callbacks here (the "
@@ -224,6 +228,8 @@ class Checkpoint(keras.callbacks.Callback):
         state = {"callbacks": self._callback_states(arrays)}
         if not extra.get("complete"):
             state["data"] = encode(self._feed.state(epoch_end=batch < 0), arrays, "data")
+            if self._validation is not None:
+                state["validation"] = encode(self._validation.state(), arrays, "validation")
             if batch >= 0:
                 state["metrics"] = encode(metric_values(self.model), arrays, "metrics")
         specs = self._holders.put(arrays, before_change=self.manager.wait)
@@ -274,8 +280,9 @@ class Checkpoint(keras.callbacks.Callback):
             if finished or self.model.stop_training:
                 self._save(-1, logs, complete=True, epochs=epochs)
         finally:
-            if self._feed is not None:
-                self._feed.release()
+            for feed in (self._feed, self._validation):
+                if feed is not None:
+                    feed.release()
             self.manager.close()
 
 

@@ -12,7 +12,8 @@ import_tensorflow()  # (before keras: TensorFlow's load ignores TF_CPP_MIN_LOG_L
 
 import keras
 
-from kerasave._errors import KerasaveError
+from kerasave._errors import CorruptArtifactError, KerasaveError
+from kerasave._facade import inspect
 from kerasave._feed import Feed, ValidationFeed
 from kerasave._fitstate import Holders, decode, encode, metric_values
 from kerasave._internals.fit import (
@@ -153,7 +154,18 @@ class Checkpoint(keras.callbacks.Callback):
         assert self.manager is not None
         if not isinstance(fit, dict) or "state" not in fit:
             return {}  # (written before kerasave kept them)
-        self._holders.expect(fit.get("arrays") or [])
+        # The arrays are made as the checkpoint's own index says (checked against its
+        # data), never as large as its JSON would have them.
+        saved = {v.name: v for v in inspect(path).variables}
+        specs = []
+        for i, spec in enumerate(fit.get("arrays") or []):
+            found = saved.get(f"fit/arrays/{i}")
+            if found is None or list(found.shape) != list(spec[0]):
+                raise CorruptArtifactError(
+                    f"the checkpoint's metadata describes array {i} of the fit state as "
+                    f"{spec}, its tensors as {found}", path=path)
+            specs.append([list(found.shape), found.dtype])
+        self._holders.expect(specs)
         self.manager.trackables["fit"] = self._holders.root
         try:
             self.manager.restore(path, only=("fit",))

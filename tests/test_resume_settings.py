@@ -145,3 +145,16 @@ def test_tensorboards_step_counters_are_its_state(tmp_path):
     fresh = keras.callbacks.TensorBoard(str(tmp_path))
     set_builtin_state(fresh, builtin_state(board))
     assert (fresh._global_train_batch, fresh._global_test_batch) == (7, 3)
+
+
+def test_a_metadata_that_lies_about_the_state_arrays_allocates_nothing(tmp_path):
+    import json
+
+    with pytest.raises(RuntimeError, match="crash"):
+        _fit(tmp_path, [], crash_after_epoch=1)
+    manifest = sorted(tmp_path.glob("ckpt-*.kerasave.json"))[-1]
+    content = json.loads(manifest.read_text())
+    content["metadata"]["fit"]["arrays"][0][0] = [10**6, 10**6]  # (8 TB of float64)
+    manifest.write_text(json.dumps(content))
+    with pytest.raises(ks.CorruptArtifactError, match="array 0 of the fit state"):
+        _fit(tmp_path, [])

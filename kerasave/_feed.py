@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from kerasave._errors import KerasaveError
+from kerasave._errors import CorruptArtifactError, KerasaveError
 from kerasave._fitstate import (
     iterator_state,
     pipeline_concerns,
@@ -50,10 +50,11 @@ class Feed:
     """Calls the model's train function, recording and restoring the data's state."""
 
     def __init__(self, model: Any, epoch: Callable[[], int], skipping: Callable[[], bool],
-                 directory: Any) -> None:
+                 directory: Any, most_drawn: Callable[[], int | None] = lambda: None) -> None:
         original = model.train_function
         self.kerasave_original = getattr(original, "kerasave_original", original)
         self.model, self.epoch, self.skipping = model, epoch, skipping
+        self.most_drawn = most_drawn
         self.directory = directory
         self.history = getattr(model, "history", None)  # (this fit's; see __call__)
         self.steps = int(getattr(model, "steps_per_execution", 1) or 1)
@@ -150,7 +151,12 @@ class Feed:
             self.fresh = self._fresh(iterator)
             self._draw(iterator, plan["skipped"] * self.steps if plan["mid"] else 0)
         else:
-            self._position(iterator, data, plan["mid"], epoch)
+            try:
+                self._position(iterator, data, plan["mid"], epoch)
+            except (KeyError, TypeError, ValueError, tf.errors.OpError) as exc:
+                raise CorruptArtifactError(
+                    f"the checkpoint's state of fit's input pipeline does not restore "
+                    f"({type(exc).__name__}: {_first(exc)})", path=self.directory) from exc
         self._say_concerns(iterator)
         if plan["mid"] and plan["metrics"] is not None:
             try:
@@ -202,6 +208,12 @@ class Feed:
 
     def _draw(self, iterator: Any, count: int) -> None:
         """Draw ``count`` batches again, training on none of them."""
+        most = self.most_drawn()
+        if count < 0 or (most is not None and count > most):
+            raise CorruptArtifactError(
+                f"the checkpoint says fit's input had given {count} batches, more than the "
+                f"{most} this fit gives by the end of epoch {self.epoch() + 1}",
+                path=self.directory)
         for _ in range(count):
             try:
                 iterator.get_next()

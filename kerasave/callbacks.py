@@ -113,7 +113,7 @@ class Checkpoint(keras.callbacks.Callback):
                                after_batch=self._after_batch, after_epoch=self._after_epoch,
                                after_train=self._after_train)
         self._feed = Feed(self.model, lambda: self._epoch, lambda: self._to_skip > 0,
-                          self.directory)
+                          self.directory, self._most_drawn)
         self._validation = ValidationFeed(self.model)
         path = self.manager.restore_or_initialize()
         if path is not None:
@@ -171,7 +171,20 @@ class Checkpoint(keras.callbacks.Callback):
             self.manager.restore(path, only=("fit",))
         finally:
             self.manager.trackables.pop("fit", None)
-        return decode(fit["state"], self._holders.values())
+        try:
+            state = decode(fit["state"], self._holders.values())
+            if not isinstance(state, dict):
+                raise TypeError(type(state).__name__)
+        except (IndexError, KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise CorruptArtifactError(f"the fit state in the checkpoint's metadata does not "
+                                       f"read ({type(exc).__name__}: {exc})", path=path) from exc
+        return state
+
+    def _most_drawn(self) -> int | None:
+        """The most batches an iterator can have given since this run began, by the
+        time the epoch being resumed ends (a checkpoint that says more is damaged)."""
+        steps = (self.params or {}).get("steps")
+        return None if not steps else (self._epoch + 1) * int(steps)
 
     def _others(self) -> list[tuple[str, Any]]:
         """The fit's other callbacks, each under a name that survives a re-run: its

@@ -158,3 +158,46 @@ def test_a_metadata_that_lies_about_the_state_arrays_allocates_nothing(tmp_path)
     manifest.write_text(json.dumps(content))
     with pytest.raises(ks.CorruptArtifactError, match="array 0 of the fit state"):
         _fit(tmp_path, [])
+
+
+@pytest.mark.parametrize("damage", ["drawn", "fresh", "index"])
+def test_a_damaged_pipeline_state_is_refused_without_hanging(tmp_path, damage):
+    import json
+
+    data, labels = ks.reference_data(48)
+    dataset = tf.data.Dataset.from_tensor_slices((data, labels)).shuffle(48, seed=1) \
+        .batch(16).repeat()
+
+    def fit():
+        keras.utils.set_random_seed(0)
+        model = ks.reference_model(seed=0)
+
+        class Crash(keras.callbacks.Callback):
+            def on_train_batch_end(self, batch, logs=None):
+                if int(self.model.optimizer.iterations) == 5:
+                    raise RuntimeError("crash")
+
+            def get_state(self):
+                return {}
+
+            def set_state(self, state):
+                pass
+
+        model.fit(dataset, epochs=2, steps_per_epoch=3, verbose=0, shuffle=False,
+                  callbacks=[Checkpoint(tmp_path, save_freq=2), Crash()])
+
+    with pytest.raises(RuntimeError, match="crash"):
+        fit()
+    manifest = sorted(tmp_path.glob("ckpt-*.kerasave.json"))[-1]
+    content = json.loads(manifest.read_text())
+    saved = content["metadata"]["fit"]["state"]["data"]
+    assert saved["live"] is not None  # (an iterator across epochs: saved as it stands)
+    if damage == "drawn":  # replayed, an endless pipeline would be drawn from forever
+        saved["drawn"], saved["live"] = 10**12, None
+    elif damage == "fresh":  # bytes that are no iterator state
+        content["metadata"]["fit"]["state"]["data"] = dict(saved, fresh="garbage", live=None)
+    else:
+        saved["fresh"]["__kerasave_blob__"] = 99
+    manifest.write_text(json.dumps(content))
+    with pytest.raises(ks.CorruptArtifactError):
+        fit()

@@ -146,6 +146,13 @@ class Checkpoint(keras.callbacks.Callback):
         # The calls of this epoch before the checkpoint are in the restored state
         # already: fit makes them, and they neither train nor reach other callbacks.
         self._to_skip = int(progress.get("calls", batch + 1))
+        steps = (self.params or {}).get("steps")
+        execution = int(getattr(self.model, "steps_per_execution", 1) or 1)
+        if self._to_skip < 1 or (steps and self._to_skip > -(-int(steps) // execution)):
+            raise CorruptArtifactError(
+                f"the checkpoint was taken after {self._to_skip} steps of an epoch, and this "
+                f"fit's epochs have {steps} batches ({execution} a step): is this the same "
+                "fit?", path=path)
         self._feed.resume(state.get("data"), mid_epoch=True, metrics=state.get("metrics"),
                           skipped=self._to_skip)
 

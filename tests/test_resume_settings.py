@@ -160,7 +160,7 @@ def test_a_metadata_that_lies_about_the_state_arrays_allocates_nothing(tmp_path)
         _fit(tmp_path, [])
 
 
-@pytest.mark.parametrize("damage", ["drawn", "fresh", "index"])
+@pytest.mark.parametrize("damage", ["drawn", "fresh", "index", "calls"])
 def test_a_damaged_pipeline_state_is_refused_without_hanging(tmp_path, damage):
     import json
 
@@ -196,8 +196,10 @@ def test_a_damaged_pipeline_state_is_refused_without_hanging(tmp_path, damage):
         saved["drawn"], saved["live"] = 10**12, None
     elif damage == "fresh":  # bytes that are no iterator state
         content["metadata"]["fit"]["state"]["data"] = dict(saved, fresh="garbage", live=None)
-    else:
+    elif damage == "index":
         saved["fresh"]["__kerasave_blob__"] = 99
+    else:  # every later batch would be passed over, training on nothing
+        content["metadata"]["progress"]["calls"] = 10**9
     manifest.write_text(json.dumps(content))
     with pytest.raises(ks.CorruptArtifactError):
         fit()

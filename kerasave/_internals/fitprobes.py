@@ -21,8 +21,7 @@ def _tiny() -> Any:
     return tiny()
 
 
-@register("fit_callbacks", "a checkpoint is taken after every callback saw the epoch; "
-          "their states come back on resume")
+@register("fit_callbacks", "fit's other callbacks: saved after they see each step, restored")
 def _probe_callbacks() -> None:
     from kerasave._internals.fit import callback_list, hook_callback_list
 
@@ -179,8 +178,7 @@ def _probe_dataset() -> None:
         raise AssertionError(f"fit's iterators: {[(id(i), r) for i, r in seen]}")
 
 
-@register("fit_live_state", "an iterator that lives across epochs resumes from its saved "
-          "state, not by drawing its batches again")
+@register("fit_live_state", "an iterator across epochs resumes from its state, not by replay")
 def _probe_live_state() -> None:
     from kerasave._fitstate import iterator_state, restore_iterator
     from kerasave._internals.fit import live_state_is_whole

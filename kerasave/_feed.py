@@ -193,9 +193,10 @@ class Feed:
             raise KerasaveError(
                 f"cannot resume fit's input pipeline exactly at epoch {epoch}: the checkpoint "
                 "does not hold the state its next iteration starts from (it was written "
-                "while kerasave's fast path 'fit_dataset' was off, or by a strategy's "
-                "iterator); resume with the same kerasave and TensorFlow, or start anew in "
-                "another directory", path=self.directory)
+                "while kerasave's fast path 'fit_dataset' was off, or from a strategy's "
+                "iterator; checkpoints taken in the middle of an epoch, save_freq=N "
+                "batches, resume without it): start anew in another directory",
+                path=self.directory)
         self.fresh = data["next"]
         restore_iterator(iterator, self.fresh)
 
@@ -226,12 +227,14 @@ class Feed:
 
     def _say_concerns(self, iterator: Any) -> None:
         dataset = dataset_of(iterator)
-        concerns = None
+        concerns, why = None, "the fast path 'fit_dataset' is off"
         if dataset is not None:
             try:
                 concerns = pipeline_concerns(dataset)
-            except Exception:  # (a graph TensorFlow cannot serialize, or over 2 GB)
-                concerns = None
+            except Exception as exc:  # (a graph TensorFlow cannot serialize, or over 2 GB)
+                why = _first(exc)
+        elif not isinstance(iterator, tf.data.Iterator):
+            why = "it is not a tf.data iterator"
         if concerns is not None:
             if concerns:
                 _warn("fit's input pipeline cannot resume exactly: it holds "
@@ -239,9 +242,14 @@ class Feed:
                       "batches, or in another order, than an uninterrupted run")
         elif self.unsaved is not None:
             _warn(f"kerasave could not save the state of fit's input pipeline "
-                  f"({self.unsaved}) nor inspect it (the fast path 'fit_dataset' is off, or "
-                  "this is not a tf.data iterator): the resumed run iterates it afresh, "
-                  "which is exact only if it yields the same batches every time")
+                  f"({self.unsaved}) nor inspect it ({why}): the resumed run iterates it "
+                  "afresh, which is exact only if it yields the same batches every time")
+        else:
+            _warn(f"kerasave could not inspect fit's input pipeline ({why}): the resumed "
+                  "run is exact only if the pipeline is seeded and deterministic (an "
+                  "unseeded shuffle, for one, would give other orders)" + (
+                      "; validation data that reshuffles every epoch is evaluated in other "
+                      "orders than in an uninterrupted run" if dataset is None else ""))
 
 
 def _zeros(spec: Any) -> Any:

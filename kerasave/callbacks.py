@@ -21,6 +21,7 @@ from kerasave._internals.fit import (
     builtin_state,
     callback_list,
     hook_callback_list,
+    must_start,
     set_builtin_state,
     start_at,
 )
@@ -43,11 +44,16 @@ class Checkpoint(keras.callbacks.Callback):
     running metrics, where the training and validation data stand (a ``tf.data``
     pipeline that reshuffles each epoch included: the next epoch's order is kept),
     and the state of the other callbacks of the ``fit``: Keras' ``EarlyStopping``,
-    ``ReduceLROnPlateau``, ``ModelCheckpoint``, ``History``, ``TensorBoard``'s step
-    counters, ``SwapEMAWeights``, and any callback of yours that defines
-    ``get_state() -> dict`` and ``set_state(state)``. Any other callback, and a
-    pipeline that cannot resume exactly (an unseeded shuffle, non-deterministic
-    parallelism, Python generators), is named in a ``ResumeWarning`` at resume.
+    ``ReduceLROnPlateau``, ``ModelCheckpoint``, ``OrbaxCheckpoint``, ``History``,
+    ``TensorBoard``'s step counters, ``SwapEMAWeights``, and any callback of yours
+    that defines ``get_state() -> dict`` and ``set_state(state)``. Any other
+    callback, and a pipeline that cannot resume exactly (an unseeded shuffle,
+    non-deterministic parallelism, Python generators), is named in a
+    ``ResumeWarning`` at resume.
+
+    With ``KERASAVE_FAST_PATHS=0`` a resume that must skip finished epochs needs
+    ``fit(initial_epoch=N)`` (a ``fit`` that begins elsewhere is refused, asking
+    for it), and the other callbacks' states are not restored (a warning says so).
 
     Args:
         directory: Where the checkpoints go (a ``CheckpointManager`` directory).
@@ -98,13 +104,14 @@ class Checkpoint(keras.callbacks.Callback):
         self._to_skip = 0  # calls still to pass over on resume
         self._epoch_done = False
         self._pending: dict[str, Any] | None = None  # callbacks' states to restore
+        self._start: int | None = None  # the epoch fit must begin with (public twin)
 
     # -- resuming --------------------------------------------------------------------
 
     def on_train_begin(self, logs: Any = None) -> None:
         self.manager = CheckpointManager(self.directory, model=self.model, **self._options)
         self._epoch = self._batches = self._calls = self._to_skip = 0
-        self._epoch_done, self._pending = False, None
+        self._epoch_done, self._pending, self._start = False, None, None
         self.manager.trackables.pop("fit", None)
         self._list = callback_list(self)
         if self._list is not None:
@@ -136,13 +143,13 @@ class Checkpoint(keras.callbacks.Callback):
                 "fast path 'fit_callbacks' is off): their state is not restored",
                 ResumeWarning, stacklevel=3)
         if progress.get("complete"):
-            start_at(self.model, int(progress.get("epochs", epoch + 1)), self.directory)
+            self._start_at(int(progress.get("epochs", epoch + 1)))
             return
         if batch < 0:  # the epoch had finished
-            start_at(self.model, epoch + 1, self.directory)
+            self._start_at(epoch + 1)
             self._feed.resume(state.get("data"), mid_epoch=False)
             return
-        start_at(self.model, epoch, self.directory)
+        self._start_at(epoch)
         # The calls of this epoch before the checkpoint are in the restored state
         # already: fit makes them, and they neither train nor reach other callbacks.
         self._to_skip = int(progress.get("calls", batch + 1))
@@ -155,6 +162,10 @@ class Checkpoint(keras.callbacks.Callback):
                 "fit?", path=path)
         self._feed.resume(state.get("data"), mid_epoch=True, metrics=state.get("metrics"),
                           skipped=self._to_skip)
+
+    def _start_at(self, epoch: int) -> None:
+        if not start_at(self.model, epoch):
+            self._start = epoch  # (checked when fit begins its first epoch)
 
     def _read(self, path: str, fit: Any) -> dict[str, Any]:
         """The callbacks', metrics' and data's state a checkpoint holds."""
@@ -271,6 +282,9 @@ class Checkpoint(keras.callbacks.Callback):
             "fit": {"state": state, "arrays": specs}})
 
     def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
+        if self._start is not None:
+            start, self._start = self._start, None
+            must_start(start, epoch, self.directory)
         self._epoch, self._calls, self._epoch_done = epoch, 0, False
         if self._list is None:
             self._restore_callbacks()

@@ -6,8 +6,8 @@ twin runs when one is off):
 - ``fit_initial_epoch``: a resumed ``fit`` starts at a later epoch. Keras' own
   ``BackupAndRestore`` sets the model's private ``_initial_epoch`` in
   ``on_train_begin``; no public call does this from inside ``fit``. Off: a
-  resume that must skip finished epochs refuses, asking for
-  ``fit(initial_epoch=N)``.
+  resume that must skip finished epochs needs ``fit(initial_epoch=N)`` from the
+  caller, and a ``fit`` whose first epoch is another is refused, asking for it.
 - ``fit_callbacks``: the other callbacks of the ``fit`` (the ``CallbackList``
   that calls ours, found in the caller's frame), and hooks around that list's
   ``on_epoch_begin``/``on_train_batch_*``/``on_epoch_end``/``on_train_end`` so
@@ -38,20 +38,29 @@ from kerasave._errors import KerasaveError
 from kerasave._internals import on
 
 __all__ = ["KNOWN_STATELESS", "builtin_state", "callback_list", "dataset_of",
-           "fit_epoch_iterator", "hook_callback_list", "live_state_is_whole", "renews",
-           "set_builtin_state", "start_at"]
+           "fit_epoch_iterator", "hook_callback_list", "live_state_is_whole",
+           "must_start", "renews", "set_builtin_state", "start_at"]
 
 
-def start_at(model: Any, epoch: int, directory: Any) -> None:
-    """Make the ``fit`` that is beginning start at ``epoch``."""
+def start_at(model: Any, epoch: int) -> bool:
+    """Make the ``fit`` that is beginning start at ``epoch``; False when only the
+    caller's ``fit(initial_epoch=epoch)`` can (the fast path is off: the public twin
+    is to check the first epoch ``fit`` begins, ``must_start``)."""
     if epoch == 0:
-        return
+        return True
     if not on("fit_initial_epoch"):
+        return False
+    model._initial_epoch = epoch
+    return True
+
+
+def must_start(epoch: int, begun: int, directory: Any) -> None:
+    """Refuse a ``fit`` whose first epoch (``begun``) is not the one a resume needs."""
+    if begun != epoch:
         raise KerasaveError(
             f"resuming from {directory} needs fit to start at epoch {epoch}, which this "
-            f"Keras does not let a callback set: pass initial_epoch={epoch} to fit",
-            path=directory)
-    model._initial_epoch = epoch
+            "Keras does not let a callback set (kerasave's fast path 'fit_initial_epoch' "
+            f"is off): pass initial_epoch={epoch} to fit", path=directory)
 
 
 # -- the fit's other callbacks -------------------------------------------------------
@@ -141,6 +150,8 @@ _STATE = {
     "History": ("history", "epoch"),
     "TensorBoard": ("_global_train_batch", "_global_test_batch"),
     "SwapEMAWeights": ("_ema_weights_in_model",),
+    "OrbaxCheckpoint": ("best", "_batches_seen_since_last_saving", "_last_batch_seen",
+                        "_total_batches_seen"),  # (Keras 3.13 on)
 }
 # Those that carry nothing that changes what training does or records.
 KNOWN_STATELESS = ("ProgbarLogger", "LearningRateScheduler", "TerminateOnNaN",

@@ -16,6 +16,7 @@ and optimizer's variables (``w*``), the History (``h:<key>``), and what the case
 callbacks recorded (``x:<name>``).
 """
 
+import importlib.util
 import json
 import os
 import signal
@@ -31,9 +32,12 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import kerasave as ks  # noqa: E402
+from kerasave._internals import enabled  # noqa: E402
 from kerasave.callbacks import Checkpoint, ResumeWarning  # noqa: E402
 
 CASES = {}
+# Run with KERASAVE_FAST_PATHS=0, every case is on the public API (make test-public's way).
+PUBLIC = not enabled()
 
 
 def case(kill, save_freq="epoch", epochs=4, fast_paths=True):
@@ -208,8 +212,9 @@ class Counter(keras.callbacks.Callback):
 
 @case(kill=15, save_freq=4, epochs=6)
 def callbacks(work):
-    """Every stateful built-in callback (TensorBoard aside: the tensorboard package is not
-    installed on the test stacks), and a user's: EarlyStopping stops the run."""
+    """Every stateful built-in callback (TensorBoard where the tensorboard package is
+    installed; OrbaxCheckpoint aside: it needs orbax, which pulls in JAX), and a user's:
+    EarlyStopping stops the run."""
     model = _model(optimizer=keras.optimizers.SGD(0.05, momentum=0.5, use_ema=True))
     counter = Counter()
     checkpoints = work / "mc"
@@ -225,12 +230,20 @@ def callbacks(work):
         keras.callbacks.TerminateOnNaN(),
         counter,
     ]
+    board = None
+    if importlib.util.find_spec("tensorboard") is not None:
+        board = keras.callbacks.TensorBoard(str(work / "tb"), update_freq=2, write_graph=False,
+                                            profile_batch=0)
+        callbacks.append(board)
 
     def record():
-        return {"counter": np.array([counter.batches], "int64"), "losses":
+        kept = {"counter": np.array([counter.batches], "int64"), "losses":
                 np.array(counter.losses, "float32"),
                 "stopped": np.array([callbacks[0].stopped_epoch], "int64"),
                 "files": np.array(sorted(p.name for p in checkpoints.glob("*.h5")))}
+        if board is not None:  # (the step of its batch summaries)
+            kept["tensorboard"] = np.array([board._global_train_batch], "int64")
+        return kept
 
     return model, dict(x=_ds().shuffle(96, seed=7).batch(16)), callbacks, record
 
@@ -324,7 +337,7 @@ def run(name, directory, kill):
     keras.utils.set_random_seed(0)
     if spec is None:  # the guide's loop
         return guide(directory, kill)
-    if spec["fast_paths"]:
+    if spec["fast_paths"] and not PUBLIC:
         os.environ.pop("KERASAVE_FAST_PATHS", None)
     else:
         os.environ["KERASAVE_FAST_PATHS"] = "0"

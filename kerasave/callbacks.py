@@ -45,11 +45,11 @@ class Checkpoint(keras.callbacks.Callback):
     pipeline that reshuffles each epoch included: the next epoch's order is kept),
     and the state of the other callbacks of the ``fit``: Keras' ``EarlyStopping``,
     ``ReduceLROnPlateau``, ``ModelCheckpoint``, ``OrbaxCheckpoint``, ``History``,
-    ``TensorBoard``'s step counters, ``SwapEMAWeights``, and any callback of yours
-    that defines ``get_state() -> dict`` and ``set_state(state)``. Any other
-    callback, and a pipeline that cannot resume exactly (an unseeded shuffle,
-    non-deterministic parallelism, Python generators), is named in a
-    ``ResumeWarning`` at resume.
+    ``TensorBoard``'s step counters, ``SwapEMAWeights``, ``CSVLogger``'s file, and
+    any callback of yours that defines ``get_state() -> dict`` and
+    ``set_state(state)``. Any other callback, and a pipeline that cannot resume
+    exactly (an unseeded shuffle, non-deterministic parallelism, Python generators),
+    is named in a ``ResumeWarning`` at resume.
 
     With ``KERASAVE_FAST_PATHS=0`` a resume that must skip finished epochs needs
     ``fit(initial_epoch=N)`` (a ``fit`` that begins elsewhere is refused, asking
@@ -234,7 +234,12 @@ class Checkpoint(keras.callbacks.Callback):
             if kind == "protocol":
                 callback.set_state(pending[name])
             elif kind == "builtin":
-                set_builtin_state(callback, pending[name])
+                try:
+                    set_builtin_state(callback, pending[name])
+                except (KeyError, TypeError, AttributeError) as exc:
+                    raise CorruptArtifactError(
+                        f"the checkpoint's state of {name} does not restore "
+                        f"({type(exc).__name__}: {exc})", path=self.directory) from exc
             if self._to_skip and type(callback).__name__ != "ProgbarLogger":
                 seen.append(callback)
         if lost:
@@ -342,9 +347,7 @@ def _kind(callback: Any) -> str:
     if builtin_state(callback) is not None:
         return "builtin"
     klass = type(callback)
-    if klass.__module__.startswith("keras.") and (
-            klass.__name__ in KNOWN_STATELESS
-            or (klass.__name__ == "CSVLogger" and getattr(callback, "append", False))):
+    if klass.__module__.startswith("keras.") and klass.__name__ in KNOWN_STATELESS:
         return "stateless"
     return "unknown"
 

@@ -290,7 +290,7 @@ def test_a_metadata_that_lies_about_the_state_arrays_allocates_nothing(tmp_path)
 
 
 @fast
-@pytest.mark.parametrize("damage", ["drawn", "fresh", "index", "calls"])
+@pytest.mark.parametrize("damage", ["drawn", "fresh", "index", "calls", "csv"])
 def test_a_damaged_pipeline_state_is_refused_without_hanging(tmp_path, damage):
     import json
 
@@ -313,8 +313,13 @@ def test_a_damaged_pipeline_state_is_refused_without_hanging(tmp_path, damage):
             def set_state(self, state):
                 pass
 
-        model.fit(dataset, epochs=2, steps_per_epoch=3, verbose=0, shuffle=False,
-                  callbacks=[Checkpoint(tmp_path, save_freq=2), Crash()])
+        logger = keras.callbacks.CSVLogger(str(tmp_path / "log.csv"))
+        try:
+            model.fit(dataset, epochs=2, steps_per_epoch=3, verbose=0, shuffle=False,
+                      callbacks=[Checkpoint(tmp_path, save_freq=2), Crash(), logger])
+        finally:  # (fit does not end its callbacks when it raises)
+            if logger.csv_file is not None:
+                logger.csv_file.close()
 
     with pytest.raises(RuntimeError, match="crash"):
         fit()
@@ -328,8 +333,10 @@ def test_a_damaged_pipeline_state_is_refused_without_hanging(tmp_path, damage):
         content["metadata"]["fit"]["state"]["data"] = dict(saved, fresh="garbage", live=None)
     elif damage == "index":
         saved["fresh"]["__kerasave_blob__"] = 99
-    else:  # every later batch would be passed over, training on nothing
+    elif damage == "calls":  # every later batch would be passed over, training on nothing
         content["metadata"]["progress"]["calls"] = 10**9
+    else:  # a CSVLogger's file content that is no bytes
+        content["metadata"]["fit"]["state"]["callbacks"]["CSVLogger"]["content"] = 5
     manifest.write_text(json.dumps(content))
     with pytest.raises(ks.CorruptArtifactError):
         fit()

@@ -152,6 +152,7 @@ _STATE = {
     "SwapEMAWeights": ("_ema_weights_in_model",),
     "OrbaxCheckpoint": ("best", "_batches_seen_since_last_saving", "_last_batch_seen",
                         "_total_batches_seen"),  # (Keras 3.13 on)
+    "CSVLogger": ("content",),  # (its file as it stood: _csv_content, _csv_restore)
 }
 # Those that carry nothing that changes what training does or records.
 KNOWN_STATELESS = ("ProgbarLogger", "LearningRateScheduler", "TerminateOnNaN",
@@ -174,6 +175,8 @@ def builtin_state(callback: Any) -> dict[str, Any] | None:
     name = _builtin_class(callback)
     if name is None or not on("callback_state"):
         return None
+    if name == "CSVLogger":
+        return {"content": _csv_content(callback)}
     state = {}
     for attribute in _STATE[name]:
         value = getattr(callback, attribute, _MISSING)
@@ -185,9 +188,41 @@ def builtin_state(callback: Any) -> dict[str, Any] | None:
 def set_builtin_state(callback: Any, state: dict[str, Any]) -> None:
     name = _builtin_class(callback)
     assert name is not None
+    if name == "CSVLogger":
+        _csv_restore(callback, state["content"])
+        return
     for attribute in _STATE[name]:
         if attribute in state:
             setattr(callback, attribute, state[attribute])
+
+
+def _csv_content(callback: Any) -> bytes:
+    """What a ``CSVLogger``'s file holds now (every row it wrote is flushed)."""
+    from keras.src.utils import file_utils
+
+    if callback.csv_file is not None and not callback.csv_file.closed:
+        callback.csv_file.flush()
+    if not file_utils.exists(callback.filename):
+        return b""
+    with file_utils.File(callback.filename, "rb") as f:
+        return bytes(f.read())
+
+
+def _csv_restore(callback: Any, content: Any) -> None:
+    """Put a ``CSVLogger``'s file back as it stood at the checkpoint (its
+    ``on_train_begin`` has emptied it, or appended to rows written after the
+    checkpoint): the resumed run's rows follow the checkpoint's, once each."""
+    from keras.src.utils import file_utils
+
+    if not isinstance(content, bytes):
+        raise TypeError(f"a CSVLogger's state holds bytes, not {type(content).__name__}")
+    if callback.csv_file is not None and not callback.csv_file.closed:
+        callback.csv_file.close()
+    with file_utils.File(callback.filename, "wb") as f:
+        f.write(content)
+    callback.csv_file = file_utils.File(callback.filename, "a")
+    callback.writer, callback.keys = None, None
+    callback.append_header = not content
 
 
 # -- the dataset fit iterates ----------------------------------------------------------

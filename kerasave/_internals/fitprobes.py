@@ -118,6 +118,33 @@ def _probe_callback_state() -> None:
 
         check(make, batches(0, 2), batches(0, 2), lambda cb: tuple(saved[id(cb)]))  # (next epoch)
 
+        # CSVLogger: the run killed after a row the checkpoint does not hold, the re-run
+        # on the same file, against a straight run on another.
+        def rows(callback: Any, epochs: range) -> None:
+            for epoch in epochs:
+                callback.on_epoch_end(epoch, {"loss": losses[epoch]})
+
+        def logger(name: str) -> Any:
+            callback = keras.callbacks.CSVLogger(str(Path(tmp) / name))
+            callback.set_model(model)
+            callback.on_train_begin()
+            return callback
+
+        killed, straight = logger("run.csv"), logger("straight.csv")
+        rows(killed, range(2))
+        rows(straight, range(2))
+        state = builtin_state(killed)
+        rows(killed, range(2, 3))
+        killed.on_train_end()
+        resumed = logger("run.csv")
+        set_builtin_state(resumed, _copied(state))
+        for callback in (resumed, straight):
+            rows(callback, range(2, 4))
+            callback.on_train_end()
+        if not state["content"] or (Path(tmp) / "run.csv").read_bytes() != \
+                (Path(tmp) / "straight.csv").read_bytes():
+            raise AssertionError("CSVLogger: the file does not carry over")
+
 
 def _copied(state: Any) -> Any:
     return {k: (list(map(np.copy, v)) if isinstance(v, list) and v and

@@ -228,6 +228,7 @@ def callbacks(work):
         keras.callbacks.SwapEMAWeights(swap_on_epoch=True),
         keras.callbacks.LearningRateScheduler(lambda epoch, lr: lr * 0.9),
         keras.callbacks.TerminateOnNaN(),
+        keras.callbacks.CSVLogger(str(work / "log.csv")),
         counter,
     ]
     board = None
@@ -240,7 +241,8 @@ def callbacks(work):
         kept = {"counter": np.array([counter.batches], "int64"), "losses":
                 np.array(counter.losses, "float32"),
                 "stopped": np.array([callbacks[0].stopped_epoch], "int64"),
-                "files": np.array(sorted(p.name for p in checkpoints.glob("*.h5")))}
+                "files": np.array(sorted(p.name for p in checkpoints.glob("*.h5"))),
+                "csv": np.frombuffer((work / "log.csv").read_bytes(), np.uint8)}
         if board is not None:  # (the step of its batch summaries)
             kept["tensorboard"] = np.array([board._global_train_batch], "int64")
         return kept

@@ -20,7 +20,7 @@ CORE_TESTS    := test_roundtrip.py test_weights.py test_whole.py test_config.py 
                  test_testing.py test_kill.py test_shapes.py test_protowire.py \
                  test_handlers.py test_keras2.py test_remote.py test_manager_tf.py \
                  test_sharded.py test_attacks.py test_exports.py test_tolerance.py \
-                 test_corpus.py test_corpus_whole.py
+                 test_corpus.py test_corpus_whole.py test_resume.py test_resume_settings.py
 # (the fit callback's resume needs fit_initial_epoch; legacy .h5 whole models need
 # compile_config: Keras' own writer strips the
 # optimizer from the caller's compile settings, and the save is refused by its own check)
@@ -43,7 +43,7 @@ NEXT_TESTS    := test_roundtrip.py test_weights.py test_whole.py test_config.py 
                  test_keras2.py test_exports.py test_tolerance.py
 
 .PHONY: demo test test-oldest test-next test-public lint venv clean reliability bench \
-        bench-remote docs dist
+        bench-remote bench-resume docs dist
 
 venv: $(STAMP)
 
@@ -93,6 +93,10 @@ bench: $(STAMP)
 # Object storage: kerasave on a local S3 server (moto) against plain fsspec put/get.
 bench-remote: $(STAMP)
 	$(BIN)/python bench/remote.py
+
+# The resume corpus both ways: kerasave's fit callback against Keras' BackupAndRestore.
+bench-resume: $(STAMP)
+	$(BIN)/python bench/resume.py
 
 # The tutorials are rendered with the outputs stored in them (tests/test_notebooks.py
 # checks those are current). NO_MKDOCS_2_WARNING: mkdocs-material's banner, not a warning.

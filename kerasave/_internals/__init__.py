@@ -45,7 +45,7 @@ ENV = "KERASAVE_FAST_PATHS"
 T = TypeVar("T")
 
 # The modules that register fast paths (imported by ``load_all``).
-_MODULES = ("kerasave._internals.probes",)
+_MODULES = ("kerasave._internals.probes", "kerasave._internals.fitprobes")
 
 
 class FastPathWarning(UserWarning):

@@ -235,7 +235,8 @@ def _probe_initial_epoch() -> None:
 
     class Start(keras.callbacks.Callback):
         def on_train_begin(self, logs: Any = None) -> None:
-            start_at(self.model, 1, "probe")
+            if not start_at(self.model, 1):
+                raise AssertionError("start_at declined")
 
         def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
             seen.append(epoch)

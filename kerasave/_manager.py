@@ -148,7 +148,7 @@ class CheckpointManager:
         self._pending: threading.Thread | None = None
         self._error: BaseException | None = None
         self._copies: Any = None
-        self._saved_name: str | None = None  # the model's name in the files (_model_name)
+        self._saved_name: str | None = None  # the model's name in the files (_written)
         self._cluster: Any = False  # the model's multi-worker cluster (None: one process)
 
     # -- listing ---------------------------------------------------------------------

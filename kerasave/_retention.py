@@ -69,8 +69,10 @@ def kept(entries: list[Entry], *, max_to_keep: int | None, best_k: int | None = 
     chains = {e.every for e in entries if e.every} - {keep_every_n_hours}
     for hours, chain in [(keep_every_n_hours, entries)] + [
             (h, [e for e in entries if e.every == h]) for h in sorted(chains)]:
+        if not hours:
+            continue
         anchor = None
-        for e in sorted(chain, key=lambda e: e.time) if hours else ():
+        for e in sorted(chain, key=lambda e: e.time):
             if anchor is None or e.time - anchor >= hours * 3600:
                 keep.add(e.number)
                 anchor = e.time

@@ -20,7 +20,8 @@ CORE_TESTS    := test_roundtrip.py test_weights.py test_whole.py test_config.py 
                  test_testing.py test_kill.py test_shapes.py test_protowire.py \
                  test_handlers.py test_keras2.py test_remote.py test_manager_tf.py \
                  test_sharded.py test_attacks.py test_exports.py test_tolerance.py \
-                 test_corpus.py test_corpus_whole.py test_resume.py test_resume_settings.py
+                 test_corpus.py test_corpus_whole.py test_resume.py test_resume_settings.py \
+                 test_manager_errors.py
 # (the fit callback's resume needs fit_initial_epoch; legacy .h5 whole models need
 # compile_config: Keras' own writer strips the
 # optimizer from the caller's compile settings, and the save is refused by its own check)

@@ -3,7 +3,8 @@
 Such a directory holds ``ckpt-N`` checkpoints without kerasave's manifests and
 TensorFlow's own ``checkpoint`` file. kerasave numbers its checkpoints after
 TensorFlow's and writes the model under the name TensorFlow's checkpoints give it
-(the checkpoint guide's ``net``). Every manager directory, adopted or not, on
+(the checkpoint guide's ``net``: ``CheckpointHandler.model_name`` reads it, and
+the manager writes its ``Roots`` under it). Every manager directory, adopted or not, on
 disk or at a URL, gets TensorFlow's ``checkpoint`` file, kept true after each
 commit (``tell_tensorflow``), so that TensorFlow code reading the directory
 (``tf.train.latest_checkpoint``) finds kerasave's checkpoints too.
@@ -11,36 +12,11 @@ commit (``tell_tensorflow``), so that TensorFlow code reading the directory
 
 from __future__ import annotations
 
-import json
 import re
-from collections.abc import Mapping
-from pathlib import Path
-from typing import Any
 
-from kerasave._errors import KerasaveError
-from kerasave.formats._graph import read_graph
-from kerasave.formats.checkpoint import _reader, manifest_path, model_key
 from kerasave.store.base import Store
 
-__all__ = ["model_name", "state_text", "tell_tensorflow"]
-
-
-def model_name(newest: Path | None, roots: Mapping[str, Any]) -> str:
-    """The name the model has in a directory's checkpoints: what the newest one's
-    manifest records, or (one TensorFlow wrote) the name its graph gives the
-    model; ``model`` in a new directory."""
-    if newest is None:
-        return "model"
-    try:
-        manifest = json.loads(manifest_path(newest).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        manifest = None
-    if isinstance(manifest, dict):
-        return str(manifest.get("model_name") or "model")
-    try:
-        return model_key(read_graph(_reader(newest), newest), roots)
-    except KerasaveError:
-        return "model"  # (a damaged newest checkpoint: kerasave's own name)
+__all__ = ["state_text", "tell_tensorflow"]
 
 
 def state_text(kept: list[tuple[str, float]], max_to_keep: int | None,

@@ -120,16 +120,30 @@ class _ByIdentity:
         return default if found is None else found[1]
 
 
-def cluster_of(model: Any) -> Cluster | None:
+def cluster_of(model: Any, where: Any = None) -> Cluster | None:
     """The model's multi-worker cluster, when it was built under one of more than
-    one worker; None otherwise (one process: nothing changes)."""
+    one worker; None otherwise (one process: nothing changes).
+
+    Raises:
+        KerasaveError: the strategy's cluster cannot be read (its resolver's
+            ``cluster_spec()`` fails): which worker is the chief is unknown, and
+            guessing would let every worker write as the chief. ``where``: the
+            directory the message names.
+    """
     strategy = getattr(model, "distribute_strategy", None)
     if not isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
         return None
     resolver = getattr(strategy, "cluster_resolver", None)
     try:
         spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
-    except Exception:
-        spec = {}
+    except Exception as exc:
+        text = str(exc).strip()
+        raise KerasaveError(
+            "cannot tell which worker writes the checkpoints: the model's "
+            "MultiWorkerMirroredStrategy cannot read its cluster (cluster_resolver."
+            f"cluster_spec() raised {type(exc).__name__}"
+            + (f": {text.splitlines()[0]}" if text else "") + "); fix the cluster's "
+            "configuration (TF_CONFIG or the resolver) so that one chief is known",
+            path=where) from exc
     tasks = sum(len(spec.get(kind, ())) for kind in ("chief", "worker"))
     return Cluster(strategy) if tasks > 1 else None

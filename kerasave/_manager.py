@@ -1,25 +1,27 @@
 """Training checkpoints that resume exactly: ``CheckpointManager``.
 
-Built on the checkpoint format (``kerasave/formats/checkpoint.py``): each
-checkpoint is ``DIR/ckpt-N.index`` + ``ckpt-N.data-*`` (plain TensorFlow files)
-and ``ckpt-N.kerasave.json`` (build shapes, time, step, metrics, progress), on
-disk or at a URL alike (``kerasave.store``: one store per directory, chosen
-once). The directory listing *is* the state; TensorFlow's ``checkpoint`` file is
-written from it after each commit, for TensorFlow's readers
-(``tf.train.latest_checkpoint``).
+A manager numbers its checkpoints, keeps some (``_retention``), holds its
+directory (``_lease``) and saves in the background; what a checkpoint is, the
+checkpoint handler knows (``formats/checkpoint.py``): every save is its
+``write`` and ``check`` of the manager's ``Roots`` (model, optimizer, other
+trackables) inside the store's transaction, every restore its ``restore``.
+
+Each checkpoint is ``DIR/ckpt-N.index`` + ``ckpt-N.data-*`` (plain TensorFlow
+files) and ``ckpt-N.kerasave.json`` (build shapes, time, step, metrics,
+progress), on disk or at a URL alike (``kerasave.store``: one store per
+directory, chosen once). The directory listing *is* the state; TensorFlow's
+``checkpoint`` file is written from it after each commit, for TensorFlow's
+readers (``tf.train.latest_checkpoint``; ``_adopted``).
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
-import re
 import threading
 import time
 import warnings
 from collections.abc import Callable, Collection, Mapping
-from dataclasses import dataclass, field
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -27,10 +29,10 @@ import numpy as np
 
 from kerasave import _adopted as adopted
 from kerasave import _internals as internals
+from kerasave import _retention as retention
 from kerasave import store as stores
 from kerasave._distributed import cluster_of
 from kerasave._errors import (
-    ArchitectureMismatchError,
     ArtifactNotFoundError,
     CorruptArtifactError,
     KerasaveError,
@@ -41,45 +43,13 @@ from kerasave._internals.trackables import snapshot
 from kerasave._lazy import keras, tf
 from kerasave._lease import Lease, give_back, next_number, take
 from kerasave._public import public
-from kerasave._report import Check, Report
+from kerasave._report import Report
 from kerasave._verify import optimizer_of
-from kerasave.formats._graph import read_graph
-from kerasave.formats.checkpoint import (
-    UNTRACKED,
-    CheckpointHandler,
-    _reader,
-    checkpoint_roots,
-    compare_pairing,
-    describe,
-    manifest_path,
-    pair_checkpoint,
-    prepare,
-    stage,
-    tensor_loader,
-    tensor_reader,
-)
-from kerasave.store import local
+from kerasave.formats.checkpoint import CheckpointHandler, Roots
 
 __all__ = ["CheckpointManager"]
 
 _HANDLER = CheckpointHandler()
-
-@dataclass(frozen=True)
-class _Entry:
-    number: int
-    path: str  # as shown: a path, or a URL's checkpoints by their URLs
-    name: str
-    time: float
-    metrics: dict[str, float] = field(default_factory=dict)
-    metadata: dict[str, Any] = field(default_factory=dict)
-    # The keep_every_n_hours of the manager that wrote it: what it preserves stays
-    # preserved under any later manager, as with tf.train.CheckpointManager.
-    every: float | None = None
-
-
-def _every(manifest: Mapping[str, Any]) -> float | None:
-    value = manifest.get("keep_every_n_hours")
-    return float(value) if isinstance(value, (int, float)) and value > 0 else None
 
 
 class CheckpointManager:
@@ -136,7 +106,7 @@ class CheckpointManager:
                              f"Received: best_k={best_k}, metric={metric!r}")
         if mode not in ("min", "max"):
             raise ValueError(f"mode must be 'min' or 'max'. Received: {mode!r}")
-        reserved = {"model", "optimizer", UNTRACKED, "save_counter", "root"} & set(trackables)
+        reserved = Roots.RESERVED & set(trackables)
         if reserved:
             raise ValueError(f"these names are kerasave's own: {sorted(reserved)}")
         for name, value in trackables.items():
@@ -178,7 +148,7 @@ class CheckpointManager:
         self._pending: threading.Thread | None = None
         self._error: BaseException | None = None
         self._copies: Any = None
-        self._saved_name: str | None = None  # the model's name in the files (_model_name)
+        self._saved_name: str | None = None  # the model's name in the files (_written)
         self._cluster: Any = False  # the model's multi-worker cluster (None: one process)
 
     # -- listing ---------------------------------------------------------------------
@@ -187,20 +157,8 @@ class CheckpointManager:
     def optimizer(self) -> Any:
         return self._optimizer if self._optimizer is not None else optimizer_of(self.model)
 
-    def _entries(self) -> list[_Entry]:
-        found = []
-        for e in self._store.list(re.escape(self.checkpoint_name) + r"-(\d+)", _HANDLER):
-            m = e.manifest
-            try:
-                when = float(m.get("time") or 0)
-            except (TypeError, ValueError):
-                when = 0.0
-            found.append(_Entry(e.number, e.shown, e.name, when,
-                                dict(m.get("metrics") or {}) if isinstance(
-                                    m.get("metrics"), dict) else {},
-                                dict(m.get("metadata") or {}) if isinstance(
-                                    m.get("metadata"), dict) else {}, _every(m)))
-        return found
+    def _entries(self) -> list[retention.Entry]:
+        return retention.series(self._store, self.checkpoint_name, _HANDLER)
 
     @property
     def checkpoints(self) -> list[str]:
@@ -215,18 +173,14 @@ class CheckpointManager:
 
     def metadata(self, path: str | os.PathLike[str] | None = None) -> dict[str, Any]:
         """What ``save(metadata=...)`` recorded with a checkpoint (the latest by default)."""
-        target = self._where(path) if path is not None else None
+        target = stores.at(path).shown if path is not None else None
         for entry in reversed(self._entries()):
             if target is None or entry.path == target:
                 return dict(entry.metadata)
         raise ArtifactNotFoundError("no such checkpoint in the manager's directory",
                                     path=target or self.directory)
 
-    def _where(self, path: str | os.PathLike[str]) -> str:
-        """A checkpoint's path as the listing names it."""
-        return stores.at(path).shown
-
-    # -- writing ---------------------------------------------------------------------
+    # -- the directory's lease -------------------------------------------------------
 
     def _acquire(self) -> Lease:
         """The directory's lease, taken when this manager first writes
@@ -265,29 +219,25 @@ class CheckpointManager:
         except Exception:
             pass
 
-    def _roots(self) -> dict[str, Any]:
-        return checkpoint_roots(self.model, self.optimizer, self.trackables)
+    # -- writing ---------------------------------------------------------------------
 
-    def _written_roots(self) -> dict[str, Any]:
-        """What a save writes: the model under the name the directory's checkpoints
-        give it (``model``; the checkpoint guide's ``net`` in a directory
+    def _roots(self) -> Roots:
+        """What a checkpoint holds: the model, its optimizer, the trackables."""
+        return Roots(self.model, self._optimizer, self.trackables)
+
+    def _written(self) -> Roots:
+        """What a save writes: the roots, the model under the name the directory's
+        checkpoints give it (``model``; the checkpoint guide's ``net`` in a directory
         ``tf.train.CheckpointManager`` wrote, so that TensorFlow code reading the
         directory finds it in kerasave's checkpoints too)."""
-        roots = self._roots()
-        name = self._model_name()
-        if name != "model":
-            roots = {(name if k == "model" else k): v for k, v in roots.items()}
-        return roots
-
-    def _model_name(self) -> str:
         if self._saved_name is None and self._store.local_dir is None:
             self._saved_name = "model"  # (TensorFlow never adopted an object-store series)
         if self._saved_name is None:
             entries = self._entries()
             newest = self._store.child(entries[-1].name).target if entries else None
-            name = adopted.model_name(newest, self._roots())
+            name = _HANDLER.model_name(newest, self._roots())
             self._saved_name = "model" if name in self.trackables else name
-        return self._saved_name
+        return replace(self._roots(), model_name=self._saved_name)
 
     def save(self, *, step: int | None = None, metrics: Mapping[str, float] | None = None,
              metadata: Mapping[str, Any] | None = None, blocking: bool = True,
@@ -323,37 +273,35 @@ class CheckpointManager:
     def _save(self, step: Any, metrics: Mapping[str, float] | None,
               metadata: Mapping[str, Any] | None, blocking: bool) -> str:
         if self._cluster is False:  # (found once: the model's strategy stays)
-            self._cluster = cluster_of(self.model)
+            self._cluster = cluster_of(self.model, self.directory)
         cluster = self._cluster
-        if cluster is None:
-            lease, path, manifest = self._planned(None, step, metrics, metadata)
-        else:  # the chief writes; every worker takes part
+        if cluster is not None:  # the chief writes; every worker takes part
             try:
-                lease, path, manifest = self._planned(cluster, step, metrics, metadata)
-            except BaseException:
-                cluster.abort(self._written_roots(), self.directory)  # (the others wait)
+                roots, path, manifest = self._planned(cluster, step, metrics, metadata)
+            except BaseException:  # (the others wait for this worker's part)
+                cluster.abort(replace(self._roots(), model_name=self._saved_name or "model")
+                              .written(), self.directory)
                 raise
-            cluster.save(lambda checkpoint, values: self._write(checkpoint, values, path,
-                                                                manifest),
-                         self._written_roots(), path)
-            return str(path)
+            cluster.save(lambda checkpoint, values: self._write(
+                roots.as_of(checkpoint, values), path, manifest), roots.written(), path)
+            return path
+        roots, path, manifest = self._planned(None, step, metrics, metadata)
+        copied = None if blocking else self._snapshot(roots)
+        if copied is None:
+            self._write(roots, path, manifest)
+            return path
+        lease = self._lease
         assert lease is not None
-        snapshot = None if blocking else self._snapshot()
-        if snapshot is None:
-            self._write(tf.train.Checkpoint(**self._written_roots()), None, path, manifest)
-            return str(path)
-        checkpoint, copies = snapshot
         self._pending = lease.pending = threading.Thread(
-            target=self._background, args=(checkpoint, copies, path, manifest),
+            target=self._background, args=(copied, path, manifest),
             name=f"kerasave-save-{_name(path)}")
         self._pending.start()
-        return str(path)
+        return path
 
     def _planned(self, cluster: Any, step: Any, metrics: Mapping[str, float] | None,
-                 metadata: Mapping[str, Any] | None
-                 ) -> tuple[Lease | None, str, dict[str, Any]]:
-        """What a save writes: this writer's lease (none on a worker that is not the
-        chief), the checkpoint's path and its manifest."""
+                 metadata: Mapping[str, Any] | None) -> tuple[Roots, str, dict[str, Any]]:
+        """What a save writes: the roots, the checkpoint's path and its manifest.
+        Takes this writer's lease (none on a worker that is not the chief)."""
         self.wait()
         lease = self._acquire() if cluster is None or cluster.chief else None
         before = lease.pending if lease is not None else None  # another manager's
@@ -365,15 +313,16 @@ class CheckpointManager:
         else:
             number = entries[-1].number + 1 if entries else 1
         path = self._store.child(f"{self.checkpoint_name}-{number}").shown
-        manifest = describe(self.model, self.optimizer, "checkpoint")
+        roots = self._written()
+        manifest = _HANDLER.describe(roots)  # (now: a background save writes copies)
         manifest.update(step=number, time=self._now(),
                         metrics={k: float(v) for k, v in (metrics or {}).items()},
                         metadata=dict(metadata or {}), trackables=sorted(self.trackables))
         if self.keep_every_n_hours:
             manifest["keep_every_n_hours"] = float(self.keep_every_n_hours)
-        if self._model_name() != "model":
-            manifest["model_name"] = self._model_name()
-        return lease, path, manifest
+        if roots.model_name != "model":
+            manifest["model_name"] = roots.model_name
+        return roots, path, manifest
 
     def wait(self) -> None:
         """Wait for a background save to finish; raise what it raised, if anything."""
@@ -384,15 +333,16 @@ class CheckpointManager:
         if error is not None:
             raise error
 
-    def _snapshot(self) -> tuple[Any, Any] | None:
-        """A checkpoint object that writes copies of today's values, and the copies;
-        None when this process cannot copy them (the save then blocks).
+    def _snapshot(self, roots: Roots) -> Roots | None:
+        """The roots as of now: a checkpoint object that writes copies of today's
+        values, and the copies; None when this process cannot copy them (the save
+        then blocks).
 
         The copies live in host memory and are reused from save to save; this is
         the only part of a background save that the training loop waits for.
         """
         try:
-            checkpoint, self._copies = snapshot(self._written_roots(), self._copies,
+            checkpoint, self._copies = snapshot(roots.written(), self._copies,
                                                 self.directory)
         except Unsupported:
             return None
@@ -401,72 +351,41 @@ class CheckpointManager:
         except Exception as exc:
             internals.failed("background_copies", exc)
             return None
-        return checkpoint, self._copies
+        return roots.as_of(checkpoint, self._copies)
 
-    def _background(self, checkpoint: Any, copies: Any, path: str,
-                    manifest: dict[str, Any]) -> None:
+    def _background(self, roots: Roots, path: str, manifest: dict[str, Any]) -> None:
         try:
-            self._write(checkpoint, copies, path, manifest)
+            self._write(roots, path, manifest)
         except BaseException as exc:  # surfaces on the next call
             self._error = exc
 
-    def _write(self, checkpoint: Any, copies: Any, path: str,
-               manifest: dict[str, Any]) -> None:
+    def _write(self, roots: Roots, path: str, manifest: dict[str, Any]) -> None:
+        """The handler writes and checks the checkpoint in the store's transaction;
+        its commit keeps the retention (on disk under the directory's lock, after the
+        rename; at a URL after the upload's commit: ``kerasave.store.objectstore``)."""
         start = time.perf_counter()
         lease = self._lease
         assert lease is not None
-
-        def write(tmp: Path) -> None:
-            checkpoint.write(str(tmp))
-            local.write_text(manifest_path(tmp),
-                             json.dumps(manifest, indent=1, default=str) + "\n")
-
-        # On disk the retention runs under the directory's lock, after the rename; at
-        # a URL after the upload's commit (kerasave.store.objectstore).
         with lease.writing, self._store.child(_name(path)) as store, \
                 store.transaction(_HANDLER, suffix="") as txn:
-            txn.write(write)
-            self._check(txn.tmp, path, copies, start)
+            txn.write(lambda tmp: _HANDLER.write(roots, tmp, manifest=manifest))
+            if self.verify:
+                checks = txn.verify(lambda tmp: _HANDLER.check(roots, tmp, own=True))
+                if not all(c.ok for c in checks):
+                    raise RoundTripError(Report(path, _HANDLER.name, False, checks, 0,
+                                                time.perf_counter() - start))
             txn.commit({}, then=self._retain)
-
-    def _check(self, tmp: Path, path: str, copies: Any, start: float) -> None:
-        if not self.verify:
-            return
-        reader = _reader(tmp)
-        pairing = pair_checkpoint(self.model, tmp, reader, optimizer=self.optimizer,
-                                  extra=self.trackables)
-        if copies is not None:  # compare with the values as they were when saved
-            pairing.pairs[:] = [(k, copies.get(v, v), g) for k, v, g in pairing.pairs]
-        checks = compare_pairing(pairing, reader, tensor_reader(tmp, reader, mapped=True))
-        if not all(c.ok for c in checks):
-            raise RoundTripError(Report(str(path), "checkpoint", False, tuple(checks),
-                                        0, time.perf_counter() - start))
 
     def _retain(self) -> None:
         entries = self._entries()
-        keep = {e.number for e in entries} if self.max_to_keep is None else {
-            e.number for e in entries[-self.max_to_keep:]}
-        if self.best_k and self.metric:
-            ranked = [e for e in entries if self.metric in e.metrics
-                      and not math.isnan(e.metrics[self.metric])]
-            ranked.sort(key=lambda e: e.metrics[self.metric], reverse=self.mode == "max")
-            keep |= {e.number for e in ranked[: self.best_k]}
-        # One checkpoint per N hours, the first included: this manager's N over every
-        # checkpoint, and the N each earlier manager recorded over the checkpoints it
-        # wrote (what it preserved stays, as TensorFlow's preserved checkpoints do).
-        chains = {e.every for e in entries if e.every} - {self.keep_every_n_hours}
-        for hours, chain in [(self.keep_every_n_hours, entries)] + [
-                (h, [e for e in entries if e.every == h]) for h in sorted(chains)]:
-            anchor = None
-            for e in sorted(chain, key=lambda e: e.time) if hours else ():
-                if anchor is None or e.time - anchor >= hours * 3600:
-                    keep.add(e.number)
-                    anchor = e.time
+        kept = retention.kept(entries, max_to_keep=self.max_to_keep, best_k=self.best_k,
+                              metric=self.metric, mode=self.mode,
+                              keep_every_n_hours=self.keep_every_n_hours)
         # TensorFlow's own record first: a crash before the deletes leaves it naming
         # checkpoints that all exist.
-        kept = [e for e in entries if e.number in keep]
         adopted.tell_tensorflow(self._store, [(e.name, e.time) for e in kept],
                                 self.max_to_keep)
+        keep = {e.number for e in kept}
         for e in entries:
             if e.number not in keep:
                 self._store.child(e.name).delete(_HANDLER)  # what commits it first
@@ -492,24 +411,14 @@ class CheckpointManager:
             ArchitectureMismatchError: strict, and something does not fit; nothing
                 was changed.
             CorruptArtifactError: the checkpoint is damaged; nothing was changed.
+            ArtifactNotFoundError: there is no such checkpoint.
         """
         self.wait()
-        known = set(self._roots()) - {UNTRACKED}
+        roots = self._roots()
+        known = roots.names()
         if only is not None and set(only) - known:
             raise ValueError(f"nothing named {sorted(set(only) - known)} to restore; "
                              f"known: {sorted(known)}")
-        try:
-            return self._restore(path, only, strict)
-        except KerasaveError:
-            raise
-        except Exception as exc:  # whatever a damaged file makes a reader raise
-            text = str(exc).strip().splitlines()
-            raise CorruptArtifactError(
-                f"could not read the checkpoint ({type(exc).__name__}: "
-                f"{text[0] if text else ''})", path=path or self.directory) from exc
-
-    def _restore(self, path: str | os.PathLike[str] | None, only: Collection[str] | None,
-                 strict: bool) -> Report:
         start = time.perf_counter()
         if path is None:
             path = self.latest
@@ -519,85 +428,32 @@ class CheckpointManager:
                     f"{self.checkpoint_name}-N checkpoint", path=self.directory)
         # (a URL's: read from a local copy, every object's size and CRC32C checked)
         with stores.at(path) as store, store.resolve(_checkpoint_at) as found:
-            return found.naming.report(
-                self._restore_from(found.actual, found.checksummed, only, strict, start))
-
-    def _restore_from(self, prefix: Path, checksummed: bool, only: Collection[str] | None,
-                      strict: bool, start: float) -> Report:
-        reader = _reader(prefix)
-        try:
-            manifest = json.loads(manifest_path(prefix).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            manifest = {}
-        except (OSError, ValueError) as exc:
-            raise CorruptArtifactError(f"unreadable manifest: {exc}", path=prefix) from exc
-        checks = []
-        graph = read_graph(reader, prefix)  # (read once, for prepare and the pairing)
-        if only is None or "model" in only:
-            checks += prepare(self.model, self.optimizer if (only is None or "optimizer" in only)
-                              else None, manifest, prefix, None if manifest else graph, reader,
-                              extra=self.trackables)
-        pairing = pair_checkpoint(self.model, prefix, reader, optimizer=self.optimizer,
-                                  extra=self.trackables, only=only, graph=graph)
-        if not strict:
-            unmatched = pairing.missing_in_model + pairing.not_in_checkpoint
-            shapes = reader.get_variable_to_shape_map()
-            fits = [tuple(shapes[k]) == tuple(v.shape) for k, v, _ in pairing.pairs]
-            unmatched += [getattr(v, "path", None) or k
-                          for (k, v, _), ok in zip(pairing.pairs, fits) if not ok]
-            pairing.pairs[:] = [p for p, ok in zip(pairing.pairs, fits) if ok]
-            pairing.missing_in_model.clear()
-            pairing.not_in_checkpoint.clear()
-        # Non-variable state (tf.data iterators) goes through TensorFlow, first: if it
-        # fails, no variable has been touched yet.
-        staged = stage(pairing, reader, prefix,
-                       tensor_loader(prefix, reader, checksummed=checksummed))
-        for root in pairing.other_state:
-            try:
-                tf.train.Checkpoint(**{root: self.trackables[root]}).read(
-                    str(prefix)).expect_partial()
-            except Exception as exc:
-                raise CorruptArtifactError(f"could not restore {root!r}: {exc}",
-                                           path=prefix) from exc
-        for var, value in staged:
-            var.assign(value)
-        groups: dict[str, int] = {}
-        for _, _, g in pairing.pairs:
-            groups[g] = groups.get(g, 0) + 1
-        restored = ", ".join(f"{g} ({n} variables)" for g, n in groups.items() if g != UNTRACKED)
-        restored += "".join(f", {r} (state)" for r in pairing.other_state)
-        checks.append(Check("restored", True, restored or "nothing"))
-        left = list(pairing.extra_roots)
-        if pairing.optimizer_saved and "optimizer" not in groups and (
-                only is not None and "optimizer" not in only):
-            left.append("optimizer")
-        checks.append(Check("left in checkpoint", True, ", ".join(sorted(set(left))) or "none"))
-        if not strict:
-            checks.append(Check("not matched", True, ", ".join(unmatched) or "none"))
-        return Report(str(prefix), "checkpoint", True, tuple(checks),
-                      sum(p.stat().st_size for p in _HANDLER.members(prefix)),
-                      time.perf_counter() - start)
+            checks = _HANDLER.restore(roots, found.actual, checksummed=found.checksummed,
+                                      only=only, strict=strict)
+            size = sum(p.stat().st_size for p in _HANDLER.members(found.actual))
+            return found.naming.report(Report(str(found.actual), _HANDLER.name, True,
+                                              tuple(checks), size,
+                                              time.perf_counter() - start))
 
     def restore_or_initialize(self) -> str | None:
         """Restore the newest checkpoint that is intact; None when there is none
         (after calling ``init_fn``, when given).
 
-        A damaged or incomplete newest checkpoint is skipped with a warning, and
-        the most recent intact one is restored instead; a broken one is never
-        loaded. With ``checkpoint_interval``, the interval counts from the
+        A damaged or incomplete newest checkpoint (``CorruptArtifactError``) is
+        skipped with a warning, and the most recent intact one is restored instead;
+        a broken one is never loaded. Anything else (a model the checkpoint does not
+        fit, an interrupt, a bug) is raised as it is: no older checkpoint would fit
+        better. With ``checkpoint_interval``, the interval counts from the
         ``step_counter`` as restored.
         """
         self.wait()
-        entries = self._entries()
         damaged: list[str] = []
-        for entry in reversed(entries):
+        for entry in reversed(self._entries()):
             try:
                 self.restore(entry.path)
             except CorruptArtifactError as exc:
                 damaged.append(f"{_name(entry.path)}: {exc}")
                 continue
-            except ArchitectureMismatchError:
-                raise
             if damaged:
                 warnings.warn(
                     f"skipped damaged checkpoint(s) in {self.directory}: {'; '.join(damaged)}; "

@@ -109,14 +109,14 @@ def test_verification_in_the_background_fails_loudly(tmp_path, monkeypatch):
     model = _net()
     _train(model)
     manager = ks.CheckpointManager(tmp_path, model=model)
-    from kerasave import _manager
+    from kerasave.formats import checkpoint
 
-    original = _manager.compare_pairing
+    original = checkpoint.compare_pairing
 
     def lying(pairing, reader, read=None):
         return [ks.Check("model variables", False, "injected")] + original(pairing, reader, read)
 
-    monkeypatch.setattr(_manager, "compare_pairing", lying)
+    monkeypatch.setattr(checkpoint, "compare_pairing", lying)
     manager.save(blocking=False)
     with pytest.raises(ks.RoundTripError, match="injected"):
         manager.wait()

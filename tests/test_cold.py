@@ -24,7 +24,7 @@ import tensorflow as tf
 import kerasave as ks
 from kerasave import _protowire
 from kerasave.cli import main
-from kerasave.formats import _tfindex, checkpoint
+from kerasave.formats import _pairing, _tfindex, checkpoint
 from kerasave.testing import EXPORTS as _INSTALLED
 from tests.conftest import FIXTURES
 
@@ -100,7 +100,7 @@ def test_inspect_of_every_format_imports_neither_and_says_the_same(artifacts, mo
     commands = [["inspect", *flag, str(p)] for p in artifacts for flag in ([], ["--json"])]
     got = cold(*commands)
     # The reference: TensorFlow's readers read every checkpoint and SavedModel.
-    monkeypatch.setattr(checkpoint, "listing", lambda *_: None)
+    monkeypatch.setattr(_pairing, "listing", lambda *_: None)
     for args, result in zip(commands, got):
         assert result == warm(args, monkeypatch), args
     assert sum(r["code"] == 0 for r in got) >= len(got) - 2  # (hostile.yaml is refused)
@@ -162,7 +162,7 @@ def test_a_damaged_checkpoint_is_read_by_tensorflow_and_refused_alike(tmp_path, 
     assert _tfindex.listing(prefix, checkpoint._GRAPH_KEY) is None
     with pytest.raises(ks.CorruptArtifactError) as light:
         ks.inspect(prefix)
-    monkeypatch.setattr(checkpoint, "listing", lambda *_: None)
+    monkeypatch.setattr(_pairing, "listing", lambda *_: None)
     with pytest.raises(ks.CorruptArtifactError) as heavy:
         ks.inspect(prefix)
     assert str(light.value) == str(heavy.value)

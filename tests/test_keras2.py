@@ -544,23 +544,40 @@ def test_a_deep_object_graph_is_walked_without_recursion():
 
 
 def test_a_reader_failure_inside_a_restore_is_a_typed_error(tmp_path, monkeypatch):
+    """What TensorFlow's reader raises about the files is damage (CorruptArtifactError);
+    a failure of kerasave's own code is a bug, raised as it is, never taken for damage."""
     import shutil
 
-    from kerasave import _manager
+    import tensorflow as tf
+
+    from kerasave.formats import checkpoint
 
     shutil.copytree(ARTIFACTS / "tf_ckpts-v2", tmp_path / "tf_ckpts")
     net, opt, step, iterator = _guide_state()
+    before = values(all_vars(net))
     manager = ks.CheckpointManager(tmp_path / "tf_ckpts", model=net, optimizer=opt,
                                    step=step, iterator=iterator)
 
-    def broken(*args, **kwargs):
-        raise AttributeError("a reader surprised by the file")
+    def unreadable(prefix, reader, **_):
+        def read(key):
+            raise tf.errors.DataLossError(None, None, "Checksum does not match")
+        return read
 
-    monkeypatch.setattr(_manager, "pair_checkpoint", broken)
-    with pytest.raises(ks.CorruptArtifactError, match="AttributeError"):
+    monkeypatch.setattr(checkpoint, "tensor_loader", unreadable)
+    with pytest.raises(ks.CorruptArtifactError, match="Checksum does not match"):
         manager.restore()
+    monkeypatch.undo()
+
+    def broken(*args, **kwargs):
+        raise AttributeError("a pairing surprised by the file")
+
+    monkeypatch.setattr(checkpoint, "pair_checkpoint", broken)
+    with pytest.raises(AttributeError, match="surprised") as caught:
+        manager.restore()
+    assert not isinstance(caught.value, ks.KerasaveError)
     with pytest.raises(ValueError, match="nothing named"):
         manager.restore(only=("nonesuch",))
+    assert_bit_exact(before, all_vars(net))  # nothing was restored by either
 
 
 # -- legacy .h5 whole models Keras 2 wrote -----------------------------------------------

@@ -391,11 +391,11 @@ def test_inspect_a_training_checkpoint(tmp_path):
 
 
 def test_failed_verification_commits_nothing(tmp_path, monkeypatch):
-    from kerasave import _manager
+    from kerasave.formats import checkpoint
 
     model = _net()
     _train(model)
-    monkeypatch.setattr(_manager, "compare_pairing", lambda pairing, reader, *_: [
+    monkeypatch.setattr(checkpoint, "compare_pairing", lambda pairing, reader, *_: [
         ks.Check("model variables", False, "injected")])
     with pytest.raises(ks.RoundTripError):
         ks.CheckpointManager(tmp_path, model=model).save()

@@ -16,7 +16,7 @@ from kerasave._internals import patches
 from kerasave._internals.h5read import member_span
 from kerasave._internals.twins import TWINS, _Replay
 from kerasave._state import keras_twin
-from kerasave.formats.checkpoint import tensor_loader, tensor_locations, tensor_reader
+from kerasave.formats._tfindex import tensor_loader, tensor_locations, tensor_reader
 from kerasave.store import local as _atomic
 from kerasave.store import manifest as _manifest
 
@@ -350,7 +350,7 @@ def test_a_damaged_checkpoint_index_falls_back_to_tensorflow(trained, tmp_path, 
     def broken(_):
         raise ValueError("not a table")
 
-    monkeypatch.setattr("kerasave.formats.checkpoint.tensor_locations", broken)
+    monkeypatch.setattr("kerasave.formats._tfindex.tensor_locations", broken)
     assert all(c.ok for c in _checks(trained, prefix).values())
 
 

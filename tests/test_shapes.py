@@ -24,8 +24,8 @@ from tensorflow.core.protobuf import tensor_bundle_pb2
 import kerasave as ks
 from kerasave import cli
 from kerasave.cli._artifacts import open_artifact
+from kerasave.formats import _pairing
 from kerasave.formats import _tfindex as tfi
-from kerasave.formats import checkpoint as ck
 
 from .conftest import all_vars, values
 
@@ -357,7 +357,7 @@ def _edit_index(prefix, key, edit):
 
 
 def _kernel_key(prefix):
-    reader = ck._reader(prefix)
+    reader = _pairing.checked_reader(prefix)
     return next(k for k, s in reader.get_variable_to_shape_map().items() if s == [32, 64])
 
 

@@ -22,8 +22,9 @@ from kerasave._config import model_from_config
 from kerasave._errors import CorruptArtifactError, NotSerializableError
 from kerasave._lazy import keras
 from kerasave._report import Check
-from kerasave.formats import checkpoint, keras2
+from kerasave.formats import _pairing, keras2
 from kerasave.formats._graph import read_graph
+from kerasave.formats._tfindex import tensor_loader
 from kerasave.formats.h5model import compile_from_training
 
 __all__ = ["METADATA", "is_keras2", "root_metadata", "load", "check", "describe", "left_out"]
@@ -99,11 +100,11 @@ def load(path: Path, *, compile: bool = True, safe_mode: bool = True,
     if isinstance(training, dict) and training.get("optimizer_config"):
         compile_from_training(model, training, path, custom_objects)
     prefix = _variables(path)
-    reader = checkpoint._reader(prefix)
+    reader = _pairing.checked_reader(prefix)
     graph = read_graph(reader, prefix)
-    checkpoint.prepare(model, None, {}, path, graph, reader, prefix)
-    pairing = checkpoint.pair_checkpoint(model, prefix, reader, graph=graph)
-    checkpoint.stage_and_assign(pairing, reader, path, checkpoint.tensor_loader(
+    _pairing.prepare(model, None, {}, path, graph, reader, prefix)
+    pairing = _pairing.pair_checkpoint(model, prefix, reader, graph=graph)
+    _pairing.stage_and_assign(pairing, reader, path, tensor_loader(
         prefix, reader, checksummed=checksummed))
     return model
 
@@ -111,8 +112,8 @@ def load(path: Path, *, compile: bool = True, safe_mode: bool = True,
 def check(model: keras.Model, path: Path) -> list[Check]:
     """Verification: the directory's variables against ``model``'s, bit for bit."""
     prefix = _variables(path)
-    reader = checkpoint._reader(prefix)
-    return checkpoint.compare_pairing(checkpoint.pair_checkpoint(model, prefix, reader), reader)
+    reader = _pairing.checked_reader(prefix)
+    return _pairing.compare_pairing(_pairing.pair_checkpoint(model, prefix, reader), reader)
 
 
 def left_out(path: Path) -> dict[str, str]:
@@ -121,7 +122,7 @@ def left_out(path: Path) -> dict[str, str]:
     sums, not model state) and OptimizerV2's hyperparameters (``beta_1``,
     ``decay``...: the Keras 3 optimizer's config holds them)."""
     prefix = _variables(path)
-    graph, _, _ = checkpoint.listed(prefix)
+    graph, _, _ = _pairing.listed(prefix)
     found: dict[str, str] = {}
     for node in graph.nodes:
         for child in node.children:
@@ -148,7 +149,7 @@ def describe(path: Path) -> tuple[dict[str, str], bool]:
     directory holds optimizer state."""
     meta = root_metadata(path)
     prefix = _variables(path)
-    graph, _, _ = checkpoint.listed(prefix)
+    graph, _, _ = _pairing.listed(prefix)
     versions = {"keras": str(meta.get("keras_version") or "2.x") + " (tf.keras)"}
     gen = keras2.generation(graph, keras2.optimizer_node(graph, 0))
     if gen:

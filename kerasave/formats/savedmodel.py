@@ -32,9 +32,9 @@ from kerasave._verify import (
     probe_inputs,
     to_numpy,
 )
-from kerasave.formats import _opscan, checkpoint, keras2_savedmodel
+from kerasave.formats import _opscan, _pairing, keras2_savedmodel
 from kerasave.formats._base import Contents, ModelFormat
-from kerasave.formats._graph import GRAPH_KEY, VALUE
+from kerasave.formats._graph import GRAPH_KEY, VALUE, read_graph
 from kerasave.formats._tfindex import Location, check_index, masked_crc32c, tensor_locations
 from kerasave.store.crc import crc32c_of
 
@@ -56,8 +56,8 @@ def _restored(path: Path) -> tuple[Any, list[Any]] | None:
     """
     prefix = path / "variables" / "variables"
     try:
-        reader = checkpoint._reader(prefix)
-        graph = checkpoint._graph(reader, prefix)
+        reader = _pairing.checked_reader(prefix)
+        graph = read_graph(reader, prefix)
         served = tf.saved_model.load(
             str(path), options=tf.saved_model.LoadOptions(experimental_skip_checkpoint=True))
     except Exception:
@@ -317,7 +317,7 @@ class SavedModelHandler(ModelFormat):
                                        path=path)
         prefix = path / "variables" / "variables"
         try:
-            _, shapes, dtypes = checkpoint.listed(prefix)
+            _, shapes, dtypes = _pairing.listed(prefix)
         except CorruptArtifactError as exc:
             raise CorruptArtifactError(f"unreadable SavedModel variables: {exc}",
                                        path=path) from exc
@@ -341,8 +341,8 @@ class SavedModelHandler(ModelFormat):
             raise CorruptArtifactError("not a SavedModel directory (no saved_model.pb)",
                                        path=path)
         prefix = path / "variables" / "variables"
-        reader = checkpoint._reader(prefix)
-        checkpoint._graph(reader, prefix)  # the object graph must parse
+        reader = _pairing.checked_reader(prefix)
+        read_graph(reader, prefix)  # the object graph must parse
         for key in sorted(reader.get_variable_to_shape_map()):
             if key != GRAPH_KEY:
                 yield key, _tensor(reader, key, path)
@@ -350,8 +350,8 @@ class SavedModelHandler(ModelFormat):
     def exported_variables(self, path: Path) -> list[tuple[str, np.ndarray]]:
         """The export's model variables, in ``model.variables`` order, by key."""
         prefix = path / "variables" / "variables"
-        reader = checkpoint._reader(prefix)
-        graph = checkpoint._graph(reader, prefix)
+        reader = _pairing.checked_reader(prefix)
+        graph = read_graph(reader, prefix)
         listed = graph.children(0).get("variables")
         if listed is None:
             raise CorruptArtifactError(

@@ -26,7 +26,6 @@ from typing import Any
 import numpy as np
 
 from kerasave import _adopted as adopted
-from kerasave import _internals as internals
 from kerasave import store as stores
 from kerasave._distributed import cluster_of
 from kerasave._errors import (
@@ -36,7 +35,7 @@ from kerasave._errors import (
     KerasaveError,
     RoundTripError,
 )
-from kerasave._internals import Unsupported
+from kerasave._internals import attempt
 from kerasave._internals.trackables import snapshot
 from kerasave._lazy import keras, tf
 from kerasave._lease import Lease, give_back, next_number, take
@@ -391,16 +390,12 @@ class CheckpointManager:
         The copies live in host memory and are reused from save to save; this is
         the only part of a background save that the training loop waits for.
         """
-        try:
-            checkpoint, self._copies = snapshot(self._written_roots(), self._copies,
-                                                self.directory)
-        except Unsupported:
+        made = attempt("background_copies",
+                       lambda: snapshot(self._written_roots(), self._copies, self.directory),
+                       lambda: None, passthrough=(KerasaveError,))  # (None: write blocking)
+        if made is None:
             return None
-        except KerasaveError:
-            raise
-        except Exception as exc:
-            internals.failed("background_copies", exc)
-            return None
+        checkpoint, self._copies = made
         return checkpoint, self._copies
 
     def _background(self, checkpoint: Any, copies: Any, path: str,

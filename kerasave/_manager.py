@@ -28,7 +28,6 @@ from typing import Any
 import numpy as np
 
 from kerasave import _adopted as adopted
-from kerasave import _internals as internals
 from kerasave import _retention as retention
 from kerasave import store as stores
 from kerasave._distributed import cluster_of
@@ -38,7 +37,7 @@ from kerasave._errors import (
     KerasaveError,
     RoundTripError,
 )
-from kerasave._internals import Unsupported
+from kerasave._internals import attempt
 from kerasave._internals.trackables import snapshot
 from kerasave._lazy import keras, tf
 from kerasave._lease import Lease, give_back, next_number, take
@@ -341,16 +340,12 @@ class CheckpointManager:
         The copies live in host memory and are reused from save to save; this is
         the only part of a background save that the training loop waits for.
         """
-        try:
-            checkpoint, self._copies = snapshot(roots.written(), self._copies,
-                                                self.directory)
-        except Unsupported:
+        made = attempt("background_copies",
+                       lambda: snapshot(roots.written(), self._copies, self.directory),
+                       lambda: None, passthrough=(KerasaveError,))  # (None: write blocking)
+        if made is None:
             return None
-        except KerasaveError:
-            raise
-        except Exception as exc:
-            internals.failed("background_copies", exc)
-            return None
+        checkpoint, self._copies = made
         return roots.as_of(checkpoint, self._copies)
 
     def _background(self, roots: Roots, path: str, manifest: dict[str, Any]) -> None:

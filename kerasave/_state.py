@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from kerasave._internals import FastPathWarning, patches, savinglib
+from kerasave._internals import FastPathWarning, Unsupported, attempt, patches, savinglib
 from kerasave._internals.patches import Recorded
 from kerasave._internals.twins import TWINS, Read
 from kerasave._lazy import keras
@@ -119,8 +119,6 @@ def transfer_values(model: keras.Model, twin: keras.Model) -> None:
     ``Normalization``'s mean, a calibrated GPTQ layer's flag)."""
     import tempfile
 
-    from kerasave._internals import attempt
-
     with tempfile.TemporaryDirectory() as tmp:
         where = Path(tmp) / "values.weights.h5"
         attempt("keras_writer", lambda: savinglib.write_weights(model, where),
@@ -138,13 +136,15 @@ def _layouts(variables: Iterable[Any]) -> list[tuple[tuple[int, ...], str]]:
 def _from_config(model: keras.Model, *, empty: bool) -> tuple[keras.Model | None, list[Any]]:
     """A new model from ``model``'s config, built as it is (``empty``: deferred), with
     the same variable shapes and dtypes; None when it has no config that does that."""
+    def build() -> keras.Model:
+        twin = type(model).from_config(config)
+        if not twin.built:  # (built here: a config may build it differently)
+            twin.build_from_config(model.get_build_config())
+        return twin
+
     try:
         config = model.get_config()
-        scope = patches.uninitialized() if empty else contextlib.nullcontext([])
-        with scope as created:
-            twin = type(model).from_config(config)
-            if not twin.built:  # (built here: a config may build it differently)
-                twin.build_from_config(model.get_build_config())
+        twin, created = patches.build_deferred(build) if empty else (build(), [])
     except Exception:
         return None, []
     if _layouts(twin.variables) != _layouts(model.variables):
@@ -205,8 +205,9 @@ def _compiled_like(twin: keras.Model, model: keras.Model) -> keras.Model:
 
 # -- twins lent for a check -----------------------------------------------------------------
 
-class NoTwin(Exception):
-    """``model_twin``: the model has no config a twin can be built from."""
+class NoTwin(Unsupported):
+    """``model_twin``: the model has no config a twin can be built from (a check
+    that would record against a twin uses its public twin, a real load)."""
 
 
 def lent_twin(key: Any, build: Callable[[], keras.Model],

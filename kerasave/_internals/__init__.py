@@ -1,4 +1,4 @@
-"""The one place kerasave uses private Keras and TensorFlow names.
+"""The one place kerasave uses private Keras and TensorFlow names, and the one way it does.
 
 Everything private (``keras.src.*``, ``tensorflow.python.*``, private functions
 of ``saving_lib``, patched class attributes, private attributes of Keras
@@ -7,22 +7,40 @@ objects) is used from the modules of this package only, and each use is a
 that gives the same bytes and values. A change of Keras may make kerasave
 slower, never wrong:
 
-- Each fast path is probed once per process, the first time it is wanted, by
-  its behaviour on a tiny model (run it and its public twin, compare bit for
-  bit), not by ``hasattr``. One that fails its probe is off for the process.
-- One that raises inside an operation is judged by its public twin: if the
-  twin succeeds, the fast path was at fault, is switched off for the process,
-  and the result is the twin's; if the twin fails too, the artifact is at fault
-  and the twin's error is what the caller gets (``attempt``). Either way a fast
-  path's own failure never becomes ``CorruptArtifactError``.
-- Both are said once per fast path with a ``FastPathWarning``.
+- Each fast path is registered (``register``) with a probe and its public twin
+  in words; ``kerasave doctor`` lists them all. The probe runs once per
+  process, the first time the fast path is wanted, on a tiny model: it runs
+  the fast path and its public twin and compares them bit for bit (not
+  ``hasattr``). One that fails its probe is off for the process.
+- Every use goes through ``attempt(name, fast, public)``, the only place that
+  chooses between a fast path and its twin:
+
+  - the fast path is off (``KERASAVE_FAST_PATHS=0``, or its probe failed):
+    ``public()``;
+  - ``fast()`` raises ``Unsupported`` ("not this artifact, not this model"):
+    ``public()``, and the fast path stays on;
+  - ``fast()`` raises anything else: its public twin judges. If ``public()``
+    succeeds, the fast path was at fault: it is off for the process, and the
+    twin's result stands. If the twin fails too, the artifact is at fault and
+    the twin's error (or failed verdict) is what the caller gets. Either way a
+    fast path's own failure never becomes ``CorruptArtifactError``;
+  - for a verification (``ok=``: the result is a verdict), a fast verdict that
+    fails is given again by the twin, so a failure is always described as the
+    public API sees it.
+
+  Inside this package, a fast path that needs another (a reader that records
+  assignments) says so with ``require(name)``: ``Unsupported`` when it is off.
+- Both ways of switching one off are said once per fast path with a
+  ``FastPathWarning``.
 - ``KERASAVE_FAST_PATHS=0`` (or ``false``/``off``/``no``) turns every one of
   them off: every operation then runs on the public API only.
 
-``kerasave doctor`` lists them by name with whether each is on.
+Outside this package nothing imports ``keras.src``/``tensorflow.python``,
+touches a private attribute of a Keras or TensorFlow object, or catches
+``Unsupported``: ``tests/test_internals.py`` reads every module to hold that.
 
-This module imports nothing heavy; the fast paths' modules register themselves
-when imported (``load_all`` imports every one, for ``doctor``).
+This module imports nothing heavy; the fast paths' probes register themselves
+when imported (``load_all`` imports them, for ``doctor``).
 """
 
 from __future__ import annotations
@@ -39,7 +57,7 @@ from typing import Any, TypeVar
 from kerasave._quiet import import_tensorflow
 
 __all__ = ["ENV", "FastPathWarning", "Unsupported", "attempt", "enabled", "fast_paths",
-           "failed", "load_all", "on", "register", "status"]
+           "load_all", "on", "register", "require", "status"]
 
 ENV = "KERASAVE_FAST_PATHS"
 T = TypeVar("T")
@@ -63,6 +81,7 @@ class Unsupported(Exception):
 class _FastPath:
     name: str
     summary: str
+    public: str  # its public twin, in words
     probe: Callable[[], None]
     state: bool | None = None  # None: not probed yet
     reason: str = ""
@@ -83,8 +102,10 @@ def enabled() -> bool:
     return os.environ.get(ENV, "1").strip().lower() not in ("0", "false", "off", "no")
 
 
-def register(name: str, summary: str) -> Callable[[Callable[[], None]], Callable[[], None]]:
-    """Register the decorated probe as the fast path ``name``.
+def register(name: str, summary: str,
+             public: str) -> Callable[[Callable[[], None]], Callable[[], None]]:
+    """Register the decorated probe as the fast path ``name``: ``summary`` says what it
+    does, ``public`` what its public twin is.
 
     The probe runs the fast path and its public twin on a tiny model and
     raises (anything) when they disagree or the fast path does not work.
@@ -92,7 +113,7 @@ def register(name: str, summary: str) -> Callable[[Callable[[], None]], Callable
 
     def decorate(probe: Callable[[], None]) -> Callable[[], None]:
         with _LOCK:
-            _PATHS.setdefault(name, _FastPath(name, summary, probe))
+            _PATHS.setdefault(name, _FastPath(name, summary, public, probe))
         return probe
 
     return decorate
@@ -183,7 +204,14 @@ def _probe(path: _FastPath) -> None:
             _PROBING.names = kept
 
 
-def failed(name: str, exc: BaseException) -> None:
+def require(name: str) -> None:
+    """Inside a fast path that needs the fast path ``name`` as well: ``Unsupported``
+    (the enclosing ``attempt`` runs the public twin) unless it is on."""
+    if not on(name):
+        raise Unsupported(f"the fast path {name!r} is off")
+
+
+def _failed(name: str, exc: BaseException) -> None:
     """The fast path ``name`` raised where its public twin did not: off from now on."""
     path = _PATHS[name]
     with _LOCK:
@@ -193,14 +221,22 @@ def failed(name: str, exc: BaseException) -> None:
 
 
 def attempt(name: str, fast: Callable[[], T], public: Callable[[], T], *,
-            passthrough: tuple[type[BaseException], ...] = ()) -> T:
+            passthrough: tuple[type[BaseException], ...] = (),
+            ok: Callable[[T], bool] | None = None) -> T:
     """``fast()`` when the fast path ``name`` is on, else (or when it cannot) ``public()``.
 
     ``Unsupported`` from ``fast`` means "not this artifact": ``public()`` runs and
     the path stays on. Exceptions in ``passthrough`` (kerasave's own verdicts on
     the artifact) propagate. Anything else is judged by ``public()``: if it
-    succeeds, the fast path is switched off (``failed``) and its result stands;
-    if it raises, that error propagates and the fast path stays on.
+    succeeds, the fast path is switched off and its result stands; if it
+    raises, that error propagates and the fast path stays on.
+
+    ``ok``: the result is a verdict on the artifact (a check's list of
+    ``Check``), and says whether it passed. A fast verdict that fails is given
+    again by ``public()``, whose verdict the caller gets (a failure is described
+    as the public API sees it); after ``fast`` raised, the twin "succeeds" when
+    its verdict passes.
+
     ``fast`` must leave nothing changed when it raises.
     """
     if not on(name):
@@ -208,15 +244,19 @@ def attempt(name: str, fast: Callable[[], T], public: Callable[[], T], *,
     if _probing(name):
         return fast()  # (a probe judges the fast path alone)
     try:
-        return fast()
+        result = fast()
     except Unsupported:
         return public()
     except passthrough:
         raise
     except Exception as exc:
         result = public()
-        failed(name, exc)
+        if ok is None or ok(result):
+            _failed(name, exc)
         return result
+    if ok is not None and not ok(result):
+        return public()
+    return result
 
 
 def load_all() -> None:
@@ -232,14 +272,16 @@ def fast_paths() -> dict[str, str]:
 
 
 def status() -> dict[str, dict[str, Any]]:
-    """Each fast path: ``on`` (probing it now if it was not yet), ``summary``, ``reason``."""
+    """Each fast path: ``on`` (probing it now if it was not yet), ``summary``, ``public``
+    (its public twin), ``reason`` (why it is off)."""
     load_all()
     found = {}
     for name in sorted(_PATHS):
         state = on(name)
         path = _PATHS[name]
         reason = path.reason if enabled() else f"{ENV}=0"
-        found[name] = {"on": state, "summary": path.summary, "reason": "" if state else reason}
+        found[name] = {"on": state, "summary": path.summary, "public": path.public,
+                       "reason": "" if state else reason}
     return found
 
 

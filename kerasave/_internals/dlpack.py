@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from kerasave._internals import on
+from kerasave._internals import attempt
 
 __all__ = ["ALIGN", "Loaded", "aligned", "variable_view"]
 
@@ -32,12 +32,16 @@ class Loaded(np.ndarray):
         from kerasave._lazy import tf
 
         base = self.view(np.ndarray)
-        if (not on("dlpack_adopt")
-                or (dtype is not None and tf.as_dtype(dtype) != tf.as_dtype(base.dtype))
+
+        def public() -> Any:
+            return tf.convert_to_tensor(base, dtype=dtype, name=name)
+
+        if ((dtype is not None and tf.as_dtype(dtype) != tf.as_dtype(base.dtype))
                 or not base.flags.c_contiguous or base.ctypes.data % ALIGN
                 or base.dtype.kind not in "fiu"):
-            return tf.convert_to_tensor(base, dtype=dtype, name=name)
-        return tf.experimental.dlpack.from_dlpack(base.__dlpack__())
+            return public()
+        return attempt("dlpack_adopt",
+                       lambda: tf.experimental.dlpack.from_dlpack(base.__dlpack__()), public)
 
 
 def aligned(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
@@ -49,13 +53,19 @@ def aligned(shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
 
 
 def variable_view(variable: Any) -> np.ndarray | None:
-    """A read-only view of a CPU variable's memory, or None (bfloat16, other devices)."""
-    if variable.dtype == "bfloat16" or not on("dlpack_views"):
+    """A read-only view of a CPU variable's memory (fast path ``dlpack_views``), or
+    None (bfloat16, other devices, or the fast path off): the caller copies it, the
+    public twin."""
+    if variable.dtype == "bfloat16":
         return None
-    tensor = variable.value.read_value()
-    if "CPU" not in (tensor.device or "CPU"):
-        return None
-    return np.from_dlpack(_Exported(tensor))
+
+    def fast() -> np.ndarray | None:
+        tensor = variable.value.read_value()
+        if "CPU" not in (tensor.device or "CPU"):
+            return None
+        return np.from_dlpack(_Exported(tensor))
+
+    return attempt("dlpack_views", fast, lambda: None)
 
 
 class _Exported:

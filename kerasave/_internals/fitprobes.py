@@ -21,7 +21,8 @@ def _tiny() -> Any:
     return tiny()
 
 
-@register("fit_callbacks", "fit's other callbacks: saved after they see each step, restored")
+@register("fit_callbacks", "fit's other callbacks: saved after they see each step, restored",
+          "none in Keras: the callback saves where it stands and restores no other")
 def _probe_callbacks() -> None:
     from kerasave._internals.fit import callback_list, hook_callback_list
 
@@ -64,7 +65,8 @@ def _probe_callbacks() -> None:
         raise AssertionError(f"the hooks ran as {events}")
 
 
-@register("callback_state", "Keras' built-in callbacks' states are saved and restored")
+@register("callback_state", "Keras' built-in callbacks' states are saved and restored",
+          "get_state/set_state of users' callbacks; built-ins named in a warning")
 def _probe_callback_state() -> None:
     from kerasave._internals.fit import builtin_state, set_builtin_state
 
@@ -170,7 +172,8 @@ def _order(iterator: Any, count: int) -> list[list[int]]:
     return [next(iterator).numpy().tolist() for _ in range(count)]
 
 
-@register("fit_dataset", "a reshuffled pipeline's next epoch is prepared from fit's dataset")
+@register("fit_dataset", "a reshuffled pipeline's next epoch is prepared from fit's dataset",
+          "none in Keras: a resume that needs the next epoch's state refuses")
 def _probe_dataset() -> None:
     from kerasave._internals.fit import dataset_of, fit_epoch_iterator, renews
 
@@ -205,7 +208,8 @@ def _probe_dataset() -> None:
         raise AssertionError(f"fit's iterators: {[(id(i), r) for i, r in seen]}")
 
 
-@register("fit_live_state", "an iterator across epochs resumes from its state, not by replay")
+@register("fit_live_state", "an iterator across epochs resumes from its state, not by replay",
+          "the iterator is replayed from its start (slower, exact)")
 def _probe_live_state() -> None:
     from kerasave._fitstate import iterator_state, restore_iterator
     from kerasave._internals.fit import live_state_is_whole

@@ -23,7 +23,7 @@ import h5py
 import numpy as np
 
 from kerasave._errors import KerasaveError
-from kerasave._internals import Unsupported, on, patching
+from kerasave._internals import Unsupported, attempt, patching, require
 from kerasave._internals.dlpack import variable_view
 from kerasave._internals.h5read import Source
 from kerasave._lazy import keras
@@ -47,8 +47,7 @@ def recorded(targets: Any) -> Iterator[Recorded]:
     if targets is not None and not targets:
         yield got  # (nothing to record)
         return
-    if not on("recorded_assign"):
-        raise Unsupported("recording assignments is off")
+    require("recorded_assign")
     from keras.src.backend.common.variables import Variable
 
     owner = threading.get_ident()
@@ -95,12 +94,10 @@ def uninitialized() -> Iterator[list[Any]]:
 
     Variables given a concrete value (an optimizer's step counter) are created as
     usual. Other threads are not affected. Call ``initialize_rest`` on the list
-    once the values are loaded.
+    once the values are loaded. (Through ``build_deferred``, which falls back to
+    Keras' own initialization.)
     """
     created: list[Any] = []
-    if not on("deferred_init"):
-        yield created  # (variables are initialized as usual: nothing to defer)
-        return
     from tensorflow.python.ops.resource_variable_ops import UninitializedVariable
 
     # The TensorFlow backend's Variable, wherever this Keras keeps its module (3.12-3.15:
@@ -141,19 +138,26 @@ _PATCH_LOCK = threading.RLock()
 
 
 def build_deferred(build: Callable[[], Any]) -> tuple[Any, list[Any]]:
-    """``build()`` inside ``uninitialized``, and the variables it deferred.
+    """``build()`` inside ``uninitialized``, and the variables it deferred (fast path
+    ``deferred_init``); its public twin builds as Keras does, initializers and all
+    (and defers nothing).
 
     A model whose building reads its own variables (an adapted
-    ``Normalization`` finalizes its state from them) cannot be built that way;
-    it is built again as usual, initializers and all.
+    ``Normalization`` finalizes its state from them) cannot be built that way:
+    it is not one this fast path takes, and it is built again as usual.
     """
-    try:
-        with uninitialized() as created:
-            return build(), created
-    except KerasaveError:
-        raise
-    except Exception:
-        return build(), []
+
+    def fast() -> tuple[Any, list[Any]]:
+        try:
+            with uninitialized() as created:
+                return build(), created
+        except (KerasaveError, Unsupported):
+            raise
+        except Exception as exc:
+            raise Unsupported(f"the build needs its variables' values: {exc}") from exc
+
+    return attempt("deferred_init", fast, lambda: (build(), []),
+                   passthrough=(KerasaveError,))
 
 
 def initialize_rest(created: list[Any]) -> None:
@@ -178,7 +182,7 @@ def legacy_reads(source: Source) -> Iterator[None]:
 
     target = "load_subset_weights_from_hdf5_group"
     names = getattr(legacy_h5_format, "load_attributes_from_hdf5_group", None)
-    if not hasattr(legacy_h5_format, target) or names is None or not on("legacy_h5_io"):
+    if not hasattr(legacy_h5_format, target) or names is None:
         yield  # another Keras: its own reads, slower
         return
     owner = threading.get_ident()
@@ -211,8 +215,7 @@ def legacy_writes() -> Iterator[None]:
     """
     from keras.src.legacy.saving import legacy_h5_format
 
-    if (not hasattr(getattr(legacy_h5_format, "backend", None), "convert_to_numpy")
-            or not on("legacy_h5_io")):
+    if not hasattr(getattr(legacy_h5_format, "backend", None), "convert_to_numpy"):
         yield
         return
     owner = threading.get_ident()

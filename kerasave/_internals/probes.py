@@ -67,7 +67,8 @@ def _workdir() -> Iterator[Path]:
         yield Path(tmp)
 
 
-@register("dlpack_views", "writers read variables' memory in place (DLPack), not a copy")
+@register("dlpack_views", "writers read variables' memory in place (DLPack), not a copy",
+          "a NumPy copy of each value (keras.ops.convert_to_numpy)")
 def _probe_views() -> None:
     variable = keras.Variable(np.arange(12, dtype="float32").reshape(3, 4) + 0.5,
                               name="kerasave_probe_view")
@@ -77,7 +78,8 @@ def _probe_views() -> None:
     _same(_values([variable]), [np.asarray(view)], "a variable's view")
 
 
-@register("dlpack_adopt", "loaded arrays become variables' memory (DLPack), not a copy")
+@register("dlpack_adopt", "loaded arrays become variables' memory (DLPack), not a copy",
+          "tf.convert_to_tensor copies each array")
 def _probe_adopt() -> None:
     from kerasave._lazy import tf
 
@@ -90,7 +92,8 @@ def _probe_adopt() -> None:
     _same([expected, expected], [tensor.numpy(), variable], "an adopted array")
 
 
-@register("deferred_init", "models built to be loaded into run no initializers")
+@register("deferred_init", "models built to be loaded into run no initializers",
+          "Keras builds the model as usual, initializers and all")
 def _probe_deferred() -> None:
     with patches.uninitialized() as created:
         layer = keras.layers.Dense(3, name="kerasave_probe_deferred")
@@ -103,7 +106,8 @@ def _probe_deferred() -> None:
     _same([kernel, np.zeros(3, "float32")], [layer.kernel, layer.bias], "a deferred build")
 
 
-@register("recorded_assign", "verification compares the file's pages, copying nothing")
+@register("recorded_assign", "verification compares the file's pages, copying nothing",
+          "a real load into a fresh model (load_model, load_weights), compared")
 def _probe_recorded() -> None:
     variable = keras.Variable(np.zeros(4, "float32"), name="kerasave_probe_recorded")
     value = np.arange(4, dtype="float32")
@@ -114,7 +118,8 @@ def _probe_recorded() -> None:
     _same([np.zeros(4, "float32")], [variable], "a recorded variable")
 
 
-@register("keras_reader", ".keras and weights files read straight into the variables")
+@register("keras_reader", ".keras and weights files read straight into the variables",
+          "keras.saving.load_model, model.load_weights")
 def _probe_reader() -> None:
     with _workdir() as tmp:
         model = _tiny()
@@ -135,7 +140,8 @@ def _probe_reader() -> None:
         _same(expected, _variables(into), "weights load")
 
 
-@register("keras_writer", ".keras and weights files written once, from the variables")
+@register("keras_writer", ".keras and weights files written once, from the variables",
+          "model.save, model.save_weights")
 def _probe_writer() -> None:
     with _workdir() as tmp:
         model = _tiny()
@@ -157,7 +163,8 @@ def _probe_writer() -> None:
             raise AssertionError("stored_entries names other datasets than save_weights")
 
 
-@register("legacy_h5_io", "legacy .h5 models through Keras' own legacy module, in place")
+@register("legacy_h5_io", "legacy .h5 models through Keras' own legacy module, in place",
+          "model.save, model.load_weights, load_model of a name ending in .h5")
 def _probe_legacy() -> None:
     from kerasave._internals import legacy
 
@@ -181,7 +188,8 @@ def _probe_legacy() -> None:
         _same(expected, list(into.variables), "legacy .h5 load")
 
 
-@register("keras2_config", "Keras 2 configs through Keras' own legacy deserializer")
+@register("keras2_config", "Keras 2 configs through Keras' own legacy deserializer",
+          "keras.saving.deserialize_keras_object, each class given its Keras 3 module")
 def _probe_keras2() -> None:
     from kerasave._internals import legacy
 
@@ -200,7 +208,8 @@ def _probe_keras2() -> None:
         raise AssertionError("a Keras 2 config: the models differ from the public API's")
 
 
-@register("twin_cache", "verification keeps the model it rebuilt for the next save")
+@register("twin_cache", "verification keeps the model it rebuilt for the next save",
+          "every check builds its own model")
 def _probe_twins() -> None:
     model = _tiny()
     layers = list(model._flatten_layers(include_self=True))
@@ -208,7 +217,8 @@ def _probe_twins() -> None:
         raise AssertionError("cannot list a model's layers")
 
 
-@register("background_copies", "save(blocking=False) copies the state and writes it later")
+@register("background_copies", "save(blocking=False) copies the state and writes it later",
+          "save(blocking=False) writes before it returns, as blocking=True")
 def _probe_copies() -> None:
     from kerasave._internals.trackables import snapshot
     from kerasave._lazy import tf
@@ -227,7 +237,8 @@ def _probe_copies() -> None:
         _same(expected, _variables(into), "a checkpoint written from copies")
 
 
-@register("fit_initial_epoch", "a resumed fit starts at the epoch after the last one saved")
+@register("fit_initial_epoch", "a resumed fit starts at the epoch after the last one saved",
+          "none in Keras: the callback asks for fit(initial_epoch=N)")
 def _probe_initial_epoch() -> None:
     from kerasave._internals.fit import start_at
 
@@ -248,21 +259,41 @@ def _probe_initial_epoch() -> None:
         raise AssertionError(f"fit ran epochs {seen}, not [1]")
 
 
-@register("compile_config", "a legacy .h5 save leaves the caller's compile settings as they were")
+@register("compile_config", "a legacy .h5 save leaves the caller's compile settings as they were",
+          "get_compile_config(), then compile() with them and the model's own optimizer")
 def _probe_compile_config() -> None:
-    from kerasave._internals.compiling import live_compile_config
+    from keras.src.legacy.saving import legacy_h5_format  # (what model.save("x.h5") runs)
 
+    from kerasave._internals import compiling
+
+    with _workdir() as tmp:
+        got = []
+        for keep, mend in ((compiling._keep_fast, compiling._mend_fast),
+                           (compiling._keep_public, compiling._mend_public)):
+            model = _tiny()
+            expected, optimizer = model.get_compile_config(), model.optimizer
+            restore = keep(model)
+            # (Keras 3.12-3.15 pop "optimizer" from the model's compile settings here)
+            legacy_h5_format.save_model_to_hdf5(model, str(tmp / "kept.h5"))
+            restore()
+            legacy_h5_format.save_model_to_hdf5(model, str(tmp / "mended.h5"))
+            mend(model)
+            if model.get_compile_config() != expected or model.optimizer is not optimizer:
+                raise AssertionError("a legacy .h5 save changed the compile settings")
+            got.append(model.get_compile_config())
+        if got[0] != got[1]:
+            raise AssertionError("the compile settings differ from the public API's")
     model = _tiny()
-    config = live_compile_config(model)
-    if config is None or config.get("optimizer") is not model.optimizer:
+    record = compiling._record(model)
+    if record.get("optimizer") is not model.optimizer:
         raise AssertionError("compile() keeps its settings elsewhere")
-    config["loss"] = "mae"  # the record is what get_compile_config() serializes
+    record["loss"] = "mae"  # the record is what get_compile_config() serializes
     if model.get_compile_config().get("loss") != "mae":
         raise AssertionError("the record is not the model's compile config")
 
 
-
-@register("thread_settings", "a config's dry build sees the caller's custom_object_scope")
+@register("thread_settings", "a config's dry build sees the caller's custom_object_scope",
+          "the dry build sees what is registered; the real build judges the rest")
 def _probe_thread_settings() -> None:
     import threading
 
@@ -284,3 +315,23 @@ def _probe_thread_settings() -> None:
     worker.join()
     if seen != [KerasaveProbeLayer]:
         raise AssertionError("the other thread does not see the caller's custom objects")
+
+
+@register("savedmodel_pages", "a save's own SavedModel export is verified from its mapped pages",
+          "tf.saved_model.load")
+def _probe_savedmodel_pages() -> None:
+    from kerasave._lazy import tf
+    from kerasave.formats import savedmodel
+
+    with _workdir() as tmp:
+        model = _tiny()
+        model.export(str(tmp / "export"), format="tf_saved_model", verbose=False)
+        probe = np.arange(6, dtype="float32").reshape(2, 3)
+        public = tf.saved_model.load(str(tmp / "export"))
+        served, variables = savedmodel._restored(tmp / "export")
+        try:
+            _same(_values(list(public.variables)), list(served.variables), "export variables")
+            _same([np.asarray(public.serve(probe))], [np.asarray(served.serve(probe))],
+                  "served outputs")
+        finally:
+            savedmodel._release(variables)

@@ -32,7 +32,7 @@ import h5py
 import numpy as np
 
 from kerasave._errors import CorruptArtifactError
-from kerasave._internals import Unsupported, on
+from kerasave._internals import Unsupported, require
 from kerasave._internals.dlpack import ALIGN, variable_view
 from kerasave._internals.h5read import (
     WEIGHTS,
@@ -171,8 +171,7 @@ def _restore_keras(path: Path, config: dict[str, Any], *, compile: bool, safe_mo
 
 def _check_saving_lib(saving_lib: Any) -> None:
     """Raise Unsupported unless Keras' own traversal may read through a ``Source``."""
-    if not on("keras_reader"):
-        raise Unsupported("the fast .keras/weights reader is off")
+    require("keras_reader")
     if not all(hasattr(saving_lib, name) for name in (
             "_load_state", "_model_from_config", "_raise_loading_failure")):
         raise Unsupported("this Keras' saving_lib differs")
@@ -213,8 +212,7 @@ def write_weights(model: keras.Model, path: Path, *, userblock: int = 0) -> None
     """
     from keras.src.saving import saving_lib
 
-    if not on("keras_writer"):
-        raise Unsupported("the fast writer is off")
+    require("keras_writer")
     if not hasattr(saving_lib, "_save_state"):
         raise Unsupported("this Keras' saving_lib differs")
 
@@ -256,8 +254,7 @@ def stored_entries(model: keras.Model) -> dict[str, Any]:
     """
     from keras.src.saving import saving_lib
 
-    if not on("keras_writer"):
-        raise Unsupported("the fast writer is off")
+    require("keras_writer")
     if not hasattr(saving_lib, "_save_state") or not hasattr(saving_lib, "H5IOStore"):
         raise Unsupported("this Keras' saving_lib differs")
     found: dict[str, Any] = {}

@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from kerasave._internals import on
+from kerasave._internals import attempt
 
 __all__ = ["carried", "CARRIED"]
 
@@ -46,7 +46,6 @@ def _capture() -> Callable[[], None]:
 
 def carried() -> Callable[[], None] | None:
     """A function that gives the thread running it this thread's Keras settings; None
-    when the fast path is off (the other thread then has Keras' defaults)."""
-    if not on("thread_settings"):
-        return None
-    return _capture()
+    when the fast path is off (the public twin: the other thread then has Keras'
+    defaults)."""
+    return attempt("thread_settings", _capture, lambda: None)

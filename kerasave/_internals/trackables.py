@@ -5,7 +5,8 @@ TensorFlow's own async checkpointing works this way: each trackable copies its
 state to the CPU (``_copy_trackable_to_cpu``), and the checkpoint's saver is
 pointed at the copies (``_object_map``). Both are private. When the fast path
 is off, ``CheckpointManager.save(blocking=False)`` writes before it returns,
-as ``blocking=True`` does: the same checkpoint, with the training loop waiting.
+as ``blocking=True`` does: the same checkpoint, with the training loop waiting
+(the public twin; the manager calls this through ``attempt``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from kerasave._errors import KerasaveError
-from kerasave._internals import Unsupported, on
+from kerasave._internals import Unsupported
 from kerasave._lazy import keras, tf
 
 __all__ = ["snapshot"]
@@ -27,11 +28,9 @@ def snapshot(roots: dict[str, Any], copies: Any, directory: Path) -> tuple[Any, 
     Returns ``(checkpoint, copies)``; ``copies`` maps each variable to its copy.
 
     Raises:
-        Unsupported: the fast path is off or this TensorFlow differs: write blocking.
+        Unsupported: this TensorFlow differs: write blocking.
         KerasaveError: a trackable cannot be copied (say so: write blocking).
     """
-    if not on("background_copies"):
-        raise Unsupported("background copies are off")
     from tensorflow.python.trackable.base import Trackable
     from tensorflow.python.util import object_identity
 

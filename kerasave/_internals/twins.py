@@ -16,7 +16,7 @@ from typing import Any
 
 import h5py
 
-from kerasave._internals import on
+from kerasave._internals import attempt
 from kerasave._internals.h5read import Source
 from kerasave._internals.patches import Recorded, build_deferred, initialize_rest
 from kerasave._lazy import keras
@@ -36,7 +36,8 @@ class _Twin:
     def __init__(self, model: keras.Model, created: list[Any]) -> None:
         self.model, self._created = model, created
         self._expected: set[int] | None = None
-        self.kept = on("twin_cache") and _keras_only(model)
+        # (the public twin keeps nothing: every check builds its own)
+        self.kept = attempt("twin_cache", lambda: _keras_only(model), lambda: False)
         self._replay = _Replay(model) if self.kept else None
         if self.kept:
             fixed_config(model)  # its config is serialized once, for all the saves it checks

@@ -15,7 +15,7 @@ import zipfile
 import zlib
 from pathlib import Path
 
-from kerasave._internals import Unsupported, on
+from kerasave._internals import Unsupported, require
 from kerasave._internals.h5read import LOCAL_HEADER, WEIGHTS, crc32_span
 from kerasave._internals.savinglib import write_weights
 from kerasave._lazy import keras
@@ -62,8 +62,7 @@ def save_keras(model: keras.Model, path: Path) -> None:
     """
     from keras.src.saving import saving_lib
 
-    if not on("keras_writer"):
-        raise Unsupported("the fast writer is off")
+    require("keras_writer")
     if not all(hasattr(saving_lib, name) for name in (
             "_save_state", "_serialize_model_as_json", "H5IOStore")):
         raise Unsupported("this Keras' saving_lib differs")

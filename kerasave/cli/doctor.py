@@ -50,6 +50,8 @@ def _fast_path_data() -> dict[str, Any]:
     return {
         "fast_paths_enabled": _internals.enabled(),
         "fast_paths": {name: entry["on"] for name, entry in paths.items()},
+        # What each falls back to: the public API that gives the same results.
+        "fast_path_twins": {name: entry["public"] for name, entry in paths.items()},
         "fast_path_notes": {name: entry["reason"] for name, entry in paths.items()
                             if not entry["on"]},
         # Off because their probe (or a use) failed on this stack: the operations

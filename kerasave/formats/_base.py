@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kerasave._errors import ArchitectureMismatchError, NotSerializableError
-from kerasave._internals.compiling import live_compile_config
+from kerasave._internals.compiling import mend_compile_settings
 from kerasave._lazy import keras
 from kerasave._report import Check, Variable
 from kerasave._verify import serialized_config
@@ -31,6 +31,8 @@ __all__ = [
     "require_built",
     "require_model",
     "build_if_needed",
+    "mend_compile_config",
+    "passed",
 ]
 
 
@@ -189,35 +191,16 @@ class ModelFormat(Handler):
         return self.holds_architecture
 
 
-# What Keras' own compile() records, less the optimizer the legacy writer pops.
-_COMPILE_KEYS_LESS_OPTIMIZER = {"loss", "loss_weights", "metrics", "weighted_metrics",
-                                "run_eagerly", "steps_per_execution", "jit_compile"}
+def passed(checks: list[Check]) -> bool:
+    """Whether a verification passed (``attempt``'s ``ok`` for a check's fast path)."""
+    return all(c.ok for c in checks)
 
 
 def mend_compile_config(model: keras.Model) -> None:
     """Put back the optimizer Keras' legacy HDF5 writer pops from a model's compile
-    config (``model.save("x.h5")`` does it to the caller's model). Without it every
-    later whole-model save records no optimizer: a ``.keras`` file would load with a
-    default RMSprop, and kerasave's round trip would fail for a change the user
-    never made.
-
-    Only a config exactly as Keras' own ``compile`` records it, less the optimizer,
-    is mended: a model keeping its own compile config is left as it is.
-    """
-    config = live_compile_config(model)
-    optimizer = getattr(model, "optimizer", None)
-    if (not isinstance(config, dict) or set(config) != _COMPILE_KEYS_LESS_OPTIMIZER
-            or optimizer is None or not getattr(model, "compiled", False)
-            or getattr(type(model), "compile", None) is not keras.Model.compile
-            or getattr(type(model), "get_compile_config", None)
-            is not keras.Model.get_compile_config):
-        return
-    # compile() records the optimizer it was given; under "mixed_float16" it then
-    # wraps it in a LossScaleOptimizer, which compile() of the loaded model adds again.
-    inner = getattr(optimizer, "inner_optimizer", None)
-    if isinstance(optimizer, keras.optimizers.LossScaleOptimizer) and inner is not None:
-        optimizer = inner
-    config["optimizer"] = optimizer
+    config (``model.save("x.h5")`` does it to the caller's model): see
+    ``kerasave._internals.compiling.mend_compile_settings``."""
+    mend_compile_settings(model)
 
 
 def require_model(model: Any, path: Path) -> None:

@@ -1,6 +1,7 @@
 """What the two whole-model formats (``.keras``, legacy ``.h5``) share: how a failed
 load is told apart (damage, code, an unknown class) and how a save is verified,
-by a twin holding the file's values or by a real load that judges."""
+by a twin holding the file's values (a fast path) or by a real load (its public
+twin, which judges every failure)."""
 
 from __future__ import annotations
 
@@ -15,7 +16,6 @@ from kerasave._errors import (
     NotSerializableError,
     UnsafeArtifactError,
 )
-from kerasave._internals import failed
 from kerasave._internals.patches import Recorded
 from kerasave._lazy import keras
 from kerasave._lost import refuse_rnn_states
@@ -29,8 +29,7 @@ from kerasave.formats._base import (
     require_model,
 )
 
-__all__ = ["WholeModelFormat", "first_line", "map_load_error", "loaded_check", "judged",
-           "twin_check"]
+__all__ = ["WholeModelFormat", "first_line", "map_load_error", "loaded_check", "twin_check"]
 
 
 def first_line(exc: BaseException) -> str:
@@ -68,31 +67,19 @@ def loaded_check(model: keras.Model, path: Path, load: Any, *,
             *compare_whole_models(model, loaded, build_configs=build_configs)]
 
 
-def judged(model: keras.Model, path: Path, load: Any, fast_path: str,
-            exc: Exception) -> list[Check]:
-    """A fast path raised while checking: a real load judges. If it passes, the fast
-    path was at fault (off from now on); if not, the artifact is, and it says why."""
-    checks = loaded_check(model, path, load)
-    if checks[0].ok:
-        failed(fast_path, exc)
-    return checks
-
-
-def twin_check(model: keras.Model, path: Path, twin: keras.Model,
-                recorded: Recorded, load: Any, *,
-                build_configs: bool = True) -> list[Check]:
-    """Verification against a twin holding the file's values as recorded views.
+def twin_check(model: keras.Model, twin: keras.Model, recorded: Recorded, *,
+               build_configs: bool = True) -> list[Check]:
+    """Verification against a twin holding the file's values as recorded views (the
+    fast path of a check; ``loaded_check`` is its public twin).
 
     A layer may derive state from its variables as they are loaded (an adapted
     ``Normalization`` recomputes its mean and variance): a twin whose variables
     were never assigned cannot show that. So a check that fails here is judged
-    again by a real load, which is what a failure report must describe.
+    again by a real load (``attempt(..., ok=passed)``), which is what a failure
+    report must describe.
     """
-    checks = [Check("load", True, "a fresh model from the file"),
-              *compare_whole_models(model, twin, recorded, build_configs=build_configs)]
-    if all(c.ok for c in checks):
-        return checks
-    return loaded_check(model, path, load, build_configs=build_configs)
+    return [Check("load", True, "a fresh model from the file"),
+            *compare_whole_models(model, twin, recorded, build_configs=build_configs)]
 
 
 class WholeModelFormat(ModelFormat):

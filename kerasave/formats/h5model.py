@@ -5,7 +5,6 @@ drops the optimizer state of the files it does compile."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import warnings
@@ -23,8 +22,8 @@ from kerasave._errors import (
     KerasaveError,
     NotSerializableError,
 )
-from kerasave._internals import Unsupported
-from kerasave._internals.compiling import live_compile_config
+from kerasave._internals import attempt
+from kerasave._internals.compiling import kept_compile_settings
 from kerasave._internals.h5read import Source
 from kerasave._internals.legacy import load_h5_weights, save_h5_model, training_optimizer
 from kerasave._internals.patches import Recorded, build_deferred, initialize_rest, recorded
@@ -35,10 +34,7 @@ from kerasave._safety import declared_bytes
 from kerasave._state import keras_warnings, lent_twin
 from kerasave._verify import view
 from kerasave.formats import keras2
-from kerasave.formats._base import (
-    Contents,
-    versions_now,
-)
+from kerasave.formats._base import Contents, passed, versions_now
 from kerasave.formats._whole import (
     WholeModelFormat,
     first_line,
@@ -171,22 +167,19 @@ class H5ModelHandler(WholeModelFormat):
             return "model_config" in f.attrs
 
     def write(self, model: keras.Model, path: Path) -> None:
-        # Keras' legacy writer pops "optimizer" from the caller's compile config;
-        # keep the caller's model as it was.
-        compile_config = live_compile_config(model)
-        kept = dict(compile_config) if compile_config is not None else None
-        try:
-            save_h5_model(model, path)
-        finally:
-            if kept is not None and compile_config is not None:
-                compile_config.clear()
-                compile_config.update(kept)
         # Under "mixed_float16", compile() wraps the optimizer it is given in a
         # LossScaleOptimizer, and the legacy writer records the wrapper. Say so, for
         # the load to compile with what was given and let compile() wrap it again.
-        scaled = keras.optimizers.LossScaleOptimizer
-        wrapped = (isinstance(getattr(model, "optimizer", None), scaled) and kept is not None
-                   and not isinstance(kept.get("optimizer"), scaled))
+        wrapped = False
+        if getattr(model, "compiled", False) and isinstance(
+                getattr(model, "optimizer", None), keras.optimizers.LossScaleOptimizer):
+            given = model.get_compile_config().get("optimizer")
+            wrapped = not (isinstance(given, dict)
+                           and given.get("class_name") == "LossScaleOptimizer")
+        # Keras' legacy writer pops "optimizer" from the caller's compile config;
+        # keep the caller's model as it was.
+        with kept_compile_settings(model):
+            save_h5_model(model, path)
         with h5py.File(path, "r+") as f:
             f.attrs[VERSIONS_ATTR] = json.dumps(versions_now())
             if wrapped:
@@ -309,19 +302,26 @@ class H5ModelHandler(WholeModelFormat):
 
     def check(self, model: keras.Model, path: Path, *, own: bool = False) -> list[Check]:
         """``own``: ``path`` is kerasave's own temporary, written by this process just
-        now, and may be read as mapped pages."""
-        with contextlib.ExitStack() as lent:  # the twin goes back once the checks ran
-            try:
-                build, read, key = self._steps(path, compile=True, safe_mode=True,
-                                               custom_objects=None, record=True, mapped=own)
-                loaded, recorded = lent.enter_context(lent_twin(key, build, read))
-            except Unsupported:
-                return loaded_check(model, path, self.load, build_configs=False)
-            except Exception as exc:
-                return [Check("load", False, str(map_load_error(exc, path)))]
-            # Keras' legacy writer leaves out the layers' build configs: a layer built
-            # on a concrete batch (Normalization.adapt) comes back built on None.
-            return twin_check(model, path, loaded, recorded, self.load, build_configs=False)
+        now, and may be read as mapped pages.
+
+        A twin built from the file holds its values as recorded views (fast path
+        ``recorded_assign``); its public twin is a real load (``loaded_check``).
+        """
+
+        def fast() -> list[Check]:
+            build, read, key = self._steps(path, compile=True, safe_mode=True,
+                                           custom_objects=None, record=True, mapped=own)
+            with lent_twin(key, build, read) as (loaded, recorded):  # given back after
+                # Keras' legacy writer leaves out the layers' build configs: a layer
+                # built on a concrete batch (Normalization.adapt) comes back built on None.
+                return twin_check(model, loaded, recorded, build_configs=False)
+
+        try:
+            return attempt("recorded_assign", fast,
+                           lambda: loaded_check(model, path, self.load, build_configs=False),
+                           passthrough=(KerasaveError,), ok=passed)
+        except KerasaveError as exc:
+            return [Check("load", False, str(map_load_error(exc, path)))]
 
     def contents(self, path: Path) -> Contents:
         with open_h5(path) as f:

@@ -21,7 +21,7 @@ import h5py
 import numpy as np
 
 from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError, KerasaveError
-from kerasave._internals import Unsupported, attempt, failed, savinglib
+from kerasave._internals import Unsupported, attempt, savinglib
 from kerasave._internals.h5read import Source
 from kerasave._internals.legacy import load_h5_weights, named
 from kerasave._internals.patches import Recorded, initialize_rest
@@ -29,7 +29,7 @@ from kerasave._lazy import keras
 from kerasave._lost import config_losses, refuse_rnn_states
 from kerasave._report import Check, Variable
 from kerasave._safety import check_h5
-from kerasave._state import NoTwin, Snapshot, empty_twin, keras_warnings, model_twin
+from kerasave._state import Snapshot, empty_twin, keras_warnings, model_twin
 from kerasave._verify import (
     compare_arrays,
     optimizer_of,
@@ -42,6 +42,7 @@ from kerasave.formats._base import (
     Contents,
     WeightsFormat,
     build_if_needed,
+    passed,
     require_built,
     versions_now,
 )
@@ -271,20 +272,29 @@ class H5WeightsHandler(WeightsFormat):
                                       prefix="optimizer/")
         return problem
 
-    def _stage(self, model: keras.Model, path: Path, legacy: bool) -> tuple[Any, Any]:
-        """Every value of a Keras-layout file read and checked, and a function that
-        assigns them; None when only Keras' reader can read the file, with what the
-        fast path raised, if it did (judged once Keras' reader has read the file)."""
-        if legacy:
-            return None, None
-        try:
-            return savinglib.read_weights(model, path), None
-        except Unsupported:
-            return None, None
-        except (KerasaveError, ValueError):
-            raise
-        except Exception as exc:
-            return None, exc
+    def _stage(self, model: keras.Model, path: Path, legacy: bool,
+               rollback: bool) -> tuple[Any, Snapshot | None]:
+        """Every value of the file read and checked: ``(apply, snapshot)``, where
+        ``apply()`` assigns them all (fast path ``keras_reader``, which reads them
+        staged). Its public twin, Keras' own reader, assigns as it goes: it has
+        assigned them when this returns, and ``snapshot`` puts back the values
+        it replaced (put back already if it raised)."""
+
+        def public() -> tuple[Any, Snapshot | None]:
+            snapshot = Snapshot(model) if rollback else None
+            try:
+                with open_h5(path) as f:
+                    self._assign(model, f, path)
+            except BaseException:
+                if snapshot is not None:
+                    snapshot.restore()
+                raise
+            return (lambda: None), snapshot
+
+        if legacy:  # (Keras 2's layout: Keras' own legacy loader decides)
+            return public()
+        return attempt("keras_reader", lambda: (savinglib.read_weights(model, path), None),
+                       public, passthrough=(KerasaveError,))
 
     def _assign(self, model: keras.Model, f: h5py.File, path: Path) -> None:
         if _is_legacy(f):
@@ -308,18 +318,11 @@ class H5WeightsHandler(WeightsFormat):
         snapshot = None
         try:
             with keras_warnings() as caught:
-                apply, fast_error = self._stage(model, path, legacy)
-                if apply is None:  # Keras' own reader assigns as it goes: keep a way back
-                    snapshot = Snapshot(model) if rollback else None
-                    with open_h5(path) as f:
-                        self._assign(model, f, path)
+                apply, snapshot = self._stage(model, path, legacy, rollback)
             skipped = [str(w.message) for w in caught if "Skipping" in str(w.message)]
             if skipped:
                 raise ArchitectureMismatchError(skipped[0], path=path)
-            if apply is not None:
-                apply()  # everything was read and checked: now assign it all
-            elif fast_error is not None:  # Keras read what the fast path could not
-                failed("keras_reader", fast_error)
+            apply()  # everything was read and checked: now assign it all
         except KerasaveError:
             if snapshot is not None:
                 snapshot.restore()
@@ -343,13 +346,16 @@ class H5WeightsHandler(WeightsFormat):
     # -- verification and inspection -----------------------------------------------
 
     def _map(self, twin: keras.Model, path: Path, *, mapped: bool = False,
-             replay: Any = None, like: keras.Model | None = None) -> Recorded | None:
+             replay: Any = None, like: keras.Model | None = None) -> Recorded:
         """What loading would assign to ``twin``, recorded, not assigned (``mapped``:
-        as views of kerasave's own temporary, which is not walked for safety); None
-        when only Keras' reader can read the file."""
+        as views of kerasave's own temporary, which is not walked for safety).
+
+        Raises:
+            Unsupported: only Keras' reader can read the file (Keras 2's layout).
+        """
         with open_h5(path, check=not mapped) as f:
             if _is_legacy(f):
-                return None
+                raise Unsupported("Keras 2's layout: Keras' own legacy loader reads it")
             self._prepare(twin, f, path)
             # (what Keras writes is read off ``like``, the model the twin copies: the
             # twin's variables have no memory yet, and a layer may store values
@@ -357,27 +363,11 @@ class H5WeightsHandler(WeightsFormat):
             problem = self._structure_problem(like if like is not None else twin, f)
         if problem:
             raise ArchitectureMismatchError(problem, path=path)
-        try:
-            with keras_warnings() as caught:
-                recorded = savinglib.map_weights(twin, path, mapped=mapped, replay=replay)
-        except Unsupported:
-            return None
-        except KerasaveError:
-            raise
-        except ValueError as exc:
-            raise ArchitectureMismatchError(str(exc).splitlines()[0], path=path) from exc
-        except Exception as exc:  # judged by Keras' own reader (check, below)
-            raise _Unmapped(exc) from exc
+        with keras_warnings() as caught:
+            recorded = savinglib.map_weights(twin, path, mapped=mapped, replay=replay)
         skipped = [str(w.message) for w in caught if "Skipping" in str(w.message)]
         if skipped:
             raise ArchitectureMismatchError(skipped[0], path=path)
-        return recorded
-
-    def _map_or_raise(self, twin: keras.Model, path: Path, *, mapped: bool,
-                      replay: Any, like: keras.Model) -> Recorded:
-        recorded = self._map(twin, path, mapped=mapped, replay=replay, like=like)
-        if recorded is None:
-            raise _Unmapped()
         return recorded
 
     def check(self, model: keras.Model, path: Path, *, own: bool = False) -> list[Check]:
@@ -437,26 +427,32 @@ class H5WeightsHandler(WeightsFormat):
             return checks
 
     def _check_model(self, model: keras.Model, path: Path, *, own: bool) -> list[Check]:
-        fast_error: Exception | None = None
+        """The model's variables against the file's: recorded against a twin, copying
+        nothing (fast path ``keras_reader``), or, its public twin, loaded into a
+        fresh model by Keras' reader (``_loaded_check``)."""
         # A twin rebuilt from the config lacks what some layers keep beside it (an
         # adapted vocabulary): then the file's values are loaded into the model itself.
         rebuildable = not config_losses(model)
-        try:
+
+        def fast() -> list[Check]:
             if not rebuildable:
-                raise NoTwin()
-            with model_twin(model, lambda twin, replay: self._map_or_raise(
+                raise Unsupported("the model keeps what its config does not rebuild")
+            with model_twin(model, lambda twin, replay: self._map(
                     twin, path, mapped=own, replay=replay, like=model)) as (twin, recorded):
                 return [Check("load", True, "into a fresh model of the same architecture"),
                         compare_arrays("model variables", pair_variables(
                             model.weights, twin.weights, recorded_reader(recorded)))]
-        except NoTwin:
-            pass  # a model without a usable config: below
-        except _Unmapped as unmapped:
-            # Keras 2 layout: below; or the fast path raised, and Keras' reader
-            # judges whether the file is at fault
-            fast_error = unmapped.error
+
+        try:
+            return attempt("keras_reader", fast,
+                           lambda: self._loaded_check(model, path, rebuildable),
+                           passthrough=(ArchitectureMismatchError, CorruptArtifactError),
+                           ok=passed)
         except (ArchitectureMismatchError, CorruptArtifactError) as exc:
             return [Check("load", False, str(exc))]
+
+    def _loaded_check(self, model: keras.Model, path: Path, rebuildable: bool) -> list[Check]:
+        """The model's variables against what Keras' reader loads from the file."""
         # (no initializers run: the file fills it)
         twin, empty = empty_twin(model) if rebuildable else (None, [])
         if twin is not None:
@@ -466,8 +462,6 @@ class H5WeightsHandler(WeightsFormat):
                 initialize_rest(empty)
             except (ArchitectureMismatchError, CorruptArtifactError) as exc:
                 return [Check("load", False, str(exc))]
-            if fast_error is not None:
-                failed("keras_reader", fast_error)
             return [Check("load", True, "into a fresh model of the same architecture"),
                     compare_arrays("model variables", pair_variables(model.weights,
                                                                      twin.weights))]
@@ -536,12 +530,3 @@ def _values(source: Source, dataset: h5py.Dataset) -> np.ndarray:
     if _dtype_name(dataset) == "bfloat16" and value.dtype == np.dtype("V2"):
         value = value.view(_bfloat16())  # the opaque bytes Keras stores, as it marks them
     return value
-
-
-class _Unmapped(Exception):
-    """The file or the model needs the slower check (Keras' own reader); ``error``:
-    what the fast path raised, if it did."""
-
-    def __init__(self, error: Exception | None = None) -> None:
-        super().__init__(error)
-        self.error = error

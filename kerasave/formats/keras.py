@@ -21,8 +21,8 @@ from kerasave._errors import (
     KerasaveError,
     UnsafeArtifactError,
 )
-from kerasave._internals import Unsupported, attempt, savinglib, zipwriter
-from kerasave._internals.h5read import Window, member_span
+from kerasave._internals import attempt, savinglib, zipwriter
+from kerasave._internals.h5read import WEIGHTS, Window, member_span
 from kerasave._lazy import keras
 from kerasave._report import Check
 from kerasave._safety import (
@@ -34,12 +34,9 @@ from kerasave._safety import (
     refuse_oversized,
 )
 from kerasave._state import keras_twin, keras_warnings
-from kerasave.formats._base import (
-    Contents,
-)
+from kerasave.formats._base import Contents, passed
 from kerasave.formats._whole import (
     WholeModelFormat,
-    judged,
     loaded_check,
     map_load_error,
     twin_check,
@@ -56,12 +53,11 @@ __all__ = ["KerasHandler"]
 @contextlib.contextmanager
 def _weights_h5(path: Path, zf: zipfile.ZipFile) -> Iterator[h5py.File]:
     """The archive's weights as an open h5py file, read in place when stored uncompressed."""
-    try:
-        start, size = member_span(path, zf, "model.weights.h5")
-    except Unsupported:
-        with zf.open("model.weights.h5") as inner, h5py.File(inner, "r") as f:
+    if zf.getinfo(WEIGHTS).compress_type != zipfile.ZIP_STORED:
+        with zf.open(WEIGHTS) as inner, h5py.File(inner, "r") as f:
             yield f
         return
+    start, size = member_span(path, zf, WEIGHTS)
     with open(path, "rb") as raw, h5py.File(Window(raw.fileno(), start, size), "r") as f:
         yield f
 
@@ -144,21 +140,28 @@ class KerasHandler(WholeModelFormat):
 
     def check(self, model: keras.Model, path: Path, *, own: bool = False) -> list[Check]:
         """``own``: ``path`` is kerasave's own temporary, written by this process just
-        now, and may be read as mapped pages."""
-        with contextlib.ExitStack() as lent:  # the twin goes back once the checks ran
-            try:
-                config = self._config(path, own=own)
-                refuse_code(config, str(path))
+        now, and may be read as mapped pages.
+
+        A twin built from the archive holds its values as recorded views (fast path
+        ``keras_reader``); its public twin is a real load (``loaded_check``).
+        """
+        try:
+            config = self._config(path, own=own)
+            refuse_code(config, str(path))
+        except KerasaveError as exc:
+            return [Check("load", False, str(map_load_error(exc, path)))]
+
+        def fast() -> list[Check]:
+            with contextlib.ExitStack() as lent:  # the twin goes back once the checks ran
                 with keras_warnings():
-                    loaded, recorded = lent.enter_context(
-                        keras_twin(path, config, mapped=own))
-            except Unsupported:
-                return loaded_check(model, path, self.load)
-            except KerasaveError as exc:
-                return [Check("load", False, str(map_load_error(exc, path)))]
-            except Exception as exc:
-                return judged(model, path, self.load, "keras_reader", exc)
-            return twin_check(model, path, loaded, recorded, self.load)
+                    loaded, recorded = lent.enter_context(keras_twin(path, config, mapped=own))
+                return twin_check(model, loaded, recorded)
+
+        try:
+            return attempt("keras_reader", fast, lambda: loaded_check(model, path, self.load),
+                           passthrough=(KerasaveError,), ok=passed)
+        except KerasaveError as exc:
+            return [Check("load", False, str(map_load_error(exc, path)))]
 
     def contents(self, path: Path) -> Contents:
         try:

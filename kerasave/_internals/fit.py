@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import Any
 
 from kerasave._errors import KerasaveError
-from kerasave._internals import on
+from kerasave._internals import attempt
 
 __all__ = ["KNOWN_STATELESS", "builtin_state", "callback_list", "dataset_of",
            "fit_epoch_iterator", "hook_callback_list", "live_state_is_whole",
@@ -48,10 +48,12 @@ def start_at(model: Any, epoch: int) -> bool:
     is to check the first epoch ``fit`` begins, ``must_start``)."""
     if epoch == 0:
         return True
-    if not on("fit_initial_epoch"):
-        return False
-    model._initial_epoch = epoch
-    return True
+
+    def fast() -> bool:
+        model._initial_epoch = epoch
+        return True
+
+    return attempt("fit_initial_epoch", fast, lambda: False)
 
 
 def must_start(epoch: int, begun: int, directory: Any) -> None:
@@ -68,19 +70,22 @@ def must_start(epoch: int, begun: int, directory: Any) -> None:
 def callback_list(callback: Any) -> Any:
     """The ``keras.callbacks.CallbackList`` whose ``on_train_begin`` is calling
     ``callback.on_train_begin`` (call it from there), or None."""
-    if not on("fit_callbacks"):
-        return None
-    import keras
+    caller = sys._getframe(1)
 
-    frame = sys._getframe(1)
-    for _ in range(4):  # (our on_train_begin, the list's; a subclass may add a level)
-        frame = frame.f_back  # type: ignore[assignment]
-        if frame is None:
-            return None
-        owner = frame.f_locals.get("self")
-        if isinstance(owner, keras.callbacks.CallbackList):
-            return owner if any(c is callback for c in owner.callbacks) else None
-    return None
+    def fast() -> Any:
+        import keras
+
+        frame = caller
+        for _ in range(4):  # (our on_train_begin, the list's; a subclass may add a level)
+            frame = frame.f_back  # type: ignore[assignment]
+            if frame is None:
+                return None
+            owner = frame.f_locals.get("self")
+            if isinstance(owner, keras.callbacks.CallbackList):
+                return owner if any(c is callback for c in owner.callbacks) else None
+        return None
+
+    return attempt("fit_callbacks", fast, lambda: None)
 
 
 def hook_callback_list(callbacks: Any, *, before_first_epoch: Callable[[], Any],
@@ -173,16 +178,20 @@ def builtin_state(callback: Any) -> dict[str, Any] | None:
     """The state of a Keras built-in callback (subclasses included), or None when it
     is not one this Keras' built-ins are known for (or the fast path is off)."""
     name = _builtin_class(callback)
-    if name is None or not on("callback_state"):
+    if name is None:
         return None
-    if name == "CSVLogger":
-        return {"content": _csv_content(callback)}
-    state = {}
-    for attribute in _STATE[name]:
-        value = getattr(callback, attribute, _MISSING)
-        if value is not _MISSING:
-            state[attribute] = value
-    return state
+
+    def fast() -> dict[str, Any] | None:
+        if name == "CSVLogger":
+            return {"content": _csv_content(callback)}
+        state = {}
+        for attribute in _STATE[name]:
+            value = getattr(callback, attribute, _MISSING)
+            if value is not _MISSING:
+                state[attribute] = value
+        return state
+
+    return attempt("callback_state", fast, lambda: None)
 
 
 def set_builtin_state(callback: Any, state: dict[str, Any]) -> None:
@@ -232,18 +241,21 @@ def fit_epoch_iterator() -> Any:
     data (Keras' ``EpochIterator``: its ``steps_per_epoch`` and ``num_batches`` say
     whether the next epoch iterates the dataset again), or None. Call it from the
     train function."""
-    if not on("fit_dataset"):
+    caller = sys._getframe(1)
+
+    def fast() -> Any:
+        frame = caller
+        for _ in range(4):
+            frame = frame.f_back  # type: ignore[assignment]
+            if frame is None:
+                return None
+            found = frame.f_locals.get("epoch_iterator")
+            if found is not None and hasattr(found, "steps_per_epoch") and \
+                    hasattr(found, "num_batches"):
+                return found
         return None
-    frame = sys._getframe(1)
-    for _ in range(4):
-        frame = frame.f_back  # type: ignore[assignment]
-        if frame is None:
-            return None
-        found = frame.f_locals.get("epoch_iterator")
-        if found is not None and hasattr(found, "steps_per_epoch") and \
-                hasattr(found, "num_batches"):
-            return found
-    return None
+
+    return attempt("fit_dataset", fast, lambda: None)
 
 
 def renews(epoch_iterator: Any, drawn: int) -> bool:
@@ -257,13 +269,14 @@ def renews(epoch_iterator: Any, drawn: int) -> bool:
 
 def dataset_of(iterator: Any) -> Any:
     """The ``tf.data.Dataset`` a ``tf.data`` iterator was made from, or None."""
-    if not on("fit_dataset"):
-        return None
-    import tensorflow as tf
+    def fast() -> Any:
+        import tensorflow as tf
 
-    dataset = getattr(iterator, "_dataset", None) if isinstance(iterator, tf.data.Iterator) \
-        else None
-    return dataset if isinstance(dataset, tf.data.Dataset) else None
+        dataset = getattr(iterator, "_dataset", None) \
+            if isinstance(iterator, tf.data.Iterator) else None
+        return dataset if isinstance(dataset, tf.data.Dataset) else None
+
+    return attempt("fit_dataset", fast, lambda: None)
 
 
 def live_state_is_whole(live: bytes, fresh: bytes) -> bool:
@@ -277,4 +290,5 @@ def live_state_is_whole(live: bytes, fresh: bytes) -> bool:
     (fast path ``fit_live_state``, probed on both kinds; off: always replayed).
     """
     marker = b"epoch_num_random_samples"  # (the seed generator's count, in a shuffle's state)
-    return on("fit_live_state") and live.count(marker) >= fresh.count(marker)
+    return attempt("fit_live_state", lambda: live.count(marker) >= fresh.count(marker),
+                   lambda: False)

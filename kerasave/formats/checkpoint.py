@@ -12,6 +12,7 @@ checks all of them, and only then assigns: all or nothing.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 from collections.abc import Callable, Collection, Iterator, Mapping
@@ -29,6 +30,7 @@ from kerasave._verify import compare_arrays, optimizer_of, view
 from kerasave.formats import keras2
 from kerasave.formats._base import (
     Contents,
+    ReadArray,
     WeightsFormat,
     build_if_needed,
     require_model,
@@ -40,6 +42,7 @@ from kerasave.formats._graph import ObjectGraph, live_objects
 from kerasave.formats._graph import read_graph as _graph
 from kerasave.formats._tfindex import (
     check_index,
+    checked_tensors,
     listing,
     tensor_loader,
     tensor_locations,
@@ -61,6 +64,7 @@ __all__ = [
     "tensor_locations",
     "check_index",
     "tensor_reader",
+    "tensors",
     "prepare",
     "write_checkpoint",
     "describe",
@@ -577,6 +581,40 @@ class CheckpointHandler(WeightsFormat):
                     f"could not read the saved tensor {key}: {_first_line(exc)}",
                     path=path) from exc
             yield names.get(key, key), value
+
+    @contextlib.contextmanager
+    def reader(self, path: Path) -> Iterator[ReadArray]:
+        graph, shapes, _ = listed(path)
+        names = _saved_names(graph)
+        keys = {names.get(k, k): k for k in _keys(shapes, names)}
+        read = tensors(path)
+        yield lambda name: read(keys[name])
+
+
+def tensors(prefix: Path) -> Callable[[str], np.ndarray]:
+    """The checkpoint's saved tensors by key, one at a time (``_tfindex.checked_tensors``:
+    each CRC32C checked; TensorFlow's reader only for what its index does not say
+    plainly). Damage raises ``CorruptArtifactError``."""
+    made: list[Any] = []
+
+    def tensorflow() -> Any:
+        if not made:
+            made.append(_reader(prefix))
+        return made[0]
+
+    read = checked_tensors(prefix, tensorflow)
+
+    def tensor(key: str) -> np.ndarray:
+        try:
+            return read(key)
+        except CorruptArtifactError:
+            raise
+        except Exception as exc:  # (TensorFlow's reader raises several types)
+            raise CorruptArtifactError(
+                f"could not read the saved tensor {key}: {_first_line(exc)}",
+                path=prefix) from exc
+
+    return tensor
 
 
 def _first_line(exc: BaseException) -> str:

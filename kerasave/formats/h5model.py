@@ -37,6 +37,7 @@ from kerasave._verify import view
 from kerasave.formats import keras2
 from kerasave.formats._base import (
     Contents,
+    ReadArray,
     versions_now,
 )
 from kerasave.formats._whole import (
@@ -52,6 +53,7 @@ from kerasave.formats.h5weights import (
     _layout,
     _layout_problem,
     h5_arrays,
+    h5_reading,
     h5_variables,
     is_hdf5,
     open_h5,
@@ -336,3 +338,8 @@ class H5ModelHandler(WholeModelFormat):
     def arrays(self, path: Path) -> Iterator[tuple[str, np.ndarray]]:
         with open_h5(path) as f:
             yield from h5_arrays(f, path)
+
+    @contextlib.contextmanager
+    def reader(self, path: Path) -> Iterator[ReadArray]:
+        with open_h5(path) as f:
+            yield h5_reading(f, path)

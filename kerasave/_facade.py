@@ -464,6 +464,7 @@ def _metadata(opened: Opened) -> dict[str, Any]:
         "optimizer_variables": contents.optimizer_variables,
         "recorded_optimizer_variables": contents.recorded_optimizer_variables,
         "not_loaded": handler.left_out(at),
+        "array_names": handler.array_names,
         "files": files,
         "bytes": sum(files.values()),
         "manifest": {"path": None if opened.manifest is None else opened.named(opened.manifest),

@@ -393,6 +393,8 @@ class Artifact:
             KeyError: the artifact holds no array of that name.
             CorruptArtifactError: its bytes are damaged (a checkpoint's tensor
                 does not match its CRC32C, an HDF5 dataset cannot be read...).
+            UnknownFormatError: it has no NumPy form (a checkpoint's dataset
+                iterator state, a LiteRT string tensor).
             KerasaveError: the artifact was closed.
         """
         if self._closed:
@@ -422,7 +424,8 @@ class Artifact:
     def __repr__(self) -> str:
         values = sum(math.prod(v.shape) for v in self.variables)
         held = (f"{len(self.variables)} variables ({values:,} values)"
-                + (", optimizer state" if self._metadata["has_optimizer"] else ""))
+                + (", optimizer state" if self._metadata["has_optimizer"] else "")
+                if self.kind != "config" else "architecture only, no arrays")
         return (f"<kerasave.Artifact {self.format} {self.path!r}: {held}"
                 + (" (closed)>" if self._closed else ">"))
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from kerasave import _protowire
-from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError
+from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError, UnknownFormatError
 from kerasave._lazy import keras, tf
 from kerasave._report import Check, Variable
 from kerasave._verify import compare_arrays, optimizer_of, view
@@ -456,15 +457,18 @@ def compare_pairing(pairing: Pairing, reader: Any,
 
 
 def _saved_names(graph: ObjectGraph) -> dict[str, str]:
-    """Every saved tensor's name, by key: what ``inspect`` lists."""
-    names = {}
+    """Every saved tensor's name, by key: what ``inspect`` lists, one name per tensor."""
+    names, plain = {}, {}
     for node in graph.nodes:
         for attr in node.attributes:
             key = attr.checkpoint_key
-            plain = key.replace(f"/.ATTRIBUTES/{_VALUE}", "").replace("/.ATTRIBUTES/", ":")
+            plain[key] = key.replace(f"/.ATTRIBUTES/{_VALUE}", "").replace("/.ATTRIBUTES/", ":")
             # Keras variables carry their path; a bare tf.Variable is named by its key.
-            names[key] = attr.full_name if "/" in attr.full_name else plain
-    return names
+            names[key] = attr.full_name if "/" in attr.full_name else plain[key]
+    # A path two tensors share (Keras 2 named two layers alike) names neither: each
+    # is named by its key, which is unique, so every name reads one tensor.
+    shared = {name for name, count in Counter(names.values()).items() if count > 1}
+    return {key: plain[key] if name in shared else name for key, name in names.items()}
 
 
 def _optimizer_keys(graph: ObjectGraph) -> set[str]:
@@ -584,17 +588,19 @@ class CheckpointHandler(WeightsFormat):
 
     @contextlib.contextmanager
     def reader(self, path: Path) -> Iterator[ReadArray]:
-        graph, shapes, _ = listed(path)
+        graph, shapes, dtypes = listed(path)
         names = _saved_names(graph)
         keys = {names.get(k, k): k for k in _keys(shapes, names)}
-        read = tensors(path)
+        read = tensors(path, dtypes)
         yield lambda name: read(keys[name])
 
 
-def tensors(prefix: Path) -> Callable[[str], np.ndarray]:
+def tensors(prefix: Path, dtypes: Mapping[str, str]) -> Callable[[str], np.ndarray]:
     """The checkpoint's saved tensors by key, one at a time (``_tfindex.checked_tensors``:
     each CRC32C checked; TensorFlow's reader only for what its index does not say
-    plainly). Damage raises ``CorruptArtifactError``."""
+    plainly). Damage raises ``CorruptArtifactError``; a tensor that is no array
+    (``dtypes``: a dataset iterator's variant state, a resource),
+    ``UnknownFormatError``."""
     made: list[Any] = []
 
     def tensorflow() -> Any:
@@ -605,6 +611,10 @@ def tensors(prefix: Path) -> Callable[[str], np.ndarray]:
     read = checked_tensors(prefix, tensorflow)
 
     def tensor(key: str) -> np.ndarray:
+        if dtypes.get(key) in ("variant", "resource"):
+            raise UnknownFormatError(
+                f"the saved tensor {key} holds TensorFlow {dtypes[key]} state (a dataset "
+                "iterator's, say), which has no NumPy form", path=prefix)
         try:
             return read(key)
         except CorruptArtifactError:

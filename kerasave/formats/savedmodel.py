@@ -355,12 +355,12 @@ class SavedModelHandler(ModelFormat):
                                        path=path)
         prefix = path / "variables" / "variables"
         try:
-            _, shapes, _ = checkpoint.listed(prefix)  # (the object graph must parse)
+            _, shapes, dtypes = checkpoint.listed(prefix)  # (the object graph must parse)
         except CorruptArtifactError as exc:
             raise CorruptArtifactError(f"unreadable SavedModel variables: {exc}",
                                        path=path) from exc
         keys = {key for key in shapes if key != GRAPH_KEY}
-        read = checkpoint.tensors(prefix)
+        read = checkpoint.tensors(prefix, dtypes)
 
         def array(name: str) -> np.ndarray:
             if name not in keys:

@@ -483,3 +483,20 @@ def test_an_unclosed_artifact_lets_go_of_its_files(saved):
     gc.collect()
     with h5py.File(saved[1]["h5 weights"], "r+"):  # (no other handle holds it open)
         pass
+
+
+@pytest.mark.skipif("onnx" not in EXPORTS, reason="needs kerasave[export]")
+def test_onnx_data_outside_the_model_is_refused_before_any_array_is_read(saved, tmp_path):
+    """The top graph lists as inspect lists it; the first read walks every tensor's data
+    location first, as a load does before onnxruntime sees the file."""
+    from tests.test_exports import _external
+
+    path = tmp_path / "m.onnx"
+    path.write_bytes(saved[1]["onnx"].read_bytes())
+    (tmp_path.parent / "outside.bin").write_bytes(b"\0" * 100_000)
+    _external(path, "../outside.bin")
+    with ks.open(path) as artifact:
+        assert len(artifact) == 4
+        for name in artifact:
+            with pytest.raises(ks.UnsafeArtifactError, match="outside the model"):
+                artifact.array(name)

@@ -173,13 +173,17 @@ class OnnxHandler(ExportFormat):
 
     @contextlib.contextmanager
     def reader(self, path: Path) -> Iterator[ReadArray]:
-        found, _ = _read(path)
-        self.safety(path)
+        found, _ = _read(path)  # (the top graph: what inspect lists)
         initializers = {t.name: t for t in found.graph.initializer}
+        walked: list[bool] = []
 
         def read(name: str) -> np.ndarray:
+            tensor = initializers[name]
+            if not walked:  # every tensor's data checked to lie inside, before any read
+                self.safety(path)
+                walked.append(True)
             try:
-                return proto.tensor_array(initializers[name], path.parent)
+                return proto.tensor_array(tensor, path.parent)
             except ValueError as exc:
                 raise CorruptArtifactError(str(exc), path=path) from exc
 

@@ -19,20 +19,22 @@ _WHERE = {name: module for module, names in {
         "ArchitectureMismatchError", "ArtifactNotFoundError", "CorruptArtifactError",
         "KerasaveError", "NotSerializableError", "RoundTripError", "UnknownFormatError",
         "UnsafeArtifactError"),
-    "kerasave._facade": ("inspect", "load_config", "load_model", "load_weights",
-                         "save_config", "save_model", "save_weights", "verify"),
+    "kerasave._facade": ("Artifact", "inspect", "load_config", "load_model", "load_weights",
+                         "open", "save_config", "save_model", "save_weights", "verify"),
     "kerasave._manager": ("CheckpointManager",),
     "kerasave._reference": ("reference_data", "reference_model"),
     "kerasave._report": ("Check", "Inspection", "Report", "Variable"),
 }.items() for name in names}
 _SUBMODULES = {"callbacks", "testing", "formats", "cli"}
-_LIGHT = {"kerasave._errors", "kerasave._report"}  # (import neither TensorFlow nor Keras)
+# What imports neither TensorFlow nor Keras: these modules, and reading without a model.
+_LIGHT = {"kerasave._errors", "kerasave._report"}
+_LIGHT_NAMES = {"open", "Artifact", "inspect"}
 
 
 def __getattr__(name: str) -> Any:
     if name not in _SUBMODULES and name not in _WHERE:
         raise AttributeError(f"module 'kerasave' has no attribute {name!r}")
-    if _WHERE.get(name) not in _LIGHT:
+    if _WHERE.get(name) not in _LIGHT and name not in _LIGHT_NAMES:
         from kerasave._quiet import import_tensorflow
 
         import_tensorflow()  # (TensorFlow's load ignores a TF_CPP_MIN_LOG_LEVEL set to hide it)
@@ -61,10 +63,12 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
         UnsafeArtifactError,
     )
     from kerasave._facade import (
+        Artifact,
         inspect,
         load_config,
         load_model,
         load_weights,
+        open,
         save_config,
         save_model,
         save_weights,
@@ -97,6 +101,9 @@ __all__ = [
     # checking and looking
     "verify",
     "inspect",
+    # reading without a model
+    "open",
+    "Artifact",
     # results
     "Report",
     "Check",

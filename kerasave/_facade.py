@@ -8,6 +8,7 @@ timing, and turning foreign exceptions into kerasave's.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import time
 import weakref
@@ -15,6 +16,7 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any, cast
 
 import numpy as np
@@ -30,7 +32,7 @@ from kerasave._errors import (
 )
 from kerasave._lazy import keras
 from kerasave._public import public
-from kerasave._report import Check, Inspection, Report
+from kerasave._report import Check, Inspection, Report, Variable
 from kerasave.formats._base import (
     ConfigFormat,
     Contents,
@@ -39,6 +41,7 @@ from kerasave.formats._base import (
     WeightsFormat,
     versions_now,
 )
+from kerasave.formats._export import ExportFormat
 from kerasave.store import manifest as _manifest
 from kerasave.store.base import Naming, Store
 
@@ -51,6 +54,8 @@ __all__ = [
     "load_model",
     "verify",
     "inspect",
+    "open",
+    "Artifact",
 ]
 
 PathLike = str | os.PathLike[str]
@@ -70,14 +75,14 @@ def _reading(path: Path) -> Iterator[None]:
         ) from exc
 
 
+def _bytes(member: Path) -> int:
+    if member.is_dir():
+        return sum(p.stat().st_size for p in member.rglob("*") if p.is_file())
+    return member.stat().st_size
+
+
 def _size(handler: Handler, path: Path) -> int:
-    total = 0
-    for member in handler.members(path):
-        if member.is_dir():
-            total += sum(p.stat().st_size for p in member.rglob("*") if p.is_file())
-        else:
-            total += member.stat().st_size
-    return total
+    return sum(_bytes(member) for member in handler.members(path))
 
 
 def _save(kind: str, model: keras.Model, path: PathLike, format: str | None,
@@ -217,6 +222,7 @@ class Opened:
     # What is said about a URL's staging copy, said about the URL.
     naming: Naming = field(default_factory=lambda: Naming([]))
     _stage: Any = None
+    local: Path | None = None  # the local path ``source`` stands for (a URL's: its copy)
 
     def close(self) -> None:
         """Remove the local copy of a URL's artifact (reads of it are over)."""
@@ -250,22 +256,6 @@ class Opened:
         """Every stored array, by the names ``inspect`` lists."""
         with self._reading():
             yield from self.handler.arrays(self.actual)
-
-    def inspection(self) -> Inspection:
-        """What ``kerasave.inspect`` gives for the artifact."""
-        contents = self.contents
-        # What the artifact records itself comes first; kerasave's manifest adds the
-        # versions a format has no place for (a .keras archive names only Keras').
-        with self._reading():
-            recorded = (_manifest.read(self.handler, self.actual) or {}).get("versions")
-        versions = dict(contents.versions)
-        if isinstance(recorded, dict):
-            versions.update({str(k): str(v) for k, v in recorded.items() if k not in versions})
-        members = self.handler.members(self.actual)
-        return Inspection(path=str(self.source), format=self.handler.name,
-                          files=tuple(self.named(m) for m in members), bytes=self.bytes,
-                          variables=contents.variables, has_optimizer=contents.has_optimizer,
-                          versions=versions)
 
     def check(self, model: keras.Model) -> tuple[Check, ...]:
         with self._reading(), _state.untouched(model):
@@ -309,27 +299,233 @@ def open_artifact(path: PathLike, kind: str | None = None, format: str | None = 
         raise
     source = path if isinstance(path, Path) else store.shown
     opened = Opened(source, found.layout, found.actual, found.detail, found.checksummed,
-                    found.manifest, found.naming, stage)
+                    found.manifest, found.naming, stage, found.path)
     weakref.finalize(opened, stage.close)  # (a copy nobody closed goes with it, or at exit)
     return opened
 
 
 @contextlib.contextmanager
-def _opened(path: PathLike, kind: str | None = None,
+def _opened(path: PathLike | Artifact, kind: str | None = None,
             format: str | None = None) -> Iterator[Opened]:
-    opened = open_artifact(path, kind, format)
+    """The artifact at ``path`` found and checked; an open ``Artifact``'s local version
+    (a URL's copy) found and checked again, said as the artifact."""
+    if isinstance(path, Artifact):
+        opened = path._again(kind, format)
+    else:
+        opened = open_artifact(path, kind, format)
     try:
         yield opened
     finally:
         opened.close()
 
 
-def load_weights(model: keras.Model, path: PathLike, *, format: str | None = None) -> Report:
+class Artifact:
+    """An artifact opened for reading without a model: what ``kerasave.open`` gives.
+
+    Opening finds the artifact and its format, checks it against its integrity
+    manifest (every byte's CRC32C, when kerasave wrote it), reads its structure
+    and checks every array's declared shape and dtype against the bytes that hold
+    it (the safety walks every load runs). Nothing else is read:
+    ``array(name)`` reads one array when asked, and only that one.
+
+    Use it as a context manager (or call ``close``): leaving closes the files it
+    holds open and removes a URL's local copy.
+
+    Attributes:
+        path: The path or URL, as given.
+        format: ``"checkpoint"``, ``"h5"``, ``"h5-sharded"``, ``"json"``,
+            ``"yaml"``, ``"keras"``, ``"savedmodel"``, ``"onnx"`` or ``"litert"``.
+        kind: ``"weights"``, ``"config"`` or ``"model"`` (a whole model or an export).
+        variables: Every stored array as a ``Variable(name, shape, dtype)``, as
+            ``kerasave.inspect`` lists them (none for a config).
+        metadata: What the artifact says beyond its arrays (see ``docs/api.md``):
+            ``versions``, ``manifest``, ``files``, ``bytes``, ``description``,
+            ``architecture``, ``has_optimizer``, ``optimizer_variables``...
+    """
+
+    path: str
+    format: str
+    kind: str
+    variables: tuple[Variable, ...]
+
+    def __init__(self, opened: Opened) -> None:
+        self._opened = opened
+        self._files = contextlib.ExitStack()
+        self._closed = False
+        try:
+            with opened._reading():
+                handler, at = opened.handler, opened.actual
+                self.variables = opened.contents.variables
+                self._read = self._files.enter_context(handler.reader(at))
+                self._metadata = _metadata(opened)
+        except BaseException:
+            self._files.close()
+            opened.close()
+            raise
+        weakref.finalize(self, self._files.close)  # (before the copy it reads goes)
+        self.path = str(opened.source)
+        self.format = handler.name
+        self.kind = handler.kind
+        self._names = {v.name for v in self.variables}
+
+    @property
+    def metadata(self) -> Mapping[str, Any]:
+        """What the artifact says beyond its arrays (a read-only mapping)."""
+        return MappingProxyType(self._metadata)
+
+    def keys(self) -> list[str]:
+        """The names of the stored arrays, in the order ``variables`` lists them."""
+        return [v.name for v in self.variables]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.keys())
+
+    def __len__(self) -> int:
+        return len(self.variables)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._names
+
+    def array(self, name: str) -> np.ndarray:
+        """The stored array ``name``, read now, exactly as stored (dtype and shape).
+
+        Raises:
+            KeyError: the artifact holds no array of that name.
+            CorruptArtifactError: its bytes are damaged (a checkpoint's tensor
+                does not match its CRC32C, an HDF5 dataset cannot be read...).
+            UnknownFormatError: it has no NumPy form (a checkpoint's dataset
+                iterator state, a LiteRT string tensor).
+            KerasaveError: the artifact was closed.
+        """
+        if self._closed:
+            raise KerasaveError(f"the artifact is closed: open it again to read {name!r}",
+                                path=self.path)
+        if name not in self._names:
+            raise KeyError(f"{self.path} holds no array named {name!r} (its {len(self)} "
+                           "arrays are listed by keys())")
+        with self._opened._reading():
+            return self._read(name)
+
+    def close(self) -> None:
+        """Close the files it reads, and remove a URL's local copy."""
+        if not self._closed:
+            self._closed = True
+            try:
+                self._files.close()
+            finally:
+                self._opened.close()
+
+    def __enter__(self) -> Artifact:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        values = sum(math.prod(v.shape) for v in self.variables)
+        held = (f"{len(self.variables)} variables ({values:,} values)"
+                + (", optimizer state" if self._metadata["has_optimizer"] else "")
+                if self.kind != "config" else "architecture only, no arrays")
+        return (f"<kerasave.Artifact {self.format} {self.path!r}: {held}"
+                + (" (closed)>" if self._closed else ">"))
+
+    def _inspection(self) -> Inspection:
+        """What ``kerasave.inspect`` gives for it."""
+        meta = self._metadata
+        return Inspection(path=self.path, format=self.format, files=tuple(meta["files"]),
+                          bytes=meta["bytes"], variables=self.variables,
+                          has_optimizer=meta["has_optimizer"], versions=dict(meta["versions"]))
+
+    def _again(self, kind: str | None, format: str | None) -> Opened:
+        """Its local version found and checked again (a load given the artifact: what it
+        reads is checked when it reads it), errors and reports naming the artifact."""
+        if self._closed or self._opened.local is None:
+            raise KerasaveError("the artifact is closed: open it again to load it",
+                                path=self.path)
+        with self._opened.naming():
+            fresh = open_artifact(self._opened.local, kind, format)
+        return replace(fresh, source=self._opened.source,
+                       naming=fresh.naming + self._opened.naming)
+
+
+def _metadata(opened: Opened) -> dict[str, Any]:
+    """``Artifact.metadata``: what the artifact says beyond its arrays."""
+    handler, at, contents = opened.handler, opened.actual, opened.contents
+    # What the artifact records itself comes first; kerasave's manifest adds the
+    # versions a format has no place for (a .keras archive names only Keras').
+    recorded = (_manifest.read(handler, at) or {})
+    versions = dict(contents.versions)
+    if isinstance(recorded.get("versions"), dict):
+        versions.update({str(k): str(v) for k, v in recorded["versions"].items()
+                         if k not in versions})
+    files = {opened.named(m): _bytes(m) for m in handler.members(at)}
+    found: dict[str, Any] = {
+        "versions": versions,
+        "description": handler.description_at(at),
+        "architecture": handler.kind == "config" or opened.whole,
+        "has_optimizer": contents.has_optimizer,
+        "optimizer_variables": contents.optimizer_variables,
+        "recorded_optimizer_variables": contents.recorded_optimizer_variables,
+        "not_loaded": handler.left_out(at),
+        "array_names": handler.array_names,
+        "files": files,
+        "bytes": sum(files.values()),
+        "manifest": {"path": None if opened.manifest is None else opened.named(opened.manifest),
+                     "detail": opened.detail, "checksummed": opened.checksummed},
+    }
+    if isinstance(handler, ExportFormat):  # what it takes and gives
+        inputs, outputs = handler.inspect_ports(at)
+        found["inputs"], found["outputs"] = (
+            tuple({"name": p.name, "dtype": p.dtype,
+                   "shape": None if p.shape is None else tuple(p.shape)} for p in ports)
+            for ports in (inputs, outputs))
+    return found
+
+
+def open(path: PathLike, *, format: str | None = None) -> Artifact:  # noqa: A001
+    """Open the artifact at ``path`` for reading without a model.
+
+    Like safetensors' ``safe_open``: the artifact is checked and its structure
+    read once, then each array is read only when asked for, after the same
+    integrity and shape checks every load runs (a file's declared shapes are
+    compared with the bytes that hold them before anything is allocated).
+    Every format is read, Keras 2 artifacts and URLs too; a JSON/YAML config
+    holds no arrays, and an ONNX or LiteRT export holds its initializers and
+    constants. Neither TensorFlow nor Keras is imported for it, but to read a
+    checkpoint tensor its index does not describe plainly (a string, a
+    partitioned variable), which TensorFlow's reader reads.
+
+    Args:
+        path: A path or URL, as every kerasave call takes it.
+        format: The format's name, when detection by content should not decide.
+
+    Returns:
+        An ``Artifact``: a context manager; ``format``, ``variables`` (as
+        ``inspect`` lists them), ``keys()``, ``array(name)``, ``metadata``.
+
+    Raises:
+        ArtifactNotFoundError: nothing at ``path``.
+        UnknownFormatError: no format fits it.
+        CorruptArtifactError: it does not match its manifest, or its structure
+            is damaged or declares more than its bytes hold.
+        UnsafeArtifactError: reading it would read outside it (HDF5 external
+            links, a zip member outside the archive, ONNX external data...).
+
+    Examples:
+        >>> with kerasave.open(tmp / "weights" / "my_model") as saved:
+        ...     kernel = saved.array(saved.keys()[0])
+    """
+    return Artifact(open_artifact(path, None, format))
+
+
+def load_weights(model: keras.Model, path: PathLike | Artifact, *,
+                 format: str | None = None) -> Report:
     """Restore saved variables into ``model``, all or nothing.
 
     Works on a model that is not built yet (kerasave records the build shapes).
     On any mismatch it raises ``ArchitectureMismatchError`` and every variable of
-    the model and its optimizer is exactly as before.
+    the model and its optimizer is exactly as before. ``path`` may be an open
+    ``Artifact``, as for every load.
     """
     start = time.perf_counter()
     with _opened(path, "weights", format) as opened:
@@ -339,14 +535,14 @@ def load_weights(model: keras.Model, path: PathLike, *, format: str | None = Non
                   time.perf_counter() - start)
 
 
-def load_config(path: PathLike, *, custom_objects: Mapping[str, Any] | None = None,
+def load_config(path: PathLike | Artifact, *, custom_objects: Mapping[str, Any] | None = None,
                 safe_mode: bool = True) -> keras.Model:
     """A freshly initialized, uncompiled model from a ``.json``/``.yaml`` config file."""
     with _opened(path, "config") as opened:
         return opened.load_config(custom_objects=custom_objects, safe_mode=safe_mode)
 
 
-def load_model(path: PathLike, *, compile: bool = True, safe_mode: bool = True,
+def load_model(path: PathLike | Artifact, *, compile: bool = True, safe_mode: bool = True,
                custom_objects: Mapping[str, Any] | None = None, mmap: bool = False) -> Any:
     """Load a whole model; for a SavedModel directory, the restored serving object.
 
@@ -362,13 +558,17 @@ def load_model(path: PathLike, *, compile: bool = True, safe_mode: bool = True,
     process with SIGBUS. kerasave's own saves replace files by renaming, which
     is safe. Datasets that do not start on 64 bytes (files Keras wrote itself,
     mostly) are copied as usual.
+
+    ``path`` may be an open ``Artifact`` (``kerasave.open``): its local version
+    is checked again and read (a URL's copy, without a second download), and
+    what is said names the artifact's path or URL.
     """
     with _opened(path, "model") as opened:
         return opened.load_model(compile=compile, safe_mode=safe_mode,
                                  custom_objects=custom_objects, mmap=mmap)
 
 
-def verify(model: keras.Model, path: PathLike, *, format: str | None = None) -> Report:
+def verify(model: keras.Model, path: PathLike | Artifact, *, format: str | None = None) -> Report:
     """Compare an existing artifact with a model in memory, without saving.
 
     Returns a ``Report`` whose ``ok`` says whether every check passed; it does
@@ -382,11 +582,14 @@ def verify(model: keras.Model, path: PathLike, *, format: str | None = None) -> 
                   size, time.perf_counter() - start)
 
 
-def inspect(path: PathLike) -> Inspection:
-    """What the artifact at ``path`` holds, read without building a model."""
-    with _opened(path) as opened:
-        return opened.inspection()
+def inspect(path: PathLike | Artifact) -> Inspection:
+    """What the artifact at ``path`` holds, read without building a model
+    (``kerasave.open``'s format, variables and metadata, as one record)."""
+    if isinstance(path, Artifact):
+        return path._inspection()
+    with open(path) as artifact:
+        return artifact._inspection()
 
 
-public(inspect, load_config, load_model, load_weights, save_config, save_model, save_weights,
-       verify)
+public(Artifact, inspect, load_config, load_model, load_weights, open, save_config, save_model,
+       save_weights, verify)

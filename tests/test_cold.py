@@ -1,6 +1,8 @@
 """The command line starts cold: ``kerasave inspect`` of every format, ``--help``
 and ``doctor``'s versions import neither TensorFlow nor Keras, and say exactly
-what they say when TensorFlow's own readers do the reading.
+what they say when TensorFlow's own readers do the reading; so does
+``kerasave.open``, which reads every array of a plain dtype as TensorFlow's
+readers read it.
 
 Behaviour, not time: the commands run in a subprocess whose import system
 refuses ``tensorflow`` and ``keras``; ``bench/perf.py`` times them.
@@ -107,6 +109,74 @@ def test_inspect_of_every_format_imports_neither_and_says_the_same(artifacts, mo
     formats = {json.loads(r["out"])["format"] for r in got[1::2] if r["code"] == 0}
     assert formats == {"checkpoint", "h5", "keras", "savedmodel", "json", "yaml", "h5-sharded",
                        *EXPORTS.values()}
+
+
+# Opens every artifact given as JSON on stdin through ``kerasave.open`` (the package's
+# attribute, as users reach it) in a process that cannot import TensorFlow or Keras:
+# format, variables, metadata and every array of a plain dtype, read.
+COLD_OPEN = r"""
+import hashlib, json, sys
+
+class Refuse:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("tensorflow", "keras", "tf_keras"):
+            raise ImportError(f"the cold start imported {name}")
+        return None
+
+sys.meta_path.insert(0, Refuse())
+import kerasave
+
+def opened(path):
+    try:
+        with kerasave.open(path) as artifact:
+            arrays = {}
+            for v in artifact.variables:
+                if v.dtype in ("string", "variant", "resource"):
+                    continue  # (no plain array: TensorFlow's reader reads a string)
+                a = artifact.array(v.name)
+                arrays[v.name] = [str(a.dtype), list(a.shape),
+                                  hashlib.sha256(a.tobytes()).hexdigest()]
+            return {"format": artifact.format, "kind": artifact.kind,
+                    "variables": [[v.name, list(v.shape), v.dtype]
+                                  for v in artifact.variables],
+                    "metadata": json.loads(json.dumps(dict(artifact.metadata))),
+                    "arrays": arrays, "repr": repr(artifact)}
+    except kerasave.KerasaveError as exc:
+        return {"error": type(exc).__name__, "message": str(exc)}
+
+print(json.dumps([opened(p) for p in json.load(sys.stdin)]))
+"""
+OPENED = COLD_OPEN.split("import kerasave\n", 1)[1].rsplit("print(", 1)[0]
+
+
+def test_open_of_every_format_imports_neither_and_reads_what_tensorflow_reads(
+        artifacts, monkeypatch):
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    proc = subprocess.run([sys.executable, "-c", COLD_OPEN],
+                          input=json.dumps([str(p) for p in artifacts]),
+                          capture_output=True, text=True, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    got = json.loads(proc.stdout)
+    # The reference: TensorFlow's own readers list and read every checkpoint tensor.
+    monkeypatch.setattr(checkpoint, "listing", lambda *_: None)
+
+    calls = []
+
+    def nowhere(prefix):
+        calls.append(prefix)
+        raise ValueError("read by TensorFlow's reader")
+
+    monkeypatch.setattr(_tfindex, "tensor_locations", nowhere)
+    scope = {"kerasave": ks, "hashlib": __import__("hashlib"), "json": json}
+    exec(OPENED, scope)
+    for path, cold_result in zip(artifacts, got):
+        assert cold_result == scope["opened"](str(path)), path
+    assert sum("error" in r for r in got) == 1  # (hostile.yaml is refused)
+    read = sum(len(r.get("arrays", ())) for r in got)
+    assert calls  # (the reference went through TensorFlow's reader)
+    assert read >= 200 and {r["format"] for r in got if "format" in r} == {
+        "checkpoint", "h5", "keras", "savedmodel", "json", "yaml", "h5-sharded",
+        *EXPORTS.values()}
 
 
 def test_help_and_version_start_cold():

@@ -23,7 +23,6 @@ from tensorflow.core.protobuf import tensor_bundle_pb2
 
 import kerasave as ks
 from kerasave import cli
-from kerasave.cli._artifacts import open_artifact
 from kerasave.formats import _pairing
 from kerasave.formats import _tfindex as tfi
 
@@ -169,9 +168,9 @@ def _verify_refuses(model, path, words):
 
 
 def _stored_arrays(path):
-    """Every stored array, read through the format's handler as the command line reads
-    them."""
-    return list(open_artifact(path).arrays())
+    """Every stored array, read through ``kerasave.open`` as the command line reads them."""
+    with ks.open(path) as artifact:
+        return [artifact.array(name) for name in artifact]
 
 
 @pytest.fixture(scope="module")

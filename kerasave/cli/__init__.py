@@ -6,10 +6,10 @@ is no (verification failed, artifacts differ, a round trip failed), 2 the
 command could not run (usage, missing or unreadable input). Errors are one line
 on stderr, ``kerasave: error: ...``; ``--debug`` adds the traceback.
 
-The commands use kerasave's public API, and read artifacts through the format
-handlers (``kerasave.cli._artifacts``): each artifact's manifest is checked once
-per command, then read by the names ``inspect`` shows, or by model names that
-line up across formats.
+The commands use kerasave's public API: they read every artifact through
+``kerasave.open`` and the public loads given the open ``Artifact``
+(``kerasave.cli._artifacts``), by the names ``inspect`` shows, or by model names
+that line up across formats.
 """
 
 from __future__ import annotations

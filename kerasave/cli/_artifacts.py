@@ -1,14 +1,13 @@
-"""Artifacts as the command line reads them: each checked once, then read through its
-format's handler.
+"""Artifacts as the command line reads them: through the public API only.
 
-``open_artifact`` finds an artifact's handler and checks its integrity manifest
-(the one CRC32C pass over its files), as every public call does; what the
-command then reads (``inspect``'s contents, every stored array, a load) reads
-that checked version through the handler, without checking it again.
+Each artifact is opened once (``kerasave.open``: found, checked against its
+integrity manifest, its structure and declared shapes checked); its arrays are
+read from the ``Artifact`` by the names ``inspect`` lists, and a load takes the
+open ``Artifact`` (``kerasave.load_model(artifact)`` and the other loads: its
+local version checked again and read, a URL's without a second download).
 
 Names: see ``kerasave.cli._names``. Without an architecture, names are those
-``inspect`` lists (the handler's ``arrays``), which line up only between
-artifacts of one format.
+``inspect`` lists, which line up only between artifacts of one format.
 """
 
 from __future__ import annotations
@@ -22,22 +21,21 @@ from typing import Any
 
 import numpy as np
 
-from kerasave import _facade, _registry
+import kerasave as ks
+from kerasave import _registry
 from kerasave import store as stores
 from kerasave._errors import ArchitectureMismatchError, KerasaveError, UnknownFormatError
-from kerasave._facade import Opened, open_artifact
 from kerasave._lazy import keras
 from kerasave._report import Check
 from kerasave._state import fresh_twin
 from kerasave._tolerance import compare_within
 from kerasave._verify import optimizer_of, probe_inputs, to_numpy
 from kerasave.cli._names import model_names, optimizer_arrays, unique
-from kerasave.formats._export import SECOND_BATCH, ExportFormat, Served, serve_batch
-from kerasave.formats.savedmodel import SavedModelHandler
+from kerasave.formats._export import SECOND_BATCH, Served, graph_outputs, serve_batch
 
-__all__ = ["Opened", "open_artifact", "Arrays", "NeedsArchitecture", "DoesNotFit",
-           "architecture", "read", "read_pair", "load_into", "local_copy", "same_place",
-           "is_export", "outputs_verdict"]
+__all__ = ["Arrays", "NeedsArchitecture", "DoesNotFit", "architecture", "read", "read_pair",
+           "load_into", "local_copy", "opened", "same_place", "is_export", "whole",
+           "outputs_verdict"]
 
 PathLike = str | os.PathLike[str]
 
@@ -50,8 +48,32 @@ def local_copy(path: str) -> Iterator[str]:
         yield str(local)
 
 
+@contextlib.contextmanager
+def opened(source: PathLike | ks.Artifact) -> Iterator[ks.Artifact]:
+    """``kerasave.open(source)``, closed afterwards; an open ``Artifact`` as it is (its
+    opener closes it)."""
+    if isinstance(source, ks.Artifact):
+        yield source
+        return
+    with ks.open(source) as artifact:
+        yield artifact
+
+
 def same_place(a: PathLike, b: PathLike) -> bool:
+    from kerasave import store as stores  # (where a path or URL points: no reading)
+
     return stores.at(a).same(stores.at(b))
+
+
+def whole(source: ks.Artifact) -> bool:
+    """A whole model: weights with the architecture they belong to."""
+    return source.kind == "model" and bool(source.metadata["architecture"])
+
+
+def is_export(source: ks.Artifact) -> bool:
+    """A deployment export (ONNX, LiteRT), which declares its inputs and outputs: what it
+    holds is what it computes."""
+    return "inputs" in source.metadata
 
 
 class NeedsArchitecture(KerasaveError):
@@ -60,9 +82,6 @@ class NeedsArchitecture(KerasaveError):
 
 class DoesNotFit(KerasaveError):
     """A weights-only artifact does not fit the architecture of the other side."""
-
-
-# -- one artifact, checked once ----------------------------------------------------------
 
 
 # -- the arrays of one artifact ------------------------------------------------------------
@@ -88,26 +107,27 @@ class Arrays:
     notes: list[str] = field(default_factory=list)
 
 
-def architecture(source: Opened) -> keras.Model:
-    """A model of the architecture ``source`` holds: a JSON/YAML config, ``.keras`` or ``.h5``.
+def architecture(path: PathLike | ks.Artifact) -> keras.Model:
+    """A model of the architecture at ``path``: a JSON/YAML config, ``.keras`` or ``.h5``.
 
     A config gives a fresh, uncompiled model (no optimizer); a whole model comes
     compiled, so optimizer state can be read into it too.
     """
-    if source.handler.kind == "config":
-        return source.load_config()
-    if source.whole:
-        return _load_whole(source)[0]
-    raise UnknownFormatError(
-        f"an architecture comes from a .json/.yaml config or a .keras/.h5 model; this is a "
-        f"{source.handler.name} {source.handler.kind} artifact", path=source.source)
+    with opened(path) as source:
+        if source.kind == "config":
+            return ks.load_config(source)
+        if whole(source):
+            return _load_whole(source)[0]
+        raise UnknownFormatError(
+            f"an architecture comes from a .json/.yaml config or a .keras/.h5 model; this is "
+            f"a {source.format} {source.kind} artifact", path=source.path)
 
 
-def _load_whole(source: Opened) -> tuple[keras.Model, list[str]]:
+def _load_whole(source: ks.Artifact) -> tuple[keras.Model, list[str]]:
     """The loaded model, and a note for every warning that says optimizer state was not read."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        model = source.load_model()
+        model = ks.load_model(source)
     notes = []
     for w in caught:
         text = " ".join(str(w.message).split())
@@ -117,60 +137,85 @@ def _load_whole(source: Opened) -> tuple[keras.Model, list[str]]:
     return model, notes
 
 
-def _from_model(source: Opened, model: keras.Model, names: str,
+def _from_model(source: ks.Artifact, model: keras.Model, names: str,
                 with_optimizer: bool) -> Arrays:
     named = model_names(model)
     arrays = {n: to_numpy(v) for n, v in named}
     optimizer = optimizer_arrays(model, named) if with_optimizer else None
-    return Arrays(str(source.source), source.handler.name, source.handler.kind, "model", names,
-                  arrays, optimizer or None)
+    return Arrays(source.path, source.format, source.kind, "model", names, arrays,
+                  optimizer or None)
 
 
-def _whole(source: Opened) -> tuple[Arrays, keras.Model]:
+def _whole(source: ks.Artifact) -> tuple[Arrays, keras.Model]:
     """A whole model's arrays by its own architecture, and the model it loaded as."""
     model, notes = _load_whole(source)
-    has_opt = source.contents.has_optimizer and not notes and optimizer_of(model) is not None
+    has_opt = (source.metadata["has_optimizer"] and not notes
+               and optimizer_of(model) is not None)
     result = _from_model(source, model, "model names from its own architecture", has_opt)
     result.notes += notes
     return result, model
 
 
-def _as_saved(source: Opened) -> Arrays:
+def _as_saved(source: ks.Artifact) -> Arrays:
     """The arrays by the names the artifact gives them (``inspect``'s)."""
-    optimizer_names = set(source.contents.optimizer_variables)
+    optimizer_names = set(source.metadata["optimizer_variables"])
     model: dict[str, np.ndarray] = {}
     optimizer: dict[str, np.ndarray] = {}
     model_taken: set[str] = set()
-    for name, value in source.arrays():
+    for name in source:
+        value = source.array(name)
         if name in optimizer_names:
             optimizer[name] = value
         else:
             model[unique(name, model_taken)] = value
-    return Arrays(str(source.source), source.handler.name, source.handler.kind,
-                  source.handler.name, source.handler.array_names, model, optimizer or None)
+    return Arrays(source.path, source.format, source.kind, source.format,
+                  source.metadata["array_names"], model, optimizer or None)
 
 
-def load_into(model: keras.Model, source: Opened) -> keras.Model:
-    """Load a weights-only artifact (or a SavedModel's variables) into ``model``'s
-    architecture, all or nothing.
+def _served_variables(model: keras.Model, served: Any, source: ks.Artifact) -> None:
+    """A SavedModel export's variables (its ``variables``, in the order of the model that
+    wrote it) assigned to ``model``'s by position, all or nothing."""
+    saved = list(getattr(served, "variables", None) or ())
+    if not saved:
+        raise ArchitectureMismatchError(
+            "the SavedModel lists no variables (not a Keras export?)", path=source.path)
+    live = list(model.variables)
+    if len(saved) != len(live):
+        raise ArchitectureMismatchError(
+            f"the SavedModel holds {len(saved)} variables, the model has {len(live)}",
+            path=source.path)
+    values = [to_numpy(v) for v in saved]
+    bad = [f"{getattr(v, 'path', v.name)}: saved {a.shape} {a.dtype}, live "
+           f"{tuple(v.shape)} {np.dtype(keras.backend.standardize_dtype(v.dtype))}"
+           for a, v in zip(values, live)
+           if (a.shape, a.dtype) != (tuple(v.shape),
+                                     np.dtype(keras.backend.standardize_dtype(v.dtype)))]
+    if bad:
+        raise ArchitectureMismatchError("; ".join(bad[:3]), path=source.path)
+    for value, variable in zip(values, live):
+        variable.assign(value)
+
+
+def load_into(model: keras.Model, source: ks.Artifact, served: Any = None) -> keras.Model:
+    """Load a weights-only artifact (or a SavedModel's variables, by position: ``served``
+    when it is loaded already) into ``model``'s architecture, all or nothing.
 
     Returns the model that holds the values: ``model`` itself, or, when the artifact
     holds no optimizer state and ``model`` has an optimizer, an uncompiled twin of it
     (an HDF5 weights file without optimizer state does not load into a model whose
     optimizer is built).
     """
-    holds = source.handler.can_hold_optimizer and source.contents.has_optimizer
-    if not holds and optimizer_of(model) is not None:
+    if not source.metadata["has_optimizer"] and optimizer_of(model) is not None:
         model = fresh_twin(model) or model
-    if isinstance(source.handler, SavedModelHandler):
-        with _facade._reading(source.source):
-            source.handler.load_variables(model, source.actual)
+    if source.kind == "model":  # (a SavedModel export)
+        _served_variables(model, served if served is not None else ks.load_model(source),
+                          source)
     else:
-        source.load_weights(model)
+        ks.load_weights(model, source)
     return model
 
 
-def read(source: Opened, *, into: keras.Model | None = None,
+def read(source: ks.Artifact, *, into: keras.Model | None = None,
          architecture_name: str | None = None) -> Arrays:
     """The arrays of ``source``.
 
@@ -182,22 +227,21 @@ def read(source: Opened, *, into: keras.Model | None = None,
         UnknownFormatError: a config, which holds no weights.
         ArchitectureMismatchError: the artifact does not fit ``into``.
     """
-    handler = source.handler
-    if handler.kind == "config":
+    if source.kind == "config":
         raise UnknownFormatError(
-            f"this is a {handler.name} config: it holds an architecture, no weights",
-            path=source.source)
-    if source.whole:
+            f"this is a {source.format} config: it holds an architecture, no weights",
+            path=source.path)
+    if whole(source):
         return _whole(source)[0]
     if into is None:
         return _as_saved(source)
     label = f"model names from the architecture of {architecture_name or 'the given model'}"
-    holds = handler.can_hold_optimizer and source.contents.has_optimizer
+    holds = source.metadata["has_optimizer"]
     into = load_into(into, source)
     has_opt = holds and optimizer_of(into) is not None
     result = _from_model(source, into, label, has_opt)
     if holds and not has_opt:
-        result.notes.append(f"{source.source} holds optimizer state, but the architecture of "
+        result.notes.append(f"{source.path} holds optimizer state, but the architecture of "
                             f"{architecture_name} has no optimizer to read it into")
     return result
 
@@ -205,9 +249,9 @@ def read(source: Opened, *, into: keras.Model | None = None,
 # -- two artifacts ---------------------------------------------------------------------
 
 
-def read_pair(a: PathLike, b: PathLike, *, config: PathLike | None = None
-              ) -> tuple[Arrays, Arrays]:
-    """Both artifacts' arrays, named the same way; each artifact is checked once.
+def read_pair(a: PathLike | ks.Artifact, b: PathLike | ks.Artifact, *,
+              config: PathLike | None = None) -> tuple[Arrays, Arrays]:
+    """Both artifacts' arrays, named the same way; each artifact is opened (checked) once.
 
     Whole models are read with their own architectures. A weights-only side is
     read into the architecture at ``config`` when given, else into the other
@@ -219,30 +263,40 @@ def read_pair(a: PathLike, b: PathLike, *, config: PathLike | None = None
         DoesNotFit: a weights-only side does not fit the other side's architecture.
         NeedsArchitecture: both are weights-only, named differently, and no config.
     """
-    sides = [open_artifact(a)]
-    same = same_place(a, b)
-    if not same:
-        sides.append(open_artifact(b))
+    with contextlib.ExitStack() as held:
+        sides = [held.enter_context(opened(a))]
+        same = same_place(_named(a), _named(b))
+        if not same:
+            sides.append(held.enter_context(opened(b)))
+        return _pair(sides, same, config)
+
+
+def _named(side: PathLike | ks.Artifact) -> PathLike:
+    return side.path if isinstance(side, ks.Artifact) else side
+
+
+def _pair(sides: list[ks.Artifact], same: bool, config: PathLike | None
+          ) -> tuple[Arrays, Arrays]:
     if any(is_export(side) for side in sides):  # (compared by what they compute)
         return _outputs_pair([sides[0], sides[-1]], config)
     if same:
         # The same artifact twice: checked and read once.
-        if sides[0].handler.kind == "config":
+        if sides[0].kind == "config":
             raise _no_weights(sides[0])
-        first = read(sides[0], into=architecture(open_artifact(config)) if config is not None
-                     and not sides[0].whole else None,
+        first = read(sides[0], into=architecture(config) if config is not None
+                     and not whole(sides[0]) else None,
                      architecture_name=None if config is None else os.fspath(config))
         return first, first
     for side in sides:
-        if side.handler.kind == "config":
+        if side.kind == "config":
             raise _no_weights(side)
     result: list[Arrays | None] = [None, None]
     loaded: list[keras.Model | None] = [None, None]
     for i in (0, 1):
-        if sides[i].whole:
+        if whole(sides[i]):
             result[i], loaded[i] = _whole(sides[i])
-    shared = architecture(open_artifact(config)) if config is not None and not all(
-        s.whole for s in sides) else None
+    shared = architecture(config) if config is not None and not all(
+        whole(s) for s in sides) else None
     for i in (0, 1):
         if result[i] is not None:
             continue
@@ -252,11 +306,11 @@ def read_pair(a: PathLike, b: PathLike, *, config: PathLike | None = None
         elif other is not None:
             # The other side's arrays were copied out already: its model is free to reuse.
             try:
-                result[i] = read(sides[i], into=other, architecture_name=str(sides[1 - i].source))
+                result[i] = read(sides[i], into=other, architecture_name=sides[1 - i].path)
             except ArchitectureMismatchError as exc:
                 raise DoesNotFit(
-                    f"{sides[i].source} does not fit the architecture of "
-                    f"{sides[1 - i].source}: {exc}") from exc
+                    f"{sides[i].path} does not fit the architecture of "
+                    f"{sides[1 - i].path}: {exc}") from exc
         else:
             result[i] = read(sides[i])
     first, second = result
@@ -273,34 +327,29 @@ def read_pair(a: PathLike, b: PathLike, *, config: PathLike | None = None
     return first, second
 
 
-def _no_weights(side: Opened) -> UnknownFormatError:
+def _no_weights(side: ks.Artifact) -> UnknownFormatError:
     return UnknownFormatError(
-        f"this is a {side.handler.name} config: it holds an architecture, no weights to "
-        "compare", path=side.source)
+        f"this is a {side.format} config: it holds an architecture, no weights to "
+        "compare", path=side.path)
 
 
 # -- exports: compared by what they compute ---------------------------------------------
 
 
-def is_export(source: Opened) -> bool:
-    """A deployment export (ONNX, LiteRT): what it holds is what it computes."""
-    return isinstance(source.handler, ExportFormat)
-
-
-def _runner(source: Opened, config: PathLike | None) -> tuple[Any, Any]:
+def _runner(source: ks.Artifact, config: PathLike | None) -> tuple[Any, Any]:
     """What computes ``source``'s outputs: (a Keras model, None) or (None, a Served)."""
-    if source.handler.kind == "config":
+    if source.kind == "config":
         raise _no_weights(source)
     if is_export(source):
-        return None, source.load_model()
-    if source.whole:
+        return None, ks.load_model(source)
+    if whole(source):
         return _load_whole(source)[0], None
     if config is None:
         raise NeedsArchitecture(
-            f"{source.source} ({source.handler.name}) holds weights only: an export is "
+            f"{source.path} ({source.format}) holds weights only: an export is "
             "compared by its outputs with a whole model's, another export's, or weights "
             "read into an architecture (--config)")
-    return load_into(architecture(open_artifact(config)), source), None
+    return load_into(architecture(config), source), None
 
 
 def _ports_probe(served: Served, seed: int = 1234) -> list[np.ndarray]:
@@ -325,7 +374,8 @@ def _feed(served: Served, names: list[str], arrays: list[np.ndarray]) -> list[np
     return list(got) if isinstance(got, tuple) else [got]
 
 
-def _outputs_pair(sides: list[Opened], config: PathLike | None) -> tuple[Arrays, Arrays]:
+def _outputs_pair(sides: list[ks.Artifact], config: PathLike | None
+                  ) -> tuple[Arrays, Arrays]:
     """Both sides' outputs on the same probe batches (of 4 rows and of 1), named
     ``output I (batch of N)``: an export holds what it computes, not the model's
     variables."""
@@ -334,7 +384,7 @@ def _outputs_pair(sides: list[Opened], config: PathLike | None) -> tuple[Arrays,
     if model is not None:
         first = probe_inputs(model)
         if first is None:
-            raise NeedsArchitecture(f"the model of {sides[0].source} records no input shapes "
+            raise NeedsArchitecture(f"the model of {sides[0].path} records no input shapes "
                                     "to probe with")
         batches = [first, keras.tree.map_structure(lambda a: a[:SECOND_BATCH], first)]
     else:
@@ -347,9 +397,7 @@ def _outputs_pair(sides: list[Opened], config: PathLike | None) -> tuple[Arrays,
         for batch in batches:
             rows = len(keras.tree.flatten(batch)[0])
             if loaded is not None:
-                from kerasave.formats._export import _graph_call
-
-                got = [to_numpy(x) for x in keras.tree.flatten(_graph_call(loaded)(batch))]
+                got = graph_outputs(loaded, batch)
             elif model is not None:
                 got = serve_batch(model, served, batch)
             else:
@@ -358,7 +406,7 @@ def _outputs_pair(sides: list[Opened], config: PathLike | None) -> tuple[Arrays,
                          for i, a in enumerate(got))
         how = (f"its outputs in {served.runtime}" if served is not None
                else "the outputs of its model")
-        results.append(Arrays(str(side.source), side.handler.name, side.handler.kind,
+        results.append(Arrays(side.path, side.format, side.kind,
                               "outputs", f"{how} on probe batches", named, None))
     first_arrays, second = results
     verdict = outputs_verdict(first_arrays, second)

@@ -9,17 +9,15 @@ import click
 import kerasave as ks
 from kerasave.cli._artifacts import (
     architecture,
+    is_export,
     load_into,
-    local_copy,
-    open_artifact,
     outputs_verdict,
     read_pair,
     same_place,
+    whole,
 )
 from kerasave.cli._ui import OK, No, note, shown, status
 from kerasave.cli.diff import STATUS, compare_arrays
-from kerasave.formats._base import ModelFormat
-from kerasave.formats._export import ExportFormat
 
 __all__ = ["convert_command"]
 
@@ -99,44 +97,40 @@ def convert_command(src: str, dst: str, config: str | None, as_: str | None,
                                        or not dst.lower().endswith(".weights.json")):
         raise click.UsageError("--max-shard-size is for sharded weights: a DST ending in "
                                ".weights.json")
-    with local_copy(src) as local:  # (a URL's copy: its transfer draws its own bar)
-        return _convert(src, local, dst, target, config, force, max_shard_size)
+    with ks.open(src) as source:  # (a URL's copy: its transfer draws its own bar)
+        return _convert(src, source, dst, target, config, force, max_shard_size)
 
 
-def _convert(src: str, local: str, dst: str, target: str, config: str | None,
+def _convert(src: str, source: ks.Artifact, dst: str, target: str, config: str | None,
              force: bool, max_shard_size: float | None = None) -> int:
-    from kerasave import _registry
-
-    handler = _registry.detect(Path(local))
-    if isinstance(handler, ExportFormat):
+    if is_export(source):
+        description = source.metadata["description"]
         raise click.UsageError(
-            f"{src} is {'an' if handler.description[0] in 'AEIOU' else 'a'} "
-            f"{handler.description}: it holds what the model computes, not a "
+            f"{src} is {'an' if description[0] in 'AEIOU' else 'a'} "
+            f"{description}: it holds what the model computes, not a "
             "Keras model or weights kerasave can read back; convert from the model it was "
             "exported from")
     if _exists(dst) and not force:
         raise click.UsageError(f"{dst} already exists; pass --force to replace it")
-    if handler.kind == "config" and target != "config":
+    if source.kind == "config" and target != "config":
         raise click.UsageError(
-            f"{src} is a {handler.name} config: it holds no weights, so it converts to a "
+            f"{src} is a {source.format} config: it holds no weights, so it converts to a "
             ".json/.yaml config only")
-    whole = isinstance(handler, ModelFormat) and handler.whole_at(Path(local))
-    if not whole and handler.kind != "config" and not config:
+    if not whole(source) and source.kind != "config" and not config:
         raise click.UsageError(
-            f"{src} ({handler.name}) holds weights only: pass --config MODEL.json (or a .keras "
-            "or .h5 model) for its architecture")
+            f"{src} ({source.format}) holds weights only: pass --config MODEL.json (or a "
+            ".keras or .h5 model) for its architecture")
     with status(f"reading {src}"):
-        source = open_artifact(local, handler=handler)
-        if handler.kind == "config":
-            model = source.load_config()
-        elif whole:
+        if source.kind == "config":
+            model = ks.load_config(source)
+        elif whole(source):
             if config:
                 note(f"--config is not used: {src} holds its own architecture")
-            model = source.load_model()
+            model = ks.load_model(source)
         else:
             assert config is not None  # (refused above)
-            model = load_into(architecture(open_artifact(config)), source)
-            if handler.can_hold_optimizer and source.contents.has_optimizer and \
+            model = load_into(architecture(config), source)
+            if source.metadata["has_optimizer"] and \
                     getattr(model, "optimizer", None) is None:
                 note(f"the optimizer state in {src} is not converted: the architecture "
                      f"from {config} has no optimizer (a .keras or .h5 model as --config "
@@ -153,7 +147,7 @@ def _convert(src: str, local: str, dst: str, target: str, config: str | None,
     if target == "config":
         return OK
     with status(f"comparing {dst} with {src}"):
-        left, right = read_pair(local, dst, config=config)
+        left, right = read_pair(source, dst, config=config)
         verdict = outputs_verdict(left, right)
         result = compare_arrays(left, right)
     if verdict is not None:  # an export: its outputs, under the export tolerance

@@ -1,8 +1,8 @@
-"""``kerasave inspect``: what an artifact holds, read without building a model."""
+"""``kerasave inspect``: what an artifact holds, read without building a model
+(``kerasave.open``: its format, variables and metadata)."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -11,10 +11,8 @@ import click
 import numpy as np
 from rich.text import Text
 
-from kerasave._facade import _reading
-from kerasave.cli._artifacts import Opened, open_artifact
-from kerasave.cli._ui import OK, console, print_table, shape, shown, size_of, status, table
-from kerasave.formats._export import ExportFormat, Port
+import kerasave as ks
+from kerasave.cli._ui import OK, console, print_table, shape, shown, status, table
 
 __all__ = ["inspect_command"]
 
@@ -30,39 +28,30 @@ def _dims(shape: list[int | None] | None) -> str:
 def _inspection(path: str) -> tuple[dict[str, Any], str]:
     """What ``inspect --json`` prints (``kerasave.inspect`` plus kind, sizes and
     manifest), and what the artifact is in words."""
-    with status(f"reading {path}"):
-        opened = open_artifact(path)  # (a manifest that does not match raises)
-    try:
-        return _facts(opened)
-    finally:
-        opened.close()  # (a URL's local copy)
+    with status(f"reading {path}"), ks.open(path) as artifact:  # (a bad manifest raises)
+        return _facts(artifact), artifact.metadata["description"]
 
 
-def _facts(opened: Opened) -> tuple[dict[str, Any], str]:
-    found = opened.inspection()
-    data = dataclasses.asdict(found)
-    data["variables"] = [{"name": v.name, "shape": list(v.shape), "dtype": v.dtype}
-                         for v in found.variables]
-    data["files"] = list(found.files)
-    data["versions"] = dict(found.versions)
-    data["kind"] = opened.handler.kind
-    data["file_bytes"] = {opened.named(m): size_of(str(m))
-                          for m in opened.handler.members(opened.actual)}
-    if isinstance(opened.handler, ExportFormat):  # what it takes and gives
-        with _reading(opened.source):
-            inputs, outputs = opened.handler.inspect_ports(opened.actual)
-        data["inputs"] = [_port(p) for p in inputs]
-        data["outputs"] = [_port(p) for p in outputs]
-    data["manifest"] = {"present": opened.manifest is not None,
-                        "manifest": None if opened.manifest is None else
-                        opened.named(opened.manifest),
-                        "ok": True, "detail": opened.detail}
-    return data, opened.handler.description_at(opened.actual)
-
-
-def _port(port: Port) -> dict[str, Any]:
-    return {"name": port.name, "dtype": port.dtype,
-            "shape": None if port.shape is None else list(port.shape)}
+def _facts(artifact: ks.Artifact) -> dict[str, Any]:
+    found = ks.inspect(artifact)
+    meta = artifact.metadata
+    data: dict[str, Any] = {
+        "path": found.path, "format": found.format, "files": list(found.files),
+        "bytes": found.bytes,
+        "variables": [{"name": v.name, "shape": list(v.shape), "dtype": v.dtype}
+                      for v in found.variables],
+        "has_optimizer": found.has_optimizer, "versions": dict(found.versions),
+        "kind": artifact.kind, "file_bytes": dict(meta["files"]),
+    }
+    for key in ("inputs", "outputs"):  # (an export: what it takes and gives)
+        if key in meta:
+            data[key] = [{"name": p["name"], "dtype": p["dtype"],
+                          "shape": None if p["shape"] is None else list(p["shape"])}
+                         for p in meta[key]]
+    manifest = meta["manifest"]
+    data["manifest"] = {"present": manifest["path"] is not None, "manifest": manifest["path"],
+                        "ok": True, "detail": manifest["detail"]}
+    return data
 
 
 @click.command("inspect")

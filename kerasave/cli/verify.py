@@ -1,28 +1,26 @@
 """``kerasave verify``: an artifact checked on its own, with no model to compare with.
 
-Each artifact is checked against its manifest once (``open_artifact``); then
-every stored array is read (``arrays``: TensorFlow checkpoints check each
-tensor's own CRC32C, so damage is found without a manifest too) and the artifact
-is loaded the way ``load_model``, ``load_config`` and ``load_weights`` load it,
-through its handler.
+The artifact is opened once (``kerasave.open``: its manifest, structure and
+declared shapes checked); then every stored array is read (a checkpoint's
+tensors each against their own CRC32C, so damage is found without a manifest
+too) and the artifact is loaded the way ``load_model``, ``load_config`` and
+``load_weights`` load it, from the open ``Artifact``.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import click
 import numpy as np
 
 import kerasave as ks
-from kerasave import _registry
 from kerasave._lazy import keras
 from kerasave._verify import probe_inputs
-from kerasave.cli._artifacts import Opened, architecture, load_into, local_copy, open_artifact
+from kerasave.cli._artifacts import architecture, is_export, load_into, whole
 from kerasave.cli._compare import fingerprint
 from kerasave.cli._ui import OK, No, note, shown, status
-from kerasave.formats._export import ExportFormat, Served
+from kerasave.formats._export import Served
 
 __all__ = ["verify_command"]
 
@@ -90,28 +88,30 @@ def _probe_export(served: Served) -> str:
     return f"serves batches of {sizes[0]} and {sizes[1]}"
 
 
-def _facts(opened: Opened, into: keras.Model | None, config: str | None) -> list[str]:
+def _facts(artifact: ks.Artifact, into: keras.Model | None, config: str | None) -> list[str]:
     """What makes the artifact good; raises No (or a KerasaveError) otherwise."""
-    handler = opened.handler
-    facts = [f"manifest: {opened.detail}" if opened.manifest is not None else opened.detail]
+    meta = artifact.metadata
+    manifest = meta["manifest"]
+    facts = [f"manifest: {manifest['detail']}" if manifest["path"] is not None
+             else manifest["detail"]]
     stored: dict[Any, str] = {}
     count = 0
-    for name, value in opened.arrays():
-        stored.setdefault(fingerprint(value), name)
+    for name in artifact:
+        stored.setdefault(fingerprint(artifact.array(name)), name)
         count += 1
-    if handler.kind == "config":
-        model = opened.load_config()
+    if artifact.kind == "config":
+        model = ks.load_config(artifact)
         facts.append(f"rebuilds a {type(model).__name__} with {len(model.weights)} weights")
         return facts
     facts.append(f"{count} arrays read")
-    if opened.whole:
+    if whole(artifact):
         if config:
-            note(f"--config is not used: {opened.source} holds its own architecture")
-        model = opened.load_model()
+            note(f"--config is not used: {artifact.path} holds its own architecture")
+        model = ks.load_model(artifact)
         loaded = _loaded_fingerprints(model)
-        left = handler.left_out(opened.actual)
+        left = meta["not_loaded"]
         missing = [n for fp, n in stored.items() if fp not in loaded and n not in left]
-        optimizer = set(opened.contents.optimizer_variables)
+        optimizer = set(meta["optimizer_variables"])
         if missing and all(n in optimizer or "optimizer" in n.split("/")[0] for n in missing):
             raise No(f"its optimizer state ({len(missing)} of the {len(stored)} distinct "
                      "stored arrays) does not load: the model comes back with a fresh "
@@ -127,29 +127,30 @@ def _facts(opened: Opened, into: keras.Model | None, config: str | None) -> list
             facts.append(f"loads with all {count} arrays")
         facts.append(_probe_model(model))
         return facts
-    if isinstance(handler, ExportFormat):  # runs in its own runtime
+    if is_export(artifact):  # runs in its own runtime
         if config:
-            note(f"--config is not used: {opened.source} is a {handler.name} export")
-        served = opened.load_model()
-        facts.append(f"loads in {served.runtime}")
-        facts.append(_probe_export(served))
+            note(f"--config is not used: {artifact.path} is a {artifact.format} export")
+        exported = ks.load_model(artifact)
+        facts.append(f"loads in {exported.runtime}")
+        facts.append(_probe_export(exported))
         return facts
-    if handler.kind == "model":  # a serving export
-        served = opened.load_model()
+    served = None
+    if artifact.kind == "model":  # a serving export
+        served = ks.load_model(artifact)
         missing = [n for fp, n in stored.items() if fp not in _loaded_fingerprints(served)]
         if missing:
             raise No(f"{len(missing)} stored arrays are not in the restored object "
                      f"(e.g. {missing[0]})")
         facts.append("loads")
         facts.append(_probe_served(served))
-    recorded = opened.contents.recorded_optimizer_variables
-    saved = len(opened.contents.optimizer_variables)
+    recorded = meta["recorded_optimizer_variables"]
+    saved = len(meta["optimizer_variables"])
     if recorded is not None and recorded != saved:
         raise No(f"kerasave recorded {recorded} optimizer variables, the "
-                 f"{handler.name} holds {saved}")
+                 f"{artifact.format} holds {saved}")
     if into is not None:
         # All or nothing, so every saved array fits a variable of the architecture.
-        load_into(into, opened)
+        load_into(into, artifact, served)
         facts.append(f"loads into the architecture of {config}")
     return facts
 
@@ -165,25 +166,21 @@ def verify_command(path: str, config: str | None) -> int:
     Prints one "ok" line and exits 0 when it is good; exits 1 with the reason
     on stderr when it is not.
     """
-    try:  # (a URL's copy: missing or wrong-sized objects are a "no" too)
-        with local_copy(path) as local:
-            return _verify(path, local, config)
+    try:  # nothing there or no format at all is an error (2); damage is a "no" (1)
+        with ks.open(path) as artifact:  # (a URL's: missing or wrong-sized objects too)
+            return _verify(path, artifact, config)
     except No:
         raise  # (said already)
     except _BAD as exc:
         raise No(f"{path} failed verification: {exc}") from exc
 
 
-def _verify(path: str, local: str, config: str | None) -> int:
-    try:  # nothing there or no format at all is an error (2); damage is a "no" (1)
-        handler = _registry.detect(Path(local))
-    except _BAD as exc:
-        raise No(f"{path} failed verification: {exc}") from exc
-    what = f"{handler.name} {handler.description_at(Path(local))}"
-    into = architecture(open_artifact(config)) if config else None
+def _verify(path: str, artifact: ks.Artifact, config: str | None) -> int:
+    what = f"{artifact.format} {artifact.metadata['description']}"
+    into = architecture(config) if config else None
     try:
         with status(f"verifying {path}"):
-            facts = _facts(open_artifact(local, handler=handler), into, config)
+            facts = _facts(artifact, into, config)
     except _BAD as exc:
         raise No(f"{path} ({what}) failed verification: {exc}") from exc
     click.echo(shown(f"ok: {path} ({what}): " + "; ".join(facts)))

@@ -7,7 +7,8 @@ into place and error mapping belong to the facade (``kerasave._facade``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -26,6 +27,8 @@ __all__ = [
     "ConfigFormat",
     "ModelFormat",
     "Contents",
+    "ReadArray",
+    "no_arrays",
     "require_config",
     "versions_now",
     "require_built",
@@ -50,6 +53,7 @@ class Contents:
 
 
 StoredArrays = Iterator[tuple[str, np.ndarray]]  # what ``arrays`` yields
+ReadArray = Callable[[str], np.ndarray]  # what ``reader`` gives: one array, by name
 
 
 class Handler:
@@ -134,6 +138,18 @@ class Handler:
     def arrays(self, path: Path) -> StoredArrays:
         raise NotImplementedError
 
+    def reader(self, path: Path) -> contextlib.AbstractContextManager[ReadArray]:
+        """One stored array at a time, by the names ``arrays`` gives (``kerasave.open``).
+
+        Entering reads and checks the artifact's structure once, as ``arrays`` does
+        before its first array (the same safety walks and declared sizes); the
+        function it gives then reads only the array asked for, and raises
+        ``KeyError`` for a name the artifact does not hold. Leaving closes what
+        entering opened. This default scans ``arrays`` up to the name: a format
+        that holds arrays reads one without the others by overriding it.
+        """
+        return _scanning(self, path)
+
     def description_at(self, path: Path) -> str:
         """``description``, for the artifact at ``path``."""
         return self.description
@@ -142,6 +158,26 @@ class Handler:
         """Stored arrays (by ``arrays``' names) a load leaves out on purpose, with why:
         none, but for a Keras 2 SavedModel's metric totals and hyperparameters."""
         return {}
+
+
+@contextlib.contextmanager
+def _scanning(handler: Handler, path: Path) -> Iterator[ReadArray]:
+    def read(name: str) -> np.ndarray:
+        for found, value in handler.arrays(path):
+            if found == name:
+                return value
+        raise KeyError(name)
+
+    yield read
+
+
+@contextlib.contextmanager
+def no_arrays() -> Iterator[ReadArray]:
+    """The reader of an artifact that holds no arrays (an architecture)."""
+    def read(name: str) -> np.ndarray:
+        raise KeyError(name)
+
+    yield read
 
 
 class WeightsFormat(Handler):

@@ -43,7 +43,8 @@ from kerasave.formats._base import ModelFormat, require_built
 from kerasave.formats._onnxproto import Port
 
 __all__ = ["ExportFormat", "Served", "Port", "EXTRA", "input_signature", "layer_of",
-           "captured_stderr", "SECOND_BATCH", "serve_batch", "available", "mapped"]
+           "captured_stderr", "SECOND_BATCH", "serve_batch", "graph_outputs", "available",
+           "mapped"]
 
 EXTRA = "pip install 'kerasave[export]'"
 SECOND_BATCH = 1  # rows of the second probe batch (the first has the probe's own)
@@ -395,6 +396,11 @@ def _graph_call(model: keras.Model) -> Any:
     except TypeError:
         pass
     return call
+
+
+def graph_outputs(model: keras.Model, batch: Any) -> list[np.ndarray]:
+    """The model's outputs on one batch, computed as an exporter traces it (``_graph_call``)."""
+    return [to_numpy(x) for x in keras.tree.flatten(_graph_call(model)(batch))]
 
 
 def serve_batch(model: keras.Model, served: Served, batch: Any) -> list[np.ndarray]:

@@ -23,7 +23,7 @@ from kerasave._internals.h5read import Source
 from kerasave._lazy import tf
 
 __all__ = ["Location", "Listing", "masked_crc32c", "check_index", "listing", "tensor_locations",
-           "tensor_reader", "tensor_loader", "dtype_name", "numpy_dtype"]
+           "tensor_reader", "tensor_loader", "checked_tensors", "dtype_name", "numpy_dtype"]
 
 
 _TABLE_MAGIC = 0xDB4775248B80FB57  # TensorFlow's (LevelDB's) table footer
@@ -352,5 +352,40 @@ def _located(prefix: Path, reader: Any, *, mapped: bool) -> Callable[[str], Any]
         with open(shard, "rb") as f:
             return Source(f.fileno(), 0, os.fstat(f.fileno()).st_size,
                           shard).raw(offset, shape, dtype, key)
+
+    return read
+
+
+def checked_tensors(prefix: Path, reader: Callable[[], Any]) -> Callable[[str], np.ndarray]:
+    """Saved tensors by key, one at a time, for reading without a model.
+
+    Where the ``.index`` says plainly where a tensor lies (``tensor_locations``:
+    a plain dtype whose declared size is the stored size, which ``check_index``
+    compared with the data file), it is read with one ``preadv`` into memory of
+    that size and its CRC32C compared with the entry's, as TensorFlow's reader
+    compares it: without TensorFlow. The rest (strings, slices, an index with a
+    surprise) come from TensorFlow's reader (``reader()``, asked at first need),
+    which checks the same CRC32C.
+    """
+    from kerasave.store.crc import crc32c_of
+
+    try:
+        where = tensor_locations(prefix)
+    except (OSError, ValueError, IndexError, struct.error, DecodeError):
+        where = {}
+
+    def read(key: str) -> np.ndarray:
+        found = where.get(key)
+        if found is None:
+            return np.asarray(reader().get_tensor(key))
+        dtype, shape, shard, offset, masked = found
+        with open(shard, "rb") as f:
+            array = Source(f.fileno(), 0, os.fstat(f.fileno()).st_size,
+                           shard).raw(offset, shape, dtype, key)
+        if masked_crc32c(crc32c_of(array)) != masked:
+            raise CorruptArtifactError(
+                f"the saved tensor {key} does not match its CRC32C (in {shard.name})",
+                path=prefix)
+        return np.asarray(array)  # (plain memory: no longer one TensorFlow adopts)
 
     return read

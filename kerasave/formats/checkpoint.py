@@ -20,21 +20,29 @@ numbers, keeps and locks; every checkpoint it writes is this handler's
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
-from collections.abc import Collection, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Collection, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from kerasave._errors import CorruptArtifactError, KerasaveError
+from kerasave._errors import CorruptArtifactError, KerasaveError, UnknownFormatError
 from kerasave._lazy import keras, tf
 from kerasave._report import Check, Variable
 from kerasave._verify import optimizer_of
 from kerasave.formats import keras2
-from kerasave.formats._base import Contents, WeightsFormat, require_model, versions_now
+from kerasave.formats._base import (
+    Contents,
+    ReadArray,
+    WeightsFormat,
+    require_model,
+    versions_now,
+)
 from kerasave.formats._graph import GRAPH_KEY as _GRAPH_KEY
 from kerasave.formats._graph import VALUE as _VALUE
 from kerasave.formats._graph import ObjectGraph, read_graph
@@ -51,9 +59,9 @@ from kerasave.formats._pairing import (
     prepare,
     stage,
 )
-from kerasave.formats._tfindex import tensor_loader, tensor_reader
+from kerasave.formats._tfindex import checked_tensors, tensor_loader, tensor_reader
 
-__all__ = ["CheckpointHandler", "Roots", "manifest_path", "read_manifest"]
+__all__ = ["CheckpointHandler", "Roots", "manifest_path", "read_manifest", "tensors"]
 
 _DATA = re.compile(r"\.data-\d{5}-of-\d{5}$")
 
@@ -370,6 +378,46 @@ class CheckpointHandler(WeightsFormat):
                     path=path) from exc
             yield names.get(key, key), value
 
+    @contextlib.contextmanager
+    def reader(self, path: Path) -> Iterator[ReadArray]:
+        graph, shapes, dtypes = listed(path)
+        names = _saved_names(graph)
+        keys = {names.get(k, k): k for k in _keys(shapes, names)}
+        read = tensors(path, dtypes)
+        yield lambda name: read(keys[name])
+
+
+def tensors(prefix: Path, dtypes: Mapping[str, str]) -> Callable[[str], np.ndarray]:
+    """The checkpoint's saved tensors by key, one at a time (``_tfindex.checked_tensors``:
+    each CRC32C checked; TensorFlow's reader only for what its index does not say
+    plainly). Damage raises ``CorruptArtifactError``; a tensor that is no array
+    (``dtypes``: a dataset iterator's variant state, a resource),
+    ``UnknownFormatError``."""
+    made: list[Any] = []
+
+    def tensorflow() -> Any:
+        if not made:
+            made.append(checked_reader(prefix))
+        return made[0]
+
+    read = checked_tensors(prefix, tensorflow)
+
+    def tensor(key: str) -> np.ndarray:
+        if dtypes.get(key) in ("variant", "resource"):
+            raise UnknownFormatError(
+                f"the saved tensor {key} holds TensorFlow {dtypes[key]} state (a dataset "
+                "iterator's, say), which has no NumPy form", path=prefix)
+        try:
+            return read(key)
+        except CorruptArtifactError:
+            raise
+        except Exception as exc:  # (TensorFlow's reader raises several types)
+            raise CorruptArtifactError(
+                f"could not read the saved tensor {key}: {_first_line(exc)}",
+                path=prefix) from exc
+
+    return tensor
+
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
@@ -382,14 +430,17 @@ def _keys(shapes: Mapping[str, Any], names: Mapping[str, str]) -> list[str]:
 
 
 def _saved_names(graph: ObjectGraph) -> dict[str, str]:
-    """Every saved tensor's name, by key: what ``inspect`` lists."""
-    names = {}
+    """Every saved tensor's name, by key: what ``inspect`` lists, one name per tensor."""
+    names, plain = {}, {}
     for node in graph.nodes:
         for attr in node.attributes:
             key = attr.checkpoint_key
-            plain = key.replace(f"/.ATTRIBUTES/{_VALUE}", "").replace("/.ATTRIBUTES/", ":")
+            plain[key] = key.replace(f"/.ATTRIBUTES/{_VALUE}", "").replace("/.ATTRIBUTES/", ":")
             # Keras variables carry their path; a bare tf.Variable is named by its key.
-            names[key] = attr.full_name if "/" in attr.full_name else plain
-    return names
+            names[key] = attr.full_name if "/" in attr.full_name else plain[key]
+    # A path two tensors share (Keras 2 named two layers alike) names neither: each
+    # is named by its key, which is unique, so every name reads one tensor.
+    shared = {name for name, count in Counter(names.values()).items() if count > 1}
+    return {key: plain[key] if name in shared else name for key, name in names.items()}
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +25,14 @@ from kerasave._verify import (
     model_config,
     probe_inputs,
 )
-from kerasave.formats._base import ConfigFormat, Contents, require_config, versions_now
+from kerasave.formats._base import (
+    ConfigFormat,
+    Contents,
+    ReadArray,
+    no_arrays,
+    require_config,
+    versions_now,
+)
 from kerasave.formats.h5sharded import is_json_object, is_shard_map
 
 __all__ = ["JsonHandler", "YamlHandler"]
@@ -99,6 +107,9 @@ class _ConfigHandler(ConfigFormat):
 
     def arrays(self, path: Path) -> Iterator[tuple[str, np.ndarray]]:
         return iter(())  # an architecture holds no arrays
+
+    def reader(self, path: Path) -> contextlib.AbstractContextManager[ReadArray]:
+        return no_arrays()
 
     def sniff(self, path: Path) -> bool:
         return path.is_file() and path.suffix.lower() in self.suffixes

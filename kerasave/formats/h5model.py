@@ -5,6 +5,7 @@ drops the optimizer state of the files it does compile."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import warnings
@@ -34,7 +35,12 @@ from kerasave._safety import declared_bytes
 from kerasave._state import keras_warnings, lent_twin
 from kerasave._verify import view
 from kerasave.formats import keras2
-from kerasave.formats._base import Contents, passed, versions_now
+from kerasave.formats._base import (
+    Contents,
+    ReadArray,
+    passed,
+    versions_now,
+)
 from kerasave.formats._whole import (
     WholeModelFormat,
     first_line,
@@ -48,6 +54,7 @@ from kerasave.formats.h5weights import (
     _layout,
     _layout_problem,
     h5_arrays,
+    h5_reading,
     h5_variables,
     is_hdf5,
     open_h5,
@@ -336,3 +343,8 @@ class H5ModelHandler(WholeModelFormat):
     def arrays(self, path: Path) -> Iterator[tuple[str, np.ndarray]]:
         with open_h5(path) as f:
             yield from h5_arrays(f, path)
+
+    @contextlib.contextmanager
+    def reader(self, path: Path) -> Iterator[ReadArray]:
+        with open_h5(path) as f:
+            yield h5_reading(f, path)

@@ -57,6 +57,7 @@ from kerasave._state import Snapshot, empty_twin, keras_warnings
 from kerasave._verify import compare_arrays, optimizer_of, pair_variables, to_numpy, view
 from kerasave.formats._base import (
     Contents,
+    ReadArray,
     WeightsFormat,
     build_if_needed,
     require_built,
@@ -287,14 +288,34 @@ def _read_all(stored: dict[str, _Stored]) -> Iterator[tuple[str, np.ndarray]]:
     for file, items in by_file.items():
         with h5py.File(file, "r") as f:
             for name, item in items:
-                try:
-                    value = np.asarray(f[item.key])
-                except (OSError, KeyError, RuntimeError, ValueError) as exc:  # h5py's words
-                    raise CorruptArtifactError(f"could not read the array {item.key}: {exc}",
-                                               path=file) from exc
-                if item.dtype == "bfloat16" and value.dtype == np.dtype("V2"):
-                    value = value.view(_bfloat16())
-                yield name, value
+                yield name, _read_one(f, item)
+
+
+def _read_one(f: h5py.File, item: _Stored) -> np.ndarray:
+    """One dataset's values (of the open shard ``f``), exactly as stored."""
+    try:
+        value = np.asarray(f[item.key])
+    except (OSError, KeyError, RuntimeError, ValueError) as exc:  # h5py's words
+        raise CorruptArtifactError(f"could not read the array {item.key}: {exc}",
+                                   path=item.file) from exc
+    if item.dtype == "bfloat16" and value.dtype == np.dtype("V2"):
+        value = value.view(_bfloat16())
+    return value
+
+
+@contextlib.contextmanager
+def _reading(stored: dict[str, _Stored]) -> Iterator[ReadArray]:
+    """One dataset at a time, by name; each shard opened at its first read, once."""
+    with contextlib.ExitStack() as opened:
+        files: dict[Path, h5py.File] = {}
+
+        def read(name: str) -> np.ndarray:
+            item = stored[name]
+            if item.file not in files:
+                files[item.file] = opened.enter_context(h5py.File(item.file, "r"))
+            return _read_one(files[item.file], item)
+
+        yield read
 
 
 @contextlib.contextmanager
@@ -555,3 +576,6 @@ class ShardedWeightsHandler(WeightsFormat):
 
     def arrays(self, path: Path) -> Iterator[tuple[str, np.ndarray]]:
         yield from _read_all(stored_arrays(read_map(path)))
+
+    def reader(self, path: Path) -> contextlib.AbstractContextManager[ReadArray]:
+        return _reading(stored_arrays(read_map(path)))

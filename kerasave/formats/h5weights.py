@@ -9,6 +9,7 @@ loaded into, and the versions that wrote the file. Files in the Keras 2 layout
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -40,6 +41,7 @@ from kerasave._verify import (
 )
 from kerasave.formats._base import (
     Contents,
+    ReadArray,
     WeightsFormat,
     build_if_needed,
     passed,
@@ -48,7 +50,7 @@ from kerasave.formats._base import (
 )
 
 __all__ = ["H5WeightsHandler", "open_h5", "is_hdf5", "h5_variables", "h5_arrays",
-           "optimizer_names"]
+           "h5_reading", "optimizer_names"]
 
 _MAGIC = b"\x89HDF\r\n\x1a\n"
 
@@ -110,14 +112,26 @@ def h5_arrays(group: h5py.Group, path: Path) -> Iterator[tuple[str, np.ndarray]]
     """Every array in an HDF5 group (of the file at ``path``), read, by the names
     ``h5_variables`` gives."""
     for name, dataset in _datasets(group).items():
-        try:
-            value = np.asarray(dataset)
-        except (OSError, KeyError, RuntimeError, ValueError) as exc:  # h5py's words for damage
-            raise CorruptArtifactError(f"could not read the array {name}: {exc}",
-                                       path=path) from exc
-        if _dtype_name(dataset) == "bfloat16" and value.dtype == np.dtype("V2"):
-            value = value.view(_bfloat16())  # the opaque bytes Keras stores, as it marks them
-        yield name, value
+        yield name, _stored(dataset, name, path)
+
+
+def h5_reading(group: h5py.Group, path: Path) -> ReadArray:
+    """One array of an HDF5 group (of the file at ``path``, open and checked) at a
+    time, by the names ``h5_variables`` gives; ``KeyError`` for any other."""
+    datasets = _datasets(group)
+    return lambda name: _stored(datasets[name], name, path)
+
+
+def _stored(dataset: h5py.Dataset, name: str, path: Path) -> np.ndarray:
+    """A dataset's values, exactly as stored (bfloat16 as Keras marks it)."""
+    try:
+        value = np.asarray(dataset)
+    except (OSError, KeyError, RuntimeError, ValueError) as exc:  # h5py's words for damage
+        raise CorruptArtifactError(f"could not read the array {name}: {exc}",
+                                   path=path) from exc
+    if _dtype_name(dataset) == "bfloat16" and value.dtype == np.dtype("V2"):
+        value = value.view(_bfloat16())  # the opaque bytes Keras stores, as it marks them
+    return value
 
 
 def optimizer_names(variables: tuple[Variable, ...]) -> tuple[str, ...]:
@@ -498,6 +512,11 @@ class H5WeightsHandler(WeightsFormat):
     def arrays(self, path: Path) -> Iterator[tuple[str, np.ndarray]]:
         with open_h5(path) as f:
             yield from h5_arrays(f, path)
+
+    @contextlib.contextmanager
+    def reader(self, path: Path) -> Iterator[ReadArray]:
+        with open_h5(path) as f:
+            yield h5_reading(f, path)
 
 
 def _position(name: str) -> tuple[int, str]:

@@ -34,7 +34,12 @@ from kerasave._safety import (
     refuse_oversized,
 )
 from kerasave._state import keras_twin, keras_warnings
-from kerasave.formats._base import Contents, passed
+from kerasave.formats._base import (
+    Contents,
+    ReadArray,
+    no_arrays,
+    passed,
+)
 from kerasave.formats._whole import (
     WholeModelFormat,
     loaded_check,
@@ -43,6 +48,7 @@ from kerasave.formats._whole import (
 )
 from kerasave.formats.h5weights import (
     h5_arrays,
+    h5_reading,
     h5_variables,
     optimizer_names,
 )
@@ -188,3 +194,20 @@ class KerasHandler(WholeModelFormat):
             with _weights_h5(path, zf) as f:  # read in place, not copied out
                 check_h5(f, path)
                 yield from h5_arrays(f, path)
+
+    @contextlib.contextmanager
+    def reader(self, path: Path) -> Iterator[ReadArray]:
+        try:
+            zf = zipfile.ZipFile(path)
+        except (zipfile.BadZipFile, OSError) as exc:
+            raise CorruptArtifactError(f"not a readable .keras archive: {exc}",
+                                       path=path) from exc
+        with zf:
+            check_zip(zf, path)
+            if "model.weights.h5" not in zf.namelist():
+                with no_arrays() as read:  # (a model without variables)
+                    yield read
+                return
+            with _weights_h5(path, zf) as f:  # read in place, not copied out
+                check_h5(f, path)
+                yield h5_reading(f, path)

@@ -18,6 +18,7 @@ naming each such op and its layer.
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -30,7 +31,7 @@ from kerasave._errors import CorruptArtifactError, UnknownFormatError
 from kerasave._lazy import keras, tf
 from kerasave._report import Variable
 from kerasave.formats import _tflite
-from kerasave.formats._base import Contents
+from kerasave.formats._base import Contents, ReadArray
 from kerasave.formats._export import (
     ExportFormat,
     Port,
@@ -230,6 +231,25 @@ class LiteRTHandler(ExportFormat):
                 raise CorruptArtifactError(str(exc), path=path) from exc
             if array is not None:
                 yield tensor.name, array
+
+    @contextlib.contextmanager
+    def reader(self, path: Path) -> Iterator[ReadArray]:
+        found, data = _read(path)
+        tensors = {t.name: t for t in _tflite.constants(found)}
+
+        def read(name: str) -> np.ndarray:
+            tensor = tensors[name]
+            try:
+                array = _tflite.buffer_array(found, tensor, data)
+            except _tflite.FlatbufferError as exc:
+                raise CorruptArtifactError(str(exc), path=path) from exc
+            if array is None:
+                raise UnknownFormatError(
+                    f"the tensor {name!r} holds {tensor.dtype} values, which kerasave does "
+                    "not read as an array", path=path)
+            return array
+
+        yield read
 
 
 def _check_size(found: _tflite.Model, tensor: _tflite.Tensor, data: memoryview) -> None:

@@ -16,6 +16,7 @@ refused with ``UnsafeArtifactError``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +27,7 @@ from kerasave._errors import CorruptArtifactError, UnknownFormatError, UnsafeArt
 from kerasave._lazy import keras
 from kerasave._report import Variable
 from kerasave.formats import _onnxproto as proto
-from kerasave.formats._base import Contents
+from kerasave.formats._base import Contents, ReadArray
 from kerasave.formats._export import (
     ExportFormat,
     Port,
@@ -169,6 +170,24 @@ class OnnxHandler(ExportFormat):
                 yield t.name, proto.tensor_array(t, path.parent)
             except ValueError as exc:
                 raise CorruptArtifactError(str(exc), path=path) from exc
+
+    @contextlib.contextmanager
+    def reader(self, path: Path) -> Iterator[ReadArray]:
+        found, _ = _read(path)  # (the top graph: what inspect lists)
+        initializers = {t.name: t for t in found.graph.initializer}
+        walked: list[bool] = []
+
+        def read(name: str) -> np.ndarray:
+            tensor = initializers[name]
+            if not walked:  # every tensor's data checked to lie inside, before any read
+                self.safety(path)
+                walked.append(True)
+            try:
+                return proto.tensor_array(tensor, path.parent)
+            except ValueError as exc:
+                raise CorruptArtifactError(str(exc), path=path) from exc
+
+        yield read
 
 
 def _port(arg: Any) -> Port:

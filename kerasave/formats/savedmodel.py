@@ -9,6 +9,7 @@ instead: ``formats.keras2_savedmodel``.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import shutil
 import weakref
@@ -33,8 +34,8 @@ from kerasave._verify import (
     probe_inputs,
     to_numpy,
 )
-from kerasave.formats import _opscan, _pairing, keras2_savedmodel
-from kerasave.formats._base import Contents, ModelFormat, passed
+from kerasave.formats import _opscan, _pairing, checkpoint, keras2_savedmodel
+from kerasave.formats._base import Contents, ModelFormat, ReadArray, passed
 from kerasave.formats._graph import GRAPH_KEY, VALUE, read_graph
 from kerasave.formats._tfindex import Location, check_index, masked_crc32c, tensor_locations
 from kerasave.store.crc import crc32c_of
@@ -352,6 +353,27 @@ class SavedModelHandler(ModelFormat):
         for key in sorted(reader.get_variable_to_shape_map()):
             if key != GRAPH_KEY:
                 yield key, _tensor(reader, key, path)
+
+    @contextlib.contextmanager
+    def reader(self, path: Path) -> Iterator[ReadArray]:
+        if not self.exists(path):
+            raise CorruptArtifactError("not a SavedModel directory (no saved_model.pb)",
+                                       path=path)
+        prefix = path / "variables" / "variables"
+        try:
+            _, shapes, dtypes = checkpoint.listed(prefix)  # (the object graph must parse)
+        except CorruptArtifactError as exc:
+            raise CorruptArtifactError(f"unreadable SavedModel variables: {exc}",
+                                       path=path) from exc
+        keys = {key for key in shapes if key != GRAPH_KEY}
+        read = checkpoint.tensors(prefix, dtypes)
+
+        def array(name: str) -> np.ndarray:
+            if name not in keys:
+                raise KeyError(name)
+            return read(name)
+
+        yield array
 
     def exported_variables(self, path: Path) -> list[tuple[str, np.ndarray]]:
         """The export's model variables, in ``model.variables`` order, by key."""

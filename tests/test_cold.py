@@ -158,7 +158,7 @@ def test_open_of_every_format_imports_neither_and_reads_what_tensorflow_reads(
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout)
     # The reference: TensorFlow's own readers list and read every checkpoint tensor.
-    monkeypatch.setattr(checkpoint, "listing", lambda *_: None)
+    monkeypatch.setattr(_pairing, "listing", lambda *_: None)
 
     calls = []
 

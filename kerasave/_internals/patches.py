@@ -7,6 +7,8 @@
   (verification compares the file's pages where they lie).
 - ``legacy_reads``/``legacy_writes``: Keras' legacy HDF5 loader and writer read
   datasets from a ``Source`` and write views of the variables, instead of copies.
+- ``optimizer_variables``: an optimizer's ``save_own_variables`` hands kerasave's
+  own weights stores its variables, not a NumPy copy of each.
 
 Every patch is applied under one lock (``_patched``) and affects only the
 thread that applied it.
@@ -29,7 +31,7 @@ from kerasave._internals.h5read import Source
 from kerasave._lazy import keras
 
 __all__ = ["Recorded", "build_deferred", "initialize_rest", "legacy_reads", "legacy_writes",
-           "recorded", "uninitialized"]
+           "optimizer_variables", "recorded", "uninitialized"]
 
 Recorded = dict[int, tuple[Any, np.ndarray]]  # id(variable): (variable, value)
 
@@ -235,4 +237,34 @@ def legacy_writes() -> Iterator[None]:
             return self._real.convert_to_numpy(x)
 
     with _patched(legacy_h5_format, "backend", Views):
+        yield
+
+
+@contextlib.contextmanager
+def optimizer_variables(stores: tuple[type, ...]) -> Iterator[None]:
+    """An optimizer's ``save_own_variables`` gives a store of one of ``stores``
+    (kerasave's own, which write or record variables as they are) each variable
+    itself, where Keras' gives ``variable.numpy()``: a copy of all of the
+    optimizer's state (two thirds of an Adam-trained model's bytes) made before
+    the store sees it. Same names, same order, same bytes; any other store, in
+    any thread, gets Keras' own method.
+    """
+    from keras.src.optimizers import base_optimizer
+
+    base = getattr(base_optimizer, "BaseOptimizer", None)
+    if base is None or not callable(getattr(base, "save_own_variables", None)):
+        yield  # another Keras: its own copies, slower
+        return
+
+    def patch(original: Any) -> Any:
+        def save_own_variables(optimizer: Any, store: Any) -> None:
+            if not isinstance(store, stores):
+                return original(optimizer, store)
+            for i, variable in enumerate(optimizer.variables):
+                store[str(i)] = variable
+            return None
+
+        return save_own_variables
+
+    with _patched(base, "save_own_variables", patch):
         yield

@@ -156,11 +156,34 @@ def _probe_writer() -> None:
         _same(expected, _variables(into), "weights save")
         public = tmp / "public.weights.h5"
         model.save_weights(str(public))
-        with h5py.File(public, "r") as f:
-            names: list[str] = []
-            f.visititems(lambda n, o: names.append(n) if isinstance(o, h5py.Dataset) else None)
-        if sorted(savinglib.stored_entries(model)) != sorted(names):
+        # Object by object, what save_weights writes (the optimizer's state too): the
+        # same datasets and groups, the same attributes, the same bytes.
+        written, fast = _contents(public), _contents(weights)
+        if sorted(written) != sorted(fast):
+            raise AssertionError("the fast writer writes other datasets than save_weights")
+        if any(written[name][1] != fast[name][1] for name in written):
+            raise AssertionError("the fast writer writes other attributes than save_weights")
+        names = sorted(n for n, (value, _) in written.items() if value is not None)
+        _same([written[n][0] for n in names], [fast[n][0] for n in names], "weights save")
+        entries = savinglib.stored_entries(model)
+        if sorted(entries) != names:
             raise AssertionError("stored_entries names other datasets than save_weights")
+        _same([written[n][0] for n in names], [entries[n] for n in names], "stored entries")
+
+
+def _contents(path: Path) -> dict[str, tuple[np.ndarray | None, dict[str, Any]]]:
+    """Every group's and dataset's attributes, and every dataset's value, of an HDF5
+    file, by name (a group's value: None)."""
+    found: dict[str, tuple[np.ndarray | None, dict[str, Any]]] = {}
+
+    def visit(name: str, obj: Any) -> None:
+        value = np.asarray(obj[()]) if isinstance(obj, h5py.Dataset) else None
+        found[name] = (value, {k: np.asarray(v).tolist() for k, v in obj.attrs.items()})
+
+    with h5py.File(path, "r") as f:
+        found[""] = (None, {k: np.asarray(v).tolist() for k, v in f.attrs.items()})
+        f.visititems(visit)
+    return found
 
 
 @register("legacy_h5_io", "legacy .h5 models through Keras' own legacy module, in place",

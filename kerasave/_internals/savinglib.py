@@ -42,7 +42,13 @@ from kerasave._internals.h5read import (
     member_span,
     twin_variables,
 )
-from kerasave._internals.patches import Recorded, build_deferred, initialize_rest, recorded
+from kerasave._internals.patches import (
+    Recorded,
+    build_deferred,
+    initialize_rest,
+    optimizer_variables,
+    recorded,
+)
 from kerasave._internals.twins import Read
 from kerasave._lazy import keras
 
@@ -239,8 +245,9 @@ def write_weights(model: keras.Model, path: Path, *, userblock: int = 0) -> None
     _warm_skipsets(saving_lib)
     store = Store(path, mode="w")
     try:
-        saving_lib._save_state(model, weights_store=store, assets_store=None, inner_path="",
-                               visited_saveables=set())
+        with optimizer_variables((Store,)):  # (the optimizer's state uncopied too)
+            saving_lib._save_state(model, weights_store=store, assets_store=None,
+                                   inner_path="", visited_saveables=set())
     finally:
         store.close()
 
@@ -278,8 +285,9 @@ def stored_entries(model: keras.Model) -> dict[str, Any]:
             pass
 
     _warm_skipsets(saving_lib)
-    saving_lib._save_state(model, weights_store=Recording(), assets_store=None, inner_path="",
-                           visited_saveables=set())
+    with optimizer_variables((Recording,)):  # (the optimizer's variables, not copies)
+        saving_lib._save_state(model, weights_store=Recording(), assets_store=None,
+                               inner_path="", visited_saveables=set())
     return found
 
 

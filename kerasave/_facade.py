@@ -310,6 +310,10 @@ def _opened(path: PathLike | Artifact, kind: str | None = None,
     """The artifact at ``path`` found and checked; an open ``Artifact``'s local version
     (a URL's copy) found and checked again, said as the artifact."""
     if isinstance(path, Artifact):
+        checked = path._unread(kind, format)
+        if checked is not None:  # (a command's load, right after the open checked it)
+            yield checked
+            return
         opened = path._again(kind, format)
     else:
         opened = open_artifact(path, kind, format)
@@ -352,6 +356,7 @@ class Artifact:
         self._opened = opened
         self._files = contextlib.ExitStack()
         self._closed = False
+        self._once = False  # (opened for one command's loads: open_once)
         try:
             with opened._reading():
                 handler, at = opened.handler, opened.actual
@@ -436,6 +441,14 @@ class Artifact:
                           bytes=meta["bytes"], variables=self.variables,
                           has_optimizer=meta["has_optimizer"], versions=dict(meta["versions"]))
 
+    def _unread(self, kind: str | None, format: str | None) -> Opened | None:
+        """The check made at open, for the loads of an artifact ``open_once`` gave
+        (one command: one check per file); None otherwise."""
+        if not self._once or self._closed or kind not in (None, self.kind) \
+                or format not in (None, self.format):
+            return None
+        return self._opened
+
     def _again(self, kind: str | None, format: str | None) -> Opened:
         """Its local version found and checked again (a load given the artifact: what it
         reads is checked when it reads it), errors and reports naming the artifact."""
@@ -516,6 +529,15 @@ def open(path: PathLike, *, format: str | None = None) -> Artifact:  # noqa: A00
         ...     kernel = saved.array(saved.keys()[0])
     """
     return Artifact(open_artifact(path, None, format))
+
+
+def open_once(path: PathLike) -> Artifact:
+    """``open(path)`` for one command that loads it right away: its loads use the
+    check made at open (every file is checksummed once per command) instead of
+    checking again."""
+    artifact = open(path)
+    artifact._once = True
+    return artifact
 
 
 def load_weights(model: keras.Model, path: PathLike | Artifact, *,

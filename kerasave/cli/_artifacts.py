@@ -55,7 +55,9 @@ def opened(source: PathLike | ks.Artifact) -> Iterator[ks.Artifact]:
     if isinstance(source, ks.Artifact):
         yield source
         return
-    with ks.open(source) as artifact:
+    from kerasave._facade import open_once  # (its one load: no second check)
+
+    with open_once(source) as artifact:
         yield artifact
 
 

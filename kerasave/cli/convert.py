@@ -7,6 +7,7 @@ from pathlib import Path
 import click
 
 import kerasave as ks
+from kerasave._facade import open_once
 from kerasave.cli._artifacts import (
     architecture,
     is_export,
@@ -97,7 +98,7 @@ def convert_command(src: str, dst: str, config: str | None, as_: str | None,
                                        or not dst.lower().endswith(".weights.json")):
         raise click.UsageError("--max-shard-size is for sharded weights: a DST ending in "
                                ".weights.json")
-    with ks.open(src) as source:  # (a URL's copy: its transfer draws its own bar)
+    with open_once(src) as source:  # (a URL's copy: its transfer draws its own bar)
         return _convert(src, source, dst, target, config, force, max_shard_size)
 
 

@@ -12,6 +12,7 @@ import numpy as np
 from rich.text import Text
 
 import kerasave as ks
+from kerasave._facade import open_once
 from kerasave.cli._ui import OK, console, print_table, shape, shown, status, table
 
 __all__ = ["inspect_command"]
@@ -28,7 +29,7 @@ def _dims(shape: list[int | None] | None) -> str:
 def _inspection(path: str) -> tuple[dict[str, Any], str]:
     """What ``inspect --json`` prints (``kerasave.inspect`` plus kind, sizes and
     manifest), and what the artifact is in words."""
-    with status(f"reading {path}"), ks.open(path) as artifact:  # (a bad manifest raises)
+    with status(f"reading {path}"), open_once(path) as artifact:  # (a bad manifest raises)
         return _facts(artifact), artifact.metadata["description"]
 
 

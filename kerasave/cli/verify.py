@@ -15,6 +15,7 @@ import click
 import numpy as np
 
 import kerasave as ks
+from kerasave._facade import open_once
 from kerasave._lazy import keras
 from kerasave._verify import probe_inputs
 from kerasave.cli._artifacts import architecture, is_export, load_into, whole
@@ -167,7 +168,7 @@ def verify_command(path: str, config: str | None) -> int:
     on stderr when it is not.
     """
     try:  # nothing there or no format at all is an error (2); damage is a "no" (1)
-        with ks.open(path) as artifact:  # (a URL's: missing or wrong-sized objects too)
+        with open_once(path) as artifact:  # (a URL's: missing or wrong-sized objects too)
             return _verify(path, artifact, config)
     except No:
         raise  # (said already)

@@ -41,8 +41,7 @@ from kerasave.formats._base import (
     WeightsFormat,
     versions_now,
 )
-from kerasave.formats._export import ExportFormat
-from kerasave.store import manifest as _manifest
+from kerasave.formats._metadata import artifact_metadata
 from kerasave.store.base import Naming, Store
 
 __all__ = [
@@ -362,7 +361,7 @@ class Artifact:
                 handler, at = opened.handler, opened.actual
                 self.variables = opened.contents.variables
                 self._read = self._files.enter_context(handler.reader(at))
-                self._metadata = _metadata(opened)
+                self._metadata = artifact_metadata(opened, _bytes)
         except BaseException:
             self._files.close()
             opened.close()
@@ -459,40 +458,6 @@ class Artifact:
             fresh = open_artifact(self._opened.local, kind, format)
         return replace(fresh, source=self._opened.source,
                        naming=fresh.naming + self._opened.naming)
-
-
-def _metadata(opened: Opened) -> dict[str, Any]:
-    """``Artifact.metadata``: what the artifact says beyond its arrays."""
-    handler, at, contents = opened.handler, opened.actual, opened.contents
-    # What the artifact records itself comes first; kerasave's manifest adds the
-    # versions a format has no place for (a .keras archive names only Keras').
-    recorded = (_manifest.read(handler, at) or {})
-    versions = dict(contents.versions)
-    if isinstance(recorded.get("versions"), dict):
-        versions.update({str(k): str(v) for k, v in recorded["versions"].items()
-                         if k not in versions})
-    files = {opened.named(m): _bytes(m) for m in handler.members(at)}
-    found: dict[str, Any] = {
-        "versions": versions,
-        "description": handler.description_at(at),
-        "architecture": handler.kind == "config" or opened.whole,
-        "has_optimizer": contents.has_optimizer,
-        "optimizer_variables": contents.optimizer_variables,
-        "recorded_optimizer_variables": contents.recorded_optimizer_variables,
-        "not_loaded": handler.left_out(at),
-        "array_names": handler.array_names,
-        "files": files,
-        "bytes": sum(files.values()),
-        "manifest": {"path": None if opened.manifest is None else opened.named(opened.manifest),
-                     "detail": opened.detail, "checksummed": opened.checksummed},
-    }
-    if isinstance(handler, ExportFormat):  # what it takes and gives
-        inputs, outputs = handler.inspect_ports(at)
-        found["inputs"], found["outputs"] = (
-            tuple({"name": p.name, "dtype": p.dtype,
-                   "shape": None if p.shape is None else tuple(p.shape)} for p in ports)
-            for ports in (inputs, outputs))
-    return found
 
 
 def open(path: PathLike, *, format: str | None = None) -> Artifact:  # noqa: A001

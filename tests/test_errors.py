@@ -299,7 +299,7 @@ def _h5_damage(tmp_path):
         {"class_name": "NoSuchLayer", "config": {}}),
      ks.NotSerializableError, "names a class .* Could not locate class 'NoSuchLayer'"),
     ("config", lambda: keras.saving.deserialize_keras_object(
-        _keras_config("Dense", units="many")), ks.CorruptArtifactError,
+        _keras_config("Dense", units=2, no_such_argument=1)), ks.CorruptArtifactError,
      "could not read it: "),
     # ... TensorFlow's errors while a layer builds are raised as they are (a deferred
     # build builds again on them); a whole model's load maps them

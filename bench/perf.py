@@ -222,7 +222,9 @@ def child(spec: dict[str, Any]) -> dict[str, Any]:
         except Exception as exc:  # e.g. legacy .h5 that Keras cannot compile
             if impl != "native":
                 raise
-            out["load_error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0][:80]}"
+            from kerasave._errors import first_line
+
+            out["load_error"] = f"{type(exc).__name__}: {first_line(exc)[:80]}"
         if impl == "verified":
             import kerasave as ks
             from kerasave import _registry

@@ -10,24 +10,17 @@ safe mode, Lambda layers (their code would run when the model is built).
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from typing import Any
 
 import yaml
 
-from kerasave._errors import (
-    CorruptArtifactError,
-    KerasaveError,
-    NotSerializableError,
-    UnsafeArtifactError,
-)
+from kerasave._errors import CorruptArtifactError, UnsafeArtifactError, foreign_errors
 from kerasave._lazy import keras
 from kerasave._public import public
 from kerasave._safety import (
     MAX_DEPTH,
     check_nesting,
-    keras_refused,
     model_budget,
     refuse_code,
     refuse_oversized,
@@ -154,25 +147,11 @@ def to_yaml(model: keras.Model) -> str:
 
 def config_from_text(text: str | bytes, *, kind: str, source: str | None = None) -> dict[str, Any]:
     """Parse JSON or YAML config text into a dict, refusing python tags."""
-    try:
+    with foreign_errors(source, f"not valid {kind.upper()}"):  # (an unknown YAML tag: refused)
         if kind == "json":
             config = json.loads(text)
         else:
             config = yaml.load(text, Loader=_SafeKerasLoader)  # noqa: S506 - our safe loader
-    except UnsafeArtifactError as exc:
-        raise UnsafeArtifactError(str(exc), path=source) from None
-    except CorruptArtifactError as exc:
-        raise CorruptArtifactError(str(exc), path=source) from None
-    except RecursionError:  # (the JSON decoder's own bound)
-        raise CorruptArtifactError(f"the {kind.upper()} nests too deeply", path=source) \
-            from None
-    except yaml.constructor.ConstructorError as exc:
-        # An application tag SafeLoader does not know: refuse rather than guess.
-        raise UnsafeArtifactError(
-            f"refusing an unknown YAML tag: {str(exc.problem)}", path=source
-        ) from exc
-    except (ValueError, yaml.YAMLError) as exc:
-        raise CorruptArtifactError(f"not valid {kind.upper()}: {exc}", path=source) from exc
     check_nesting(config, source)
     if not isinstance(config, dict) or "class_name" not in config or "config" not in config:
         raise CorruptArtifactError(
@@ -277,26 +256,10 @@ def model_from_config(
         refuse_code(config, source, compiled=False)  # (its compile settings are dropped)
     config = dict(config)
     config.pop("compile_config", None)
-    try:
+    with foreign_errors(source, "not a loadable Keras config", at="config"):
         refuse_oversized(lambda dry: _deserialize(dry, custom_objects, safe_mode=safe_mode),
                          config, model_budget(backed), source)
         model = _deserialize(config, custom_objects, safe_mode=safe_mode)
-    except KerasaveError:
-        raise
-    except (TypeError, ValueError, KeyError, AttributeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        refusal = keras_refused(exc)
-        if refusal:  # (Keras' own safe mode said no)
-            raise UnsafeArtifactError(refusal, path=source) from exc
-        unknown = unknown_class(exc)
-        if unknown or re.search(r"\blocate\b", first) or "Unknown" in first or "not found" in first:
-            raise NotSerializableError(
-                f"the config names a class this process does not know: {unknown or first}; "
-                "register it "
-                "with keras.saving.register_keras_serializable() or pass custom_objects",
-                path=source,
-            ) from exc
-        raise CorruptArtifactError(f"not a loadable Keras config: {first}", path=source) from exc
     if not isinstance(model, keras.Model):
         raise CorruptArtifactError(
             f"the config describes a {type(model).__name__}, not a model", path=source
@@ -336,19 +299,6 @@ def model_from_yaml(
     """
     config = config_from_text(text, kind="yaml")
     return model_from_config(config, custom_objects=custom_objects, safe_mode=safe_mode)
-
-
-def unknown_class(exc: BaseException) -> str | None:
-    """Keras' "Could not locate class 'X'" anywhere in an exception's chain, if there."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        found = re.search(r"Could not locate (?:class|function) '[^']+'", str(current))
-        if found:
-            return found.group(0)
-        current = current.__cause__ or current.__context__
-    return None
 
 
 public(model_from_json, model_from_yaml, to_json, to_yaml)

@@ -23,7 +23,7 @@ import tempfile
 from collections.abc import Callable
 from typing import Any
 
-from kerasave._errors import KerasaveError
+from kerasave._errors import KerasaveError, first_line
 from kerasave._lazy import keras, tf
 
 __all__ = ["Cluster", "cluster_of"]
@@ -137,12 +137,10 @@ def cluster_of(model: Any, where: Any = None) -> Cluster | None:
     try:
         spec = resolver.cluster_spec().as_dict() if resolver is not None else {}
     except Exception as exc:
-        text = str(exc).strip()
         raise KerasaveError(
             "cannot tell which worker writes the checkpoints: the model's "
             "MultiWorkerMirroredStrategy cannot read its cluster (cluster_resolver."
-            f"cluster_spec() raised {type(exc).__name__}"
-            + (f": {text.splitlines()[0]}" if text else "") + "); fix the cluster's "
+            f"cluster_spec() raised {first_line(exc, typed=True)}); fix the cluster's "
             "configuration (TF_CONFIG or the resolver) so that one chief is known",
             path=where) from exc
     tasks = sum(len(spec.get(kind, ())) for kind in ("chief", "worker"))

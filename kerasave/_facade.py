@@ -24,11 +24,10 @@ import numpy as np
 from kerasave import _registry, _safety, _state, _verify
 from kerasave import store as stores
 from kerasave._errors import (
-    CorruptArtifactError,
     KerasaveError,
-    NotSerializableError,
     RoundTripError,
     UnsafeArtifactError,
+    foreign_errors,
 )
 from kerasave._lazy import keras
 from kerasave._public import public
@@ -60,18 +59,9 @@ __all__ = [
 PathLike = str | os.PathLike[str]
 
 
-@contextlib.contextmanager
-def _reading(path: Path) -> Iterator[None]:
+def _reading(path: Path) -> contextlib.AbstractContextManager[None]:
     """Whatever a reader library raises about a damaged file becomes CorruptArtifactError."""
-    try:
-        yield
-    except KerasaveError:
-        raise
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise CorruptArtifactError(
-            f"could not read the artifact ({type(exc).__name__}: {first})", path=path
-        ) from exc
+    return foreign_errors(path, "could not read the artifact", at="run", typed=True)
 
 
 def _bytes(member: Path) -> int:
@@ -126,18 +116,10 @@ def _save_checked(handler: Handler, model: keras.Model, store: Store, kind: str,
 def _write(handler: Handler, model: keras.Model, tmp: Path, target: Path) -> None:
     """The handler writes the temporary; what Keras raises about a model it cannot
     write becomes NotSerializableError."""
-    try:
+    # (TensorFlow's errors too: a model export traces the model; an error without a
+    # path is named as the target)
+    with foreign_errors(target, f"Keras could not write the {handler.name} format", at="write"):
         handler.write(model, tmp)
-    except NotSerializableError as exc:
-        if exc.path is not None:
-            raise
-        raise NotSerializableError(str(exc), path=target) from exc  # (named as the target)
-    except (KerasaveError, OSError):
-        raise
-    except Exception as exc:  # (TensorFlow's errors too: a model export traces the model)
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise NotSerializableError(
-            f"Keras could not write the {handler.name} format: {first}", path=target) from exc
 
 
 def _refuse_unverifiable(model: keras.Model, fmt: str, kind: str, target: Path) -> None:

@@ -18,10 +18,15 @@ from typing import Any
 import h5py
 from h5py import h5d, h5l, h5o, h5s, h5t, h5z
 
-from kerasave._errors import CorruptArtifactError, UnsafeArtifactError
+from kerasave._errors import (
+    CorruptArtifactError,
+    UnsafeArtifactError,
+    foreign_errors,
+    unknown_class,
+)
 
 __all__ = ["refuse_code", "code_in_config", "check_h5", "check_zip", "check_nesting",
-           "dataset_problem", "declared_bytes", "keras_refused", "model_budget", "refuse_oversized",
+           "dataset_problem", "declared_bytes", "model_budget", "refuse_oversized",
            "MAX_DEPTH", "NON_MODELING_APIS"]
 
 # Layer classes whose config makes loading run or fetch code.
@@ -181,34 +186,6 @@ def code_in_config(config: Any, *, compiled: bool = True) -> tuple[str, str] | N
     return found
 
 
-# How Keras' own safe mode words its refusals (3.12 to 3.15): what it stops is
-# UnsafeArtifactError from kerasave too, never CorruptArtifactError.
-_KERAS_REFUSALS = re.compile(
-    r"safe_mode|unsafe|\bLambda\b|TFSMLayer|not a modeling function|Non-modeling APIs"
-    r"|not allowed during deserialization|not a KerasSaveable subclass"
-    r"|enable_unsafe_deserialization")
-
-
-def keras_refused(error: BaseException | str) -> str | None:
-    """Keras' safe mode refusing, in an error it raised while deserializing: the line
-    that says so, or None. Keras wraps the error of an inner object in its outer
-    ones ("... Exception encountered: <the inner error>"), with configs in between
-    that may hold any word: only the first line of each error in the chain, and
-    what follows each "Exception encountered:", are read."""
-    lines: list[str] = []
-    seen: set[int] = set()
-    current: BaseException | str | None = error
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        text = str(current).strip()
-        lines += [text.splitlines()[0] if text else ""]
-        lines += [part.split("\n", 1)[0].strip()
-                  for part in text.split("Exception encountered:")[1:]]
-        current = (current.__cause__ or current.__context__
-                   if isinstance(current, BaseException) else None)
-    return next((line for line in reversed(lines) if _KERAS_REFUSALS.search(line)), None)
-
-
 # A config-only file may declare at most this many bytes of variables (the model it
 # describes is allocated and initialized when built); KERASAVE_MAX_MODEL_BYTES sets it.
 MODEL_BYTES = 8 * 2**30
@@ -276,7 +253,7 @@ def refuse_oversized(build: Any, config: Mapping[str, Any], limit: int,
     worker.start()
     worker.join()
     if found and isinstance(found[0], Exception):
-        if settings is None and _names_unknown(found[0]):
+        if settings is None and unknown_class(found[0]):
             return  # (a class of the caller's scope: the real build, in its thread, judges)
         raise found[0]
     if found and found[0][0] > limit:
@@ -328,11 +305,6 @@ def _state_sizes(model: Any, stateful: set[str]) -> list[tuple[int, str]]:
     return sizes
 
 
-def _names_unknown(exc: BaseException) -> bool:
-    text = str(exc)
-    return bool(re.search(r"\blocate\b|Unknown (layer|object|class)", text))
-
-
 def _dtype_size(dtype: Any) -> int:
     import numpy as np
 
@@ -371,7 +343,7 @@ def check_h5(f: h5py.File, source: str | Path) -> None:
         if info.type == h5o.TYPE_DATASET:
             datasets.append(name)
 
-    try:
+    with foreign_errors(source, "unreadable HDF5 structure"):  # (h5py's words for damage)
         # HDF5 walks the file itself (H5Lvisit, then H5Ovisit through hard links only):
         # ~3x faster than opening every object from Python.
         f.id.links.visit(link, info=True)
@@ -406,10 +378,6 @@ def check_h5(f: h5py.File, source: str | Path) -> None:
             problem = dataset_problem(dsid, plist, filesize)
             if problem:
                 raise CorruptArtifactError(f"the HDF5 dataset {here} {problem}", path=source)
-    except (UnsafeArtifactError, CorruptArtifactError):
-        raise
-    except (OSError, KeyError, ValueError, RuntimeError) as exc:
-        raise CorruptArtifactError(f"unreadable HDF5 structure: {exc}", path=source) from exc
 
 
 def declared_bytes(f: h5py.File) -> int:

@@ -281,17 +281,14 @@ def guarded(name: str, check: Callable[[], Iterable[Check]]) -> list[Check]:
     """The checks ``check()`` makes; anything it raises that is not a
     ``KerasaveError`` (TensorFlow's, Keras' or NumPy's own exceptions, from a model
     the check ran) becomes one failed check named ``name``, saying what was raised."""
-    from kerasave._errors import KerasaveError
+    from kerasave._errors import KerasaveError, first_line
 
     try:
         return list(check())
     except KerasaveError:
         raise
     except Exception as exc:
-        text = str(exc).strip()
-        first = text.splitlines()[0] if text else ""
-        return [Check(name, False, f"the check raised {type(exc).__name__}"
-                      + (f": {first}" if first else ""))]
+        return [Check(name, False, f"the check raised {first_line(exc, typed=True)}")]
 
 
 def compare_outputs(

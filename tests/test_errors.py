@@ -1,10 +1,18 @@
 """Bad input gets a typed error naming the path; nothing is left half-written."""
 
+import io
+import json
 import os
+import re
+import struct
+import subprocess
+import sys
+import zipfile
 
 import keras
 import numpy as np
 import pytest
+import yaml
 
 import kerasave as ks
 from kerasave.formats.checkpoint import CheckpointHandler
@@ -196,3 +204,158 @@ def test_an_unknown_class_names_the_class(tmp_path):
         ks.load_model(tmp_path / "m.keras")
     with pytest.raises(ks.NotSerializableError, match="Could not locate class 'Doubler'"):
         ks.load_config(tmp_path / "m.json")
+
+
+# -- foreign errors: one table, one context manager (kerasave._errors) ------------------
+
+def test_first_line_of_any_exception():
+    from kerasave._errors import first_line
+
+    class Mute(Exception):
+        def __str__(self):
+            raise RuntimeError("no words")
+
+    assert first_line(ValueError("")) == "ValueError"  # (not an IndexError)
+    assert first_line(ValueError("  \n")) == "ValueError"
+    assert first_line(ValueError("\n  shape (3,)  \nmore")) == "shape (3,)"
+    assert first_line(KeyError("w"), typed=True) == "KeyError: 'w'"
+    assert first_line(OSError(), typed=True) == "OSError"
+    assert first_line(Mute()) == "Mute"
+
+
+def test_every_foreign_type_the_table_names_exists():
+    """As httpx checks that every httpcore exception is mapped: every type the table
+    names is an exception of the module it names, once that module is imported (a
+    misspelled name, or a type a new TensorFlow moved, would silently map nothing)."""
+    import google.protobuf.message  # noqa: F401
+    import tensorflow  # noqa: F401
+    import yaml.constructor  # noqa: F401
+
+    from kerasave._errors import FOREIGN, _resolved
+
+    names = {name for row in FOREIGN for name in row.types}
+    assert {name for name in names if _resolved(name) is None} == set()
+    assert all(row.at for row in FOREIGN)
+
+
+def test_the_error_module_imports_nothing_heavy():
+    code = ("import sys, kerasave._errors; "
+            "print(sorted(m for m in ('tensorflow', 'keras', 'h5py', 'yaml', 'numpy') "
+            "if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         check=True, env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert out.stdout.strip() == "[]"
+
+
+def _raised(at, raise_it, path="m.x", what="could not read it"):
+    from kerasave._errors import foreign_errors
+
+    with pytest.raises(BaseException) as caught:
+        with foreign_errors(path, what, at=at):
+            raise_it()
+    return caught.value
+
+
+def _keras_config(class_name, **config):
+    return {"class_name": class_name, "module": "keras.layers", "config": config,
+            "registered_name": None}
+
+
+def _tf_error():
+    import tensorflow as tf
+
+    tf.reshape(tf.zeros([0]), [8])
+
+
+def _h5_damage(tmp_path):
+    import h5py
+
+    (tmp_path / "d.h5").write_bytes(b"\x89HDF\r\n\x1a\n" + b"\0" * 64)
+    return lambda: h5py.File(tmp_path / "d.h5", "r")
+
+
+@pytest.mark.parametrize("at,raise_it,expected,words", [
+    # what readers raise for damage: CorruptArtifactError, "what: its first line"
+    ("read", lambda: json.loads("[1,"), ks.CorruptArtifactError,
+     "could not read it: Expecting value"),
+    ("read", lambda: zipfile.ZipFile(io.BytesIO(b"PK no")), ks.CorruptArtifactError,
+     "could not read it: File is not a zip file"),
+    ("read", lambda: yaml.safe_load("a: [1"), ks.CorruptArtifactError,
+     r"could not read it: while parsing a flow sequence .* line 1, column 6"),
+    ("read", lambda: yaml.safe_load("!!python/name:os.system x"), ks.UnsafeArtifactError,
+     "refusing an unknown YAML tag"),
+    ("read", lambda: struct.unpack("<q", b"\0"), ks.CorruptArtifactError,
+     "could not read it: unpack requires"),
+    # anything else at a reader is kerasave's own bug: raised as it is
+    ("read", lambda: None + 1, TypeError, "unsupported operand"),
+    # TensorFlow running on a file: anything it raises
+    ("run", _tf_error, ks.CorruptArtifactError, "could not read it: .*reshape"),
+    # Keras' deserializer: its refusals and unknown classes say more than their types
+    ("config", lambda: keras.saving.deserialize_keras_object(_keras_config(
+        "Lambda", function={"class_name": "__lambda__",
+                            "config": {"code": "x", "defaults": None, "closure": None}})),
+     ks.UnsafeArtifactError, "safe_mode"),
+    ("config", lambda: keras.saving.deserialize_keras_object(
+        {"class_name": "NoSuchLayer", "config": {}}),
+     ks.NotSerializableError, "names a class .* Could not locate class 'NoSuchLayer'"),
+    ("config", lambda: keras.saving.deserialize_keras_object(
+        _keras_config("Dense", units=2, no_such_argument=1)), ks.CorruptArtifactError,
+     "could not read it: "),
+    # ... TensorFlow's errors while a layer builds are raised as they are (a deferred
+    # build builds again on them); a whole model's load maps them
+    ("config", _tf_error, "InvalidArgumentError", "reshape"),
+    ("load", _tf_error, ks.CorruptArtifactError, "could not read it: .*reshape"),
+    ("load", lambda: keras.saving.deserialize_keras_object(
+        {"class_name": "NoSuchLayer", "config": {}}),
+     ks.NotSerializableError, "Could not locate class 'NoSuchLayer'"),
+    # values into a model: a ValueError is a shape or a count that does not fit
+    ("assign", lambda: keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)]
+                                        ).set_weights([np.zeros((4, 2))]),
+     ks.ArchitectureMismatchError, "length 1, but the layer was expecting 2 weights"),
+    ("assign", lambda: {}["kernel"], ks.CorruptArtifactError, "could not read it: 'kernel'"),
+    # Keras writing: the disk's errors are the disk's; anything else, the model's
+    ("write", lambda: open("/nonexistent/dir/x", "w"), FileNotFoundError, "No such file"),
+    ("write", lambda: json.dumps({"f": object()}), ks.NotSerializableError,
+     "could not read it: Object of type object is not JSON serializable"),
+])
+def test_foreign_errors_map_by_where_and_what(at, raise_it, expected, words):
+    error = _raised(at, raise_it)
+    if isinstance(expected, str):
+        assert type(error).__name__ == expected
+    else:
+        assert type(error) is expected
+    assert re.search(words, str(error)), str(error)
+    if isinstance(error, ks.KerasaveError):
+        assert error.path == "m.x" and error.__cause__ is not None
+
+
+def test_foreign_errors_read_h5py_damage(tmp_path):
+    error = _raised("read", _h5_damage(tmp_path), path=tmp_path / "d.h5",
+                    what="unreadable HDF5 file")
+    assert type(error) is ks.CorruptArtifactError
+    assert str(error).startswith("unreadable HDF5 file: Unable to ")
+    assert isinstance(error.__cause__, OSError)
+
+
+def test_foreign_errors_name_the_path_of_kerasave_errors_that_had_none():
+    def pathless():
+        raise ks.UnsafeArtifactError("refusing the tag !!python/name")
+
+    error = _raised("read", pathless, path="m.yaml")
+    assert type(error) is ks.UnsafeArtifactError and error.path == "m.yaml"
+    assert str(error) == "refusing the tag !!python/name (path: m.yaml)"
+
+    def named():
+        raise ks.CorruptArtifactError("bad", path="other.h5")
+
+    assert _raised("read", named, path="m.yaml").path == "other.h5"
+
+
+def test_a_recursion_error_is_corrupt_without_its_frames():
+    def deep(n=0):
+        return deep(n + 1)
+
+    error = _raised("read", deep, what="not valid JSON")
+    assert type(error) is ks.CorruptArtifactError
+    assert str(error).startswith("not valid JSON: it nests too deeply")
+    assert error.__cause__ is None and error.__suppress_context__

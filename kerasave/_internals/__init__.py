@@ -54,6 +54,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from kerasave._errors import first_line
 from kerasave._quiet import import_tensorflow
 
 __all__ = ["ENV", "FastPathWarning", "Unsupported", "attempt", "enabled", "fast_paths",
@@ -286,5 +287,4 @@ def status() -> dict[str, dict[str, Any]]:
 
 
 def _first(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return (text.splitlines()[0] if text else type(exc).__name__)[:200]
+    return first_line(exc)[:200]

@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from kerasave._errors import ArchitectureMismatchError, NotSerializableError
+from kerasave._errors import ArchitectureMismatchError, NotSerializableError, first_line
 from kerasave._internals.compiling import mend_compile_settings
 from kerasave._lazy import keras
 from kerasave._report import Check, Variable
@@ -333,7 +333,8 @@ def build_if_needed(model: keras.Model, build: dict[str, Any] | None, path: Path
         model.build_from_config(_tuplify(build))
     except Exception as exc:
         raise ArchitectureMismatchError(
-            f"could not build the model from the saved shapes {build}: {exc}", path=path
+            f"could not build the model from the saved shapes {build}: {first_line(exc)}",
+            path=path
         ) from exc
     if not model.built:
         if not model.variables:

@@ -33,6 +33,7 @@ from kerasave._errors import (
     NotSerializableError,
     UnknownFormatError,
     UnsafeArtifactError,
+    first_line,
 )
 from kerasave._lazy import keras, tf
 from kerasave._report import Check
@@ -416,11 +417,6 @@ def _rows(batch: Any) -> int:
     return int(np.asarray(keras.tree.flatten(batch)[0]).shape[0])
 
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 def _dims(shape: tuple[int | None, ...] | None) -> str:
     if shape is None:
         return "unknown rank"
@@ -517,7 +513,6 @@ def wrap_export_error(handler: ExportFormat, model: keras.Model, exc: BaseExcept
         return exc
     if ops:
         return refusal(handler, model, "its converter does not support", ops,
-                       _first_line(exc))
+                       first_line(exc))
     return NotSerializableError(
-        f"Keras could not write the {handler.name} format: {type(exc).__name__}: "
-        f"{_first_line(exc)}")
+        f"Keras could not write the {handler.name} format: {first_line(exc, typed=True)}")

@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
 
 from kerasave import _protowire
-from kerasave._errors import CorruptArtifactError
+from kerasave._errors import foreign_errors
 from kerasave._lazy import tf
 
 __all__ = ["GRAPH_KEY", "VALUE", "ObjectGraph", "Visit", "read_graph", "live_children",
@@ -148,11 +148,6 @@ class ObjectGraph:
 
 def read_graph(reader: Any, prefix: Any) -> ObjectGraph:
     """The object graph of the checkpoint ``reader`` reads (at ``prefix``)."""
-    try:
+    with foreign_errors(prefix, "the checkpoint has no readable object graph (is it a TF1 "
+                "name-based checkpoint?)", at="run"):
         return ObjectGraph(_protowire.trackable_object_graph(reader.get_tensor(GRAPH_KEY)))
-    except Exception as exc:
-        raise CorruptArtifactError(
-            "the checkpoint has no readable object graph (is it a TF1 name-based "
-            f"checkpoint?): {exc}",
-            path=prefix,
-        ) from exc

@@ -35,7 +35,7 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from kerasave._errors import CorruptArtifactError, UnsafeArtifactError
+from kerasave._errors import CorruptArtifactError, UnsafeArtifactError, foreign_errors
 from kerasave._protowire import WireError, _fields, _int64, _string, _view
 from kerasave.formats._opnames import ALLOWED
 
@@ -373,12 +373,8 @@ def scan(path: Path, *, safe_mode: bool = True) -> Program:
         CorruptArtifactError: ``saved_model.pb`` does not decode, or declares a
             constant far larger than it stores, or nests attributes too deeply.
     """
-    try:
+    with foreign_errors(path, "unreadable saved_model.pb"):
         program = read_program((path / "saved_model.pb").read_bytes())
-    except (WireError, RecursionError) as exc:
-        raise CorruptArtifactError(f"unreadable saved_model.pb: {exc}", path=path) from None
-    except OSError as exc:
-        raise CorruptArtifactError(f"unreadable saved_model.pb: {exc}", path=path) from exc
     _judge_consts(program, path)
     if safe_mode:
         _judge_ops(program, path)

@@ -30,7 +30,12 @@ from typing import Any
 import numpy as np
 
 from kerasave import _protowire
-from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError
+from kerasave._errors import (
+    ArchitectureMismatchError,
+    CorruptArtifactError,
+    first_line,
+    foreign_errors,
+)
 from kerasave._lazy import keras, tf
 from kerasave._report import Check
 from kerasave._verify import compare_arrays, optimizer_of, view
@@ -99,18 +104,9 @@ def checked_reader(prefix: Path) -> Any:
     if prefix.with_name(prefix.name + ".index").is_file():
         # First: TensorFlow's reader aborts the process on some shapes and dtypes.
         check_index(prefix)
-    try:
+    with foreign_errors(prefix, "not a readable TensorFlow checkpoint", at="run"):
         reader = tf.train.load_checkpoint(str(prefix))
-    except Exception as exc:  # TF raises several types (NotFound, DataLoss, ...)
-        raise CorruptArtifactError(
-            f"not a readable TensorFlow checkpoint: {_first_line(exc)}", path=prefix
-        ) from exc
     return reader
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 UNTRACKED = "kerasave_untracked"
@@ -362,10 +358,9 @@ def stage(pairing: Pairing, reader: Any, path: Path,
     problem = _mismatch_message(pairing) or _layout_message(pairing, reader, path)
     if problem:
         raise ArchitectureMismatchError(problem, path=path)
-    try:  # every value is read (and its CRC checked) before any variable changes
+    # Every value is read (and its CRC checked) before any variable changes.
+    with foreign_errors(path, "could not read a saved tensor", at="run"):
         return [(var, read(key)) for key, var, _ in pairing.pairs]
-    except Exception as exc:
-        raise CorruptArtifactError(f"could not read a saved tensor: {exc}", path=path) from exc
 
 
 def compare_pairing(pairing: Pairing, reader: Any,
@@ -399,7 +394,7 @@ def compare_pairing(pairing: Pairing, reader: Any,
             pairs = [(getattr(v, "path", None) or k, read(k), view(v))
                      for k, v, g in pairing.pairs if g == group]
         except Exception as exc:  # TF reports damage as several error types
-            checks.append(Check(name, False, f"unreadable: {_first_line(exc)}"))
+            checks.append(Check(name, False, f"unreadable: {first_line(exc)}"))
             continue
         checks.append(compare_arrays(name, pairs))
     for root in pairing.other_state:

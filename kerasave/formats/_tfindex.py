@@ -18,7 +18,7 @@ import numpy as np
 from google.protobuf.message import DecodeError
 
 from kerasave import _protowire
-from kerasave._errors import CorruptArtifactError
+from kerasave._errors import CorruptArtifactError, foreign_errors
 from kerasave._internals.h5read import Source
 from kerasave._lazy import tf
 
@@ -179,11 +179,8 @@ def check_index(prefix: Path) -> None:
     before it reads a byte; each shape is compared with its variable's later,
     and must then be what the data files can hold. Nothing but the index is read.
     """
-    try:
+    with foreign_errors(prefix, "an index kerasave cannot check"):
         entries, shards = _index(prefix, any_endianness=True)
-    except (OSError, ValueError, IndexError, struct.error, DecodeError) as exc:
-        raise CorruptArtifactError(f"an index kerasave cannot check: {exc}",
-                                   path=prefix) from exc
     sizes: dict[Path, int] = {}
     for key, entry in entries.items():
         if entry.slices:

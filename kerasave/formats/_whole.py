@@ -5,22 +5,14 @@ twin, which judges every failure)."""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Any
 
-from kerasave._config import unknown_class
-from kerasave._errors import (
-    CorruptArtifactError,
-    KerasaveError,
-    NotSerializableError,
-    UnsafeArtifactError,
-)
+from kerasave._errors import CorruptArtifactError, KerasaveError, error_for, first_line
 from kerasave._internals.patches import Recorded
 from kerasave._lazy import keras
 from kerasave._lost import refuse_rnn_states
 from kerasave._report import Check
-from kerasave._safety import keras_refused
 from kerasave._verify import compare_whole_models
 from kerasave.formats._base import (
     ModelFormat,
@@ -29,30 +21,15 @@ from kerasave.formats._base import (
     require_model,
 )
 
-__all__ = ["WholeModelFormat", "first_line", "map_load_error", "loaded_check", "twin_check"]
+__all__ = ["WholeModelFormat", "LOAD", "map_load_error", "loaded_check", "twin_check"]
 
-
-def first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+LOAD = "could not load the model"  # (what a failed load says first)
 
 
 def map_load_error(exc: Exception, path: Path) -> KerasaveError:
-    if isinstance(exc, KerasaveError):
-        return exc
-    first = first_line(exc)
-    refusal = keras_refused(exc)
-    if refusal:  # (Keras' own safe mode said no)
-        return UnsafeArtifactError(refusal, path=path)
-    unknown = unknown_class(exc)
-    if unknown or re.search(r"\blocate\b", first) or "Unknown" in first:  # (not "allocate")
-        return NotSerializableError(
-            f"the artifact names a class this process does not know: {unknown or first}; "
-            "register it "
-            "with keras.saving.register_keras_serializable() or pass custom_objects",
-            path=path,
-        )
-    return CorruptArtifactError(f"could not load the model: {first}", path=path)
+    """What a load of a whole model raised, as kerasave's error (``_errors.FOREIGN``)."""
+    return (error_for(exc, path, LOAD, at="load")
+            or CorruptArtifactError(f"{LOAD}: {first_line(exc)}", path=path))
 
 
 def loaded_check(model: keras.Model, path: Path, load: Any, *,

@@ -31,7 +31,12 @@ from typing import Any, ClassVar, NamedTuple
 
 import numpy as np
 
-from kerasave._errors import CorruptArtifactError, KerasaveError, UnknownFormatError
+from kerasave._errors import (
+    CorruptArtifactError,
+    KerasaveError,
+    UnknownFormatError,
+    foreign_errors,
+)
 from kerasave._lazy import keras, tf
 from kerasave._report import Check, Variable
 from kerasave._verify import optimizer_of
@@ -75,10 +80,8 @@ def read_manifest(prefix: Path) -> dict[str, Any]:
     path = manifest_path(prefix)
     if not path.exists():
         return {}
-    try:
+    with foreign_errors(path, "unreadable kerasave manifest"):
         found = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise CorruptArtifactError(f"unreadable kerasave manifest: {exc}", path=path) from exc
     if not isinstance(found, dict):
         raise CorruptArtifactError("the kerasave manifest is not a JSON object", path=path)
     return found
@@ -294,12 +297,9 @@ class CheckpointHandler(WeightsFormat):
         # fails, no variable has been touched yet.
         objects = roots.objects()
         for root in pairing.other_state:  # (by its saved name: the model's may differ)
-            try:
+            with foreign_errors(path, f"could not restore {root!r}", at="run"):
                 tf.train.Checkpoint(**{root: objects.get(root, roots.model)}).read(
                     str(path)).expect_partial()
-            except Exception as exc:
-                raise CorruptArtifactError(f"could not restore {root!r}: {exc}",
-                                           path=path) from exc
         _assign(staged.values)
         groups: dict[str, int] = {}
         for _, _, g in pairing.pairs:
@@ -370,12 +370,9 @@ class CheckpointHandler(WeightsFormat):
         reader = checked_reader(path)
         names = _saved_names(read_graph(reader, path))
         for key in _keys(reader.get_variable_to_shape_map(), names):
-            try:  # TensorFlow's reader checks each tensor's CRC32C
+            # (TensorFlow's reader checks each tensor's CRC32C)
+            with foreign_errors(path, f"could not read the saved tensor {key}", at="run"):
                 value = np.asarray(reader.get_tensor(key))
-            except Exception as exc:
-                raise CorruptArtifactError(
-                    f"could not read the saved tensor {key}: {_first_line(exc)}",
-                    path=path) from exc
             yield names.get(key, key), value
 
     @contextlib.contextmanager
@@ -407,21 +404,11 @@ def tensors(prefix: Path, dtypes: Mapping[str, str]) -> Callable[[str], np.ndarr
             raise UnknownFormatError(
                 f"the saved tensor {key} holds TensorFlow {dtypes[key]} state (a dataset "
                 "iterator's, say), which has no NumPy form", path=prefix)
-        try:
+        # (TensorFlow's reader raises several types)
+        with foreign_errors(prefix, f"could not read the saved tensor {key}", at="run"):
             return read(key)
-        except CorruptArtifactError:
-            raise
-        except Exception as exc:  # (TensorFlow's reader raises several types)
-            raise CorruptArtifactError(
-                f"could not read the saved tensor {key}: {_first_line(exc)}",
-                path=prefix) from exc
 
     return tensor
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _keys(shapes: Mapping[str, Any], names: Mapping[str, str]) -> list[str]:

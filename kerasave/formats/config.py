@@ -12,7 +12,7 @@ import numpy as np
 import yaml
 
 from kerasave._config import config_from_text, model_from_config, to_json, to_yaml
-from kerasave._errors import CorruptArtifactError
+from kerasave._errors import foreign_errors
 from kerasave._lazy import keras
 from kerasave._lost import refuse_assets, refuse_rnn_states
 from kerasave._report import Check
@@ -64,10 +64,8 @@ class _ConfigHandler(ConfigFormat):
         path.write_text(self.text(model), encoding="utf-8")
 
     def read(self, path: Path) -> dict[str, Any]:
-        try:
+        with foreign_errors(path, "unreadable config file"):
             text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise CorruptArtifactError(f"unreadable config file: {exc}", path=path) from exc
         return config_from_text(text, kind=self.name, source=str(path))
 
     def load(self, path: Path, *, custom_objects: Any = None,

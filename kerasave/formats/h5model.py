@@ -22,6 +22,7 @@ from kerasave._errors import (
     CorruptArtifactError,
     KerasaveError,
     NotSerializableError,
+    foreign_errors,
 )
 from kerasave._internals import attempt
 from kerasave._internals.compiling import kept_compile_settings
@@ -43,7 +44,6 @@ from kerasave.formats._base import (
 )
 from kerasave.formats._whole import (
     WholeModelFormat,
-    first_line,
     loaded_check,
     map_load_error,
     twin_check,
@@ -126,7 +126,7 @@ def compile_from_training(model: keras.Model, training: dict[str, Any], path: Pa
                           custom_objects: Any, wrapped: bool = False) -> None:
     """Compile ``model`` as a Keras 2-style ``training_config`` says (legacy ``.h5``
     files, Keras 2 SavedModels): optimizer, losses, metrics, loss weights."""
-    try:
+    with foreign_errors(path, "could not compile the model from its training config", at="load"):
         with keras_warnings():
             args: dict[str, Any] = {
                 "optimizer": training_optimizer(training, custom_objects),
@@ -140,10 +140,6 @@ def compile_from_training(model: keras.Model, training: dict[str, Any], path: Pa
                 and isinstance(given, keras.optimizers.LossScaleOptimizer)):
             args["optimizer"] = given.inner_optimizer  # compile() wraps it again
         model.compile(**args)
-    except Exception as exc:
-        raise CorruptArtifactError(
-            f"could not compile the model from its training config: {first_line(exc)}",
-            path=path) from exc
 
 
 class H5ModelHandler(WholeModelFormat):
@@ -252,19 +248,13 @@ class H5ModelHandler(WholeModelFormat):
                 # A save's own temporary was checked a moment ago, in _steps.
                 with recorded(None if record else ()) as values, \
                         open_h5(path, check=not mapped) as f:
-                    try:
+                    with foreign_errors(path, "could not read the weights", at="load"):
                         # Shapes before bytes: nothing is read that fits no variable.
                         problem = _layout_problem(_datasets(f["model_weights"]),
                                                   list(model.weights), "layers", "the model")
                         if problem:
                             raise ArchitectureMismatchError(problem, path=path)
                         load_h5_weights(model, path, f["model_weights"], source)
-                    except KerasaveError:
-                        raise
-                    except Exception as exc:
-                        raise CorruptArtifactError(
-                            f"could not read the weights: {first_line(exc)}",
-                            path=path) from exc
                     if training is not None:
                         self._load_optimizer(model, f, path, source)
             finally:

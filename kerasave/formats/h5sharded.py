@@ -49,6 +49,7 @@ from kerasave._errors import (
     NotSerializableError,
     UnknownFormatError,
     UnsafeArtifactError,
+    foreign_errors,
 )
 from kerasave._internals.patches import initialize_rest
 from kerasave._lazy import keras
@@ -179,14 +180,12 @@ def read_map(path: Path) -> ShardMap:
         CorruptArtifactError: not a shard map, or a shard it names is missing.
         UnsafeArtifactError: it names a file outside its directory.
     """
-    try:
+    with foreign_errors(path, "unreadable shard map"):
         size = path.stat().st_size
         if size > _MAP_LIMIT:
             raise CorruptArtifactError(f"the shard map has {size:,} bytes, more than a map "
                                        f"holds ({_MAP_LIMIT:,})", path=path)
         data = json.loads(path.read_bytes())
-    except (OSError, ValueError) as exc:
-        raise CorruptArtifactError(f"unreadable shard map: {exc}", path=path) from exc
     weight_map = data.get("weight_map") if isinstance(data, dict) else None
     if not isinstance(weight_map, dict):
         raise CorruptArtifactError("not a Keras shard map: expected a JSON object with a "
@@ -293,11 +292,8 @@ def _read_all(stored: dict[str, _Stored]) -> Iterator[tuple[str, np.ndarray]]:
 
 def _read_one(f: h5py.File, item: _Stored) -> np.ndarray:
     """One dataset's values (of the open shard ``f``), exactly as stored."""
-    try:
+    with foreign_errors(item.file, f"could not read the array {item.key}"):  # (h5py's words)
         value = np.asarray(f[item.key])
-    except (OSError, KeyError, RuntimeError, ValueError) as exc:  # h5py's words
-        raise CorruptArtifactError(f"could not read the array {item.key}: {exc}",
-                                   path=item.file) from exc
     if item.dtype == "bfloat16" and value.dtype == np.dtype("V2"):
         value = value.view(_bfloat16())
     return value
@@ -496,14 +492,12 @@ class ShardedWeightsHandler(WeightsFormat):
             skipped = [str(w.message) for w in caught if "Skipping" in str(w.message)]
             if skipped:
                 raise ArchitectureMismatchError(skipped[0], path=path)
-        except BaseException as exc:
+        except BaseException:  # all or nothing: the model is put back as it was
             if snapshot is not None:
                 snapshot.restore()
-            if isinstance(exc, KerasaveError) or not isinstance(exc, Exception):
+            # (a ValueError is Keras' word for a shape or a count that does not fit)
+            with foreign_errors(path, "could not read the weights", at="assign"):
                 raise
-            if isinstance(exc, ValueError):  # Keras' word for a shape or count that does not fit
-                raise ArchitectureMismatchError(str(exc).splitlines()[0], path=path) from exc
-            raise CorruptArtifactError(f"could not read the weights: {exc}", path=path) from exc
         checks.append(Check("model variables", True,
                             f"{len(model.weights)} restored from {len(smap.files)} shard(s)"))
         optimizer = optimizer_of(model)

@@ -21,7 +21,12 @@ from typing import Any
 import h5py
 import numpy as np
 
-from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError, KerasaveError
+from kerasave._errors import (
+    ArchitectureMismatchError,
+    CorruptArtifactError,
+    KerasaveError,
+    foreign_errors,
+)
 from kerasave._internals import Unsupported, attempt, savinglib
 from kerasave._internals.h5read import Source
 from kerasave._internals.legacy import load_h5_weights, named
@@ -78,10 +83,8 @@ def open_h5(path: Path, mode: str = "r", *, check: bool = True) -> h5py.File:
     process, and nobody else writes it: a save's own temporary)."""
     if not is_hdf5(path):
         raise CorruptArtifactError("not an HDF5 file (bad signature)", path=path)
-    try:
+    with foreign_errors(path, "unreadable HDF5 file"):
         f = h5py.File(path, mode)
-    except (OSError, ValueError) as exc:
-        raise CorruptArtifactError(f"unreadable HDF5 file: {exc}", path=path) from exc
     try:
         if check:
             check_h5(f, path)
@@ -124,11 +127,8 @@ def h5_reading(group: h5py.Group, path: Path) -> ReadArray:
 
 def _stored(dataset: h5py.Dataset, name: str, path: Path) -> np.ndarray:
     """A dataset's values, exactly as stored (bfloat16 as Keras marks it)."""
-    try:
+    with foreign_errors(path, f"could not read the array {name}"):  # (h5py's words for damage)
         value = np.asarray(dataset)
-    except (OSError, KeyError, RuntimeError, ValueError) as exc:  # h5py's words for damage
-        raise CorruptArtifactError(f"could not read the array {name}: {exc}",
-                                   path=path) from exc
     if _dtype_name(dataset) == "bfloat16" and value.dtype == np.dtype("V2"):
         value = value.view(_bfloat16())  # the opaque bytes Keras stores, as it marks them
     return value
@@ -337,18 +337,13 @@ class H5WeightsHandler(WeightsFormat):
             if skipped:
                 raise ArchitectureMismatchError(skipped[0], path=path)
             apply()  # everything was read and checked: now assign it all
-        except KerasaveError:
+        except BaseException:  # all or nothing: the model is put back as it was
             if snapshot is not None:
                 snapshot.restore()
-            raise
-        except ValueError as exc:  # Keras' word for a shape or count that does not fit
-            if snapshot is not None:
-                snapshot.restore()
-            raise ArchitectureMismatchError(str(exc).splitlines()[0], path=path) from exc
-        except Exception as exc:  # h5py reports damage as OSError, KeyError, RuntimeError...
-            if snapshot is not None:
-                snapshot.restore()
-            raise CorruptArtifactError(f"could not read the weights: {exc}", path=path) from exc
+            # (a ValueError is Keras' word for a shape or a count that does not fit; h5py
+            # reports damage as OSError, KeyError, RuntimeError...)
+            with foreign_errors(path, "could not read the weights", at="assign"):
+                raise
         checks.append(Check("model variables", True, f"{len(model.weights)} restored"
                             + (" (Keras 2 layout)" if legacy else "")))
         optimizer = optimizer_of(model)

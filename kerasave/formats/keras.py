@@ -17,9 +17,8 @@ import h5py
 import numpy as np
 
 from kerasave._errors import (
-    CorruptArtifactError,
     KerasaveError,
-    UnsafeArtifactError,
+    foreign_errors,
 )
 from kerasave._internals import attempt, savinglib, zipwriter
 from kerasave._internals.h5read import WEIGHTS, Window, member_span
@@ -41,6 +40,7 @@ from kerasave.formats._base import (
     passed,
 )
 from kerasave.formats._whole import (
+    LOAD,
     WholeModelFormat,
     loaded_check,
     map_load_error,
@@ -54,6 +54,8 @@ from kerasave.formats.h5weights import (
 )
 
 __all__ = ["KerasHandler"]
+
+_UNREADABLE = "not a readable .keras archive"
 
 
 @contextlib.contextmanager
@@ -103,17 +105,13 @@ class KerasHandler(WholeModelFormat):
     def _config(self, path: Path, *, own: bool = False) -> dict[str, Any]:
         """The archive's config, after checking the archive is safe to hand to Keras
         (``own``: kerasave's own temporary, whose HDF5 file is not walked for safety)."""
-        try:
+        with foreign_errors(path, _UNREADABLE):
             with zipfile.ZipFile(path) as zf:
                 check_zip(zf, path)
                 if "model.weights.h5" in zf.namelist() and not own:
                     with _weights_h5(path, zf) as f:
                         check_h5(f, path)
                 return json.loads(zf.read("config.json"))
-        except (UnsafeArtifactError, CorruptArtifactError):
-            raise
-        except (zipfile.BadZipFile, KeyError, ValueError, OSError, RuntimeError) as exc:
-            raise CorruptArtifactError(f"not a readable .keras archive: {exc}", path=path) from exc
 
     def load(self, path: Path, *, compile: bool = True, safe_mode: bool = True,
              custom_objects: Any = None, checksummed: bool = False,
@@ -122,7 +120,7 @@ class KerasHandler(WholeModelFormat):
         check_nesting(config, path)
         if safe_mode:
             refuse_code(config, str(path), compiled=compile)
-        try:
+        with foreign_errors(path, LOAD, at="load"):
             with keras_warnings() as caught:
                 model = attempt(
                     "keras_reader",
@@ -132,8 +130,6 @@ class KerasHandler(WholeModelFormat):
                     lambda: _public_load(path, config, compile=compile, safe_mode=safe_mode,
                                          custom_objects=custom_objects),
                     passthrough=(KerasaveError,))
-        except Exception as exc:
-            raise map_load_error(exc, path) from exc
         for w in caught:
             text = str(w.message)
             # An optimizer saved before it was built holds only its step counter and
@@ -170,23 +166,18 @@ class KerasHandler(WholeModelFormat):
             return [Check("load", False, str(map_load_error(exc, path)))]
 
     def contents(self, path: Path) -> Contents:
-        try:
+        with foreign_errors(path, _UNREADABLE):
             with zipfile.ZipFile(path) as zf:
                 meta = json.loads(zf.read("metadata.json"))
                 with _weights_h5(path, zf) as f:
                     variables = h5_variables(f)
                     has_opt = "optimizer" in f
-        except (zipfile.BadZipFile, KeyError, ValueError, OSError) as exc:
-            raise CorruptArtifactError(f"not a readable .keras archive: {exc}", path=path) from exc
         versions = {"keras": str(meta.get("keras_version", "?"))}
         return Contents(variables, has_opt, versions, optimizer_names(variables))
 
     def arrays(self, path: Path) -> Iterator[tuple[str, np.ndarray]]:
-        try:
+        with foreign_errors(path, _UNREADABLE):
             zf = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise CorruptArtifactError(f"not a readable .keras archive: {exc}",
-                                       path=path) from exc
         with zf:
             check_zip(zf, path)
             if "model.weights.h5" not in zf.namelist():
@@ -197,11 +188,8 @@ class KerasHandler(WholeModelFormat):
 
     @contextlib.contextmanager
     def reader(self, path: Path) -> Iterator[ReadArray]:
-        try:
+        with foreign_errors(path, _UNREADABLE):
             zf = zipfile.ZipFile(path)
-        except (zipfile.BadZipFile, OSError) as exc:
-            raise CorruptArtifactError(f"not a readable .keras archive: {exc}",
-                                       path=path) from exc
         with zf:
             check_zip(zf, path)
             if "model.weights.h5" not in zf.namelist():

@@ -19,7 +19,7 @@ from typing import Any
 
 from kerasave import _protowire
 from kerasave._config import model_from_config
-from kerasave._errors import CorruptArtifactError, NotSerializableError
+from kerasave._errors import CorruptArtifactError, NotSerializableError, foreign_errors
 from kerasave._lazy import keras
 from kerasave._report import Check
 from kerasave.formats import _pairing, keras2
@@ -39,17 +39,12 @@ def is_keras2(path: Path) -> bool:
 
 def root_metadata(path: Path) -> dict[str, Any]:
     """The JSON Keras 2 recorded for the saved model itself (the node at ``root``)."""
-    try:
+    with foreign_errors(path, f"unreadable {METADATA}"):
         saved = _protowire.saved_metadata((path / METADATA).read_bytes())
-    except (OSError, ValueError) as exc:
-        raise CorruptArtifactError(f"unreadable {METADATA}: {exc}", path=path) from exc
     for node in saved.nodes:
         if node.node_path == "root":
-            try:
+            with foreign_errors(path, f"{METADATA}: the model's record is not JSON"):
                 found = json.loads(node.metadata)
-            except ValueError as exc:
-                raise CorruptArtifactError(f"{METADATA}: the model's record is not JSON: "
-                                           f"{exc}", path=path) from exc
             if isinstance(found, dict):
                 return found
     raise CorruptArtifactError(f"{METADATA} records no model (no node at 'root')", path=path)

@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from kerasave._errors import CorruptArtifactError, UnknownFormatError
+from kerasave._errors import UnknownFormatError, foreign_errors
 from kerasave._lazy import keras, tf
 from kerasave._report import Variable
 from kerasave.formats import _tflite
@@ -45,15 +45,15 @@ from kerasave.formats._export import (
 
 __all__ = ["LiteRTHandler"]
 
+_UNREADABLE = "not a readable LiteRT model"
+
 _XNNPACK = r"^INFO: Created TensorFlow Lite XNNPACK delegate"
 
 
 def _read(path: Path) -> tuple[_tflite.Model, memoryview]:
-    try:
+    with foreign_errors(path, _UNREADABLE):
         data = mapped(path)
         return _tflite.read(data), data
-    except (_tflite.FlatbufferError, OSError) as exc:
-        raise CorruptArtifactError(f"not a readable LiteRT model: {exc}", path=path) from exc
 
 
 def _converter_ops(text: str) -> list[tuple[str, str]]:
@@ -164,12 +164,10 @@ class LiteRTHandler(ExportFormat):
     # -- reading -----------------------------------------------------------------------
     def safety(self, path: Path) -> None:
         found, data = _read(path)
-        try:
+        with foreign_errors(path, _UNREADABLE):
             _tflite.ports(found)
             for tensor in _tflite.constants(found):
                 _check_size(found, tensor, data)
-        except _tflite.FlatbufferError as exc:
-            raise CorruptArtifactError(f"not a readable LiteRT model: {exc}", path=path) from exc
 
     def _open(self, path: Path) -> Served:
         from ai_edge_litert import interpreter as litert
@@ -181,12 +179,9 @@ class LiteRTHandler(ExportFormat):
                 "LiteRT's Python interpreter cannot run this model: it needs the ops "
                 + ", ".join(sorted({op for op, _ in ops})), path=path)
         inputs, outputs, index = _tflite.ports(found)
-        try:
+        with foreign_errors(path, "LiteRT's interpreter cannot load it", at="run"):
             with captured_stderr(drop=_XNNPACK):
                 runner = litert.Interpreter(model_path=str(path))
-        except Exception as exc:
-            raise CorruptArtifactError(f"LiteRT's interpreter cannot load it: {exc}",
-                                       path=path) from exc
 
         def run(arrays: list[np.ndarray]) -> list[Any]:
             for port, array in zip(inputs, arrays):
@@ -202,10 +197,8 @@ class LiteRTHandler(ExportFormat):
 
     def inspect_ports(self, path: Path) -> tuple[tuple[Port, ...], tuple[Port, ...]]:
         found, _ = _read(path)
-        try:
+        with foreign_errors(path, _UNREADABLE):
             inputs, outputs, _ = _tflite.ports(found)
-        except _tflite.FlatbufferError as exc:
-            raise CorruptArtifactError(f"not a readable LiteRT model: {exc}", path=path) from exc
         return inputs, outputs
 
     def contents(self, path: Path) -> Contents:
@@ -225,10 +218,8 @@ class LiteRTHandler(ExportFormat):
     def arrays(self, path: Path) -> Iterator[tuple[str, np.ndarray]]:
         found, data = _read(path)
         for tensor in _tflite.constants(found):
-            try:
+            with foreign_errors(path, _UNREADABLE):
                 array = _tflite.buffer_array(found, tensor, data)
-            except _tflite.FlatbufferError as exc:
-                raise CorruptArtifactError(str(exc), path=path) from exc
             if array is not None:
                 yield tensor.name, array
 
@@ -239,10 +230,8 @@ class LiteRTHandler(ExportFormat):
 
         def read(name: str) -> np.ndarray:
             tensor = tensors[name]
-            try:
+            with foreign_errors(path, _UNREADABLE):
                 array = _tflite.buffer_array(found, tensor, data)
-            except _tflite.FlatbufferError as exc:
-                raise CorruptArtifactError(str(exc), path=path) from exc
             if array is None:
                 raise UnknownFormatError(
                     f"the tensor {name!r} holds {tensor.dtype} values, which kerasave does "

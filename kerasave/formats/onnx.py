@@ -23,7 +23,12 @@ from typing import Any
 
 import numpy as np
 
-from kerasave._errors import CorruptArtifactError, UnknownFormatError, UnsafeArtifactError
+from kerasave._errors import (
+    CorruptArtifactError,
+    UnknownFormatError,
+    UnsafeArtifactError,
+    foreign_errors,
+)
 from kerasave._lazy import keras
 from kerasave._report import Variable
 from kerasave.formats import _onnxproto as proto
@@ -41,16 +46,16 @@ from kerasave.formats._export import (
 
 __all__ = ["OnnxHandler"]
 
+_UNREADABLE = "not a readable ONNX model"
+
 # The op domains onnxruntime's CPU build implements.
 _DOMAINS = {"", "ai.onnx", "ai.onnx.ml", "com.microsoft"}
 
 
 def _read(path: Path) -> tuple[proto.ModelProto, memoryview]:
-    try:
+    with foreign_errors(path, _UNREADABLE):
         view = mapped(path)
         return proto.model(view), view
-    except (proto.WireError, ValueError, OSError) as exc:
-        raise CorruptArtifactError(f"not a readable ONNX model: {exc}", path=path) from exc
 
 
 class OnnxHandler(ExportFormat):
@@ -107,15 +112,13 @@ class OnnxHandler(ExportFormat):
     # -- reading -----------------------------------------------------------------------
     def safety(self, path: Path) -> None:
         found, _ = _read(path)
-        try:
+        with foreign_errors(path, _UNREADABLE):
             for where, tensor in proto.tensors(found):
                 try:
                     proto.external_data(tensor, path.parent)
                 except ValueError as exc:
                     raise UnsafeArtifactError(f"the {where} keeps its data outside the model: "
                                               f"{exc}", path=path) from exc
-        except proto.WireError as exc:
-            raise CorruptArtifactError(f"not a readable ONNX model: {exc}", path=path) from exc
 
     def _open(self, path: Path) -> Served:
         import onnxruntime as ort
@@ -166,10 +169,9 @@ class OnnxHandler(ExportFormat):
         found, _ = _read(path)
         self.safety(path)
         for t in found.graph.initializer:
-            try:
-                yield t.name, proto.tensor_array(t, path.parent)
-            except ValueError as exc:
-                raise CorruptArtifactError(str(exc), path=path) from exc
+            with foreign_errors(path, _UNREADABLE):
+                array = proto.tensor_array(t, path.parent)
+            yield t.name, array
 
     @contextlib.contextmanager
     def reader(self, path: Path) -> Iterator[ReadArray]:
@@ -182,10 +184,8 @@ class OnnxHandler(ExportFormat):
             if not walked:  # every tensor's data checked to lie inside, before any read
                 self.safety(path)
                 walked.append(True)
-            try:
+            with foreign_errors(path, _UNREADABLE):
                 return proto.tensor_array(tensor, path.parent)
-            except ValueError as exc:
-                raise CorruptArtifactError(str(exc), path=path) from exc
 
         yield read
 

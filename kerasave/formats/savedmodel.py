@@ -20,7 +20,12 @@ from typing import Any
 import numpy as np
 
 from kerasave import _protowire
-from kerasave._errors import ArchitectureMismatchError, CorruptArtifactError, UnknownFormatError
+from kerasave._errors import (
+    ArchitectureMismatchError,
+    CorruptArtifactError,
+    UnknownFormatError,
+    foreign_errors,
+)
 from kerasave._internals import Unsupported, attempt
 from kerasave._internals.dlpack import Loaded
 from kerasave._lazy import keras, tf
@@ -276,12 +281,8 @@ class SavedModelHandler(ModelFormat):
         if prefix.with_name("variables.index").is_file():
             # TensorFlow's restore allocates every tensor the index declares.
             check_index(prefix)
-        try:
+        with foreign_errors(path, "could not load the SavedModel", at="run"):
             return tf.saved_model.load(str(path))
-        except Exception as exc:
-            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise CorruptArtifactError(f"could not load the SavedModel: {first}",
-                                       path=path) from exc
 
     def check(self, model: keras.Model, path: Path, *, own: bool = False) -> list[Check]:
         """``own``: ``path`` is kerasave's own export, written by this process just
@@ -331,12 +332,10 @@ class SavedModelHandler(ModelFormat):
         variables = tuple(Variable(name, shapes[name], dtypes[name])
                           for name in sorted(shapes) if name != GRAPH_KEY)
         versions = {}
-        try:
+        with foreign_errors(path, "unreadable saved_model.pb"):
             sm = _protowire.saved_model_info((path / "saved_model.pb").read_bytes())
             if sm.meta_graphs:
                 versions["tensorflow"] = sm.meta_graphs[0].meta_info_def.tensorflow_version
-        except Exception as exc:
-            raise CorruptArtifactError(f"unreadable saved_model.pb: {exc}", path=path) from exc
         has_optimizer = False
         if keras2_savedmodel.is_keras2(path):
             written, has_optimizer = keras2_savedmodel.describe(path)
@@ -414,10 +413,5 @@ def _dtype(variable: Any) -> np.dtype:
 
 
 def _tensor(reader: Any, key: str, path: Path) -> np.ndarray:
-    try:  # TensorFlow's reader checks each tensor's CRC32C
+    with foreign_errors(path, f"could not read the saved tensor {key}", at="run"):  # (CRC32C)
         return np.asarray(reader.get_tensor(key))
-    except Exception as exc:
-        text = str(exc).strip()
-        raise CorruptArtifactError(
-            f"could not read the saved tensor {key}: "
-            f"{text.splitlines()[0] if text else type(exc).__name__}", path=path) from exc

@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kerasave._errors import CorruptArtifactError
+from kerasave._errors import CorruptArtifactError, foreign_errors
 from kerasave.store import local
 from kerasave.store.crc import crc32c
 from kerasave.store.layout import Layout
@@ -59,16 +59,13 @@ def _files(handler: Layout, path: Path) -> dict[str, Path]:
 
 def read(handler: Layout, path: Path) -> dict[str, Any] | None:
     target = manifest_path(handler, path)
-    try:
-        text = target.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise CorruptArtifactError(f"unreadable manifest: {exc}", path=target) from exc
-    try:
+    with foreign_errors(target, "unreadable manifest"):
+        try:
+            text = target.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+    with foreign_errors(target, "the manifest is not valid JSON"):
         data = json.loads(text)
-    except ValueError as exc:
-        raise CorruptArtifactError(f"the manifest is not valid JSON: {exc}", path=target) from exc
     if not isinstance(data, dict):
         raise CorruptArtifactError("the manifest is not a JSON object", path=target)
     return data

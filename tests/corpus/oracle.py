@@ -45,6 +45,7 @@ import tensorflow as tf
 import yaml
 
 import kerasave as ks
+from kerasave._errors import first_line
 from tests.corpus.models import Case
 
 __all__ = ["FORMATS", "Outcome", "Pair", "run_pair", "state_of", "verdict"]
@@ -325,11 +326,6 @@ def perturb(model: keras.Model) -> None:
 
 # -- the two sides -------------------------------------------------------------------------
 
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
-
-
 @contextlib.contextmanager
 def _quiet(case: Case) -> Iterator[list[warnings.WarningMessage]]:
     with warnings.catch_warnings(record=True) as caught, \
@@ -387,7 +383,7 @@ def run_kerasave(case: Case, fmt: str, model: keras.Model, ref: Reference,
     except ks.KerasaveError as exc:
         problems = changes(ref.state, state_of(model))
         left = sorted(str(p.relative_to(where)) for p in where.rglob("*") if p.is_file())
-        message = _first_line(exc).replace(str(where) + "/", "").replace(str(where), ".")
+        message = first_line(exc).replace(str(where) + "/", "").replace(str(where), ".")
         if left:
             return Outcome("broken", f"refused ({message}) but left {left}")
         if problems:
@@ -395,7 +391,7 @@ def run_kerasave(case: Case, fmt: str, model: keras.Model, ref: Reference,
                            + ", ".join(problems[:3]))
         return Outcome("refused", f"{type(exc).__name__}: {message}")
     except Exception as exc:
-        return Outcome("broken", f"raw {type(exc).__name__} from the save: {_first_line(exc)}")
+        return Outcome("broken", f"raw {type(exc).__name__} from the save: {first_line(exc)}")
     problems = changes(ref.state, state_of(model))
     if problems:
         return Outcome("broken", "the save changed the model: " + ", ".join(problems[:3]))
@@ -404,7 +400,7 @@ def run_kerasave(case: Case, fmt: str, model: keras.Model, ref: Reference,
             found = _kerasave_judge(case, fmt, ref, path, fresh)
     except Exception as exc:
         return Outcome("broken", f"saved, but the load raised {type(exc).__name__}: "
-                                 f"{_first_line(exc)}")
+                                 f"{first_line(exc)}")
     if found:
         return Outcome("broken", "saved, but not exact: " + "; ".join(found))
     return Outcome("exact")
@@ -461,12 +457,12 @@ def run_keras(case: Case, fmt: str, model: keras.Model, ref: Reference, where: P
         with _quiet(case):
             _keras_save(fmt, model, path)
     except Exception as exc:
-        return Outcome("fails", f"save: {type(exc).__name__}: {_first_line(exc)}")
+        return Outcome("fails", f"save: {type(exc).__name__}: {first_line(exc)}")
     try:
         with _quiet(case):
             found = _keras_judge(case, fmt, ref, path, fresh)
     except Exception as exc:
-        return Outcome("fails", f"load: {type(exc).__name__}: {_first_line(exc)}")
+        return Outcome("fails", f"load: {type(exc).__name__}: {first_line(exc)}")
     return Outcome("lossy", "; ".join(found)) if found else Outcome("exact")
 
 

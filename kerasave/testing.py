@@ -104,6 +104,7 @@ _ALIASES: dict[str, tuple[str, ...]] = {
     "exports": EXPORTS,
 }
 
+
 @dataclass(frozen=True)
 class _Plan:
     save: Callable[..., Report]

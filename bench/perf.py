@@ -52,13 +52,14 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # (this checkout's kerasave, in the parent and each child)
 
+from kerasave.formats import formats  # noqa: E402  (light: no TensorFlow)
+
+# The classic formats but the configs, from kerasave's format table (kerasave.formats).
 FORMATS = {  # name: (kerasave save call, file name, kind)
-    "checkpoint": ("save_weights", "w/ckpt", "weights"),
-    "h5 weights": ("save_weights", "w.weights.h5", "weights"),
-    "keras": ("save_model", "m.keras", "model"),
-    "h5 model": ("save_model", "m.h5", "model"),
-    "savedmodel": ("save_model", "serving", "model"),
+    f.label: (f.call, f.named("w" if f.kind == "weights" else "m"), f.kind)
+    for f in formats(lambda f: f.classic and f.kind != "config")
 }
 IMPLS = ("verified", "unverified", "native")
 # width, depth: all variables (weights + Adam's two slots) come to about the size.
@@ -398,7 +399,7 @@ def _async(model: Any, work: Path, repeat: int) -> dict[str, Any]:
 # --------------------------------------------------------------------------- parent
 
 
-EXPORTS = {"onnx": "m.onnx", "litert": "m.tflite"}  # deployment exports: format, file
+EXPORTS = {f.label: f.named("m") for f in formats(lambda f: f.export)}  # format: file
 
 
 def exports(spec: dict[str, Any]) -> dict[str, Any]:

@@ -31,17 +31,13 @@ import h5py  # noqa: E402
 import keras  # noqa: E402
 
 import kerasave as ks  # noqa: E402
+from kerasave.formats import formats  # noqa: E402
 from tests.scripts.kill_saver import big_model  # noqa: E402
 
 SAVER = ROOT / "tests" / "scripts" / "kill_saver.py"
-FORMATS = [
-    ("checkpoint", "save_weights", "w/ckpt"),
-    ("h5 weights", "save_weights", "w.weights.h5"),
-    ("json", "save_config", "c.json"),
-    ("keras", "save_model", "m.keras"),
-    ("h5 model", "save_model", "m.h5"),
-    ("savedmodel", "save_model", "serving"),
-]
+# The classic formats from kerasave's format table, but YAML (json's save, other text).
+FORMATS = [(f.label, f.call, f.named(f.kind[0])) for f in formats(
+    lambda f: f.classic and f.label != "yaml")]
 
 
 def kills(call: str, rel: str, n: int, rng: random.Random) -> int:

@@ -37,8 +37,11 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "bench")]
 
-FORMATS = {"checkpoint": ("weights", "w/ckpt"), "h5 weights": ("weights", "w.weights.h5"),
-           "keras": ("model", "m.keras")}
+from kerasave.formats import formats  # noqa: E402  (light: no TensorFlow)
+
+# The weight formats and .keras, from kerasave's format table (kerasave.formats).
+FORMATS = {f.label: (f.kind, f.named(f.kind[0])) for f in formats(
+    lambda f: f.classic and (f.kind == "weights" or f.label == "keras"))}
 
 
 def _timed(fn: Any) -> float:

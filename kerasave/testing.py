@@ -81,6 +81,7 @@ from kerasave._verify import (
     probe_inputs,
     to_numpy,
 )
+from kerasave.formats import formats
 from kerasave.formats._export import SECOND_BATCH, Served, available, serve_batch
 from kerasave.formats.savedmodel import compare_serving
 
@@ -88,21 +89,18 @@ __all__ = ["FORMATS", "EXPORTS", "RoundTripFailure", "assert_round_trip"]
 
 #: The deployment exports, checked when ``kerasave[export]`` is installed.
 EXPORTS: tuple[str, ...] = tuple(
-    name for name, needs in (("onnx", ("tf2onnx", "onnx", "onnxruntime")),
-                             ("litert", ("ai_edge_litert",)))
-    if not available(*needs))
+    f.label for f in formats(lambda f: f.export)
+    if not available(*f.handler.writes_with, *f.handler.runs_with))
 
 #: Every format ``assert_round_trip`` checks, in the order it checks them: the seven
 #: classic ones, then each deployment export whose runtime is installed.
-FORMATS: tuple[str, ...] = (
-    "checkpoint", "h5 weights", "json", "yaml", "keras", "h5 model", "savedmodel", *EXPORTS,
-)
-_KNOWN = (*FORMATS, *(name for name in ("onnx", "litert") if name not in EXPORTS))
+FORMATS: tuple[str, ...] = (*(f.label for f in formats(lambda f: f.classic)), *EXPORTS)
+_KNOWN = (*FORMATS, *(f.label for f in formats(lambda f: f.export) if f.label not in EXPORTS))
 # Names accepted in ``formats=`` beside the canonical ones ("h5" means both HDF5 formats).
 _ALIASES: dict[str, tuple[str, ...]] = {
-    "h5": ("h5 weights", "h5 model"),
-    "weights": ("checkpoint", "h5 weights"),
-    "config": ("json", "yaml"),
+    "h5": tuple(f.label for f in formats(lambda f: f.classic and f.name == "h5")),
+    "weights": tuple(f.label for f in formats(lambda f: f.classic and f.kind == "weights")),
+    "config": tuple(f.label for f in formats(lambda f: f.classic and f.kind == "config")),
     "exports": EXPORTS,
 }
 
@@ -301,17 +299,16 @@ def _export_back(model: keras.Model, path: Path) -> list[Check]:
     return checks + [compare_within("serving outputs", pairs)]
 
 
+_SAVES: dict[str, Callable[..., Report]] = {
+    "weights": save_weights, "config": save_config, "model": save_model}
+# How each format is read back, by what its load gives (the format table's ``loads``).
+_RELOADS: dict[str, Callable[[keras.Model, Path], list[Check]]] = {
+    "config": _config_back, "model": _model_back, "serving": _served_back,
+    "export": _export_back}
 _PLANS: dict[str, _Plan] = {
-    "checkpoint": _Plan(save_weights, "checkpoint/model", _weights_back("checkpoint")),
-    "h5 weights": _Plan(save_weights, "model.weights.h5", _weights_back("h5")),
-    "json": _Plan(save_config, "model.json", _config_back),
-    "yaml": _Plan(save_config, "model.yaml", _config_back),
-    "keras": _Plan(save_model, "model.keras", _model_back),
-    "h5 model": _Plan(save_model, "model.h5", _model_back),
-    "savedmodel": _Plan(save_model, "savedmodel", _served_back),
-    "onnx": _Plan(save_model, "model.onnx", _export_back),
-    "litert": _Plan(save_model, "model.tflite", _export_back),
-}
+    f.label: _Plan(_SAVES[f.kind], f.named("model"),
+                   _weights_back(f.name) if f.loads == "weights" else _RELOADS[f.loads])
+    for f in formats() if f.label in _KNOWN}
 
 
 # -- the assertion ---------------------------------------------------------------------

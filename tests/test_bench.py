@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from kerasave.formats import formats
+
 BENCH = Path(__file__).resolve().parents[1] / "bench" / "perf.py"
 
 
@@ -17,7 +19,8 @@ def perf():
     return module
 
 
-CASES = [(f, "native") for f in ("checkpoint", "h5 weights", "keras", "h5 model", "savedmodel")]
+# Every format the bench times natively: the format table's classic ones but the configs.
+CASES = [(f.label, "native") for f in formats(lambda f: f.classic and f.kind != "config")]
 CASES += [("keras", "verified"), ("checkpoint", "unverified"), ("numpy", "numpy"),
           ("checkpoint", "async")]
 

@@ -97,6 +97,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 from kerasave import cli  # noqa: E402
+from kerasave.formats import by_label, formats  # noqa: E402
 
 
 def _values(variables):
@@ -110,6 +111,10 @@ def _assert_equal(expected, actual):
         assert e.dtype == a.dtype and np.array_equal(e, a)
 
 
+# The classic formats of the format table but YAML (json's twin for the commands).
+SAVED = formats(lambda f: f.classic and f.label != "yaml")
+
+
 @pytest.fixture(scope="module")
 def saved(tmp_path_factory):
     """The trained reference model saved once in every format (read-only for tests)."""
@@ -117,20 +122,9 @@ def saved(tmp_path_factory):
     model = ks.reference_model(seed=0)
     data, labels = ks.reference_data(64, seed=0)
     model.fit(data, labels, epochs=1, batch_size=32, verbose=0)
-    paths = {
-        "checkpoint": out / "ckpt" / "model",
-        "h5 weights": out / "model.weights.h5",
-        "json": out / "model.json",
-        "keras": out / "model.keras",
-        "h5 model": out / "model.h5",
-        "savedmodel": out / "serving",
-    }
-    ks.save_weights(model, paths["checkpoint"])
-    ks.save_weights(model, paths["h5 weights"])
-    ks.save_config(model, paths["json"])
-    ks.save_model(model, paths["keras"])
-    ks.save_model(model, paths["h5 model"])
-    ks.save_model(model, paths["savedmodel"])
+    paths = {f.label: out / f.named("model") for f in SAVED}
+    for f in SAVED:
+        getattr(ks, f.call)(model, paths[f.label])
     return {"paths": {k: str(v) for k, v in paths.items()},
             "weights": _values(model.weights),
             "optimizer": _values(model.optimizer.variables)}
@@ -157,8 +151,7 @@ def test_help_lists_every_command(capsys):
         assert command in out
 
 
-@pytest.mark.parametrize("fmt", ["checkpoint", "h5 weights", "json", "keras", "h5 model",
-                                 "savedmodel"])
+@pytest.mark.parametrize("fmt", [f.label for f in SAVED])
 def test_inspect_json_matches_the_api(saved, capsys, fmt):
     path = saved["paths"][fmt]
     code, out, err = _main(capsys, "inspect", path, "--json")
@@ -172,8 +165,7 @@ def test_inspect_json_matches_the_api(saved, capsys, fmt):
     assert data["versions"] == dict(info.versions)
     assert [(v["name"], tuple(v["shape"]), v["dtype"]) for v in data["variables"]] == \
         [(v.name, v.shape, v.dtype) for v in info.variables]
-    assert data["kind"] == {"checkpoint": "weights", "h5 weights": "weights", "json": "config"
-                            }.get(fmt, "model")
+    assert data["kind"] == by_label(fmt).kind
     assert data["manifest"]["present"] and data["manifest"]["ok"]
     assert Path(data["manifest"]["manifest"]).is_file()
 
@@ -205,8 +197,7 @@ def test_inspect_says_when_there_is_no_manifest(tmp_path, capsys):
     assert "manifest   none (not written by kerasave)" in out
 
 
-@pytest.mark.parametrize("fmt", ["checkpoint", "h5 weights", "json", "keras", "h5 model",
-                                 "savedmodel"])
+@pytest.mark.parametrize("fmt", [f.label for f in SAVED])
 def test_verify_passes_good_artifacts(saved, capsys, fmt):
     code, out, err = _main(capsys, "verify", saved["paths"][fmt])
     assert code == 0, err

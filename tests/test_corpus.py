@@ -22,13 +22,17 @@ import pytest  # noqa: E402
 import kerasave as ks  # noqa: E402
 from kerasave import _verify  # noqa: E402
 from kerasave._probes import probe_inputs  # noqa: E402
+from kerasave.formats import by_label  # noqa: E402
 from tests.corpus import table  # noqa: E402
 from tests.corpus.checking import check_pair, params  # noqa: E402
 from tests.corpus.models import CASES  # noqa: E402
 from tests.corpus.oracle import FORMATS, changes, state_of  # noqa: E402
 
 
-@pytest.mark.parametrize(("name", "fmt"), params(("checkpoint", "h5 weights", "json", "yaml")))
+# The corpus' formats that load into a model or as a config (the whole models:
+# test_corpus_whole.py, the rest of the corpus' formats, in a file of their own for time).
+@pytest.mark.parametrize(("name", "fmt"), params(
+    tuple(f for f in FORMATS if by_label(f).kind != "model")))
 def test_pair(name, fmt, tmp_path):
     check_pair(name, fmt, tmp_path)
 

@@ -12,20 +12,14 @@ import pytest
 
 import kerasave as ks
 from kerasave import _registry, cli
+from kerasave.formats import TABLE, formats
 from kerasave.formats._base import ConfigFormat, Handler, ModelFormat, WeightsFormat
 from kerasave.store import manifest as _manifest
 
 from .conftest import FIXTURES, bfloat16_model
 
-SAVES = {  # format: (save call, relative path, handler name)
-    "checkpoint": (ks.save_weights, "ckpt/model", "checkpoint"),
-    "h5 weights": (ks.save_weights, "model.weights.h5", "h5"),
-    "json": (ks.save_config, "model.json", "json"),
-    "yaml": (ks.save_config, "model.yaml", "yaml"),
-    "keras": (ks.save_model, "model.keras", "keras"),
-    "h5 model": (ks.save_model, "model.h5", "h5"),
-    "savedmodel": (ks.save_model, "serving", "savedmodel"),
-}
+SAVES = {  # format: (save call, relative path, handler name): the table's classic formats
+    f.label: (getattr(ks, f.call), f.named("model"), f.name) for f in formats(lambda f: f.classic)}
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +87,34 @@ def test_arrays_keep_bfloat16(tmp_path, fmt):
     assert {str(v.dtype) for k, v in stored.items() if not k.startswith(
         ("optimizer", "adam"))} == {"bfloat16"}
     _assert_arrays_are_the_models(handler, tmp_path / rel, model)
+
+
+def test_the_format_table_has_every_registered_format_and_nothing_else():
+    """``kerasave.formats.TABLE``, which the round trip, the demo, the tests and the
+    benchmarks read, holds one row per registered handler (a new format cannot be left
+    out of them): the handler that ``format=`` names and that its canonical file's
+    suffix picks, with the kind, save call, exactness and export flag it has."""
+    assert len({(f.kind, f.name) for f in TABLE}) == len({f.label for f in TABLE}) == len(TABLE)
+    assert {(f.kind, f.name) for f in TABLE} == {(h.kind, h.name) for h in _registry._HANDLERS}
+    assert {kind: set(names) for kind, names in _registry.FORMATS.items()} == {
+        kind: {f.name for f in TABLE if f.kind == kind} for kind in _registry.FORMATS}
+    loads = {"weights": {"weights"}, "config": {"config"},
+             "model": {"model", "serving", "export"}}
+    for f in TABLE:
+        handler = f.handler  # what format=f.name names (UnknownFormatError for none)
+        assert (handler.kind, handler.name) == (f.kind, f.name)
+        assert _registry.for_save(f.kind, Path(f.file), None) is handler, f.label
+        assert _registry.for_save(f.kind, Path(f.named("x")), f.name) is handler, f.label
+        assert f.suffix in handler.suffixes if handler.suffixes else f.suffix == "", f.label
+        assert callable(getattr(ks, f.call)) and callable(getattr(ks, f.load))
+        assert f.loads in loads[f.kind], f.label
+        assert f.export == bool(getattr(handler, "runs_with", ())), f.label
+        assert f.exact == (not f.export) and not (f.classic and f.export), f.label
+    classic = [f.label for f in TABLE if f.classic]
+    assert len(classic) == 7
+    from kerasave.testing import EXPORTS, FORMATS
+    assert FORMATS == (*classic, *EXPORTS)
+    assert set(EXPORTS) <= {f.label for f in TABLE if f.export}
 
 
 def test_arrays_of_a_keras2_file_are_named_as_inspect_names_them():

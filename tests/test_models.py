@@ -17,6 +17,7 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import kerasave as ks  # noqa: E402
+from kerasave.formats import formats  # noqa: E402
 from tests.conftest import next_loss  # noqa: E402
 
 # --------------------------------------------------------------------------- models
@@ -252,7 +253,9 @@ def _check_report(report, path, fmt):
 
 # --------------------------------------------------------------------------- weights
 
-WEIGHT_FORMATS = {"checkpoint": "w/ckpt", "h5": "w/model.weights.h5"}
+# The classic formats of each kind from the format table, by handler name (the test ids).
+WEIGHT_FORMATS = {f.name: f"w/{f.named('model')}" for f in formats(
+    lambda f: f.classic and f.loads == "weights")}
 
 
 @pytest.mark.parametrize("name,fmt", [
@@ -319,7 +322,8 @@ def test_weights_into_fresh_model_resume_exactly(zoo, tmp_path, name, fmt):
 
 # --------------------------------------------------------------------------- configs
 
-CONFIG_FORMATS = {"json": "c/model.json", "yaml": "c/model.yaml"}
+CONFIG_FORMATS = {f.name: f"c/{f.named('model')}" for f in formats(
+    lambda f: f.classic and f.loads == "config")}
 
 
 @pytest.mark.parametrize("name,fmt", [
@@ -348,7 +352,8 @@ def test_config_round_trip(zoo, tmp_path, name, fmt):
 
 # ---------------------------------------------------------------------- whole models
 
-WHOLE_FORMATS = {"keras": "m/model.keras", "h5": "m/model.h5"}
+WHOLE_FORMATS = {f.name: f"m/{f.named('model')}" for f in formats(
+    lambda f: f.classic and f.loads == "model")}
 
 
 @pytest.mark.parametrize("name,fmt", [
@@ -407,10 +412,8 @@ def test_savedmodel_serves_the_predictions(zoo, tmp_path, name):
 
 
 @pytest.mark.parametrize("call,rel", [
-    pytest.param("save_config", "c/model.json", id="json"),
-    pytest.param("save_config", "c/model.yaml", id="yaml"),
-    pytest.param("save_model", "m/model.keras", id="keras"),
-    pytest.param("save_model", "m/model.h5", id="h5"),
+    *(pytest.param("save_config", rel, id=name) for name, rel in CONFIG_FORMATS.items()),
+    *(pytest.param("save_model", rel, id=name) for name, rel in WHOLE_FORMATS.items()),
 ])
 def test_subclassed_refuses_config_and_whole_formats(zoo, tmp_path, call, rel):
     model, _, _ = zoo("subclassed")

@@ -24,6 +24,7 @@ import tensorflow as tf
 import yaml
 
 import kerasave as ks
+from kerasave.formats import formats
 from kerasave.store import objectstore
 from kerasave.store.paths import safe_join
 
@@ -32,9 +33,9 @@ from .test_manager import _net, _train, fit_callback_resumes
 
 SCRIPTS = Path(__file__).parent / "scripts"
 
-FORMATS = [("weights", "ckpt"), ("weights", "w.weights.h5"), ("model", "m.keras"),
-           ("model", "m.h5"), ("config", "c.json"), ("config", "c.yaml"),
-           ("model", "served")]
+# The classic formats of the format table, each at a name of its own at the bucket's top.
+FORMATS = [pytest.param(f.kind, name, id=f"{f.kind}-{name}") for f in formats(lambda f: f.classic)
+           for name in [f.named(f.kind[0]).rpartition("/")[2]]]
 SAVE = {"weights": ks.save_weights, "model": ks.save_model, "config": ks.save_config}
 
 
@@ -65,19 +66,27 @@ def _download(url, into):
     return into / name
 
 
+def _row(kind, name):
+    """The format table's row for an artifact ``name`` of ``kind``: by its suffix, else
+    the kind's format without one (a checkpoint prefix, a SavedModel folder)."""
+    rows = formats(lambda f: f.classic and f.kind == kind)
+    return max(rows, key=lambda f: (name.endswith(f.suffix), len(f.suffix)))
+
+
 def _plain_reads(kind, name, local, model):
     """``local`` (downloaded with fsspec) read by Keras and TensorFlow alone equals ``model``."""
     want = values(all_vars(model))
-    if name == "ckpt":  # kerasave's checkpoint roots: the model and its optimizer
+    label = _row(kind, name).label
+    if label == "checkpoint":  # kerasave's checkpoint roots: the model and its optimizer
         fresh = ks.reference_model(seed=7)
         tf.train.Checkpoint(model=fresh, optimizer=fresh.optimizer).read(
             str(local)).assert_existing_objects_matched()
         assert_bit_exact(want, all_vars(fresh))
-    elif name == "w.weights.h5":
+    elif label == "h5 weights":
         fresh = ks.reference_model(seed=7)
         fresh.load_weights(str(local))
         assert_bit_exact(values(model.variables), fresh.variables)
-    elif name in ("m.keras", "m.h5"):
+    elif label in ("keras", "h5 model"):
         loaded = keras.saving.load_model(str(local))
         assert_bit_exact(values(model.variables), loaded.variables)
     elif kind == "config":
@@ -103,7 +112,7 @@ def _restored(kind, model, url, want):
         assert [(v.shape, v.dtype) for v in fresh.weights] == [
             (v.shape, v.dtype) for v in model.weights]
         assert ks.verify(model, url).ok
-    elif url.endswith("served"):
+    elif _row(kind, url.rpartition("/")[2]).loads == "serving":
         served = ks.load_model(url)
         x = np.ones((2, 32), np.float32)
         assert np.array_equal(np.asarray(served.serve(x)), np.asarray(model(x)))
@@ -120,12 +129,14 @@ def test_the_object_is_at_the_url(bucket, trained, tmp_path, kind, name):
     assert not any("kerasave-stage" in c.detail for c in report.checks)
     # What other tools see: the artifact's own names, the manifest beside (inside a
     # SavedModel), nothing else.
-    names = {"ckpt": ["ckpt.data-00000-of-00001", "ckpt.index", "ckpt.kerasave.json"],
-             "served": ["served/fingerprint.pb", "served/kerasave.json",
-                        "served/saved_model.pb",
-                        "served/variables/variables.data-00000-of-00001",
-                        "served/variables/variables.index"]}
-    assert _objects(f"{bucket}/dir") == names.get(name, [name, f"{name}.kerasave.json"])
+    label = _row(kind, name).label
+    names = {"checkpoint": [f"{name}.data-00000-of-00001", f"{name}.index",
+                            f"{name}.kerasave.json"],
+             "savedmodel": [f"{name}/fingerprint.pb", f"{name}/kerasave.json",
+                            f"{name}/saved_model.pb",
+                            f"{name}/variables/variables.data-00000-of-00001",
+                            f"{name}/variables/variables.index"]}
+    assert _objects(f"{bucket}/dir") == names.get(label, [name, f"{name}.kerasave.json"])
     _plain_reads(kind, name, _download(url, tmp_path), trained)
     want = values(all_vars(trained))
     if kind == "weights":  # a restore test changes the model first
@@ -133,7 +144,7 @@ def test_the_object_is_at_the_url(bucket, trained, tmp_path, kind, name):
     _restored(kind, trained, url, want)
     # Saved again over itself: the same names, nothing left beside them.
     SAVE[kind](trained, url)
-    assert _objects(f"{bucket}/dir") == names.get(name, [name, f"{name}.kerasave.json"])
+    assert _objects(f"{bucket}/dir") == names.get(label, [name, f"{name}.kerasave.json"])
     assert ks.verify(trained, url).ok
     inspected = ks.inspect(url)
     assert inspected.path == url and all(f.startswith(f"{bucket}/dir/") for f in inspected.files)

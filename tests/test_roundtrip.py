@@ -6,23 +6,25 @@ import numpy as np
 import pytest
 
 import kerasave as ks
+from kerasave.formats import formats
 
 from .conftest import all_vars, assert_bit_exact, perturb, values
 
-CASES = [
-    # (save call, format, relative path, what it holds)
-    ("save_weights", "checkpoint", "weights/my_model", "weights+optimizer"),
-    ("save_weights", "h5", "my_model.weights.h5", "weights+optimizer"),
-    ("save_weights", "h5", "my_model.h5", "weights+optimizer"),
-    ("save_weights", "h5", "my_model.hdf5", "weights+optimizer"),
-    ("save_weights", "h5-sharded", "my_model.weights.json", "weights+optimizer"),
-    ("save_config", "json", "model.json", "config"),
-    ("save_config", "yaml", "model.yaml", "config"),
-    ("save_config", "yaml", "model.yml", "config"),
-    ("save_model", "keras", "my_model.keras", "model"),
-    ("save_model", "h5", "my_model.h5", "model"),
-    ("save_model", "savedmodel", "serving", "serving"),
-]
+HOLDS = {"weights": "weights+optimizer", "config": "config", "model": "model",
+         "serving": "serving"}
+
+
+def _cases():
+    """(save call, format, relative path, what it holds): every format of the format
+    table but the exports (``tests/test_exports.py``), at its canonical file and at
+    each other suffix its handler answers to."""
+    for f in formats(lambda f: not f.export):
+        stem = f.file[:len(f.file) - len(f.suffix)]
+        for suffix in dict.fromkeys((f.suffix, *f.handler.suffixes)):
+            yield f.call, f.name, stem + suffix, HOLDS[f.loads]
+
+
+CASES = list(_cases())
 
 
 @pytest.mark.parametrize(("call", "fmt", "rel", "holds"), CASES,

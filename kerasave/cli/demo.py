@@ -13,6 +13,7 @@ import numpy as np
 
 import kerasave as ks
 from kerasave.cli._ui import NO, OK, status
+from kerasave.formats import formats
 
 __all__ = ["demo"]
 
@@ -53,14 +54,11 @@ def demo(directory: str | None) -> int:
         ok = np.array_equal(np.asarray(served.serve(probe)), expected)
         return ks.verify(model, path) if ok else _fail(path, "savedmodel")
 
+    restorers = {"weights": restore_weights, "config": restore_config, "model": restore_model,
+               "serving": restore_served}  # (by what a load gives: the table's ``loads``)
     plan: list[tuple[str, Callable[..., ks.Report], Path, Callable[[Path], ks.Report]]] = [
-        ("checkpoint", ks.save_weights, out / "weights" / "my_model", restore_weights),
-        ("h5 weights", ks.save_weights, out / "my_model.weights.h5", restore_weights),
-        ("json", ks.save_config, out / "model.json", restore_config),
-        ("yaml", ks.save_config, out / "model.yaml", restore_config),
-        ("keras", ks.save_model, out / "my_model.keras", restore_model),
-        ("h5 model", ks.save_model, out / "my_model.h5", restore_model),
-        ("savedmodel", ks.save_model, out / "serving", restore_served),
+        (f.label, getattr(ks, f.call), out / f.file, restorers[f.loads])
+        for f in formats(lambda f: f.classic)
     ]
     rows = []
     failures = 0

@@ -46,17 +46,14 @@ import yaml
 
 import kerasave as ks
 from kerasave._errors import first_line
+from kerasave.formats import by_label, formats
 from tests.corpus.models import Case
 
 __all__ = ["FORMATS", "Outcome", "Pair", "run_pair", "state_of", "verdict"]
 
-#: The formats of ``kerasave.testing.FORMATS``, in that order.
-FORMATS = ("checkpoint", "h5 weights", "json", "yaml", "keras", "h5 model", "savedmodel")
-_NAMES = {"checkpoint": "ckpt/model", "h5 weights": "model.weights.h5", "json": "model.json",
-          "yaml": "model.yaml", "keras": "model.keras", "h5 model": "model.h5",
-          "savedmodel": "exported"}
-_HOLDS_OPTIMIZER = {"checkpoint", "h5 weights", "keras", "h5 model"}
-
+#: The classic formats of the format table (``kerasave.testing.FORMATS``' first seven).
+FORMATS = tuple(f.label for f in formats(lambda f: f.classic))
+_NAMES = {f.label: f.named("model") for f in formats(lambda f: f.classic)}
 
 @dataclass(frozen=True)
 class Outcome:
@@ -350,24 +347,21 @@ class _Fresh:
 
 
 def _kerasave_save(fmt: str, model: keras.Model, path: Path) -> None:
-    if fmt in ("checkpoint", "h5 weights"):
-        ks.save_weights(model, path)
-    elif fmt in ("json", "yaml"):
-        ks.save_config(model, path)
-    else:
-        ks.save_model(model, path, format="h5" if fmt == "h5 model" else None)
+    row = by_label(fmt)
+    getattr(ks, row.call)(model, path, format=row.name)
 
 
 def _kerasave_judge(case: Case, fmt: str, ref: Reference, path: Path,
                     _fresh: _Fresh) -> list[str]:
-    if fmt in ("checkpoint", "h5 weights"):
+    loads = by_label(fmt).loads
+    if loads == "weights":
         fresh = _fresh()
         ks.load_weights(fresh, path)
         return judge_model(ref, fresh, whole=False)
-    if fmt in ("json", "yaml"):
+    if loads == "config":
         return judge_config(ref, ks.load_config(path))
     loaded = ks.load_model(path)
-    if fmt == "savedmodel":
+    if loads == "serving":
         return judge_served(ref, loaded)
     return judge_model(ref, loaded, whole=True)
 

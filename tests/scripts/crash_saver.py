@@ -30,22 +30,16 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import kerasave as ks  # noqa: E402
+from kerasave.formats import formats  # noqa: E402
 from kerasave.store import local  # noqa: E402
 
 CRASHED = 77
 
-# case: (save call, relative path)
-CASES = {
-    "checkpoint": ("save_weights", "w/ckpt"),
-    "h5-weights": ("save_weights", "w.weights.h5"),
-    "h5-sharded": ("save_weights", "w.weights.json"),
-    "json": ("save_config", "c.json"),
-    "yaml": ("save_config", "c.yaml"),
-    "keras": ("save_model", "m.keras"),
-    "h5-model": ("save_model", "m.h5"),
-    "savedmodel": ("save_model", "serving"),
-    "manager": (None, "ckpts"),
-}
+# case: (save call, relative path): every format of the format table but the exports
+# (a save whose only writer is Keras' model.export), then the manager
+CASES = {f.label.replace(" ", "-"): (f.call, f.named(f.kind[0]))
+         for f in formats(lambda f: not f.export)}
+CASES["manager"] = (None, "ckpts")
 
 # case: what the save call is given besides the model and the path
 OPTIONS = {"h5-sharded": {"max_shard_size": 24000 / 1024**3}}  # (two shards)

@@ -61,7 +61,7 @@ PathLike = str | os.PathLike[str]
 
 
 @contextlib.contextmanager
-def _reading(path: Path) -> Iterator[None]:
+def _reading(path: PathLike) -> Iterator[None]:
     """Whatever a reader library raises about a damaged file becomes CorruptArtifactError."""
     try:
         yield

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 __all__ = [  # and the DT_* DataType numbers
     "BundleEntryProto", "BundleHeaderProto", "Data", "Dim", "MetaGraphDef", "MetaInfoDef",
@@ -195,6 +195,9 @@ class _Message:
     _FIELDS: ClassVar[dict[int, tuple[str, Any, bool]]] = {}
     _DEFAULTS: ClassVar[dict[str, Any]] = {}
     _SPEC: ClassVar[dict[int, tuple[str, int, Callable[[Any], Any], bool, Any]]] = {}
+
+    if TYPE_CHECKING:  # (fields are slots made from ``_FIELDS``: not declared one by one)
+        def __getattr__(self, name: str) -> Any: ...
 
     def __init_subclass__(cls) -> None:
         """Precompute, per field number: (attribute, wire type, conversion, repeated, class)."""

@@ -215,7 +215,7 @@ def _weights_back(which: str) -> Callable[[keras.Model, Path], list[Check]]:
 
 
 def _name(variable: Any) -> str:
-    return getattr(variable, "path", None) or getattr(variable, "name", "?")
+    return str(getattr(variable, "path", None) or getattr(variable, "name", "?"))
 
 
 def _optimizer_variables(model: keras.Model) -> list[Any]:

@@ -157,7 +157,7 @@ _SCALARS: dict[str, tuple[int, Callable[[Any], Any], Any]] = {
 
 def _decode(cls: Any, buf: memoryview) -> Any:
     """An instance of ``cls`` from its wire bytes, per ``cls._SPEC`` (see ``_Message``)."""
-    spec, values = cls._SPEC, {}
+    spec, values = cls._SPEC, dict[str, Any]()
     parts: dict[str, tuple[Any, list[memoryview]]] = {}  # singular sub-messages, to merge
     for number, wire, raw in _fields(buf):
         field = spec.get(number)

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from kerasave._errors import CorruptArtifactError, KerasaveError
@@ -36,7 +37,7 @@ LAYOUT = 2  # (1: kerasave.store.legacy)
 _ATTEMPTS = 5  # manifest writes that lose a race are tried again this often
 
 
-def _objectstore() -> Any:
+def _objectstore() -> ModuleType:
     """The store's module: its ``_step`` hook, ``GRACE`` and ``progress`` are set there."""
     from kerasave.store import objectstore
 

@@ -57,6 +57,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m ruff check kerasave tests bench
+	$(BIN)/python -m mypy --config-file setup.cfg
 	$(BIN)/python -m pytest -n 2 --dist loadfile
 
 dist: $(STAMP)
@@ -102,8 +103,11 @@ bench-resume: $(STAMP)
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/python -m mkdocs build --strict --site-dir site
 
+# Types: setup.cfg's [mypy] sections (strict on the store, the handler protocol, the
+# public API); its cache is .mypy_cache.
 lint: $(STAMP)
 	$(BIN)/python -m ruff check kerasave tests bench
+	$(BIN)/python -m mypy --config-file setup.cfg
 
 clean:
-	rm -rf $(VENV) $(OLDEST) $(NEXT) site build dist *.egg-info .pytest_cache .ruff_cache
+	rm -rf $(VENV) $(OLDEST) $(NEXT) site build dist *.egg-info .pytest_cache .ruff_cache .mypy_cache

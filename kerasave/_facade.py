@@ -59,7 +59,7 @@ __all__ = [
 PathLike = str | os.PathLike[str]
 
 
-def _reading(path: Path) -> contextlib.AbstractContextManager[None]:
+def _reading(path: PathLike) -> contextlib.AbstractContextManager[None]:
     """Whatever a reader library raises about a damaged file becomes CorruptArtifactError."""
     return foreign_errors(path, "could not read the artifact", at="run", typed=True)
 

@@ -130,7 +130,7 @@ class CheckpointManager:
         self.checkpoint_interval = (int(checkpoint_interval)
                                     if checkpoint_interval is not None else None)
         self.init_fn = init_fn
-        self._last_checkpoint_step = last_checkpoint_step
+        self._last_checkpoint_step: int | float | None = last_checkpoint_step
         self._store = stores.at(directory)  # a local folder or a URL's (read and written
         # through private local copies)
         self.directory: Path | str = self._store.local_dir or self._store.shown

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from functools import partial
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 __all__ = [  # and the DT_* DataType numbers
     "BundleEntryProto", "BundleHeaderProto", "Data", "Dim", "MetaGraphDef", "MetaInfoDef",
@@ -157,7 +157,7 @@ _SCALARS: dict[str, tuple[int, Callable[[Any], Any], Any]] = {
 
 def _decode(cls: Any, buf: memoryview) -> Any:
     """An instance of ``cls`` from its wire bytes, per ``cls._SPEC`` (see ``_Message``)."""
-    spec, values = cls._SPEC, {}
+    spec, values = cls._SPEC, dict[str, Any]()
     parts: dict[str, tuple[Any, list[memoryview]]] = {}  # singular sub-messages, to merge
     for number, wire, raw in _fields(buf):
         field = spec.get(number)
@@ -195,6 +195,9 @@ class _Message:
     _FIELDS: ClassVar[dict[int, tuple[str, Any, bool]]] = {}
     _DEFAULTS: ClassVar[dict[str, Any]] = {}
     _SPEC: ClassVar[dict[int, tuple[str, int, Callable[[Any], Any], bool, Any]]] = {}
+
+    if TYPE_CHECKING:  # (fields are slots made from ``_FIELDS``: not declared one by one)
+        def __getattr__(self, name: str) -> Any: ...
 
     def __init_subclass__(cls) -> None:
         """Precompute, per field number: (attribute, wire type, conversion, repeated, class)."""

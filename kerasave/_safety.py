@@ -11,7 +11,7 @@ import os
 import re
 import zipfile
 import zlib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from typing import Any
 
@@ -83,7 +83,7 @@ def check_nesting(obj: Any, source: str | Path | None, *, limit: int = MAX_DEPTH
     while stack:
         node, depth = stack.pop()
         if isinstance(node, Mapping):
-            children = node.values()
+            children: Iterable[Any] = node.values()
         elif isinstance(node, list | tuple):
             children = node
         else:
@@ -333,7 +333,7 @@ def check_h5(f: h5py.File, source: str | Path) -> None:
     """UnsafeArtifactError for soft or external links, and datasets stored in external
     files or virtual (mapped from other datasets, possibly in other files)."""
     links: list[tuple[str, int]] = []
-    datasets: list[str] = []
+    datasets: list[bytes] = []
 
     def link(name: bytes, info: Any) -> None:
         if info.type != h5l.TYPE_HARD:
@@ -348,11 +348,11 @@ def check_h5(f: h5py.File, source: str | Path) -> None:
         # ~3x faster than opening every object from Python.
         f.id.links.visit(link, info=True)
         if links:
-            name, kind = links[0]
+            at, kind = links[0]
             what = {h5l.TYPE_SOFT: "a soft link",
                     h5l.TYPE_EXTERNAL: "an external link"}.get(kind, "a user-defined link")
             raise UnsafeArtifactError(
-                f"the HDF5 file holds {what} at /{name}: loading would read data from "
+                f"the HDF5 file holds {what} at /{at}: loading would read data from "
                 "outside the artifact",
                 path=source,
             )

@@ -238,7 +238,7 @@ def one_save() -> Iterator[None]:
         _SAVING.reset(token)
 
 
-def serialized_config(model: keras.Model) -> Any:
+def serialized_config(model: keras.Model) -> dict[str, Any]:
     """``json.loads(model.to_json())``, once per model inside ``one_save``."""
     seen = _SAVING.get()
     if seen is not None and id(model) in seen and seen[id(model)][0] is model:

@@ -91,8 +91,9 @@ class Checkpoint(keras.callbacks.Callback):
         self.directory = directory
         self.save_freq = save_freq
         self.blocking = blocking
-        self._options = dict(max_to_keep=max_to_keep, keep_every_n_hours=keep_every_n_hours,
-                             best_k=best_k, metric=monitor, mode=mode, verify=verify)
+        self._options: dict[str, Any] = dict(
+            max_to_keep=max_to_keep, keep_every_n_hours=keep_every_n_hours,
+            best_k=best_k, metric=monitor, mode=mode, verify=verify)
         self.manager: CheckpointManager | None = None
         self._holders = Holders()
         self._list: Any = None  # fit's CallbackList, when reachable (fast path)

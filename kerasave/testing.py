@@ -82,15 +82,21 @@ from kerasave._verify import (
     to_numpy,
 )
 from kerasave.formats import formats
-from kerasave.formats._export import SECOND_BATCH, Served, available, serve_batch
+from kerasave.formats._export import SECOND_BATCH, ExportFormat, Served, available, serve_batch
 from kerasave.formats.savedmodel import compare_serving
 
 __all__ = ["FORMATS", "EXPORTS", "RoundTripFailure", "assert_round_trip"]
 
 #: The deployment exports, checked when ``kerasave[export]`` is installed.
+def _runnable(handler: object) -> bool:
+    """An export handler whose writer and runtime modules are installed."""
+    if not isinstance(handler, ExportFormat):
+        raise TypeError(f"the format table's export row names {handler!r}, not an export")
+    return not available(*handler.writes_with, *handler.runs_with)
+
+
 EXPORTS: tuple[str, ...] = tuple(
-    f.label for f in formats(lambda f: f.export)
-    if not available(*f.handler.writes_with, *f.handler.runs_with))
+    f.label for f in formats(lambda f: f.export) if _runnable(f.handler))
 
 #: Every format ``assert_round_trip`` checks, in the order it checks them: the seven
 #: classic ones, then each deployment export whose runtime is installed.
@@ -213,7 +219,7 @@ def _weights_back(which: str) -> Callable[[keras.Model, Path], list[Check]]:
 
 
 def _name(variable: Any) -> str:
-    return getattr(variable, "path", None) or getattr(variable, "name", "?")
+    return str(getattr(variable, "path", None) or getattr(variable, "name", "?"))
 
 
 def _optimizer_variables(model: keras.Model) -> list[Any]:

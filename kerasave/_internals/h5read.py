@@ -91,7 +91,7 @@ class Window(io.RawIOBase):
 
 def _read_exact(fd: int, array: np.ndarray, offset: int, path: Path) -> None:
     """Fill ``array`` with the bytes of ``fd`` from ``offset``, or CorruptArtifactError."""
-    view = memoryview(array.reshape(-1)).cast("B")
+    view = memoryview(array.reshape(-1)).cast("B")  # type: ignore[arg-type]  # (NumPy types its buffer from Python 3.12 on)
     done = 0
     while done < len(view):
         got = os.preadv(fd, [view[done:]], offset + done)

@@ -156,7 +156,7 @@ def training_optimizer(training: dict[str, Any], custom_objects: Mapping[str, An
             if not (isinstance(own, type) and issubclass(own, keras.optimizers.Optimizer)):
                 return keras.optimizers.deserialize(dict(config))
             # A Keras 2 optimizer config: the arguments Keras 3's class takes.
-            taken = set(inspect.signature(own.__init__).parameters)
+            taken = set(inspect.signature(own.__init__).parameters)  # type: ignore[misc]  # (the class's own)
             arguments = {k: v for k, v in dict(config.get("config") or {}).items()
                          if k in taken}
             rate = arguments.get("learning_rate")

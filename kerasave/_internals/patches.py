@@ -168,7 +168,7 @@ def initialize_rest(created: list[Any]) -> None:
         if not variable._value.is_initialized():
             initializer = variable._initializer or getattr(variable, "_kerasave_initializer",
                                                            None)
-            variable._value.assign(initializer(variable._shape, dtype=variable._dtype))
+            variable._value.assign(initializer(variable._shape, dtype=variable._dtype))  # type: ignore[misc]  # (Keras sets one)
         variable._initializer = None
 
 
@@ -261,7 +261,7 @@ def optimizer_variables(stores: tuple[type, ...]) -> Iterator[None]:
             if not isinstance(store, stores):
                 return original(optimizer, store)
             for i, variable in enumerate(optimizer.variables):
-                store[str(i)] = variable
+                store[str(i)] = variable  # type: ignore[index]  # (a store of Keras' own)
             return None
 
         return save_own_variables

@@ -164,11 +164,11 @@ def _probe_writer() -> None:
         if any(written[name][1] != fast[name][1] for name in written):
             raise AssertionError("the fast writer writes other attributes than save_weights")
         names = sorted(n for n, (value, _) in written.items() if value is not None)
-        _same([written[n][0] for n in names], [fast[n][0] for n in names], "weights save")
+        _same([written[n][0] for n in names], [fast[n][0] for n in names], "weights save")  # type: ignore[misc]  # (names hold values)
         entries = savinglib.stored_entries(model)
         if sorted(entries) != names:
             raise AssertionError("stored_entries names other datasets than save_weights")
-        _same([written[n][0] for n in names], [entries[n] for n in names], "stored entries")
+        _same([written[n][0] for n in names], [entries[n] for n in names], "stored entries")  # type: ignore[misc]  # (names hold values)
 
 
 def _contents(path: Path) -> dict[str, tuple[np.ndarray | None, dict[str, Any]]]:

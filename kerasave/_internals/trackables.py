@@ -21,7 +21,8 @@ from kerasave._lazy import keras, tf
 __all__ = ["snapshot"]
 
 
-def snapshot(roots: dict[str, Any], copies: Any, directory: Path) -> tuple[Any, Any]:
+def snapshot(roots: dict[str, Any], copies: Any, directory: Path | str
+             ) -> tuple[Any, Any]:
     """A ``tf.train.Checkpoint`` of ``roots`` that writes copies of today's values.
 
     ``copies`` is the previous call's (reused from save to save) or None.

@@ -122,7 +122,7 @@ class _Replay:
         read_as = {id(array): name for array, name in reads}  # (the arrays are held)
         plan = [(variable, read_as.get(id(array))) for variable, array in values.values()]
         if (plan and all(name is not None for _, name in plan)
-                and sorted(name for _, name in plan) == sorted(name for _, name in reads)):
+                and sorted(name for _, name in plan) == sorted(name for _, name in reads)):  # type: ignore[type-var]  # (every name checked)
             self._names, self._plan = names, plan  # type: ignore[assignment]
 
 
@@ -162,7 +162,7 @@ class Twins:
         if twin is None:
             twin = _Twin(*build_deferred(build))
             result = twin.fill(read)
-        yield result
+        yield result  # type: ignore[misc]  # (fill returned)
         if twin.kept:  # (not after a failure: the exception skips this)
             with self._lock:
                 self._kept[key] = twin

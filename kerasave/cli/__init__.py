@@ -77,6 +77,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from kerasave.store import objectstore
 
         objectstore.progress = transfer_bar
+    error: BaseException | None
     message, code, error = None, OK, None
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

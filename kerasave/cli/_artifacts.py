@@ -315,8 +315,9 @@ def _pair(sides: list[ks.Artifact], same: bool, config: PathLike | None
                     f"{sides[1 - i].path}: {exc}") from exc
         else:
             result[i] = read(sides[i])
-    first, second = result
-    assert first is not None and second is not None
+    one, two = result
+    assert one is not None and two is not None
+    first, second = one, two
     # Two formats name alike when their handlers say so (h5 and h5-sharded weights:
     # Keras' weights-file layout, split into shards or not).
     alike = first.naming == second.naming or (

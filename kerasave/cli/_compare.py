@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -69,7 +70,7 @@ def _differences(a: np.ndarray, b: np.ndarray) -> tuple[float | None, float | No
 
 
 def _entry(name: str, a: np.ndarray, b: np.ndarray, optimizer: bool) -> Entry:
-    shapes = dict(a_shape=tuple(a.shape), a_dtype=str(a.dtype),
+    shapes: dict[str, Any] = dict(a_shape=tuple(a.shape), a_dtype=str(a.dtype),
                   b_shape=tuple(b.shape), b_dtype=str(b.dtype), optimizer=optimizer)
     if a.shape != b.shape:
         return Entry(name, "shape", **shapes)

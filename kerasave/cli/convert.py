@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -137,7 +138,8 @@ def _convert(src: str, source: ks.Artifact, dst: str, target: str, config: str |
                      f"from {config} has no optimizer (a .keras or .h5 model as --config "
                      "keeps it)")
     save = {"weights": ks.save_weights, "model": ks.save_model, "config": ks.save_config}[target]
-    options = {"max_shard_size": max_shard_size} if max_shard_size is not None else {}
+    options: dict[str, Any] = \
+        {"max_shard_size": max_shard_size} if max_shard_size is not None else {}
     try:
         with status(f"writing and verifying {dst}"):
             report = save(model, dst, **options)

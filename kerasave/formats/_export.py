@@ -391,7 +391,7 @@ def _graph_call(model: keras.Model) -> Any:
     if cached is not None:
         return cached
     ref = weakref.ref(model)
-    call = tf.function(lambda x: ref()(x, training=False), reduce_retracing=True)
+    call = tf.function(lambda x: ref()(x, training=False), reduce_retracing=True)  # type: ignore[misc]  # (held while called)
     try:
         _GRAPH_CALLS[model] = call
     except TypeError:

@@ -334,12 +334,12 @@ def tensor_array(tensor: TensorProto, folder: Path) -> np.ndarray:
             dtype.newbyteorder("="))
     field = "int64_data" if tensor.data_type == 7 else (
         "uint64_data" if tensor.data_type in (12, 13) else "int32_data")
-    raw = memoryview(getattr(tensor, field))
-    if count > len(raw):  # every varint takes a byte at least
+    packed = memoryview(getattr(tensor, field))
+    if count > len(packed):  # every varint takes a byte at least
         raise ValueError(f"tensor {tensor.name!r} declares {count} values, holds fewer")
     items, at = [], 0
-    while at < len(raw):
-        item, at = _varint(raw, at)
+    while at < len(packed):
+        item, at = _varint(packed, at)
         items.append(item)
     if len(items) != count:
         raise ValueError(f"tensor {tensor.name!r} declares {count} values, holds {len(items)}")

@@ -125,6 +125,7 @@ def _attr_value(buf: memoryview, depth: int, into: _Node, key: str) -> None:
 
 def _tensor_header(buf: memoryview) -> tuple[int, tuple[int, ...], int]:
     """A TensorProto's dtype, dims and how many bytes it stores (content or values)."""
+    dims: tuple[int, ...]
     dtype, dims, stored = 0, (), 0
     for number, wire, raw in _fields(buf):
         if number == 1 and wire == 0:

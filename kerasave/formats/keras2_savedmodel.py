@@ -132,7 +132,7 @@ def left_out(path: Path) -> dict[str, str]:
     opt = keras2.optimizer_node(graph, 0)
     if keras2.generation(graph, opt) == keras2.OPTIMIZER_V2:
         slots = {s.slot_variable_node_id for s in graph.nodes[opt].slot_variables}
-        for name, nid in graph.children(opt).items():
+        for name, nid in graph.children(opt).items():  # type: ignore[arg-type]  # (a V2 optimizer)
             if nid not in slots and name not in ("iter", "learning_rate"):
                 for attr in graph.nodes[nid].attributes:
                     found[attr.checkpoint_key] = "OptimizerV2 hyperparameters"

@@ -157,7 +157,7 @@ def _graph_call(model: keras.Model, *, fresh: bool = False) -> Any:
         if cached is not None:
             return cached
     ref = weakref.ref(model)
-    call = tf.function(lambda p: ref()(p, training=False))
+    call = tf.function(lambda p: ref()(p, training=False))  # type: ignore[misc]  # (held while called)
     try:
         _GRAPH_CALLS[model] = call
     except TypeError:

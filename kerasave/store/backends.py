@@ -18,6 +18,7 @@ URL is used: the backends are the optional extra ``kerasave[remote]``.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -229,7 +230,8 @@ class S3Backend(Backend):
         bucket, name = self._split(key)
         out = self._call("put_object", Bucket=bucket, Key=name, Body=data, **_condition(match))
         self.fs.invalidate_cache(key)
-        return out.get("ETag")
+        etag: str | None = out.get("ETag")
+        return etag
 
     def put_file(self, local: Path, key: str, *, match: Any = ANY, callback: Any = None
                  ) -> str | None:
@@ -242,6 +244,7 @@ class S3Backend(Backend):
         bucket, name = self._split(key)
         size = os.path.getsize(local)
         chunk = max(_PART, -(-size // _MAX_PARTS))  # (s3fs's rule: 50 MiB, <= 10,000 parts)
+        etag: str | None
         try:
             if size < min(5 * 2**30, 2 * chunk):
                 body = local.read_bytes()
@@ -274,7 +277,7 @@ class S3Backend(Backend):
         return etag
 
     async def _parts(self, local: Path, bucket: str, name: str, uid: str, chunk: int,
-                     callback: Any) -> list[dict[str, Any]]:
+                     callback: Any) -> builtins.list[dict[str, Any]]:
         fs = self.fs
         parts: list[dict[str, Any]] = []
 

@@ -17,6 +17,7 @@ temporary or a staging copy, so what a save or a read says names that.
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
@@ -121,13 +122,32 @@ class Txn(Protocol):
 class Store(Protocol):
     """One place an artifact lives (see the module's docstring)."""
 
-    shown: str  # the path or URL as the caller named it: what messages say
-    name: str  # its last part
-    # The local path the formats write and read for it: the path itself, or a URL's
-    # stand-in in the store's staging folder (removed by ``close``).
-    target: Path
-    naming: Naming  # what is said of ``target``'s folder, said of the store's
-    local_dir: Path | None  # the path, when it is on this machine's disk (locks work there)
+    # (read-only members: a store may compute them)
+    @property
+    def shown(self) -> str:
+        """The path or URL as the caller named it: what messages say."""
+        ...
+
+    @property
+    def name(self) -> str:
+        """Its last part."""
+        ...
+
+    @property
+    def target(self) -> Path:
+        """The local path the formats write and read for it: the path itself, or a
+        URL's stand-in in the store's staging folder (removed by ``close``)."""
+        ...
+
+    @property
+    def naming(self) -> Naming:
+        """What is said of ``target``'s folder, said of the store's."""
+        ...
+
+    @property
+    def local_dir(self) -> Path | None:
+        """The path, when it is on this machine's disk (locks work there)."""
+        ...
 
     def __enter__(self) -> Store:
         """Inside the block, kerasave's errors that name ``target`` name ``shown``;
@@ -163,7 +183,7 @@ class Store(Protocol):
         layout names otherwise than by its name (a shard map's shards)."""
         ...
 
-    def list(self, pattern: str, layout: Layout) -> list[Listed]:
+    def list(self, pattern: str, layout: Layout) -> builtins.list[Listed]:
         """The committed artifacts of ``layout`` in this folder whose names ``pattern``
         matches (a regular expression whose one group is a number), by number."""
         ...
@@ -183,7 +203,7 @@ class Store(Protocol):
         ``checkpoint`` state file)."""
         ...
 
-    def migrate(self) -> list[str]:
+    def migrate(self) -> builtins.list[str]:
         """Rewrite what an earlier kerasave wrote here in another layout (the artifact,
         or every artifact of the folder) in today's; what was rewritten."""
         ...

@@ -10,8 +10,8 @@ from __future__ import annotations
 import concurrent.futures
 import ctypes
 import mmap
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import google_crc32c
 import numpy as np
@@ -44,7 +44,7 @@ def crc32c(path: Path, *, threads: int = 1, mapped: bool = False) -> str:
     return f"{crc:08x}"
 
 
-def _extend_function() -> Any:
+def _extend_function() -> Callable[[int, int, int], int] | None:
     """``crc32c_extend`` of the library google-crc32c bundles, called through ctypes, or
     None. The package's own functions take only ``bytes`` (a copy of every chunk) and
     hold the GIL for anything else; through ctypes the CRC reads any memory, mapped
@@ -58,7 +58,8 @@ def _extend_function() -> Any:
         check = np.frombuffer(b"123456789", np.uint8)
         if function(0, check.ctypes.data, check.size) != 0xE3069283:  # the standard check value
             return None
-        return function
+        extend: Callable[[int, int, int], int] = function  # (ctypes: c_uint32 → int)
+        return extend
     except (ImportError, OSError, AttributeError, TypeError):
         return None
 
@@ -70,7 +71,7 @@ def crc32c_of(memory: np.ndarray) -> int:
     """The CRC32C of an array's bytes (C-contiguous), as an int."""
     flat = np.ascontiguousarray(memory).reshape(-1).view(np.uint8)
     if _EXTEND is None:
-        return google_crc32c.value(flat.tobytes())
+        return int(google_crc32c.value(flat.tobytes()))
     return _EXTEND(0, flat.ctypes.data, flat.size) if flat.size else 0
 
 

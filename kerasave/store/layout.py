@@ -13,11 +13,23 @@ __all__ = ["Layout"]
 
 
 class Layout(Protocol):
-    name: str  # the format's name, recorded in the manifest
-    # A temporary artifact's name must end in this for the format's writer to accept it.
-    temp_suffix: str
-    # Whether the integrity manifest lives inside the artifact (a directory) or beside it.
-    manifest_inside: bool
+    # (read-only members: a handler holds them as class variables)
+    @property
+    def name(self) -> str:
+        """The format's name, recorded in the manifest."""
+        ...
+
+    @property
+    def temp_suffix(self) -> str:
+        """A temporary artifact's name must end in this for the format's writer to
+        accept it."""
+        ...
+
+    @property
+    def manifest_inside(self) -> bool:
+        """Whether the integrity manifest lives inside the artifact (a directory) or
+        beside it."""
+        ...
 
     def members(self, path: Path) -> list[Path]:
         """The files (or directory) that make up the artifact at ``path``, if any;

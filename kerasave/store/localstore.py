@@ -8,6 +8,7 @@ the files where they are (``resolve_checked``). Every disk change goes through
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import json
 import re
@@ -105,7 +106,7 @@ class LocalStore:
                 if member != index:
                     local.remove(member, held)
 
-    def migrate(self) -> list[str]:
+    def migrate(self) -> builtins.list[str]:
         return []  # (nothing on disk was ever written in another layout)
 
     def put_text(self, name: str, text: str) -> None:

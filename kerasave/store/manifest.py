@@ -114,10 +114,10 @@ def schema_problem(manifest: dict[str, Any]) -> str | None:
 def mismatch(handler: Layout, path: Path, manifest: dict[str, Any]) -> str | None:
     if manifest.get("format") not in (None, handler.name):
         return f"the manifest says format {manifest.get('format')!r}, expected {handler.name!r}"
-    table = manifest.get("files")
     problem = schema_problem(manifest)
     if problem is not None:
         return problem  # (never "fine": a table that is not one checks nothing)
+    table: dict[str, Any] = manifest["files"]  # (a mapping: schema_problem said so)
     files = _files(handler, path)
     if set(files) != set(table):
         missing = sorted(set(table) - set(files))

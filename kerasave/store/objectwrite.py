@@ -18,13 +18,14 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
 from kerasave._errors import CorruptArtifactError, KerasaveError
 from kerasave.store import legacy, manifest
 from kerasave.store.backends import ABSENT, ANY, Conflict, Obj
 from kerasave.store.layout import Layout
-from kerasave.store.objectnames import PREVIOUS
+from kerasave.store.objectnames import PREVIOUS, Names
 from kerasave.store.paths import safe_join
 
 if TYPE_CHECKING:
@@ -36,7 +37,7 @@ LAYOUT = 2  # (1: kerasave.store.legacy)
 _ATTEMPTS = 5  # manifest writes that lose a race are tried again this often
 
 
-def _objectstore() -> Any:
+def _objectstore() -> ModuleType:
     """The store's module: its ``_step`` hook, ``GRACE`` and ``progress`` are set there."""
     from kerasave.store import objectstore
 
@@ -81,8 +82,23 @@ class _Version:
             and listing[k].etag == self.etags[n] for n, k in self.keys.items())
 
 
-class Writing:
+class Writing(Names):
     """``ObjectStore``'s saves (see the module's docstring)."""
+
+    url: str
+    if TYPE_CHECKING:  # what ``ObjectStore`` defines and its saves call
+        def _url(self, key: str) -> str: ...
+        def child(self, name: str) -> ObjectStore: ...
+        def _version(self, label: str, recorded: dict[str, Any], inside: bool, *,
+                     at: str | None = None, paths: dict[str, str] | None = None,
+                     entry: dict[str, Any] | None = None) -> _Version: ...
+        def _read_doc(self, inside: bool | None = None
+                      ) -> tuple[dict[str, Any] | None, str | None, bool]: ...
+        def _versions(self, doc: dict[str, Any], inside: bool) -> list[_Version]: ...
+        def _legacy(self, doc: dict[str, Any]) -> _Version: ...
+        def fetch(self, into: Path, detect: Callable[[Path], Any] | None = None
+                  ) -> tuple[Path, str, bool]: ...
+        def _staged(self) -> Path: ...
 
     def publish(self, local: Path, layout: Layout) -> None:
         """Upload the committed local artifact ``local`` (its sealed manifest beside or
@@ -307,11 +323,12 @@ class Writing:
                 return
             except Conflict:
                 pass
-            doc, etag, _ = self._read_doc(inside)
+            fresh, etag, _ = self._read_doc(inside)
             listing = self._listing(copies=False, keys=new.keys.values())
-            if doc is None or not all(listing.get(k) is not None and listing[k].etag == etags[n]
+            if fresh is None or not all(listing.get(k) is not None and listing[k].etag == etags[n]
                                       for n, k in new.keys.items()):
                 raise _raced(self.url)
+            doc = fresh
             previous = (doc.get("store") or {}).get("previous") or []
         raise _raced(self.url)
 
@@ -418,7 +435,7 @@ class _Announcement:
     the copy, and nothing at the URL changes before the copy is complete and the save
     announced."""
 
-    def __init__(self, store: ObjectStore, mine: dict[str, Any], inside: bool,
+    def __init__(self, store: Writing, mine: dict[str, Any], inside: bool,
                  keys: set[str], layout: Layout | None = None) -> None:
         self.store, self.mine, self.inside, self.keys = store, mine, inside, keys
         self.layout = layout

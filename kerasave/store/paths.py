@@ -30,7 +30,7 @@ def is_url(path: Any) -> bool:
         return False
     text = os.fspath(path)
     match = _SCHEME.match(text) if isinstance(text, str) else None
-    return bool(match) and match.group(1).lower() not in ("file", "local")
+    return match is not None and match.group(1).lower() not in ("file", "local")
 
 
 def local_path(path: Any) -> Path:

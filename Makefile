@@ -6,7 +6,7 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.kerasave-installed
 export TF_CPP_MIN_LOG_LEVEL := 3
 
-# The oldest stack kerasave claims (kerasave/_support.py, setup.cfg): `make test-oldest`
+# The oldest stack kerasave claims (kerasave/_runtime/support.py, setup.cfg): `make test-oldest`
 # installs the wheel into a venv of its own there and runs the core tests outside the
 # source tree. `make test-public` runs them with every fast path off.
 # (pyenv's shim for python3.10 refuses when 3.11 is the global version: take the real one)
@@ -30,7 +30,7 @@ PUBLIC_TESTS  := test_roundtrip.py test_weights.py test_config.py test_manager.p
 PUBLIC_SKIP   := -k "not fit_"
 
 # Tomorrow's Keras: `make test-next` installs the wheel beside the next minor's pinned
-# pre-releases (kerasave/_support.py NEXT; tests/test_packaging.py holds the two to each
+# pre-releases (kerasave/_runtime/support.py NEXT; tests/test_packaging.py holds the two to each
 # other) into a venv of its own and runs the core tests that exercise kerasave's probes
 # and fallbacks, outside the source tree. A failure there is a bug in kerasave's probes
 # or fallbacks, never a reason to pin lower: fix it. The nightlies' distributions are not

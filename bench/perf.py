@@ -169,7 +169,7 @@ def _ops(model: Any, fmt: str, impl: str, work: Path, twin: Any = None) -> tuple
     path = work / rel
     path.parent.mkdir(parents=True, exist_ok=True)
     if impl == "native":
-        from kerasave._state import keras_warnings
+        from kerasave.compare.state import keras_warnings
 
         ckpt = tf.train.Checkpoint(model=model, optimizer=model.optimizer)
         twin_ckpt = (tf.train.Checkpoint(model=twin, optimizer=twin.optimizer)
@@ -311,7 +311,7 @@ def interleaved(spec: dict[str, Any]) -> dict[str, Any]:
 
         # The smallest cost of a whole-model check: its probe batch through a model
         # (the check runs it through two, the original and the one read back).
-        from kerasave import _verify
+        from kerasave.compare import verify as _verify
 
         probe = _verify.probe_inputs(model)
         forward = []

@@ -9,20 +9,20 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from kerasave._version import __version__
+from kerasave._runtime.version import __version__
 
 # The names below are imported on first use (PEP 562): ``import kerasave`` stays
 # light, so the command line can quiet TensorFlow's import before it happens.
 _WHERE = {name: module for module, names in {
-    "kerasave._config": ("model_from_json", "model_from_yaml", "to_json", "to_yaml"),
+    "kerasave.formats.configtext": ("model_from_json", "model_from_yaml", "to_json", "to_yaml"),
     "kerasave._errors": (
         "ArchitectureMismatchError", "ArtifactNotFoundError", "CorruptArtifactError",
         "KerasaveError", "NotSerializableError", "RoundTripError", "UnknownFormatError",
         "UnsafeArtifactError"),
-    "kerasave._facade": ("Artifact", "inspect", "load_config", "load_model", "load_weights",
+    "kerasave._api": ("Artifact", "inspect", "load_config", "load_model", "load_weights",
                          "open", "save_config", "save_model", "save_weights", "verify"),
-    "kerasave._manager": ("CheckpointManager",),
-    "kerasave._reference": ("reference_data", "reference_model"),
+    "kerasave.checkpoints.manager": ("CheckpointManager",),
+    "kerasave._runtime.reference": ("reference_data", "reference_model"),
     "kerasave._report": ("Check", "Inspection", "Report", "Variable"),
 }.items() for name in names}
 _SUBMODULES = {"callbacks", "testing", "formats", "cli"}
@@ -35,7 +35,7 @@ def __getattr__(name: str) -> Any:
     if name not in _SUBMODULES and name not in _WHERE:
         raise AttributeError(f"module 'kerasave' has no attribute {name!r}")
     if _WHERE.get(name) not in _LIGHT and name not in _LIGHT_NAMES:
-        from kerasave._quiet import import_tensorflow
+        from kerasave._runtime.quiet import import_tensorflow
 
         import_tensorflow()  # (TensorFlow's load ignores a TF_CPP_MIN_LOG_LEVEL set to hide it)
     if name in _SUBMODULES:
@@ -51,18 +51,7 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:  # what the names are, for type checkers and editors
     from kerasave import callbacks  # noqa: F401
-    from kerasave._config import model_from_json, model_from_yaml, to_json, to_yaml
-    from kerasave._errors import (
-        ArchitectureMismatchError,
-        ArtifactNotFoundError,
-        CorruptArtifactError,
-        KerasaveError,
-        NotSerializableError,
-        RoundTripError,
-        UnknownFormatError,
-        UnsafeArtifactError,
-    )
-    from kerasave._facade import (
+    from kerasave._api import (
         Artifact,
         inspect,
         load_config,
@@ -74,9 +63,20 @@ if TYPE_CHECKING:  # what the names are, for type checkers and editors
         save_weights,
         verify,
     )
-    from kerasave._manager import CheckpointManager
-    from kerasave._reference import reference_data, reference_model
+    from kerasave._errors import (
+        ArchitectureMismatchError,
+        ArtifactNotFoundError,
+        CorruptArtifactError,
+        KerasaveError,
+        NotSerializableError,
+        RoundTripError,
+        UnknownFormatError,
+        UnsafeArtifactError,
+    )
     from kerasave._report import Check, Inspection, Report, Variable
+    from kerasave._runtime.reference import reference_data, reference_model
+    from kerasave.checkpoints.manager import CheckpointManager
+    from kerasave.formats.configtext import model_from_json, model_from_yaml, to_json, to_yaml
 
 __all__ = [
     "__version__",

@@ -28,7 +28,7 @@ import sys
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Literal, NamedTuple
 
-from kerasave._public import public
+from kerasave._runtime.public import public
 
 if TYPE_CHECKING:
     from kerasave._report import Report
@@ -167,7 +167,7 @@ Stage = Literal["read", "run", "config", "load", "assign", "write"]
   more (a safe-mode refusal, a class it does not know). Only what the deserializer
   raises (TypeError, ValueError, KeyError, AttributeError) is mapped: TensorFlow's
   errors while a layer builds are raised as they are (a deferred build,
-  ``_internals.patches.build_deferred``, builds again on them).
+  ``_fastpaths.patches.build_deferred``, builds again on them).
 - ``load``: Keras loads a whole model (config, values, compile settings): as
   ``config``, and any other exception means the file is damaged.
 - ``assign``: saved values go into an existing model's variables.

@@ -10,7 +10,7 @@ import html
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from kerasave._public import public
+from kerasave._runtime.public import public
 
 __all__ = ["Check", "Report", "Variable", "Inspection"]
 

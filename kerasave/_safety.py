@@ -114,7 +114,7 @@ def _registered_code_class(obj: Mapping[str, Any]) -> str | None:
     registered = obj.get("registered_name")
     if not isinstance(registered, str) or ">" not in registered:
         return None
-    from kerasave._lazy import keras
+    from kerasave._runtime.lazy import keras
 
     try:
         found = keras.saving.get_registered_object(registered)
@@ -226,8 +226,8 @@ def refuse_oversized(build: Any, config: Mapping[str, Any], limit: int,
     import copy
     import threading
 
-    from kerasave._internals.threadstate import carried
-    from kerasave._lazy import keras
+    from kerasave._fastpaths.threadstate import carried
+    from kerasave._runtime.lazy import keras
 
     dry, stateful = _without_states(copy.deepcopy(dict(config)))
     settings = carried()
@@ -286,7 +286,7 @@ def _state_sizes(model: Any, stateful: set[str]) -> list[tuple[int, str]]:
     size times its cell's state sizes."""
     if not stateful:
         return []
-    from kerasave._probes import sublayers
+    from kerasave.compare.probes import sublayers
 
     sizes = []
     for layer in sublayers(model):

@@ -6,17 +6,15 @@ import os
 import warnings
 from typing import Any
 
-from kerasave._quiet import import_tensorflow
+from kerasave._runtime.quiet import import_tensorflow
 
 import_tensorflow()  # (before keras: TensorFlow's load ignores TF_CPP_MIN_LOG_LEVEL in part)
 
 import keras
 
+from kerasave._api import inspect
 from kerasave._errors import CorruptArtifactError, KerasaveError
-from kerasave._facade import inspect
-from kerasave._feed import Feed, ValidationFeed
-from kerasave._fitstate import Holders, decode, encode, metric_values
-from kerasave._internals.fit import (
+from kerasave._fastpaths.fit import (
     KNOWN_STATELESS,
     builtin_state,
     callback_list,
@@ -25,7 +23,9 @@ from kerasave._internals.fit import (
     set_builtin_state,
     start_at,
 )
-from kerasave._manager import CheckpointManager
+from kerasave.checkpoints.fitfeed import Feed, ValidationFeed
+from kerasave.checkpoints.fitstate import Holders, decode, encode, metric_values
+from kerasave.checkpoints.manager import CheckpointManager
 
 __all__ = ["Checkpoint", "ResumeWarning"]
 

@@ -51,7 +51,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from kerasave._quiet import import_tensorflow
+from kerasave._runtime.quiet import import_tensorflow
 
 import_tensorflow()  # (before keras: TensorFlow's load ignores TF_CPP_MIN_LOG_LEVEL in part)
 
@@ -59,8 +59,7 @@ import keras
 import numpy as np
 
 from kerasave import _registry
-from kerasave._errors import RoundTripError
-from kerasave._facade import (
+from kerasave._api import (
     load_config,
     load_model,
     load_weights,
@@ -68,10 +67,11 @@ from kerasave._facade import (
     save_model,
     save_weights,
 )
+from kerasave._errors import RoundTripError
 from kerasave._report import Check, Report
-from kerasave._state import compiled_twin, transfer_values, untouched
-from kerasave._tolerance import compare_within
-from kerasave._verify import (
+from kerasave.compare.state import compiled_twin, transfer_values, untouched
+from kerasave.compare.tolerance import compare_within
+from kerasave.compare.verify import (
     compare_arrays,
     compare_configs,
     compare_outputs,

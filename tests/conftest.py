@@ -2,7 +2,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
-from kerasave._quiet import import_tensorflow  # noqa: E402
+from kerasave._runtime.quiet import import_tensorflow  # noqa: E402
 
 import_tensorflow()  # (TensorFlow 2.21 logs at load whatever the level says)
 

@@ -227,8 +227,8 @@ def test_keras_exports_pass_the_scan(tmp_path):
 
 def test_the_allowlist_holds_this_tensorflows_computation_ops():
     """tests/scripts/opnames.py's rules on this TensorFlow give nothing the committed
-    list (kerasave/formats/_opnames.py) lacks: a new op is reviewed, not waved through."""
-    from kerasave.formats._opnames import ALLOWED
+    list (kerasave/formats/_tf/opnames.py) lacks: a new op is reviewed, not waved through."""
+    from kerasave.formats._tf.opnames import ALLOWED
 
     assert set(allowed_here()) <= ALLOWED
     assert not {"ReadFile", "WriteFile", "PyFunc", "EagerPyFunc", "MatchingFiles",

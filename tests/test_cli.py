@@ -36,10 +36,10 @@ def test_the_command_line_keeps_tensorflows_load_lines_off_stderr(saved):
     assert "absl::InitializeLog" not in result.stderr and "I0000" not in result.stderr, \
         result.stderr
     # Asked for everything, everything is shown.
-    loud = subprocess.run([sys.executable, "-c", "from kerasave._quiet import "
+    loud = subprocess.run([sys.executable, "-c", "from kerasave._runtime.quiet import "
                            "import_tensorflow; import_tensorflow()"], capture_output=True,
                           text=True, env=dict(env, TF_CPP_MIN_LOG_LEVEL="0"), timeout=300)
-    quiet = subprocess.run([sys.executable, "-c", "from kerasave._quiet import "
+    quiet = subprocess.run([sys.executable, "-c", "from kerasave._runtime.quiet import "
                             "import_tensorflow; import_tensorflow()"], capture_output=True,
                            text=True, env=dict(env, TF_CPP_MIN_LOG_LEVEL="3"), timeout=300)
     assert loud.returncode == quiet.returncode == 0
@@ -48,7 +48,7 @@ def test_the_command_line_keeps_tensorflows_load_lines_off_stderr(saved):
 
 
 def test_quiet_import_hides_only_what_the_level_says():
-    from kerasave._quiet import _shown
+    from kerasave._runtime.quiet import _shown
 
     info = "I0000 00:00:1795789709.365741    5872 port.cc:153] oneDNN custom operations"
     warning = "W0000 00:00:1795789709.365741    5872 x.cc:1] something to know"

@@ -24,9 +24,10 @@ import pytest
 import tensorflow as tf
 
 import kerasave as ks
-from kerasave import _protowire
 from kerasave.cli import main
-from kerasave.formats import _pairing, _tfindex, checkpoint
+from kerasave.formats import _pairing, checkpoint
+from kerasave.formats._tf import protowire as _protowire
+from kerasave.formats._tf import tfindex as _tfindex
 from kerasave.testing import EXPORTS as _INSTALLED
 from tests.conftest import FIXTURES
 

@@ -20,8 +20,8 @@ import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
 import kerasave as ks  # noqa: E402
-from kerasave import _verify  # noqa: E402
-from kerasave._probes import probe_inputs  # noqa: E402
+from kerasave.compare import verify as _verify
+from kerasave.compare.probes import probe_inputs  # noqa: E402
 from kerasave.formats import by_label  # noqa: E402
 from tests.corpus import table  # noqa: E402
 from tests.corpus.checking import check_pair, params  # noqa: E402

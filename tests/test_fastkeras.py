@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import kerasave as ks
-from kerasave._internals import zipwriter
-from kerasave._internals.h5read import member_span
+from kerasave._fastpaths import zipwriter
+from kerasave._fastpaths.h5read import member_span
 
 from .conftest import all_vars, assert_bit_exact, values
 

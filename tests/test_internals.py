@@ -22,19 +22,20 @@ import numpy as np
 import pytest
 
 import kerasave as ks
-from kerasave import _internals, _support
-from kerasave._internals import FastPathWarning, savinglib
+from kerasave import _fastpaths as _fastpaths
+from kerasave._fastpaths import FastPathWarning, savinglib
+from kerasave._runtime import support as _support
 from tests.conftest import all_vars, assert_bit_exact, perturb, values
 
 ROOT = Path(__file__).parents[1]
-# Modules only kerasave._internals may import (an import of one runs TensorFlow's or
+# Modules only kerasave._fastpaths may import (an import of one runs TensorFlow's or
 # Keras' private code, whose names move between releases).
 PRIVATE_MODULES = ("keras.src", "tensorflow.python", "tensorflow.core", "tensorflow.compiler",
                    "tensorflow.tsl", "tf_keras")
 # Private names of other libraries (not Keras', not TensorFlow's) kerasave uses, and why.
 FOREIGN_PRIVATE = {"_call_s3": "s3fs: one S3 operation (upload_part), which it has no "
                                "public call for"}
-# What modules outside kerasave._internals never use: the mechanism's own workings.
+# What modules outside kerasave._fastpaths never use: the mechanism's own workings.
 MECHANISM = {"on", "require", "_failed", "_probing", "_PATHS"}
 
 SAVES = [("weights", "checkpoint", "w/ckpt"), ("weights", "h5", "w.weights.h5"),
@@ -47,7 +48,7 @@ NIGHTLY = any(d in _support.NIGHTLIES for d in _support.distributions().values()
 def _doctor(env: dict[str, str]) -> dict:
     run = subprocess.run([sys.executable, "-m", "kerasave", "doctor", "--json"],
                          capture_output=True, text=True, timeout=300,
-                         env=dict({k: v for k, v in os.environ.items() if k != _internals.ENV},
+                         env=dict({k: v for k, v in os.environ.items() if k != _fastpaths.ENV},
                                   TF_CPP_MIN_LOG_LEVEL="3", **env))
     assert run.returncode == (1 if NIGHTLY else 0), run.stderr  # (1: outside the range)
     return json.loads(run.stdout)
@@ -133,11 +134,11 @@ def _defined(tree: ast.Module) -> set[str]:
 
 
 def test_private_names_appear_only_in_the_internals():
-    """No module outside kerasave._internals imports keras.src or tensorflow.python or
+    """No module outside kerasave._fastpaths imports keras.src or tensorflow.python or
     touches a private attribute that is not kerasave's own: every private Keras or
     TensorFlow name is a fast path, behind ``attempt``."""
     modules = _package()
-    outside = {p: t for p, t in modules.items() if "_internals" not in p.parts}
+    outside = {p: t for p, t in modules.items() if "_fastpaths" not in p.parts}
     assert len(outside) > 40 and len(modules) - len(outside) >= 10
     # kerasave's own private names: what the modules outside the internals define,
     # and the package's modules; never one a Keras or TensorFlow object has.
@@ -151,7 +152,7 @@ def test_private_names_appear_only_in_the_internals():
              if name.startswith("import ") or (name not in own and name not in FOREIGN_PRIVATE)]
     assert found == []
     # The scan sees what it looks for: the internals' private uses are found.
-    internal = {name for p, t in modules.items() if "_internals" in p.parts
+    internal = {name for p, t in modules.items() if "_fastpaths" in p.parts
                 for _, name in _private_uses(t)}
     assert {"import keras.src.saving.saving_lib", "_compile_config", "_initial_epoch",
             "_object_map", "_flatten_layers"} <= internal
@@ -160,12 +161,12 @@ def test_private_names_appear_only_in_the_internals():
 
 
 def test_every_fallback_goes_through_attempt():
-    """Outside kerasave._internals no module decides between a fast path and its public
+    """Outside kerasave._fastpaths no module decides between a fast path and its public
     twin itself: it neither catches ``Unsupported`` nor asks whether a fast path is on,
     nor switches one off. Inside, only the mechanism itself calls ``on``."""
     found = []
     for path, tree in _package().items():
-        inside = "_internals" in path.parts
+        inside = "_fastpaths" in path.parts
         for node in ast.walk(tree):
             if isinstance(node, ast.ExceptHandler) and node.type is not None and not inside:
                 caught = {n.id if isinstance(n, ast.Name) else n.attr
@@ -173,7 +174,7 @@ def test_every_fallback_goes_through_attempt():
                 if "Unsupported" in caught:
                     found.append(f"{path}:{node.lineno}: except Unsupported")
             elif (isinstance(node, ast.ImportFrom) and not inside
-                  and (node.module or "").startswith("kerasave._internals")):
+                  and (node.module or "").startswith("kerasave._fastpaths")):
                 found += [f"{path}:{node.lineno}: imports {a.name}" for a in node.names
                           if a.name in MECHANISM]
             elif isinstance(node, ast.Attribute) and not inside and node.attr in MECHANISM \
@@ -197,7 +198,7 @@ def test_no_module_is_over_600_lines():
 def test_doctor_lists_every_fast_path_and_the_switch_turns_them_all_off():
     on = _doctor({})
     assert on["supported"] is (not NIGHTLY) and on["fast_paths_enabled"] is True
-    names = set(_internals.fast_paths())
+    names = set(_fastpaths.fast_paths())
     assert set(on["fast_paths"]) == names and len(names) >= 10
     off_here = {name for name, state in on["fast_paths"].items() if not state}
     assert on["fell_back"] == sorted(off_here) and set(on["fast_path_notes"]) == off_here
@@ -222,7 +223,7 @@ def test_fast_paths_and_public_api_write_and_read_the_same_values(
     compile_config, optimizer = trained.get_compile_config(), trained.optimizer
     got = {}
     for switch in ("1", "0"):
-        monkeypatch.setenv(_internals.ENV, switch)
+        monkeypatch.setenv(_fastpaths.ENV, switch)
         path = tmp_path / switch / name
         assert save(trained, path, format=fmt).ok
         # (a legacy .h5 save: Keras' writer strips the optimizer from the caller's
@@ -261,7 +262,7 @@ def test_compile_settings_keras_strips_come_back_either_way(switch, trained, bat
     """The compile_config fast path and its public twin (compile() again, with the
     model's own optimizer) give the same: settings, optimizer object and state, and
     training that goes on exactly as it would have."""
-    monkeypatch.setenv(_internals.ENV, switch)
+    monkeypatch.setenv(_fastpaths.ENV, switch)
     compile_config, optimizer = trained.get_compile_config(), trained.optimizer
     state = values(all_vars(trained))
     twin = ks.reference_model(seed=1)
@@ -286,9 +287,9 @@ def test_compile_settings_keras_strips_come_back_either_way(switch, trained, bat
 
 def test_a_fast_path_that_fails_its_probe_is_off_with_one_warning(trained, tmp_path,
                                                                   monkeypatch):
-    monkeypatch.setenv(_internals.ENV, "1")
+    monkeypatch.setenv(_fastpaths.ENV, "1")
     ks.save_model(trained, tmp_path / "m.keras")
-    path = _internals._PATHS["keras_reader"]
+    path = _fastpaths._PATHS["keras_reader"]
     monkeypatch.setattr(path, "state", None)
     monkeypatch.setattr(path, "warned", False)
 
@@ -307,10 +308,10 @@ def test_a_fast_path_that_fails_its_probe_is_off_with_one_warning(trained, tmp_p
 
 def test_a_fast_path_that_raises_mid_operation_falls_back_and_damage_is_still_damage(
         trained, tmp_path, monkeypatch):
-    monkeypatch.setenv(_internals.ENV, "1")
+    monkeypatch.setenv(_fastpaths.ENV, "1")
     ks.save_model(trained, tmp_path / "m.keras")
-    path = _internals._PATHS["keras_reader"]
-    assert _internals.on("keras_reader")
+    path = _fastpaths._PATHS["keras_reader"]
+    assert _fastpaths.on("keras_reader")
     monkeypatch.setattr(path, "warned", False)
     monkeypatch.setattr(path, "state", True)
     real = savinglib.load_keras
@@ -333,11 +334,11 @@ def test_a_fast_path_that_raises_mid_operation_falls_back_and_damage_is_still_da
 
 
 def test_public_twins_give_the_fast_paths_results_for_keras2_configs():
-    from kerasave._internals import legacy
+    from kerasave._fastpaths import legacy
 
     for name in ("reference.json", "functional.json"):
         config = json.loads((ROOT / "tests" / "fixtures" / "keras2" / name).read_text())
-        from kerasave._config import upgrade_keras2
+        from kerasave.formats.configtext import upgrade_keras2
 
         upgraded = upgrade_keras2(json.loads(json.dumps(config)))
         import keras
@@ -354,12 +355,12 @@ def test_a_background_save_without_its_fast_path_blocks_and_resumes_the_same(
     data, labels = ks.reference_data(64)
     model.fit(data, labels, epochs=1, verbose=0)
     expected = values(all_vars(model))
-    monkeypatch.setenv(_internals.ENV, "0")
+    monkeypatch.setenv(_fastpaths.ENV, "0")
     with ks.CheckpointManager(tmp_path, model=model) as manager:
         path = manager.save(blocking=False)
         assert manager._pending is None  # written before save returned
     perturb(model)
-    monkeypatch.setenv(_internals.ENV, "1")
+    monkeypatch.setenv(_fastpaths.ENV, "1")
     fresh = ks.reference_model(seed=5)
     with ks.CheckpointManager(tmp_path, model=fresh) as manager:
         assert manager.restore_or_initialize() == path
@@ -385,10 +386,10 @@ def test_a_fresh_process_whose_first_call_loads_a_legacy_h5_model(tmp_path):
 @pytest.fixture
 def trial(monkeypatch):
     """A fast path of the test's own, registered for the test only, on."""
-    monkeypatch.setenv(_internals.ENV, "1")
-    path = _internals._FastPath("kerasave_trial", "a trial", "the trial's twin", lambda: None,
+    monkeypatch.setenv(_fastpaths.ENV, "1")
+    path = _fastpaths._FastPath("kerasave_trial", "a trial", "the trial's twin", lambda: None,
                                 state=True)
-    monkeypatch.setitem(_internals._PATHS, path.name, path)
+    monkeypatch.setitem(_fastpaths._PATHS, path.name, path)
     return path
 
 
@@ -399,10 +400,10 @@ def _raise(exc):
 
 
 def test_attempt_lets_the_public_twin_judge_what_the_fast_path_raised(trial, monkeypatch):
-    attempt = _internals.attempt
+    attempt = _fastpaths.attempt
     assert attempt(trial.name, lambda: "fast", lambda: "public") == "fast"
     # "not this artifact": the twin, and the fast path stays on
-    assert attempt(trial.name, _raise(_internals.Unsupported("no")), lambda: "public") == "public"
+    assert attempt(trial.name, _raise(_fastpaths.Unsupported("no")), lambda: "public") == "public"
     # the twin fails too: the artifact's fault, the twin's error, the fast path stays on
     with pytest.raises(KeyError, match="twin"):
         attempt(trial.name, _raise(ValueError("fast")), _raise(KeyError("twin")))
@@ -430,12 +431,12 @@ def test_attempt_lets_the_public_twin_judge_what_the_fast_path_raised(trial, mon
 
 
 def test_attempt_off_runs_the_public_twin_only(trial, monkeypatch):
-    monkeypatch.setenv(_internals.ENV, "0")
+    monkeypatch.setenv(_fastpaths.ENV, "0")
     ran = []
-    assert _internals.attempt(trial.name, lambda: ran.append(1), lambda: "public") == "public"
+    assert _fastpaths.attempt(trial.name, lambda: ran.append(1), lambda: "public") == "public"
     assert ran == []
-    with pytest.raises(_internals.Unsupported, match="kerasave_trial"):
-        _internals.require(trial.name)
+    with pytest.raises(_fastpaths.Unsupported, match="kerasave_trial"):
+        _fastpaths.require(trial.name)
 
 
 def test_a_weights_reader_that_raises_is_judged_by_keras_reader(trained, tmp_path, monkeypatch):
@@ -443,12 +444,12 @@ def test_a_weights_reader_that_raises_is_judged_by_keras_reader(trained, tmp_pat
     judges it (it used to be reported as an architecture mismatch)."""
     from kerasave.formats.h5weights import H5WeightsHandler
 
-    monkeypatch.setenv(_internals.ENV, "1")
+    monkeypatch.setenv(_fastpaths.ENV, "1")
     path = tmp_path / "w.weights.h5"
     ks.save_weights(trained, path)
     expected = values(all_vars(trained))
-    assert _internals.on("keras_reader")
-    state = _internals._PATHS["keras_reader"]
+    assert _fastpaths.on("keras_reader")
+    state = _fastpaths._PATHS["keras_reader"]
     monkeypatch.setattr(state, "warned", False)
     monkeypatch.setattr(state, "state", True)
     monkeypatch.setattr(savinglib, "read_weights", _raise_any(ValueError("moved")))
@@ -478,9 +479,9 @@ def test_a_savedmodel_check_whose_fast_path_raises_is_judged_by_tensorflow(
         trained, tmp_path, monkeypatch):
     from kerasave.formats import savedmodel
 
-    monkeypatch.setenv(_internals.ENV, "1")
-    assert _internals.on("savedmodel_pages")
-    state = _internals._PATHS["savedmodel_pages"]
+    monkeypatch.setenv(_fastpaths.ENV, "1")
+    assert _fastpaths.on("savedmodel_pages")
+    state = _fastpaths._PATHS["savedmodel_pages"]
     monkeypatch.setattr(state, "warned", False)
     monkeypatch.setattr(state, "state", True)
     used = []

@@ -342,7 +342,7 @@ def test_convert_a_keras2_checkpoint_with_an_architecture(tmp_path, capsys):
 def test_a_graph_with_a_slot_of_a_node_it_lacks_is_corrupt():
     from tensorflow.core.protobuf import trackable_object_graph_pb2 as pb
 
-    from kerasave.formats._graph import read_graph
+    from kerasave.formats._tf.graph import read_graph
 
     graph = pb.TrackableObjectGraph()
     node = graph.nodes.add()
@@ -530,14 +530,14 @@ def test_a_failed_load_of_a_foreign_checkpoint_leaves_the_optimizer_unbuilt():
 def test_a_deep_object_graph_is_walked_without_recursion():
     from tensorflow.core.protobuf import trackable_object_graph_pb2 as pb
 
-    from kerasave.formats._graph import ObjectGraph
+    from kerasave.formats._tf.graph import ObjectGraph
 
     graph = pb.TrackableObjectGraph()
     for i in range(5000):
         node = graph.nodes.add()
         node.children.add(node_id=i + 1, local_name="inner")
     graph.nodes.add().attributes.add(name="VARIABLE_VALUE", checkpoint_key="k")
-    from kerasave import _protowire
+    from kerasave.formats._tf import protowire as _protowire
 
     parsed = ObjectGraph(_protowire.trackable_object_graph(graph.SerializeToString()))
     assert parsed.holds_values(0)

@@ -171,7 +171,7 @@ def _model_under(resolver):
 
 
 def test_a_cluster_that_cannot_be_read_is_an_error_not_a_chief(tmp_path):
-    from kerasave._distributed import cluster_of
+    from kerasave.checkpoints.distributed import cluster_of
 
     one = {"worker": ["localhost:1"]}
     assert cluster_of(_model_under(_Resolver(one))) is None  # one worker: one process

@@ -12,11 +12,11 @@ import tensorflow as tf
 
 import kerasave as ks
 from kerasave import _registry
-from kerasave._internals import Unsupported, patches
-from kerasave._internals.h5read import member_span
-from kerasave._internals.twins import TWINS, _Replay
-from kerasave._state import keras_twin
-from kerasave.formats._tfindex import tensor_loader, tensor_locations, tensor_reader
+from kerasave._fastpaths import Unsupported, patches
+from kerasave._fastpaths.h5read import member_span
+from kerasave._fastpaths.twins import TWINS, _Replay
+from kerasave.compare.state import keras_twin
+from kerasave.formats._tf.tfindex import tensor_loader, tensor_locations, tensor_reader
 from kerasave.store import local as _atomic
 from kerasave.store import manifest as _manifest
 
@@ -350,7 +350,7 @@ def test_a_damaged_checkpoint_index_falls_back_to_tensorflow(trained, tmp_path, 
     def broken(_):
         raise ValueError("not a table")
 
-    monkeypatch.setattr("kerasave.formats._tfindex.tensor_locations", broken)
+    monkeypatch.setattr("kerasave.formats._tf.tfindex.tensor_locations", broken)
     assert all(c.ok for c in _checks(trained, prefix).values())
 
 

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import kerasave as ks
-from kerasave._internals.dlpack import variable_view
+from kerasave._fastpaths.dlpack import variable_view
 from tests.conftest import all_vars, assert_bit_exact, values
 
 
@@ -135,7 +135,7 @@ def test_mmap_of_a_savedmodel_is_refused(tmp_path):
 def test_kerasaves_writers_align_every_dataset(saved):
     import h5py
 
-    from kerasave._internals.h5read import WEIGHTS, member_span
+    from kerasave._fastpaths.h5read import WEIGHTS, member_span
 
     _, path = saved
     begin = 0

@@ -306,7 +306,7 @@ def test_a_tensor_that_does_not_match_its_crc32c_is_refused_when_read(tmp_path, 
     ks.save_weights(model, prefix)
     _unmanifested(prefix)
     key = _kernel_key(prefix)
-    location = __import__("kerasave.formats._tfindex", fromlist=["x"]).tensor_locations(
+    location = __import__("kerasave.formats._tf.tfindex", fromlist=["x"]).tensor_locations(
         prefix)[key]
     data = bytearray(location.shard.read_bytes())
     data[location.offset + 5] ^= 0x01
@@ -363,7 +363,7 @@ def _big_checkpoint(tmp_path: Path, model) -> Path:
     as a hole, the entry's CRC32C theirs (so a read of it succeeds)."""
     import google_crc32c
 
-    from kerasave.formats import _tfindex as tfi
+    from kerasave.formats._tf import tfindex as tfi
 
     prefix = tmp_path / "ckpt"
     ks.save_weights(model, prefix)

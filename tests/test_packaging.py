@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from kerasave import _support
+from kerasave._runtime import support as _support
 
 ROOT = Path(__file__).parents[1]
 INSTALLED = os.environ.get("KERASAVE_EXPECT_INSTALLED") == "1"

@@ -1,4 +1,4 @@
-"""kerasave._protowire decodes what TensorFlow's own ``_pb2`` classes decode.
+"""kerasave.formats._tf.protowire decodes what TensorFlow's own ``_pb2`` classes decode.
 
 Every check is differential: the same bytes go to the decoder and to TensorFlow's generated
 protobuf classes, from real artifacts TensorFlow wrote, from random messages TensorFlow
@@ -29,8 +29,8 @@ from tensorflow.core.framework import tensor_slice_pb2, types_pb2
 from tensorflow.core.protobuf import saved_model_pb2, tensor_bundle_pb2
 from tensorflow.core.protobuf import trackable_object_graph_pb2 as graph_pb2
 
-from kerasave import _protowire as pw
-from kerasave.formats._tfindex import _table_block, _varint
+from kerasave.formats._tf import protowire as pw
+from kerasave.formats._tf.tfindex import _table_block, _varint
 
 ROOT = Path(__file__).resolve().parents[1]
 _EXAMPLES = os.environ.get("FUZZ_EXAMPLES")
@@ -486,7 +486,7 @@ def test_decoded_messages_are_immutable_values():
 
 
 def test_imports_no_tensorflow_keras_numpy_or_protobuf():
-    code = ("import sys, kerasave._protowire as m; print(m.__file__); "
+    code = ("import sys, kerasave.formats._tf.protowire as m; print(m.__file__); "
             "print(sorted(n for n in sys.modules "
             "if n.split('.')[0] in ('tensorflow', 'keras', 'numpy', 'google')))")
     mine = Path(pw.__file__).resolve()  # (the source tree's, or an installed copy's)

@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from kerasave._internals import enabled
+from kerasave._fastpaths import enabled
 
 from .test_manager import _run
 

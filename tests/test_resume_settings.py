@@ -12,8 +12,8 @@ import pytest
 import tensorflow as tf
 
 import kerasave as ks
-from kerasave import _fitstate
 from kerasave.callbacks import Checkpoint, ResumeWarning
+from kerasave.checkpoints import fitstate as _fitstate
 
 from .conftest import all_vars, assert_bit_exact, values
 from .test_resume import PUBLIC, exact_or_refused_as_documented, run_corpus
@@ -145,7 +145,7 @@ def test_state_values_round_trip_exactly():
 
 @fast
 def test_tensorboards_step_counters_are_its_state(tmp_path):
-    from kerasave._internals.fit import builtin_state, set_builtin_state
+    from kerasave._fastpaths.fit import builtin_state, set_builtin_state
 
     board = keras.callbacks.TensorBoard(str(tmp_path))
     board._global_train_batch, board._global_test_batch = 7, 3
@@ -160,7 +160,7 @@ def test_tensorboards_step_counters_are_its_state(tmp_path):
 def test_orbax_checkpoints_counters_are_its_state():
     # (orbax is not installed here, and OrbaxCheckpoint's constructor needs it: its
     # state is set on a bare instance, as set_model and its batches leave it)
-    from kerasave._internals.fit import builtin_state, set_builtin_state
+    from kerasave._fastpaths.fit import builtin_state, set_builtin_state
 
     def bare():
         return object.__new__(keras.callbacks.OrbaxCheckpoint)

@@ -24,7 +24,7 @@ from tensorflow.core.protobuf import tensor_bundle_pb2
 import kerasave as ks
 from kerasave import cli
 from kerasave.formats import _pairing
-from kerasave.formats import _tfindex as tfi
+from kerasave.formats._tf import tfindex as tfi
 
 from .conftest import all_vars, values
 

@@ -266,7 +266,7 @@ def test_docs_example_without_pytest_runs(trained, capsys):
 
 
 def test_differences_with_nans_are_described_without_a_warning():
-    from kerasave._verify import array_difference
+    from kerasave.compare.verify import array_difference
 
     expected = np.array([np.nan, 1.0], np.float32)
     assert array_difference(expected, expected.copy()) is None  # the same bits: equal

@@ -1,4 +1,4 @@
-"""The tolerance policy (kerasave/_tolerance.py): what it allows per dtype, what it reports,
+"""The tolerance policy (kerasave/compare/tolerance.py): what it allows per dtype, what it reports,
 and the one place besides the exports where it applies: a SavedModel whose serving graph
 TensorFlow's optimizer rewrote, with every variable bit-exact."""
 
@@ -11,8 +11,8 @@ import pytest
 import tensorflow as tf
 
 import kerasave as ks
-from kerasave._tolerance import closeness, compare_within, tolerance_for
-from kerasave._verify import probe_inputs
+from kerasave.compare.tolerance import closeness, compare_within, tolerance_for
+from kerasave.compare.verify import probe_inputs
 
 
 def test_tolerances_per_dtype():

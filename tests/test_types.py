@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # The modules checked as `mypy --strict` would (module name → its file).
 STRICT = {
     "kerasave": "kerasave/__init__.py",
-    "kerasave._facade": "kerasave/_facade.py",
+    "kerasave._api": "kerasave/_api.py",
     "kerasave._errors": "kerasave/_errors.py",
     "kerasave.testing": "kerasave/testing.py",
     "kerasave.formats._base": "kerasave/formats/_base.py",
@@ -61,7 +61,7 @@ def test_the_pattern_rule():
     assert _matches("kerasave.store.*", "kerasave.store")
     assert _matches("kerasave.store.*", "kerasave.store.local")
     assert not _matches("kerasave.store.*", "kerasave.storeroom")
-    assert _matches("kerasave", "kerasave") and not _matches("kerasave", "kerasave._facade")
+    assert _matches("kerasave", "kerasave") and not _matches("kerasave", "kerasave._api")
     assert _matches("kerasave.*.base", "kerasave.store.base")
 
 

@@ -182,7 +182,7 @@ def test_an_adapted_normalization_round_trips(tmp_path, rel):
                               getattr(norm, name).numpy())
     assert np.array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
     # The architecture itself is still compared: a changed layer config fails.
-    from kerasave._verify import compare_whole_models
+    from kerasave.compare.verify import compare_whole_models
 
     other = keras.Sequential([keras.Input((8,)), keras.layers.Normalization(axis=None),
                               keras.layers.Dense(4)])

@@ -27,7 +27,7 @@ from collections.abc import Sequence  # noqa: E402
 import click  # noqa: E402
 
 from kerasave._errors import KerasaveError  # noqa: E402
-from kerasave._version import __version__  # noqa: E402
+from kerasave._runtime.version import __version__  # noqa: E402
 from kerasave.cli._ui import ERROR, NO, OK, No, State, one_line  # noqa: E402
 from kerasave.cli.convert import convert_command  # noqa: E402
 from kerasave.cli.demo import demo  # noqa: E402

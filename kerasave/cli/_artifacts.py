@@ -25,12 +25,12 @@ import kerasave as ks
 from kerasave import _registry
 from kerasave import store as stores
 from kerasave._errors import ArchitectureMismatchError, KerasaveError, UnknownFormatError
-from kerasave._lazy import keras
 from kerasave._report import Check
-from kerasave._state import fresh_twin
-from kerasave._tolerance import compare_within
-from kerasave._verify import optimizer_of, probe_inputs, to_numpy
+from kerasave._runtime.lazy import keras
 from kerasave.cli._names import model_names, optimizer_arrays, unique
+from kerasave.compare.state import fresh_twin
+from kerasave.compare.tolerance import compare_within
+from kerasave.compare.verify import optimizer_of, probe_inputs, to_numpy
 from kerasave.formats._export import SECOND_BATCH, Served, graph_outputs, serve_batch
 
 __all__ = ["Arrays", "NeedsArchitecture", "DoesNotFit", "architecture", "read", "read_pair",
@@ -55,7 +55,7 @@ def opened(source: PathLike | ks.Artifact) -> Iterator[ks.Artifact]:
     if isinstance(source, ks.Artifact):
         yield source
         return
-    from kerasave._facade import open_once  # (its one load: no second check)
+    from kerasave._api import open_once  # (its one load: no second check)
 
     with open_once(source) as artifact:
         yield artifact

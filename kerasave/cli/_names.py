@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from kerasave._lazy import keras
-from kerasave._verify import optimizer_of, to_numpy
+from kerasave._runtime.lazy import keras
+from kerasave.compare.verify import optimizer_of, to_numpy
 
 __all__ = ["model_names", "optimizer_arrays", "unique"]
 

@@ -8,7 +8,7 @@ from typing import Any
 import click
 
 import kerasave as ks
-from kerasave._facade import open_once
+from kerasave._api import open_once
 from kerasave.cli._artifacts import (
     architecture,
     is_export,
@@ -49,7 +49,8 @@ def _rewrite_layout(path: str) -> int:
     """``convert URL URL``: what an earlier kerasave wrote at URL (the versioned layout,
     ``.<name>.kerasave-v/``) rewritten in place, the object at the URL; for a manager's
     directory every checkpoint, then TensorFlow's ``checkpoint`` file."""
-    from kerasave import _adopted, store
+    from kerasave import store
+    from kerasave.checkpoints import adopted as _adopted
     from kerasave.formats.checkpoint import CheckpointHandler
 
     with store.at(path) as where:

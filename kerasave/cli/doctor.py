@@ -19,7 +19,7 @@ _NIGHTLY_NAMES = ("tf-nightly", "tf-nightly-cpu", "keras-nightly")
 def _version_data() -> dict[str, Any]:
     """The versions part of the report: read from the packages' metadata, so it is
     printed before TensorFlow is imported."""
-    from kerasave import _support
+    from kerasave._runtime import support as _support
 
     found = _support.versions()
     dists = _support.distributions()
@@ -42,13 +42,13 @@ def _version_data() -> dict[str, Any]:
 
 def _fast_path_data() -> dict[str, Any]:
     """Each fast path, probed (this imports Keras and TensorFlow)."""
-    from kerasave import _internals
+    from kerasave import _fastpaths as _fastpaths
 
     with warnings.catch_warnings():  # (a fast path that is off is in the report)
-        warnings.simplefilter("ignore", _internals.FastPathWarning)
-        paths = _internals.status()
+        warnings.simplefilter("ignore", _fastpaths.FastPathWarning)
+        paths = _fastpaths.status()
     return {
-        "fast_paths_enabled": _internals.enabled(),
+        "fast_paths_enabled": _fastpaths.enabled(),
         "fast_paths": {name: entry["on"] for name, entry in paths.items()},
         # What each falls back to: the public API that gives the same results.
         "fast_path_twins": {name: entry["public"] for name, entry in paths.items()},
@@ -57,7 +57,7 @@ def _fast_path_data() -> dict[str, Any]:
         # Off because their probe (or a use) failed on this stack: the operations
         # they speed up run on the public API instead, with the same results.
         "fell_back": sorted(name for name, entry in paths.items()
-                            if not entry["on"] and _internals.enabled()),
+                            if not entry["on"] and _fastpaths.enabled()),
     }
 
 
@@ -74,7 +74,7 @@ def doctor(as_json: bool) -> int:
     KERASAVE_FAST_PATHS=0 turns every fast path off. The versions come first, at
     once; the fast paths follow once their probes ran (they import TensorFlow).
     """
-    from kerasave import _internals
+    from kerasave import _fastpaths as _fastpaths
 
     if as_json:
         data = _doctor_data()
@@ -106,7 +106,7 @@ def doctor(as_json: bool) -> int:
     out.print()
     out.file.flush()
     data.update(_fast_path_data())
-    summaries = _internals.fast_paths()
+    summaries = _fastpaths.fast_paths()
     paths = table("fast path", "state", "what it does", names=list(data["fast_paths"]))
     for name, state in data["fast_paths"].items():
         note = data["fast_path_notes"].get(name, "")
@@ -117,6 +117,6 @@ def doctor(as_json: bool) -> int:
         out.print(Text(f"fell back to Keras' and TensorFlow's public API on this stack: "
                        f"{', '.join(data['fell_back'])} (same results, slower)"))
     if not data["fast_paths_enabled"]:
-        out.print(Text(f"{_internals.ENV}=0: every operation uses Keras' and "
+        out.print(Text(f"{_fastpaths.ENV}=0: every operation uses Keras' and "
                        "TensorFlow's public API only"))
     return OK if data["supported"] else NO

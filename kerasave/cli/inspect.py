@@ -12,7 +12,7 @@ import numpy as np
 from rich.text import Text
 
 import kerasave as ks
-from kerasave._facade import open_once
+from kerasave._api import open_once
 from kerasave.cli._ui import OK, console, print_table, shape, shown, status, table
 
 __all__ = ["inspect_command"]

@@ -15,12 +15,12 @@ import click
 import numpy as np
 
 import kerasave as ks
-from kerasave._facade import open_once
-from kerasave._lazy import keras
-from kerasave._verify import probe_inputs
+from kerasave._api import open_once
+from kerasave._runtime.lazy import keras
 from kerasave.cli._artifacts import architecture, is_export, load_into, whole
 from kerasave.cli._compare import fingerprint
 from kerasave.cli._ui import OK, No, note, shown, status
+from kerasave.compare.verify import probe_inputs
 from kerasave.formats._export import Served
 
 __all__ = ["verify_command"]

@@ -2,7 +2,7 @@
 
 A handler knows one format and nothing else: how to write it, read it, what it
 holds and how to compare it with a model. Paths, temporary siblings, renaming
-into place and error mapping belong to the facade (``kerasave._facade``).
+into place and error mapping belong to the facade (``kerasave._api``).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import Any, ClassVar
 import numpy as np
 
 from kerasave._errors import ArchitectureMismatchError, NotSerializableError, first_line
-from kerasave._internals.compiling import mend_compile_settings
-from kerasave._lazy import keras
+from kerasave._fastpaths.compiling import mend_compile_settings
 from kerasave._report import Check, Variable
-from kerasave._verify import serialized_config
+from kerasave._runtime.lazy import keras
+from kerasave.compare.verify import serialized_config
 
 __all__ = [
     "Handler",
@@ -235,7 +235,7 @@ def passed(checks: list[Check]) -> bool:
 def mend_compile_config(model: keras.Model) -> None:
     """Put back the optimizer Keras' legacy HDF5 writer pops from a model's compile
     config (``model.save("x.h5")`` does it to the caller's model): see
-    ``kerasave._internals.compiling.mend_compile_settings``."""
+    ``kerasave._fastpaths.compiling.mend_compile_settings``."""
     mend_compile_settings(model)
 
 
@@ -304,8 +304,8 @@ def _require_registered(model: keras.Model, path: Path | None) -> None:
 
 def versions_now() -> dict[str, str]:
     """The versions of the libraries that write an artifact now."""
-    from kerasave._lazy import tf
-    from kerasave._version import __version__
+    from kerasave._runtime.lazy import tf
+    from kerasave._runtime.version import __version__
 
     return {"kerasave": __version__, "keras": keras.__version__, "tensorflow": tf.__version__}
 

@@ -7,7 +7,7 @@ save is proven by running it: the artifact is loaded in its own runtime
 (onnxruntime, LiteRT's interpreter), its declared inputs and outputs (names,
 dtypes, shapes, a dynamic batch dimension) are checked against the model's,
 and it serves probe batches of two batch sizes whose every output is compared
-with the model's own, under ``kerasave._tolerance``'s policy (the runtimes'
+with the model's own, under ``kerasave.compare.tolerance``'s policy (the runtimes'
 kernels differ from TensorFlow's: a bit-exact answer is reported as such, any
 other with its largest absolute and relative differences and the tolerance it
 met).
@@ -35,11 +35,11 @@ from kerasave._errors import (
     UnsafeArtifactError,
     first_line,
 )
-from kerasave._lazy import keras, tf
 from kerasave._report import Check
-from kerasave._state import keras_warnings
-from kerasave._tolerance import compare_within
-from kerasave._verify import probe_inputs, to_numpy
+from kerasave._runtime.lazy import keras, tf
+from kerasave.compare.state import keras_warnings
+from kerasave.compare.tolerance import compare_within
+from kerasave.compare.verify import probe_inputs, to_numpy
 from kerasave.formats._base import ModelFormat, require_built
 from kerasave.formats._onnxproto import Port
 

@@ -1,7 +1,7 @@
 """ONNX models read without ONNX or TensorFlow: the few ``onnx.proto`` fields kerasave needs.
 
 ``kerasave inspect`` lists an ``.onnx`` file's initializers, inputs, outputs and
-producer from the protobuf wire format (``kerasave._protowire``), and every
+producer from the protobuf wire format (``kerasave.formats._tf.protowire``), and every
 reader checks, before onnxruntime sees the file, that no tensor keeps its data
 outside the model's folder. Field numbers follow onnx/onnx.proto (IR version
 10); unknown fields are skipped, as protobuf does.
@@ -20,7 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from kerasave._protowire import Data, WireError, _decode, _Message, _slots, _varint, _view
+from kerasave.formats._tf.protowire import (
+    Data,
+    WireError,
+    _decode,
+    _Message,
+    _slots,
+    _varint,
+    _view,
+)
 
 __all__ = ["ModelProto", "GraphProto", "TensorProto", "ValueInfoProto", "WireError",
            "model", "graphs", "tensors", "external_data", "Port", "ports", "NUMPY",

@@ -29,20 +29,20 @@ from typing import Any
 
 import numpy as np
 
-from kerasave import _protowire
 from kerasave._errors import (
     ArchitectureMismatchError,
     CorruptArtifactError,
     first_line,
     foreign_errors,
 )
-from kerasave._lazy import keras, tf
 from kerasave._report import Check
-from kerasave._verify import compare_arrays, optimizer_of, view
-from kerasave.formats import keras2
+from kerasave._runtime.lazy import keras, tf
+from kerasave.compare.verify import compare_arrays, optimizer_of, view
 from kerasave.formats._base import build_if_needed
-from kerasave.formats._graph import GRAPH_KEY, VALUE, ObjectGraph, live_objects, read_graph
-from kerasave.formats._tfindex import check_index, listing
+from kerasave.formats._tf import protowire as _protowire
+from kerasave.formats._tf.graph import GRAPH_KEY, VALUE, ObjectGraph, live_objects, read_graph
+from kerasave.formats._tf.tfindex import check_index, listing
+from kerasave.keras2 import checkpoint as keras2
 
 __all__ = [
     "UNTRACKED",
@@ -119,7 +119,7 @@ def untracked_variables(model: keras.Model) -> list[Any]:
     model drops their state; kerasave saves them beside it, in model order, then
     the states of stateful RNN layers.
     """
-    from kerasave._state import rnn_states
+    from kerasave.compare.state import rnn_states
 
     seen = {id(obj) for obj in live_objects(model)}
     found = [v for v in model.variables if id(v) not in seen]

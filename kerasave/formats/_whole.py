@@ -9,11 +9,11 @@ from pathlib import Path
 from typing import Any
 
 from kerasave._errors import CorruptArtifactError, KerasaveError, error_for, first_line
-from kerasave._internals.patches import Recorded
-from kerasave._lazy import keras
-from kerasave._lost import refuse_rnn_states
+from kerasave._fastpaths.patches import Recorded
 from kerasave._report import Check
-from kerasave._verify import compare_whole_models
+from kerasave._runtime.lazy import keras
+from kerasave.compare.lost import refuse_rnn_states
+from kerasave.compare.verify import compare_whole_models
 from kerasave.formats._base import (
     ModelFormat,
     mend_compile_config,

@@ -37,10 +37,9 @@ from kerasave._errors import (
     UnknownFormatError,
     foreign_errors,
 )
-from kerasave._lazy import keras, tf
 from kerasave._report import Check, Variable
-from kerasave._verify import optimizer_of
-from kerasave.formats import keras2
+from kerasave._runtime.lazy import keras, tf
+from kerasave.compare.verify import optimizer_of
 from kerasave.formats._base import (
     Contents,
     ReadArray,
@@ -48,9 +47,6 @@ from kerasave.formats._base import (
     require_model,
     versions_now,
 )
-from kerasave.formats._graph import GRAPH_KEY as _GRAPH_KEY
-from kerasave.formats._graph import VALUE as _VALUE
-from kerasave.formats._graph import ObjectGraph, read_graph
 from kerasave.formats._pairing import (
     UNTRACKED,
     Pairing,
@@ -64,7 +60,11 @@ from kerasave.formats._pairing import (
     prepare,
     stage,
 )
-from kerasave.formats._tfindex import checked_tensors, tensor_loader, tensor_reader
+from kerasave.formats._tf.graph import GRAPH_KEY as _GRAPH_KEY
+from kerasave.formats._tf.graph import VALUE as _VALUE
+from kerasave.formats._tf.graph import ObjectGraph, read_graph
+from kerasave.formats._tf.tfindex import checked_tensors, tensor_loader, tensor_reader
+from kerasave.keras2 import checkpoint as keras2
 
 __all__ = ["CheckpointHandler", "Roots", "manifest_path", "read_manifest", "tensors"]
 

@@ -11,13 +11,12 @@ from typing import Any
 import numpy as np
 import yaml
 
-from kerasave._config import config_from_text, model_from_config, to_json, to_yaml
 from kerasave._errors import foreign_errors
-from kerasave._lazy import keras
-from kerasave._lost import refuse_assets, refuse_rnn_states
 from kerasave._report import Check
-from kerasave._state import transfer_values
-from kerasave._verify import (
+from kerasave._runtime.lazy import keras
+from kerasave.compare.lost import refuse_assets, refuse_rnn_states
+from kerasave.compare.state import transfer_values
+from kerasave.compare.verify import (
     compare_configs,
     compare_outputs,
     guarded,
@@ -33,6 +32,7 @@ from kerasave.formats._base import (
     require_config,
     versions_now,
 )
+from kerasave.formats.configtext import config_from_text, model_from_config, to_json, to_yaml
 from kerasave.formats.h5sharded import is_json_object, is_shard_map
 
 __all__ = ["JsonHandler", "YamlHandler"]

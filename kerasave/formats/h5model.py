@@ -16,7 +16,6 @@ from typing import Any
 import h5py
 import numpy as np
 
-from kerasave._config import model_from_config
 from kerasave._errors import (
     ArchitectureMismatchError,
     CorruptArtifactError,
@@ -24,18 +23,17 @@ from kerasave._errors import (
     NotSerializableError,
     foreign_errors,
 )
-from kerasave._internals import attempt
-from kerasave._internals.compiling import kept_compile_settings
-from kerasave._internals.h5read import Source
-from kerasave._internals.legacy import load_h5_weights, save_h5_model, training_optimizer
-from kerasave._internals.patches import Recorded, build_deferred, initialize_rest, recorded
-from kerasave._lazy import keras
-from kerasave._lost import refuse_assets
+from kerasave._fastpaths import attempt
+from kerasave._fastpaths.compiling import kept_compile_settings
+from kerasave._fastpaths.h5read import Source
+from kerasave._fastpaths.legacy import load_h5_weights, save_h5_model, training_optimizer
+from kerasave._fastpaths.patches import Recorded, build_deferred, initialize_rest, recorded
 from kerasave._report import Check
+from kerasave._runtime.lazy import keras
 from kerasave._safety import declared_bytes
-from kerasave._state import keras_warnings, lent_twin
-from kerasave._verify import view
-from kerasave.formats import keras2
+from kerasave.compare.lost import refuse_assets
+from kerasave.compare.state import keras_warnings, lent_twin
+from kerasave.compare.verify import view
 from kerasave.formats._base import (
     Contents,
     ReadArray,
@@ -48,6 +46,7 @@ from kerasave.formats._whole import (
     map_load_error,
     twin_check,
 )
+from kerasave.formats.configtext import model_from_config
 from kerasave.formats.h5weights import (
     VERSIONS_ATTR,
     _datasets,
@@ -60,6 +59,7 @@ from kerasave.formats.h5weights import (
     open_h5,
     optimizer_names,
 )
+from kerasave.keras2 import checkpoint as keras2
 
 __all__ = ["H5ModelHandler", "compile_from_training"]
 
@@ -212,7 +212,7 @@ class H5ModelHandler(WholeModelFormat):
         values into it, and what identifies the build (for ``lent_twin``).
 
         ``record`` (verification) records the values instead of assigning them (see
-        ``kerasave._internals.patches.recorded``); ``mapped``: the file is kerasave's
+        ``kerasave._fastpaths.patches.recorded``); ``mapped``: the file is kerasave's
         own temporary, written by this process just now, so the values are read-only
         views of its pages, and it is not walked for safety (that is for foreign files).
         """

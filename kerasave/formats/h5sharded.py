@@ -51,11 +51,11 @@ from kerasave._errors import (
     UnsafeArtifactError,
     foreign_errors,
 )
-from kerasave._internals.patches import initialize_rest
-from kerasave._lazy import keras
+from kerasave._fastpaths.patches import initialize_rest
 from kerasave._report import Check, Variable
-from kerasave._state import Snapshot, empty_twin, keras_warnings
-from kerasave._verify import compare_arrays, optimizer_of, pair_variables, to_numpy, view
+from kerasave._runtime.lazy import keras
+from kerasave.compare.state import Snapshot, empty_twin, keras_warnings
+from kerasave.compare.verify import compare_arrays, optimizer_of, pair_variables, to_numpy, view
 from kerasave.formats._base import (
     Contents,
     ReadArray,

@@ -27,16 +27,16 @@ from kerasave._errors import (
     KerasaveError,
     foreign_errors,
 )
-from kerasave._internals import Unsupported, attempt, savinglib
-from kerasave._internals.h5read import Source
-from kerasave._internals.legacy import load_h5_weights, named
-from kerasave._internals.patches import Recorded, initialize_rest
-from kerasave._lazy import keras
-from kerasave._lost import config_losses, refuse_rnn_states
+from kerasave._fastpaths import Unsupported, attempt, savinglib
+from kerasave._fastpaths.h5read import Source
+from kerasave._fastpaths.legacy import load_h5_weights, named
+from kerasave._fastpaths.patches import Recorded, initialize_rest
 from kerasave._report import Check, Variable
+from kerasave._runtime.lazy import keras
 from kerasave._safety import check_h5
-from kerasave._state import Snapshot, empty_twin, keras_warnings, model_twin
-from kerasave._verify import (
+from kerasave.compare.lost import config_losses, refuse_rnn_states
+from kerasave.compare.state import Snapshot, empty_twin, keras_warnings, model_twin
+from kerasave.compare.verify import (
     compare_arrays,
     optimizer_of,
     pair_variables,

@@ -20,10 +20,10 @@ from kerasave._errors import (
     KerasaveError,
     foreign_errors,
 )
-from kerasave._internals import attempt, savinglib, zipwriter
-from kerasave._internals.h5read import WEIGHTS, Window, member_span
-from kerasave._lazy import keras
+from kerasave._fastpaths import attempt, savinglib, zipwriter
+from kerasave._fastpaths.h5read import WEIGHTS, Window, member_span
 from kerasave._report import Check
+from kerasave._runtime.lazy import keras
 from kerasave._safety import (
     check_h5,
     check_nesting,
@@ -32,7 +32,7 @@ from kerasave._safety import (
     refuse_code,
     refuse_oversized,
 )
-from kerasave._state import keras_twin, keras_warnings
+from kerasave.compare.state import keras_twin, keras_warnings
 from kerasave.formats._base import (
     Contents,
     ReadArray,

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from kerasave._errors import UnknownFormatError, foreign_errors
-from kerasave._lazy import keras, tf
 from kerasave._report import Variable
+from kerasave._runtime.lazy import keras, tf
 from kerasave.formats import _tflite
 from kerasave.formats._base import Contents, ReadArray
 from kerasave.formats._export import (

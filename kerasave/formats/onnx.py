@@ -29,8 +29,8 @@ from kerasave._errors import (
     UnsafeArtifactError,
     foreign_errors,
 )
-from kerasave._lazy import keras
 from kerasave._report import Variable
+from kerasave._runtime.lazy import keras
 from kerasave.formats import _onnxproto as proto
 from kerasave.formats._base import Contents, ReadArray
 from kerasave.formats._export import (

@@ -19,30 +19,32 @@ from typing import Any
 
 import numpy as np
 
-from kerasave import _protowire
 from kerasave._errors import (
     ArchitectureMismatchError,
     CorruptArtifactError,
     UnknownFormatError,
     foreign_errors,
 )
-from kerasave._internals import Unsupported, attempt
-from kerasave._internals.dlpack import Loaded
-from kerasave._lazy import keras, tf
+from kerasave._fastpaths import Unsupported, attempt
+from kerasave._fastpaths.dlpack import Loaded
 from kerasave._report import Check, Variable
-from kerasave._state import keras_warnings
-from kerasave._tolerance import compare_within
-from kerasave._verify import (
+from kerasave._runtime.lazy import keras, tf
+from kerasave.compare.state import keras_warnings
+from kerasave.compare.tolerance import compare_within
+from kerasave.compare.verify import (
     compare_arrays,
     compare_outputs,
     pair_variables,
     probe_inputs,
     to_numpy,
 )
-from kerasave.formats import _opscan, _pairing, checkpoint, keras2_savedmodel
+from kerasave.formats import _pairing, checkpoint
 from kerasave.formats._base import Contents, ModelFormat, ReadArray, passed
-from kerasave.formats._graph import GRAPH_KEY, VALUE, read_graph
-from kerasave.formats._tfindex import Location, check_index, masked_crc32c, tensor_locations
+from kerasave.formats._tf import opscan as _opscan
+from kerasave.formats._tf import protowire as _protowire
+from kerasave.formats._tf.graph import GRAPH_KEY, VALUE, read_graph
+from kerasave.formats._tf.tfindex import Location, check_index, masked_crc32c, tensor_locations
+from kerasave.keras2 import savedmodel as keras2_savedmodel
 from kerasave.store.crc import crc32c_of
 
 __all__ = ["SavedModelHandler", "compare_serving", "compare_export_variables"]
@@ -175,7 +177,7 @@ def compare_serving(model: keras.Model, served: Any, probe: Any) -> Check:
     still comes from how TensorFlow's graph optimizer rewrites the loaded
     serving function (it regroups a chain of additions, for one): when every
     variable the export holds is bit-exact with the model's, the outputs are
-    judged under ``kerasave._tolerance``'s policy, and the check says so.
+    judged under ``kerasave.compare.tolerance``'s policy, and the check says so.
     """
     name = "serving outputs"
     try:  # Keras exports one positional argument holding the whole input structure.

@@ -160,7 +160,7 @@ def render(pairs: list, versions: dict[str, str]) -> str:
 
 def main(argv: list[str]) -> int:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from kerasave._quiet import import_tensorflow
+    from kerasave._runtime.quiet import import_tensorflow
 
     import_tensorflow()
     import tempfile

@@ -1,4 +1,4 @@
-"""The SavedModel operation allowlist (``kerasave/formats/_opnames.py``), derived from
+"""The SavedModel operation allowlist (``kerasave/formats/_tf/opnames.py``), derived from
 TensorFlow's own op registry.
 
 Every public TensorFlow op is generated into one ``gen_*_ops`` module per op library.
@@ -10,7 +10,7 @@ and XLA modules, proto (de)coding with descriptor files, checkpoint remapping. W
 allowed libraries a few ops are left out by name (``EXCLUDED``), each with its reason.
 
     python tests/scripts/opnames.py              # this TensorFlow's allowlist, as JSON
-    python tests/scripts/opnames.py A.json B.json > kerasave/formats/_opnames.py
+    python tests/scripts/opnames.py A.json B.json > kerasave/formats/_tf/opnames.py
 
 The second form writes the module from the union of several stacks' JSON (CI's
 newest and oldest TensorFlow). ``tests/test_attacks.py`` checks that every op this

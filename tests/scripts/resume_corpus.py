@@ -32,7 +32,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import kerasave as ks  # noqa: E402
-from kerasave._internals import enabled  # noqa: E402
+from kerasave._fastpaths import enabled  # noqa: E402
 from kerasave.callbacks import Checkpoint, ResumeWarning  # noqa: E402
 
 CASES = {}

@@ -83,7 +83,7 @@ def main(cases_file: str) -> None:
     import numpy as np
 
     import kerasave as ks
-    from kerasave._quiet import import_tensorflow
+    from kerasave._runtime.quiet import import_tensorflow
 
     import_tensorflow()
     ks.reference_model()  # (Keras and TensorFlow warmed up before the limits)

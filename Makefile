@@ -21,7 +21,7 @@ CORE_TESTS    := test_roundtrip.py test_weights.py test_whole.py test_config.py 
                  test_handlers.py test_keras2.py test_remote.py test_manager_tf.py \
                  test_sharded.py test_attacks.py test_exports.py test_tolerance.py \
                  test_corpus.py test_corpus_whole.py test_resume.py test_resume_settings.py \
-                 test_manager_errors.py
+                 test_manager_errors.py test_layout.py
 # (skipped: the fit callback's resume, which needs fit_initial_epoch: no public Keras call
 # lets a callback start fit at a later epoch, so without it the callback asks for
 # fit(initial_epoch=N) instead, as README's Known limits say)

@@ -1,7 +1,7 @@
 """Training checkpoints that resume exactly: ``CheckpointManager``.
 
-A manager numbers its checkpoints, keeps some (``_retention``), holds its
-directory (``_lease``) and saves in the background; what a checkpoint is, the
+A manager numbers its checkpoints, keeps some (``retention``), holds its
+directory (``lease``) and saves in the background; what a checkpoint is, the
 checkpoint handler knows (``formats/checkpoint.py``): every save is its
 ``write`` and ``check`` of the manager's ``Roots`` (model, optimizer, other
 trackables) inside the store's transaction, every restore its ``restore``.
@@ -11,7 +11,7 @@ files) and ``ckpt-N.kerasave.json`` (build shapes, time, step, metrics,
 progress), on disk or at a URL alike (``kerasave.store``: one store per
 directory, chosen once). The directory listing *is* the state; TensorFlow's
 ``checkpoint`` file is written from it after each commit, for TensorFlow's
-readers (``tf.train.latest_checkpoint``; ``_adopted``).
+readers (``tf.train.latest_checkpoint``; ``adopted``).
 """
 
 from __future__ import annotations

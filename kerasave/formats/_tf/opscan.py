@@ -10,7 +10,7 @@ graph and every function of its library (kerasave's protobuf decoder, no
 TensorFlow) and refuses, with ``UnsafeArtifactError`` naming the op, its node and
 its function:
 
-- an op outside the allowlist (``_opnames.ALLOWED``: the op libraries that only
+- an op outside the allowlist (``opnames.ALLOWED``: the op libraries that only
   compute on tensors and on the process' own resources), called as a node or
   named as a function by a ``func`` attribute (``PartitionedCall(f=WriteFile)``);
 - a checkpoint's own I/O (``SaveV2``, ``RestoreV2``, ``MergeV2Checkpoints``...)

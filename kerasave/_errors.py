@@ -287,5 +287,10 @@ def foreign_errors(path: str | os.PathLike[str] | None, what: str, *, at: Stage 
         error = error_for(exc, path, what, at=at, typed=typed)
         if error is None:
             raise
-        # (a RecursionError's thousand frames say nothing more)
-        raise error from (None if isinstance(exc, RecursionError) else exc)
+        try:  # (a RecursionError's thousand frames say nothing more)
+            raise error from (None if isinstance(exc, RecursionError) else exc)
+        finally:
+            # error's traceback holds this frame, which holds error: without this, the
+            # cycle keeps whatever the failed code held (a mapped file's pages, a
+            # model's tensors) alive until the garbage collector runs
+            del error

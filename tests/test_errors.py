@@ -359,3 +359,32 @@ def test_a_recursion_error_is_corrupt_without_its_frames():
     assert type(error) is ks.CorruptArtifactError
     assert str(error).startswith("not valid JSON: it nests too deeply")
     assert error.__cause__ is None and error.__suppress_context__
+
+
+def test_a_mapped_error_frees_what_the_failed_code_held_without_the_collector():
+    # (a SavedModel's check maps TensorFlow's error: the variables the failed load held,
+    # pages of the mapped file, must be given back when the error is, not at a later gc)
+    import gc
+    import weakref
+
+    from kerasave._errors import foreign_errors
+
+    class Held:
+        pass
+
+    def fail(held):
+        raise ValueError("bad value")
+
+    held = Held()
+    ref = weakref.ref(held)
+    gc.disable()
+    try:
+        try:
+            with foreign_errors("m.h5", "could not read the weights", at="run"):
+                fail(held)
+        except ks.CorruptArtifactError:
+            pass
+        del held
+        assert ref() is None
+    finally:
+        gc.enable()

@@ -59,7 +59,10 @@ class Cluster:
                 error = exc
             self.agree(error is None)
             if error is not None:
-                raise error
+                try:
+                    raise error
+                finally:  # (no cycle through this frame: the values go with the error)
+                    del error
             return
         failed: BaseException | None = None
         try:  # the same collectives as the chief's write, into nowhere that stays

@@ -329,7 +329,10 @@ class CheckpointManager:
             pending.join()
         error, self._error = self._error, None
         if error is not None:
-            raise error
+            try:
+                raise error
+            finally:  # (no cycle through this frame: what the save held goes with it)
+                del error
 
     def _snapshot(self, roots: Roots) -> Roots | None:
         """The roots as of now: a checkpoint object that writes copies of today's

@@ -129,3 +129,15 @@ def test_the_layer_check_fails_on_a_store_that_reads_a_format():
     wrong = {t for m, targets in graph.items() for t in targets
              if part(t) != part(m) and part(t) not in MAY_IMPORT[part(m)]}
     assert wrong == {"kerasave.formats.keras"}
+
+
+def test_the_architecture_draws_every_module():
+    doc = Path(__file__).parents[1] / "docs" / "architecture.md"
+    if not doc.is_file():
+        pytest.skip("docs/ is not beside these tests")
+    text = doc.read_text()
+    tree = text[text.index("```\nkerasave/"):]
+    tree = tree[: tree.index("```\n", 4)]
+    missing = sorted(str(p.relative_to(PACKAGE)) for p in PACKAGE.rglob("*.py")
+                     if p.name != "__init__.py" and p.name not in tree)
+    assert missing == []

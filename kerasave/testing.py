@@ -87,7 +87,6 @@ from kerasave.formats.savedmodel import compare_serving
 
 __all__ = ["FORMATS", "EXPORTS", "RoundTripFailure", "assert_round_trip"]
 
-#: The deployment exports, checked when ``kerasave[export]`` is installed.
 def _runnable(handler: object) -> bool:
     """An export handler whose writer and runtime modules are installed."""
     if not isinstance(handler, ExportFormat):
@@ -95,6 +94,7 @@ def _runnable(handler: object) -> bool:
     return not available(*handler.writes_with, *handler.runs_with)
 
 
+#: The deployment exports, checked when ``kerasave[export]`` is installed.
 EXPORTS: tuple[str, ...] = tuple(
     f.label for f in formats(lambda f: f.export) if _runnable(f.handler))
 
